@@ -1,0 +1,159 @@
+//! The `auth.json` model, byte-compatible with llmx/Codex (DESIGN.md §1).
+//!
+//! Reading validates the shape and the id_token, so a corrupt file is an error naming the file,
+//! never "logged out". Keys this tool does not know are kept and written back.
+
+use crate::auth::claims::{ClaimsError, IdClaims};
+use crate::home::{HomeError, read_optional, write_private};
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("{}: not a valid auth.json: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// The OAuth tokens of a ChatGPT login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub id_token: Secret,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+    /// Always written, `null` when unknown.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The whole file. Field order matches what llmx writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthFile {
+    /// Always written, `null` when absent.
+    #[serde(rename = "OPENAI_API_KEY", default)]
+    pub openai_api_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+    /// RFC 3339; kept as text so a file round-trips byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<String>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AuthFile {
+    /// What an API-key login writes: `{"OPENAI_API_KEY": "<key>"}`.
+    pub fn with_api_key(key: Secret) -> AuthFile {
+        AuthFile { openai_api_key: Some(key), tokens: None, last_refresh: None, extra: Default::default() }
+    }
+
+    /// Parse and validate bytes that claim to be an auth.json. `origin` names them in errors.
+    pub fn parse(origin: &Path, bytes: &[u8]) -> Result<AuthFile, AuthFileError> {
+        let corrupt = |reason: String| AuthFileError::Corrupt { path: origin.to_path_buf(), reason };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if !value.is_object() {
+            return Err(corrupt("expected a JSON object".into()));
+        }
+        let file: AuthFile = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        if let Some(t) = &file.tokens {
+            IdClaims::parse(t.id_token.expose()).map_err(|e: ClaimsError| corrupt(format!("tokens.id_token: {e}")))?;
+        }
+        if let Some(lr) = &file.last_refresh {
+            OffsetDateTime::parse(lr, &Rfc3339)
+                .map_err(|_| corrupt(format!("last_refresh is not an RFC 3339 time: {lr:?}")))?;
+        }
+        Ok(file)
+    }
+
+    /// Load `path`: `Ok(None)` when the file does not exist.
+    pub fn load(path: &Path) -> Result<Option<AuthFile>, AuthFileError> {
+        match read_optional(path)? {
+            None => Ok(None),
+            Some(bytes) => AuthFile::parse(path, &bytes).map(Some),
+        }
+    }
+
+    /// The exact bytes llmx would write: pretty JSON with 2-space indent.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serialising plain strings, options and JSON maps into a Vec cannot fail.
+        serde_json::to_vec_pretty(self).expect("auth.json serialises")
+    }
+
+    /// Atomic 0600 write (see [`crate::home::write_private`]).
+    pub fn save(&self, path: &Path) -> Result<(), AuthFileError> {
+        Ok(write_private(path, &self.to_bytes())?)
+    }
+
+    /// `last_refresh` parsed, when present and valid.
+    pub fn last_refresh_time(&self) -> Option<OffsetDateTime> {
+        self.last_refresh.as_deref().and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+    }
+
+    /// The non-empty API key stored in the file.
+    pub fn api_key(&self) -> Option<&Secret> {
+        self.openai_api_key.as_ref().filter(|k| !k.is_empty())
+    }
+}
+
+/// Now as RFC 3339 UTC, the form written to `last_refresh`.
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::claims::test_jwt;
+
+    fn sample() -> String {
+        let id = test_jwt(&serde_json::json!({"email": "a@b.c"}));
+        format!(
+            "{{\n  \"OPENAI_API_KEY\": null,\n  \"tokens\": {{\n    \"id_token\": \"{id}\",\n    \"access_token\": \"at\",\n    \"refresh_token\": \"rt\",\n    \"account_id\": \"acc\"\n  }},\n  \"last_refresh\": \"2025-08-06T20:41:36.232376Z\",\n  \"future_key\": {{\n    \"x\": 1\n  }}\n}}"
+        )
+    }
+
+    #[test]
+    fn round_trips_llmx_format_byte_for_byte() {
+        let text = sample();
+        let f = AuthFile::parse(Path::new("auth.json"), text.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(f.to_bytes()).unwrap(), text);
+    }
+
+    #[test]
+    fn api_key_login_shape() {
+        let f = AuthFile::with_api_key(Secret::new("sk-1"));
+        assert_eq!(String::from_utf8(f.to_bytes()).unwrap(), "{\n  \"OPENAI_API_KEY\": \"sk-1\"\n}");
+    }
+
+    #[test]
+    fn account_id_always_written() {
+        let id = test_jwt(&serde_json::json!({}));
+        let text = format!(r#"{{"tokens":{{"id_token":"{id}","access_token":"a","refresh_token":"r"}}}}"#);
+        let f = AuthFile::parse(Path::new("auth.json"), text.as_bytes()).unwrap();
+        let out = String::from_utf8(f.to_bytes()).unwrap();
+        assert!(out.contains("\"account_id\": null"), "{out}");
+        assert!(out.contains("\"OPENAI_API_KEY\": null"), "{out}");
+    }
+
+    #[test]
+    fn corrupt_inputs_are_errors_naming_the_file() {
+        for bad in [
+            "",
+            "[]",
+            "{",
+            "{\"tokens\": 5}",
+            "{\"OPENAI_API_KEY\": 3}",
+            "{\"last_refresh\": \"yesterday\"}",
+            "{\"tokens\":{\"id_token\":\"x\",\"access_token\":\"a\",\"refresh_token\":\"r\"}}",
+        ] {
+            let e = AuthFile::parse(Path::new("/h/auth.json"), bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with("/h/auth.json: "), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The credential library: the auth.json model, selection, claims, and the login and refresh
+//! flows. Nothing here prints; callers render what it returns.
+
+pub mod claims;
+pub mod file;
+pub mod select;
+pub mod status;

@@ -1,0 +1,75 @@
+//! Command-line types (clap) and dispatch. Each command lives in its own module and only parses,
+//! calls the library and renders; the command tree mirrors the module tree.
+
+mod failure;
+mod login;
+mod logout;
+mod output;
+mod status;
+
+pub use failure::Failure;
+
+use crate::config::{self, Override, Settings};
+use crate::home::Home;
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  llmx login                              # sign in with the browser
+  printenv OPENAI_API_KEY | llmx login --with-api-key
+  llmx login status --json
+  llmx -c preferred_auth_method=apikey login status
+  llmx logout";
+
+#[derive(Debug, Parser)]
+#[command(name = "llmx", version, about = "Sign the llmx agent in and provision its credentials", after_help = EXAMPLES)]
+pub struct Cli {
+    /// Override a config.toml setting for this run (repeatable), e.g. -c preferred_auth_method=apikey
+    #[arg(short = 'c', long = "config", global = true, value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sign in with the browser (OAuth + PKCE) or with an API key from stdin
+    Login(login::LoginArgs),
+    /// Remove the stored credentials (auth.json)
+    Logout(logout::LogoutArgs),
+    /// Credential status, refresh, and provisioning to other machines
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Show which credential is in use (same report as `llmx login status`)
+    Status(status::StatusArgs),
+}
+
+/// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
+/// so that commands that do not need config.toml never read it.
+pub struct Ctx {
+    pub home: Home,
+    pub overrides: Vec<Override>,
+}
+
+impl Ctx {
+    pub fn settings(&self) -> Result<Settings, Failure> {
+        Ok(config::load(&self.home.config_path(), &self.overrides)?)
+    }
+}
+
+/// Run a parsed command line; `Ok` carries the exit code.
+pub fn run(cli: Cli) -> Result<u8, Failure> {
+    let overrides = cli.config.iter().map(|raw| Override::parse(raw)).collect::<Result<Vec<_>, _>>()?;
+    let home = Home::from_env()?;
+    let ctx = Ctx { home, overrides };
+    match cli.command {
+        Command::Login(args) => login::run(&ctx, args),
+        Command::Logout(args) => logout::run(&ctx, args),
+        Command::Auth(AuthCommand::Status(args)) => status::run(&ctx, args),
+    }
+}

@@ -1,0 +1,253 @@
+//! `config.toml` plus `-c key=value` overrides, turned into typed [`Settings`].
+//!
+//! The file is shared with the agent, so unknown keys are ignored. Only the keys this tool reads
+//! are validated, and an invalid value names the file (or the override) and the valid values.
+
+use crate::home::{HomeError, read_optional};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_ISSUER: &str = "https://auth.openai.com";
+pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid override '{raw}': expected key=value")]
+    OverrideMissingEquals { raw: String },
+    #[error("invalid override '{raw}': empty key")]
+    OverrideEmptyKey { raw: String },
+    #[error("invalid override '{raw}': key '{key}' conflicts with a non-table value")]
+    OverrideConflict { raw: String, key: String },
+    #[error("{}: line {line}, column {column}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{origin}: invalid {key} {value}; valid values: {valid}")]
+    InvalidValue { origin: String, key: &'static str, value: String, valid: &'static str },
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// Which credential to prefer when both an API key and ChatGPT tokens are available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    #[default]
+    #[serde(rename = "chatgpt")]
+    ChatGpt,
+    #[serde(rename = "apikey")]
+    ApiKey,
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMethod::ChatGpt => "chatgpt",
+            AuthMethod::ApiKey => "apikey",
+        })
+    }
+}
+
+/// The settings this tool reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub preferred_auth_method: AuthMethod,
+    pub auth_issuer: String,
+    pub auth_client_id: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            preferred_auth_method: AuthMethod::ChatGpt,
+            auth_issuer: DEFAULT_ISSUER.to_string(),
+            auth_client_id: DEFAULT_CLIENT_ID.to_string(),
+        }
+    }
+}
+
+/// One parsed `-c key=value`. `raw` is kept so the tunnel can hand the same override to a remote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub raw: String,
+    pub path: Vec<String>,
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Split at the first `=`, trim both sides; the value is a TOML value if it parses as one,
+    /// else a string with surrounding quotes stripped.
+    pub fn parse(raw: &str) -> Result<Override, ConfigError> {
+        let (key, value) =
+            raw.split_once('=').ok_or_else(|| ConfigError::OverrideMissingEquals { raw: raw.to_string() })?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(|p| p.trim().is_empty()) {
+            return Err(ConfigError::OverrideEmptyKey { raw: raw.to_string() });
+        }
+        let value = parse_value(value.trim());
+        Ok(Override { raw: raw.to_string(), path: key.split('.').map(|p| p.trim().to_string()).collect(), value })
+    }
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    let doc = format!("v = {text}");
+    if let Ok(mut table) = doc.parse::<toml::Table>()
+        && table.len() == 1
+        && let Some(v) = table.remove("v")
+    {
+        return v;
+    }
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .or_else(|| text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')))
+        .unwrap_or(text);
+    toml::Value::String(unquoted.to_string())
+}
+
+/// Read `config.toml` (missing is empty), apply the overrides, extract the typed settings.
+pub fn load(config_path: &Path, overrides: &[Override]) -> Result<Settings, ConfigError> {
+    let mut table = match read_optional(config_path)? {
+        None => toml::Table::new(),
+        Some(bytes) => parse_file(config_path, &bytes)?,
+    };
+    for o in overrides {
+        apply(&mut table, o)?;
+    }
+    let origin = |key: &str| -> String {
+        match overrides.iter().rev().find(|o| o.path.len() == 1 && o.path[0] == key) {
+            Some(o) => format!("override '{}'", o.raw),
+            None => config_path.display().to_string(),
+        }
+    };
+    let mut s = Settings::default();
+    if let Some(v) = table.get("preferred_auth_method") {
+        s.preferred_auth_method = match v.as_str() {
+            Some("chatgpt") => AuthMethod::ChatGpt,
+            Some("apikey") => AuthMethod::ApiKey,
+            _ => {
+                return Err(ConfigError::InvalidValue {
+                    origin: origin("preferred_auth_method"),
+                    key: "preferred_auth_method",
+                    value: v.to_string(),
+                    valid: "\"chatgpt\", \"apikey\"",
+                });
+            }
+        };
+    }
+    for (key, slot) in [("auth_issuer", &mut s.auth_issuer), ("auth_client_id", &mut s.auth_client_id)] {
+        if let Some(v) = table.get(key) {
+            match v.as_str() {
+                Some(text) if !text.trim().is_empty() => *slot = text.trim().to_string(),
+                _ => {
+                    return Err(ConfigError::InvalidValue {
+                        origin: origin(key),
+                        key: if key == "auth_issuer" { "auth_issuer" } else { "auth_client_id" },
+                        value: v.to_string(),
+                        valid: "a non-empty string",
+                    });
+                }
+            }
+        }
+    }
+    if url::Url::parse(&s.auth_issuer).is_err() {
+        return Err(ConfigError::InvalidValue {
+            origin: origin("auth_issuer"),
+            key: "auth_issuer",
+            value: format!("\"{}\"", s.auth_issuer),
+            valid: "an http(s) URL such as \"https://auth.openai.com\"",
+        });
+    }
+    Ok(s)
+}
+
+fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        line: line_of(bytes, e.valid_up_to()).0,
+        column: line_of(bytes, e.valid_up_to()).1,
+        message: "not valid UTF-8".to_string(),
+    })?;
+    text.parse::<toml::Table>().map_err(|e| {
+        let (line, column) = e.span().map(|s| line_of(bytes, s.start)).unwrap_or((1, 1));
+        ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_of(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    (line, column)
+}
+
+fn apply(table: &mut toml::Table, o: &Override) -> Result<(), ConfigError> {
+    let (last, parents) = o.path.split_last().expect("Override::parse rejects an empty key");
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(ConfigError::OverrideConflict { raw: o.raw.clone(), key: p.clone() }),
+        };
+    }
+    cur.insert(last.clone(), o.value.clone());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov(s: &str) -> Override {
+        Override::parse(s).unwrap()
+    }
+
+    #[test]
+    fn override_values_are_toml_or_strings() {
+        assert_eq!(ov("a=1").value, toml::Value::Integer(1));
+        assert_eq!(ov(" a = true ").value, toml::Value::Boolean(true));
+        assert_eq!(ov("a=\"apikey\"").value, toml::Value::String("apikey".into()));
+        assert_eq!(ov("a=apikey").value, toml::Value::String("apikey".into()));
+        assert_eq!(ov("a='x y'").value, toml::Value::String("x y".into()));
+        assert_eq!(ov("a=b=c").value, toml::Value::String("b=c".into()));
+        assert_eq!(ov("x.y.z=1").path, vec!["x", "y", "z"]);
+        assert_eq!(ov("a=").value, toml::Value::String(String::new()));
+    }
+
+    #[test]
+    fn override_errors() {
+        assert!(matches!(Override::parse("novalue"), Err(ConfigError::OverrideMissingEquals { .. })));
+        assert!(matches!(Override::parse(" =1"), Err(ConfigError::OverrideEmptyKey { .. })));
+        assert!(matches!(Override::parse("a..b=1"), Err(ConfigError::OverrideEmptyKey { .. })));
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        std::fs::write(&p, "model = \"x\"\npreferred_auth_method = \"apikey\"\n[other]\nk = 1\n").unwrap();
+        let s = load(&p, &[]).unwrap();
+        assert_eq!(s.preferred_auth_method, AuthMethod::ApiKey);
+        let s = load(&p, &[ov("preferred_auth_method=chatgpt"), ov("auth_issuer=http://127.0.0.1:9")]).unwrap();
+        assert_eq!(s.preferred_auth_method, AuthMethod::ChatGpt);
+        assert_eq!(s.auth_issuer, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn invalid_method_lists_valid_values() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        let e = load(&p, &[ov("preferred_auth_method=oauth")]).unwrap_err().to_string();
+        assert!(e.contains("chatgpt") && e.contains("apikey") && e.contains("override"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_file_names_file_and_line() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        std::fs::write(&p, "a = 1\nb = = 2\n").unwrap();
+        let e = load(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("config.toml: line 2"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! llmx: sign the llmx coding agent in to its provider and provision those credentials wherever
+//! the agent runs. This crate is the library; `src/main.rs` and `src/cli/` are a thin layer that
+//! parses arguments and renders what the library returns (DESIGN.md §7).
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod home;
+pub mod secret;

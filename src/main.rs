@@ -1,0 +1,31 @@
+//! The `llmx` binary: parse arguments, run the command, map the result to an exit code.
+//! This is the only place that calls `process::exit` (through `ExitCode`).
+
+use clap::Parser;
+use llmx::cli::{Cli, Failure};
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // Secure default before anything can write a file (atuin's habit): nothing we create is
+    // readable by others, whatever path a write takes.
+    // SAFETY: umask only sets the process file-mode mask; it has no failure mode.
+    unsafe { libc::umask(0o077) };
+    let cli = Cli::parse();
+    match llmx::cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => report(&f),
+    }
+}
+
+fn report(f: &Failure) -> ExitCode {
+    if f.broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "llmx: {}", f.message);
+    if let Some(h) = &f.hint {
+        let _ = writeln!(err, "hint: {h}");
+    }
+    ExitCode::from(f.code)
+}
