@@ -168,7 +168,12 @@ fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {
     })?;
     text.parse::<toml::Table>().map_err(|e| {
         let (line, column) = e.span().map(|s| line_of(bytes, s.start)).unwrap_or((1, 1));
-        ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+        }
     })
 }
 
