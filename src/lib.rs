@@ -7,4 +7,5 @@ pub mod cli;
 pub mod config;
 pub mod home;
 pub mod secret;
+pub mod ssh;
 pub mod target;

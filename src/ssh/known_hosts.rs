@@ -1,0 +1,306 @@
+//! Host-key verification against OpenSSH known_hosts files (`sshd(8)`, "SSH_KNOWN_HOSTS FILE
+//! FORMAT"): plain patterns with `*`/`?`/`!`, `[host]:port` for a port other than 22, hashed
+//! entries (`|1|salt|HMAC-SHA1(salt, name)`), and the `@revoked` marker (`@cert-authority` lines
+//! are skipped: we do not do host certificates). A missing file is an empty file.
+//!
+//! Our own parser rather than libssh2's: libssh2 stops at the first line it cannot parse (a marker,
+//! a key type it does not know), and we need to tell "unknown" from "changed" precisely.
+
+use crate::ssh::SshError;
+use crate::ssh::config::wildcard;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The result of checking one host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A line for this host holds this very key.
+    Known,
+    /// No line holds a key of this type for this host. `other_types` lists the key types that are
+    /// recorded for it, if any.
+    Unknown { other_types: Vec<String> },
+    /// A line for this host holds a different key of the same type.
+    Changed { file: PathBuf, line: usize },
+    /// The key is listed as `@revoked`.
+    Revoked { file: PathBuf, line: usize },
+}
+
+/// One parsed line.
+#[derive(Debug, Clone)]
+struct Entry {
+    file: PathBuf,
+    line: usize,
+    revoked: bool,
+    hosts: Hosts,
+    key_type: String,
+    key: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Hosts {
+    Patterns(Vec<String>),
+    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+}
+
+/// The entries of every known-hosts file consulted, in order.
+#[derive(Debug, Default)]
+pub struct KnownHosts {
+    entries: Vec<Entry>,
+}
+
+impl KnownHosts {
+    /// Load the files that exist among `files`; unreadable lines are skipped as OpenSSH does.
+    pub fn load(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
+        let mut kh = KnownHosts::default();
+        for f in files {
+            match std::fs::read_to_string(f) {
+                Ok(text) => kh.add_text(f, &text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SshError::Config { path: f.clone(), reason: e.to_string() }),
+            }
+        }
+        Ok(kh)
+    }
+
+    fn add_text(&mut self, file: &Path, text: &str) {
+        for (n, line) in text.lines().enumerate() {
+            if let Some(e) = parse_line(file, n + 1, line) {
+                self.entries.push(e);
+            }
+        }
+    }
+
+    /// Check `key` (the SSH wire-format blob) offered by `host` on `port`.
+    pub fn check(&self, host: &str, port: u16, key: &[u8]) -> Verdict {
+        let name = host_port_name(host, port);
+        let key_type = blob_key_type(key).unwrap_or_default();
+        let matching: Vec<&Entry> = self.entries.iter().filter(|e| e.hosts.matches(&name)).collect();
+        if let Some(e) = matching.iter().find(|e| e.revoked && e.key == key) {
+            return Verdict::Revoked { file: e.file.clone(), line: e.line };
+        }
+        let plain: Vec<&&Entry> = matching.iter().filter(|e| !e.revoked).collect();
+        if plain.iter().any(|e| e.key == key) {
+            return Verdict::Known;
+        }
+        if let Some(e) = plain.iter().find(|e| e.key_type == key_type) {
+            return Verdict::Changed { file: e.file.clone(), line: e.line };
+        }
+        let mut other_types: Vec<String> = plain.iter().map(|e| e.key_type.clone()).collect();
+        other_types.dedup();
+        Verdict::Unknown { other_types }
+    }
+
+    /// Key types recorded for `host:port`, most preferred first, for the host-key algorithm
+    /// preference (so that a host known by its RSA key is not asked for its Ed25519 key).
+    pub fn known_types(&self, host: &str, port: u16) -> Vec<String> {
+        let name = host_port_name(host, port);
+        let mut out: Vec<String> = Vec::new();
+        for e in self.entries.iter().filter(|e| !e.revoked && e.hosts.matches(&name)) {
+            if !out.contains(&e.key_type) {
+                out.push(e.key_type.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Hosts {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Hosts::Hashed { salt, hash } => {
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else { return false };
+                mac.update(name.as_bytes());
+                mac.verify_slice(hash).is_ok()
+            }
+            Hosts::Patterns(pats) => {
+                let mut matched = false;
+                for p in pats {
+                    if let Some(neg) = p.strip_prefix('!') {
+                        if wildcard(neg.as_bytes(), name.as_bytes()) {
+                            return false;
+                        }
+                    } else if wildcard(p.as_bytes(), name.as_bytes()) {
+                        matched = true;
+                    }
+                }
+                matched
+            }
+        }
+    }
+}
+
+fn parse_line(file: &Path, line: usize, text: &str) -> Option<Entry> {
+    let mut fields = text.split_whitespace();
+    let mut first = fields.next()?;
+    if first.starts_with('#') {
+        return None;
+    }
+    let mut revoked = false;
+    if let Some(marker) = first.strip_prefix('@') {
+        match marker {
+            "revoked" => revoked = true,
+            _ => return None, // @cert-authority: host certificates are not supported
+        }
+        first = fields.next()?;
+    }
+    let hosts = if let Some(rest) = first.strip_prefix("|1|") {
+        let (salt, hash) = rest.split_once('|')?;
+        Hosts::Hashed { salt: STANDARD.decode(salt).ok()?, hash: STANDARD.decode(hash).ok()? }
+    } else {
+        Hosts::Patterns(first.split(',').map(|p| p.to_ascii_lowercase()).collect())
+    };
+    let key_type = fields.next()?.to_string();
+    let key = STANDARD.decode(fields.next()?).ok()?;
+    if blob_key_type(&key).as_deref() != Some(key_type.as_str()) {
+        return None;
+    }
+    Some(Entry { file: file.to_path_buf(), line, revoked, hosts, key_type, key })
+}
+
+/// The name a host is recorded under: `host`, or `[host]:port` when the port is not 22.
+pub fn host_port_name(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    if port == 22 { host } else { format!("[{host}]:{port}") }
+}
+
+/// The key type named inside an SSH public-key blob (its first string).
+pub fn blob_key_type(blob: &[u8]) -> Option<String> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    let name = blob.get(4..4 + len)?;
+    std::str::from_utf8(name).ok().map(str::to_string)
+}
+
+/// `SHA256:<base64>` as `ssh-keygen -l` prints it.
+pub fn fingerprint(blob: &[u8]) -> String {
+    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(blob)))
+}
+
+/// Append `host:port`'s key to `file` (creating it 0600, its directory 0700). One `write` of
+/// one line on an `O_APPEND` file, so concurrent pushes that accept several hosts do not interleave.
+pub fn record(file: &Path, host: &str, port: u16, blob: &[u8]) -> Result<(), SshError> {
+    let err = |e: std::io::Error| SshError::RecordHost { file: file.to_path_buf(), reason: e.to_string() };
+    let key_type = blob_key_type(blob).unwrap_or_else(|| "unknown".to_string());
+    if let Some(dir) = file.parent() {
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        }
+    }
+    let needs_newline = match std::fs::read(file) {
+        Ok(b) => !b.is_empty() && !b.ends_with(b"\n"),
+        Err(_) => false,
+    };
+    let line = format!(
+        "{}{} {} {}\n",
+        if needs_newline { "\n" } else { "" },
+        host_port_name(host, port),
+        key_type,
+        STANDARD.encode(blob)
+    );
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).map_err(err)?;
+    f.write_all(line.as_bytes()).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(kind: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = (kind.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind.as_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    fn kh(text: &str) -> KnownHosts {
+        let mut k = KnownHosts::default();
+        k.add_text(Path::new("kh"), text);
+        k
+    }
+
+    fn hashed(name: &str, salt: &[u8]) -> String {
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
+        mac.update(name.as_bytes());
+        format!("|1|{}|{}", STANDARD.encode(salt), STANDARD.encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn plain_and_port_entries() {
+        let a = blob("ssh-ed25519", b"AAAA");
+        let b = blob("ssh-ed25519", b"BBBB");
+        let text = format!(
+            "# c\nhost1,10.0.0.1 ssh-ed25519 {}\n[host1]:2222 ssh-ed25519 {}\n",
+            STANDARD.encode(&a),
+            STANDARD.encode(&b)
+        );
+        let k = kh(&text);
+        assert_eq!(k.check("host1", 22, &a), Verdict::Known);
+        assert_eq!(k.check("HOST1", 22, &a), Verdict::Known);
+        assert_eq!(k.check("10.0.0.1", 22, &a), Verdict::Known);
+        assert_eq!(k.check("host1", 2222, &b), Verdict::Known);
+        assert_eq!(k.check("host1", 2222, &a), Verdict::Changed { file: "kh".into(), line: 3 });
+        assert_eq!(k.check("host1", 22, &b), Verdict::Changed { file: "kh".into(), line: 2 });
+        assert_eq!(k.check("host2", 22, &a), Verdict::Unknown { other_types: vec![] });
+    }
+
+    #[test]
+    fn hashed_entries() {
+        let a = blob("ssh-ed25519", b"AAAA");
+        let text =
+            format!("{} ssh-ed25519 {}\n", hashed("[127.0.0.1]:4022", b"0123456789abcdefghij"), STANDARD.encode(&a));
+        let k = kh(&text);
+        assert_eq!(k.check("127.0.0.1", 4022, &a), Verdict::Known);
+        assert_eq!(k.check("127.0.0.1", 22, &a), Verdict::Unknown { other_types: vec![] });
+        assert_eq!(
+            k.check("127.0.0.1", 4022, &blob("ssh-ed25519", b"X")),
+            Verdict::Changed { file: "kh".into(), line: 1 }
+        );
+    }
+
+    #[test]
+    fn other_types_wildcards_negation_revoked_and_junk() {
+        let rsa = blob("ssh-rsa", b"R");
+        let ed = blob("ssh-ed25519", b"E");
+        let text = format!(
+            "garbage line\n@cert-authority *.x ssh-rsa {r}\n*.example,!bad.example ssh-rsa {r}\n@revoked * ssh-ed25519 {e}\n",
+            r = STANDARD.encode(&rsa),
+            e = STANDARD.encode(&ed)
+        );
+        let k = kh(&text);
+        assert_eq!(k.check("a.example", 22, &rsa), Verdict::Known);
+        assert_eq!(k.check("bad.example", 22, &rsa), Verdict::Unknown { other_types: vec![] });
+        assert_eq!(k.check("a.example", 22, &ed), Verdict::Revoked { file: "kh".into(), line: 4 });
+        assert_eq!(
+            k.check("a.example", 22, &blob("ecdsa-sha2-nistp256", b"C")),
+            Verdict::Unknown { other_types: vec!["ssh-rsa".into()] }
+        );
+        assert_eq!(k.known_types("a.example", 22), vec!["ssh-rsa"]);
+    }
+
+    #[test]
+    fn record_then_known() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("ssh/known_hosts");
+        let a = blob("ssh-ed25519", b"AAAA");
+        record(&f, "127.0.0.1", 2200, &a).unwrap();
+        record(&f, "h", 22, &a).unwrap();
+        let k = KnownHosts::load(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(k.check("127.0.0.1", 2200, &a), Verdict::Known);
+        assert_eq!(k.check("h", 22, &a), Verdict::Known);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(std::fs::read_to_string(&f).unwrap().starts_with("[127.0.0.1]:2200 ssh-ed25519 "));
+    }
+
+    #[test]
+    fn fingerprint_format() {
+        // ssh-keygen -lf of this key blob prints the same value.
+        assert!(fingerprint(b"x").starts_with("SHA256:"));
+        assert!(!fingerprint(b"x").ends_with('='));
+    }
+}

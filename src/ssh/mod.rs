@@ -1,0 +1,196 @@
+//! The SSH transport (ssh2 / libssh2), shared by `llmx auth push ssh:…` and `llmx auth tunnel`.
+//!
+//! - [`config`]: the parts of `~/.ssh/config` we honour (Host patterns, HostName, User, Port,
+//!   IdentityFile, IdentitiesOnly).
+//! - [`known_hosts`]: strict host-key checking against `~/.ssh/known_hosts` and
+//!   `/etc/ssh/ssh_known_hosts` (hashed and `[host]:port` entries); `accept_new` records an unknown
+//!   host, a changed key is always refused.
+//! - [`auth`]: ssh-agent, then identity files, with a passphrase callback for encrypted keys.
+//! - [`session`]: one thread per connection owns the `ssh2::Session` and all of its channels (libssh2
+//!   serialises every call, and a blocking read on one channel would stall the others); tokio code
+//!   talks to it through a cloneable [`Session`] handle: one-shot calls (exec with captured output,
+//!   SFTP), streamed remote processes, and `direct-tcpip` port forwards.
+//!
+//! Nothing here prints. Where the files live is injectable through [`SshOptions::ssh_dir`], so tests
+//! never touch the real `~/.ssh`.
+
+pub mod auth;
+pub mod config;
+pub mod connect;
+pub mod known_hosts;
+pub mod session;
+
+use crate::secret::Secret;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use connect::Destination;
+pub use session::{
+    Conn, ExecEvent, ExecOutput, ExitStatus, ForwardStats, Forwarding, RemoteProcess, Session, SessionInfo,
+};
+
+/// Asks the user for the passphrase of an encrypted private key; `None` when nobody can answer
+/// (no terminal). Supplied by the CLI layer: the library never touches the terminal itself.
+pub type PassphrasePrompt = Arc<dyn Fn(&Path) -> Option<Secret> + Send + Sync>;
+
+/// How to connect. `Default` gives the behaviour of a plain `ssh host`.
+#[derive(Clone)]
+pub struct SshOptions {
+    /// The directory holding `config`, `known_hosts` and the default keys. `None`: `~/.ssh` of
+    /// `$HOME` (tests point `HOME` at a temp dir).
+    pub ssh_dir: Option<PathBuf>,
+    /// The system-wide known-hosts file (`/etc/ssh/ssh_known_hosts`); `None` to ignore it.
+    pub system_known_hosts: Option<PathBuf>,
+    /// `-i/--identity` files, tried before those of the config and the default names.
+    pub identities: Vec<PathBuf>,
+    /// Record the key of a host that is not in known_hosts yet (never a changed one).
+    pub accept_new: bool,
+    /// TCP connect plus SSH handshake and authentication.
+    pub connect_timeout: Duration,
+    /// Limit for each blocking libssh2 call once connected.
+    pub io_timeout: Duration,
+    /// Try the keys held by ssh-agent (`$SSH_AUTH_SOCK`) first.
+    pub use_agent: bool,
+    pub passphrase: Option<PassphrasePrompt>,
+}
+
+impl Default for SshOptions {
+    fn default() -> SshOptions {
+        SshOptions {
+            ssh_dir: None,
+            system_known_hosts: Some(PathBuf::from("/etc/ssh/ssh_known_hosts")),
+            identities: Vec::new(),
+            accept_new: false,
+            connect_timeout: Duration::from_secs(15),
+            io_timeout: Duration::from_secs(60),
+            use_agent: true,
+            passphrase: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SshOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshOptions")
+            .field("ssh_dir", &self.ssh_dir)
+            .field("identities", &self.identities)
+            .field("accept_new", &self.accept_new)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SshOptions {
+    /// The `~/.ssh` directory in use.
+    pub fn ssh_dir(&self) -> Result<PathBuf, SshError> {
+        match &self.ssh_dir {
+            Some(d) => Ok(d.clone()),
+            None => dirs::home_dir().map(|h| h.join(".ssh")).ok_or(SshError::NoHome),
+        }
+    }
+}
+
+/// Everything that can go wrong on the way to a remote file. Messages are one line, name the host,
+/// and never contain a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot find a home directory for ~/.ssh; set HOME")]
+    NoHome,
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("{host}: no answer within {secs}s while {during}")]
+    Timeout { host: String, secs: u64, during: &'static str },
+    #[error("{host}: SSH handshake failed: {reason}")]
+    Handshake { host: String, reason: String },
+    #[error("host key for {host} is not known ({key_type} {fingerprint}){other}")]
+    UnknownHost { host: String, key_type: String, fingerprint: String, other: String },
+    #[error(
+        "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED for {host}! It now offers {key_type} {fingerprint}, \
+         which differs from the key recorded in {}:{line}. Someone could be intercepting the connection \
+         (man-in-the-middle), or the host key was just replaced. Refusing to connect.",
+        file.display()
+    )]
+    HostKeyChanged { host: String, key_type: String, fingerprint: String, file: PathBuf, line: usize },
+    #[error("host key for {host} ({fingerprint}) is marked @revoked in {}:{line}; refusing to connect", file.display())]
+    HostKeyRevoked { host: String, fingerprint: String, file: PathBuf, line: usize },
+    #[error("cannot record the host key in {}: {reason}", file.display())]
+    RecordHost { file: PathBuf, reason: String },
+    #[error("permission denied for {user}@{host} (tried {tried})")]
+    Auth { user: String, host: String, tried: String },
+    #[error("{host}: {what}: {reason}")]
+    Remote { host: String, what: String, reason: String },
+    #[error("{host}: connection lost while {during}")]
+    Closed { host: String, during: String },
+}
+
+impl SshError {
+    /// The command or setting that fixes it, when there is one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SshError::UnknownHost { .. } => Some(
+                "check the fingerprint with the host's administrator (ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub on \
+                 the host), then run again with --accept-new to record it"
+                    .to_string(),
+            ),
+            SshError::HostKeyChanged { file, line, .. } => Some(format!(
+                "if the host was really reinstalled, remove line {line} from {} (ssh-keygen -R HOST) and connect again; \
+                 --accept-new never replaces a changed key",
+                file.display()
+            )),
+            SshError::Auth { .. } => Some(
+                "add your public key to the host's ~/.ssh/authorized_keys (ssh-copy-id), load it into ssh-agent \
+                 (ssh-add), or name it with -i KEY"
+                    .to_string(),
+            ),
+            SshError::Connect { .. } | SshError::Timeout { .. } => {
+                Some("check the host name and port, and that sshd runs there (`ssh -v HOST` shows more)".to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Quote `s` for a POSIX shell: one single-quoted word in which nothing is special.
+pub fn shell_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_makes_one_inert_word() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote("$(rm -rf /)`x`;|&"), "'$(rm -rf /)`x`;|&'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        for s in ["plain", "with space", "quote'in\"side", "$HOME", "-n", "new\nline", "back\\slash"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
+    }
+}
