@@ -5,24 +5,24 @@
 //!
 //! Every attempt is described in the final error, so "permission denied" says what was tried.
 
-use crate::ssh::{PassphrasePrompt, SshError};
+use crate::ssh::connect::Destination;
+use crate::ssh::{SshError, SshOptions};
 use base64::Engine;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Default private-key names in `~/.ssh`, in OpenSSH's order (DSA and the security-key types
 /// are left out: libssh2 cannot use them).
 pub const DEFAULT_KEYS: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 
-/// Authenticate `user`; `keys` are the identity files in the order to try.
+/// Authenticate `dest.user` on `host` (`host` or `[host]:port`, for messages).
 pub fn authenticate(
     sess: &ssh2::Session,
     host: &str,
-    user: &str,
-    keys: &[PathBuf],
-    use_agent: bool,
-    prompt: Option<&PassphrasePrompt>,
+    dest: &Destination,
+    opts: &SshOptions,
     timeout_secs: u64,
 ) -> Result<(), SshError> {
+    let (user, keys, prompt) = (dest.user.as_str(), &dest.keys, opts.passphrase.as_ref());
     let timeout = || SshError::Timeout { host: host.to_string(), secs: timeout_secs, during: "authentication" };
     let mut tried: Vec<String> = Vec::new();
     let methods = sess.auth_methods(user).map(str::to_string).unwrap_or_default();
@@ -36,7 +36,7 @@ pub fn authenticate(
             tried: format!("nothing: the server offers only {methods}, and llmx authenticates with keys"),
         });
     }
-    if use_agent && try_agent(sess, user, &mut tried) {
+    if dest.use_agent && try_agent(sess, user, opts.agent_socket.as_deref(), &mut tried) {
         return Ok(());
     }
     for key in keys {
@@ -86,11 +86,16 @@ pub fn authenticate(
 }
 
 /// Try each identity the agent holds; `false` (with a note in `tried`) when none works.
-fn try_agent(sess: &ssh2::Session, user: &str, tried: &mut Vec<String>) -> bool {
-    if std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
+fn try_agent(sess: &ssh2::Session, user: &str, socket: Option<&Path>, tried: &mut Vec<String>) -> bool {
+    if socket.is_none() && std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
         return false;
     }
     let Ok(mut agent) = sess.agent() else { return false };
+    if let Some(path) = socket {
+        if agent.set_identity_path(path).is_err() {
+            return false;
+        }
+    }
     if agent.connect().is_err() {
         tried.push("ssh-agent (not reachable at $SSH_AUTH_SOCK)".to_string());
         return false;
@@ -138,7 +143,7 @@ pub fn is_encrypted(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn keygen(dir: &Path, name: &str, pass: &str) -> PathBuf {
+    fn keygen(dir: &Path, name: &str, pass: &str) -> std::path::PathBuf {
         let p = dir.join(name);
         let st = std::process::Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", pass, "-C", "t", "-f"])

@@ -124,7 +124,7 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
         }
     }
 
-    auth::authenticate(&sess, &shown, &dest.user, &dest.keys, dest.use_agent, opts.passphrase.as_ref(), secs)?;
+    auth::authenticate(&sess, &shown, dest, opts, secs)?;
     sess.set_timeout(millis(opts.io_timeout));
     Ok((sess, fd, fp))
 }

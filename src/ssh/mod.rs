@@ -50,8 +50,10 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Limit for each blocking libssh2 call once connected.
     pub io_timeout: Duration,
-    /// Try the keys held by ssh-agent (`$SSH_AUTH_SOCK`) first.
+    /// Try the keys held by ssh-agent first.
     pub use_agent: bool,
+    /// The agent's socket; `None`: `$SSH_AUTH_SOCK`.
+    pub agent_socket: Option<PathBuf>,
     pub passphrase: Option<PassphrasePrompt>,
 }
 
@@ -65,6 +67,7 @@ impl Default for SshOptions {
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(60),
             use_agent: true,
+            agent_socket: None,
             passphrase: None,
         }
     }
@@ -124,6 +127,8 @@ pub enum SshError {
     Auth { user: String, host: String, tried: String },
     #[error("{host}: {what}: {reason}")]
     Remote { host: String, what: String, reason: String },
+    #[error("{host}: refusing to write {path}: {reason}")]
+    Refused { host: String, path: String, reason: String },
     #[error("{host}: connection lost while {during}")]
     Closed { host: String, during: String },
 }

@@ -5,10 +5,12 @@
 //! of an auth.json and reports owner and mode; `push` decides what to write.
 
 pub mod spec;
+pub mod ssh;
 
 use futures_util::future::BoxFuture;
 
 pub use spec::{DockerSelector, SshAddress, TargetSpec};
+pub use ssh::SshTarget;
 
 /// Reports the step a target is on ("connecting", "resolving user", "uploading"...), for progress.
 pub type StepFn<'a> = &'a (dyn Fn(&str) + Send + Sync);

@@ -1,0 +1,338 @@
+//! `ssh:[user@]host[:port]`: a credential on an SSH host, written over SFTP.
+//!
+//! The connection is made in `locate` (so one unreachable host fails alone) and kept for `read`
+//! and `write`. The remote home is `--remote-home`, else the `LLMX_HOME` that a non-interactive
+//! command sees on the host (`~/.ssh/environment`, `SetEnv`, a shell rc file), else the login
+//! directory + `/.llmx`; a relative or `~/` path is taken from the login directory.
+//!
+//! A write never exposes a partial auth.json: the bytes go to `.auth.json.tmp-<random>` (0600,
+//! created exclusively, fsynced) beside it, which a remote `mv -f` renames over auth.json (libssh2's
+//! SFTP rename will not replace a file). Before that it refuses a symlinked auth.json, an auth.json
+//! or credential directory owned by another user, and removes temp files that an interrupted push
+//! left behind. After it, auth.json is read back and its SHA-256 compared. The credential travels
+//! only inside the SFTP stream, never on a command line.
+
+use crate::home::AUTH_FILE;
+use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
+use crate::target::{Location, RemoteFile, SshAddress, StepFn, Target, TargetError};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+/// Prefix of the temp files a write creates beside auth.json.
+pub const TEMP_PREFIX: &str = ".auth.json.tmp-";
+
+/// One SSH host.
+pub struct SshTarget {
+    addr: SshAddress,
+    opts: SshOptions,
+    session: Option<Session>,
+}
+
+impl SshTarget {
+    /// Nothing connects until [`Target::locate`].
+    pub fn new(addr: SshAddress, opts: SshOptions) -> SshTarget {
+        SshTarget { addr, opts, session: None }
+    }
+
+    /// The connection, once `locate` made it (the tunnel and tests use it).
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    fn connected(&self) -> Result<&Session, TargetError> {
+        self.session.as_ref().ok_or_else(|| TargetError::new("not connected (locate was not called)"))
+    }
+}
+
+impl From<SshError> for TargetError {
+    fn from(e: SshError) -> TargetError {
+        let hint = e.hint();
+        let t = TargetError::new(e.to_string());
+        match hint {
+            Some(h) => t.with_hint(h),
+            None => t,
+        }
+    }
+}
+
+impl Target for SshTarget {
+    fn label(&self) -> String {
+        format!("ssh:{}", self.addr)
+    }
+
+    fn locate<'a>(
+        &'a mut self,
+        remote_home: Option<&'a str>,
+        step: StepFn<'a>,
+    ) -> BoxFuture<'a, Result<Location, TargetError>> {
+        async move {
+            if self.session.is_none() {
+                step("connecting");
+                self.session = Some(Session::connect(&self.addr, &self.opts).await?);
+            }
+            step("resolving the remote home");
+            let explicit = remote_home.map(str::to_string);
+            let loc = self.connected()?.call(move |c| locate_remote(c, explicit.as_deref())).await?;
+            Ok(loc)
+        }
+        .boxed()
+    }
+
+    fn read<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<Option<RemoteFile>, TargetError>> {
+        async move {
+            let path = loc.auth_path();
+            Ok(self.connected()?.call(move |c| read_remote(c, &path)).await?)
+        }
+        .boxed()
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        loc: &'a Location,
+        bytes: &'a [u8],
+        step: StepFn<'a>,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        async move {
+            let session = self.connected()?.clone();
+            let home = loc.home.clone();
+            let uid = loc.owner.map(|(u, _)| u);
+            step("checking the remote directory");
+            session.call(move |c| prepare(c, &home, uid)).await?;
+
+            step("uploading");
+            let home = loc.home.clone();
+            let data = bytes.to_vec();
+            let tmp = session.call(move |c| upload(c, &home, &data)).await?;
+
+            let (from, to) = (tmp.clone(), loc.auth_path());
+            let moved = session.call(move |c| replace(c, &from, &to)).await;
+            if let Err(e) = moved {
+                let t = tmp.clone();
+                let _ = session.call(move |c| c.unlink(&t)).await;
+                return Err(e.into());
+            }
+
+            step("verifying");
+            let path = loc.auth_path();
+            let expected: [u8; 32] = Sha256::digest(bytes).into();
+            session.call(move |c| verify(c, &path, &expected)).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// Login directory, uid/gid and `LLMX_HOME` as a non-interactive command sees them.
+fn locate_remote(c: &mut Conn, explicit: Option<&str>) -> Result<Location, SshError> {
+    let login = c.realpath(".")?;
+    // `echo`, `id` and `printenv` exist in every shell and on every Unix; the marker skips any
+    // banner a shell rc file prints.
+    let (ids, env_home) = match c.exec("echo llmx-probe; id -u; id -g; printenv LLMX_HOME", &[]) {
+        Ok(out) => parse_probe(&String::from_utf8_lossy(&out.stdout)),
+        Err(e @ SshError::Closed { .. }) => return Err(e),
+        // No usable shell (a restricted account): the login directory and its owner will do.
+        Err(_) => (None, None),
+    };
+    let ids = match ids {
+        Some(ids) => Some(ids),
+        None => c.stat(&login)?.and_then(|st| Some((st.uid?, st.gid?))),
+    };
+    let home = match explicit.map(str::to_string).or(env_home) {
+        Some(h) => absolute(&h, &login),
+        None => format!("{}/.llmx", login.trim_end_matches('/')),
+    };
+    Ok(Location { home, owner: ids })
+}
+
+/// `(uid, gid)` and a non-empty `LLMX_HOME` from the probe's output.
+fn parse_probe(out: &str) -> (Option<(u32, u32)>, Option<String>) {
+    let mut lines = out.lines().skip_while(|l| l.trim() != "llmx-probe").skip(1);
+    let uid = lines.next().and_then(|l| l.trim().parse().ok());
+    let gid = lines.next().and_then(|l| l.trim().parse().ok());
+    let home = lines.next().map(str::to_string).filter(|h| !h.trim().is_empty());
+    match (uid, gid) {
+        (Some(u), Some(g)) => (Some((u, g)), home),
+        _ => (None, None),
+    }
+}
+
+/// Resolve `~`, `~/x` and relative paths against the login directory.
+fn absolute(path: &str, login: &str) -> String {
+    let login = login.trim_end_matches('/');
+    let p = if path == "~" {
+        login.to_string()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        format!("{login}/{rest}")
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{login}/{path}")
+    };
+    match p.trim_end_matches('/') {
+        "" => "/".to_string(),
+        t => t.to_string(),
+    }
+}
+
+fn refuse(c: &Conn, path: &str, reason: impl Into<String>) -> SshError {
+    SshError::Refused { host: c.host().to_string(), path: path.to_string(), reason: reason.into() }
+}
+
+const S_IFMT: u32 = 0o170000;
+const S_IFLNK: u32 = 0o120000;
+const S_IFREG: u32 = 0o100000;
+const S_IFDIR: u32 = 0o040000;
+
+fn kind(st: &ssh2::FileStat) -> u32 {
+    st.perm.unwrap_or(0) & S_IFMT
+}
+
+/// The current auth.json, refusing a symlink or anything but a regular file.
+fn read_remote(c: &mut Conn, path: &str) -> Result<Option<RemoteFile>, SshError> {
+    let Some(st) = c.lstat(path)? else { return Ok(None) };
+    match kind(&st) {
+        S_IFREG => {}
+        S_IFLNK => return Err(refuse(c, path, "it is a symbolic link; remove it and push again")),
+        _ => return Err(refuse(c, path, "it is not a regular file")),
+    }
+    let Some(bytes) = c.read_file(path)? else { return Ok(None) };
+    Ok(Some(RemoteFile { bytes, uid: st.uid, gid: st.gid, mode: st.perm.map(|p| p & 0o7777) }))
+}
+
+/// Make sure the credential directory exists, is ours and 0700; refuse an auth.json we must not
+/// replace; remove temp files left by an interrupted push.
+fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
+    match c.stat(home)? {
+        None => mkdir_all(c, home)?,
+        Some(st) => {
+            if kind(&st) != S_IFDIR {
+                return Err(refuse(c, home, "it is not a directory"));
+            }
+            if let (Some(want), Some(have)) = (uid, st.uid) {
+                if want != have {
+                    return Err(refuse(
+                        c,
+                        home,
+                        format!("the directory belongs to uid {have}, not to you (uid {want})"),
+                    ));
+                }
+            }
+            let perm = st.perm.unwrap_or(0);
+            // Never chmod a shared sticky directory (LLMX_HOME=/tmp).
+            if perm & 0o777 != 0o700 && perm & 0o1000 == 0 {
+                c.chmod(home, 0o700)?;
+            }
+        }
+    }
+    let auth = format!("{}/{AUTH_FILE}", home.trim_end_matches('/'));
+    if let Some(st) = c.lstat(&auth)? {
+        match kind(&st) {
+            S_IFREG => {}
+            S_IFLNK => {
+                return Err(refuse(
+                    c,
+                    &auth,
+                    "it is a symbolic link (writing through it could overwrite another file)",
+                ));
+            }
+            _ => return Err(refuse(c, &auth, "it is not a regular file")),
+        }
+        if let (Some(want), Some(have)) = (uid, st.uid) {
+            if want != have {
+                return Err(refuse(c, &auth, format!("it belongs to uid {have}, not to you (uid {want})")));
+            }
+        }
+    }
+    for name in c.list_dir(home)? {
+        if name.starts_with(TEMP_PREFIX) {
+            c.unlink(&format!("{}/{name}", home.trim_end_matches('/')))?;
+        }
+    }
+    Ok(())
+}
+
+/// `mkdir -p` with mode 0700 for every directory created.
+fn mkdir_all(c: &mut Conn, dir: &str) -> Result<(), SshError> {
+    let mut path = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(part);
+        if c.stat(&path)?.is_none() {
+            c.mkdir(&path, 0o700)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to a new temp file beside auth.json; its path.
+fn upload(c: &mut Conn, home: &str, bytes: &[u8]) -> Result<String, SshError> {
+    let tmp = format!("{}/{TEMP_PREFIX}{}", home.trim_end_matches('/'), random_suffix());
+    if let Err(e) = c.create_file(&tmp, bytes, 0o600) {
+        if !matches!(e, SshError::Closed { .. }) {
+            let _ = c.unlink(&tmp);
+        }
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// `mv -f` on the host: rename(2) within one directory, atomic, replaces the old file.
+fn replace(c: &mut Conn, from: &str, to: &str) -> Result<(), SshError> {
+    let out = c.exec(&format!("mv -f -- {} {}", shell_quote(from), shell_quote(to)), &[])?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("").trim();
+    let reason =
+        if first.is_empty() { format!("exit status {}", out.status.code) } else { first.chars().take(200).collect() };
+    Err(SshError::Remote { host: c.host().to_string(), what: format!("moving the new file into place ({to})"), reason })
+}
+
+fn verify(c: &mut Conn, path: &str, expected: &[u8; 32]) -> Result<(), SshError> {
+    let got = read_remote(c, path)?;
+    let ok = got.as_ref().is_some_and(|f| Sha256::digest(&f.bytes).as_slice() == expected);
+    if !ok {
+        return Err(SshError::Remote {
+            host: c.host().to_string(),
+            what: format!("verifying {path}"),
+            reason: "the file read back differs from what was written".into(),
+        });
+    }
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 6];
+    // No entropy source at all: fall back to the clock; the exclusive create refuses a collision.
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return format!("{:x}", t.as_nanos());
+    }
+    hex::encode(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_output_skips_banners() {
+        assert_eq!(
+            parse_probe("welcome!\nllmx-probe\n1001\n1002\n/srv/llmx\n"),
+            (Some((1001, 1002)), Some("/srv/llmx".into()))
+        );
+        assert_eq!(parse_probe("llmx-probe\n1001\n1002\n"), (Some((1001, 1002)), None));
+        assert_eq!(parse_probe("This account is currently not available.\n"), (None, None));
+    }
+
+    #[test]
+    fn relative_homes_resolve_from_the_login_directory() {
+        assert_eq!(absolute("~", "/home/u"), "/home/u");
+        assert_eq!(absolute("~/x/", "/home/u"), "/home/u/x");
+        assert_eq!(absolute("rel", "/home/u/"), "/home/u/rel");
+        assert_eq!(absolute("/abs", "/home/u"), "/abs");
+        assert_eq!(absolute("/", "/home/u"), "/");
+    }
+}
