@@ -91,10 +91,10 @@ fn try_agent(sess: &ssh2::Session, user: &str, socket: Option<&Path>, tried: &mu
         return false;
     }
     let Ok(mut agent) = sess.agent() else { return false };
-    if let Some(path) = socket {
-        if agent.set_identity_path(path).is_err() {
-            return false;
-        }
+    if let Some(path) = socket
+        && agent.set_identity_path(path).is_err()
+    {
+        return false;
     }
     if agent.connect().is_err() {
         tried.push("ssh-agent (not reachable at $SSH_AUTH_SOCK)".to_string());

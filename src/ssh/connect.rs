@@ -165,10 +165,10 @@ fn prefer_known_key_types(sess: &ssh2::Session, types: &[String]) {
             other => vec![other],
         };
         for a in algs {
-            if let Some(s) = supported.iter().find(|s| **s == a) {
-                if !prefs.contains(s) {
-                    prefs.push(s);
-                }
+            if let Some(s) = supported.iter().find(|s| **s == a)
+                && !prefs.contains(s)
+            {
+                prefs.push(s);
             }
         }
     }

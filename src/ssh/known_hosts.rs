@@ -184,11 +184,11 @@ pub fn fingerprint(blob: &[u8]) -> String {
 pub fn record(file: &Path, host: &str, port: u16, blob: &[u8]) -> Result<(), SshError> {
     let err = |e: std::io::Error| SshError::RecordHost { file: file.to_path_buf(), reason: e.to_string() };
     let key_type = blob_key_type(blob).unwrap_or_else(|| "unknown".to_string());
-    if let Some(dir) = file.parent() {
-        if !dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
-        }
+    if let Some(dir) = file.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
     }
     let needs_newline = match std::fs::read(file) {
         Ok(b) => !b.is_empty() && !b.ends_with(b"\n"),

@@ -375,7 +375,10 @@ impl Conn {
         let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
         let r = self.sftp()?.open_mode(Path::new(path), flags, mode, OpenType::File);
         let mut f = r.map_err(|e| self.error(what.clone(), &e))?;
-        f.write_all(bytes).map_err(|e| self.io_error(&what, e))?;
+        // In pieces: libssh2 turns everything it is given into queued packets at once.
+        for piece in bytes.chunks(1 << 20) {
+            f.write_all(piece).map_err(|e| self.io_error(&what, e))?;
+        }
         match f.fsync() {
             Ok(()) => {}
             // LIBSSH2_FX_OP_UNSUPPORTED: a server without fsync@openssh.com; close still flushes.
@@ -804,11 +807,11 @@ const CHUNK: usize = 32 * 1024;
 
 fn pump_exec(ch: &mut ssh2::Channel, st: &mut ExecState) -> Result<Pumped, PumpError> {
     let mut moved = false;
-    if !st.stdin.is_empty() {
-        if let Some(n) = again_io(ch.write(&st.stdin))? {
-            st.stdin.drain(..n);
-            moved = true;
-        }
+    if !st.stdin.is_empty()
+        && let Some(n) = again_io(ch.write(&st.stdin))?
+    {
+        st.stdin.drain(..n);
+        moved = true;
     }
     if st.stdin.is_empty() && st.stdin_eof && !st.eof_sent && again(ch.send_eof())?.is_some() {
         st.eof_sent = true;

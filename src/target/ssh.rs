@@ -209,14 +209,10 @@ fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
             if kind(&st) != S_IFDIR {
                 return Err(refuse(c, home, "it is not a directory"));
             }
-            if let (Some(want), Some(have)) = (uid, st.uid) {
-                if want != have {
-                    return Err(refuse(
-                        c,
-                        home,
-                        format!("the directory belongs to uid {have}, not to you (uid {want})"),
-                    ));
-                }
+            if let (Some(want), Some(have)) = (uid, st.uid)
+                && want != have
+            {
+                return Err(refuse(c, home, format!("the directory belongs to uid {have}, not to you (uid {want})")));
             }
             let perm = st.perm.unwrap_or(0);
             // Never chmod a shared sticky directory (LLMX_HOME=/tmp).
@@ -238,10 +234,10 @@ fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
             }
             _ => return Err(refuse(c, &auth, "it is not a regular file")),
         }
-        if let (Some(want), Some(have)) = (uid, st.uid) {
-            if want != have {
-                return Err(refuse(c, &auth, format!("it belongs to uid {have}, not to you (uid {want})")));
-            }
+        if let (Some(want), Some(have)) = (uid, st.uid)
+            && want != have
+        {
+            return Err(refuse(c, &auth, format!("it belongs to uid {have}, not to you (uid {want})")));
         }
     }
     for name in c.list_dir(home)? {

@@ -1,0 +1,468 @@
+//! SSH transport and `ssh:` target against a real OpenSSH sshd started by each test, logging in
+//! as a dedicated non-root user (see tests/support/sshd.rs). Needs root and openssh-server.
+
+mod support;
+
+use llmx::ssh::{ExecEvent, Session, SshOptions};
+use llmx::target::{Location, SshAddress, SshTarget, Target, TargetError};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::sshd::{Agent, Key, Sshd, SshdOptions, User, free_port, run};
+
+/// A client machine: a temp HOME with `.ssh/id_ed25519` (authorised on the users it is given).
+struct Client {
+    home: tempfile::TempDir,
+    key: Key,
+}
+
+impl Client {
+    fn new() -> Client {
+        let home = tempfile::tempdir().unwrap();
+        let key = Key::generate(&home.path().join(".ssh"), "id_ed25519", "");
+        Client { home, key }
+    }
+
+    fn ssh_dir(&self) -> PathBuf {
+        self.home.path().join(".ssh")
+    }
+
+    fn known_hosts(&self) -> PathBuf {
+        self.ssh_dir().join("known_hosts")
+    }
+
+    /// Trust `sshd`'s host key and authorise our key for `user`.
+    fn trust(&self, sshd: &Sshd, user: &User) {
+        let mut kh = std::fs::read_to_string(self.known_hosts()).unwrap_or_default();
+        kh.push_str(&sshd.known_hosts_line());
+        std::fs::write(self.known_hosts(), kh).unwrap();
+        user.authorize(&self.key.public);
+    }
+
+    fn opts(&self) -> SshOptions {
+        SshOptions {
+            ssh_dir: Some(self.ssh_dir()),
+            system_known_hosts: None,
+            use_agent: false,
+            connect_timeout: Duration::from_secs(10),
+            ..SshOptions::default()
+        }
+    }
+}
+
+fn addr(sshd: &Sshd, user: &User) -> SshAddress {
+    SshAddress::parse(&format!("{}@127.0.0.1:{}", user.name, sshd.port)).unwrap()
+}
+
+async fn push(t: &mut SshTarget, home: Option<&str>, bytes: &[u8]) -> Result<Location, TargetError> {
+    let loc = t.locate(home, &|_| {}).await?;
+    t.write(&loc, bytes, &|_| {}).await?;
+    Ok(loc)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".auth.json.tmp-"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_push_creates_a_private_file_owned_by_the_user_then_reads_back() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    assert_eq!(t.label(), format!("ssh:{}@127.0.0.1:{}", user.name, sshd.port));
+    let loc = t.locate(None, &|_| {}).await.unwrap();
+    assert_eq!(loc.home, format!("/home/{}/.llmx", user.name));
+    assert_eq!(loc.owner, Some((user.uid, user.gid)));
+    assert_eq!(t.read(&loc).await.unwrap(), None);
+
+    t.write(&loc, b"{\n  \"OPENAI_API_KEY\": \"sk-first\"\n}", &|_| {}).await.unwrap();
+    let file = user.home.join(".llmx/auth.json");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&user.home.join(".llmx")), 0o700);
+    assert_eq!(std::fs::metadata(user.home.join(".llmx")).unwrap().uid(), user.uid);
+    let back = t.read(&loc).await.unwrap().unwrap();
+    assert_eq!(back.bytes, std::fs::read(&file).unwrap());
+    assert_eq!((back.uid, back.gid, back.mode), (Some(user.uid), Some(user.gid), Some(0o600)));
+
+    // A second write replaces it (mv -f over an existing file) and re-tightens modes.
+    std::fs::set_permissions(user.home.join(".llmx"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    t.write(&loc, b"{\n  \"OPENAI_API_KEY\": \"sk-second\"\n}", &|_| {}).await.unwrap();
+    assert!(std::fs::read_to_string(&file).unwrap().contains("sk-second"));
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(&user.home.join(".llmx")), 0o700);
+    assert!(temp_files(&user.home.join(".llmx")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_host_is_refused_with_its_fingerprint_then_recorded_with_accept_new() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    user.authorize(&c.key.public);
+    let expected_fp =
+        run(std::process::Command::new("ssh-keygen").arg("-lf").arg(sshd.dir.path().join("host_ed25519.pub")))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let e = t.locate(None, &|_| {}).await.unwrap_err();
+    assert!(e.message.contains("not known"), "{e:?}");
+    assert!(e.message.contains(&expected_fp), "fingerprint {expected_fp} missing: {e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("--accept-new"), "{e:?}");
+    assert!(!c.known_hosts().exists(), "a refused host must not be recorded");
+
+    let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new: true, ..c.opts() });
+    t.locate(None, &|_| {}).await.unwrap();
+    let kh = std::fs::read_to_string(c.known_hosts()).unwrap();
+    assert_eq!(kh, sshd.known_hosts_line());
+    assert_eq!(mode(&c.known_hosts()), 0o600);
+
+    // Now known: no flag needed, and nothing appended twice.
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    t.locate(None, &|_| {}).await.unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new: true, ..c.opts() });
+    t.locate(None, &|_| {}).await.unwrap();
+    assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), kh);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hashed_known_hosts_entry_is_honoured() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    run(std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(c.known_hosts()));
+    let hashed = std::fs::read_to_string(c.known_hosts()).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    t.locate(None, &|_| {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_host_key_is_refused_even_with_accept_new() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    user.authorize(&c.key.public);
+    let other = Key::generate(&c.home.path().join("other"), "impostor", "");
+    let key_only = other.public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let recorded = format!("[127.0.0.1]:{} {key_only}\n", sshd.port);
+    std::fs::write(c.known_hosts(), &recorded).unwrap();
+    for accept_new in [false, true] {
+        let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new, ..c.opts() });
+        let e = t.locate(None, &|_| {}).await.unwrap_err();
+        assert!(e.message.contains("REMOTE HOST IDENTIFICATION HAS CHANGED"), "{e:?}");
+        assert!(e.message.contains(&format!("{}:1", c.known_hosts().display())), "{e:?}");
+        assert!(e.hint.as_deref().unwrap().contains("never replaces"), "{e:?}");
+    }
+    assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), recorded, "known_hosts untouched");
+    assert!(!user.home.join(".llmx").exists(), "nothing written to the host");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_key_is_a_clear_auth_error() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
+    let stranger = Key::generate(&c.home.path().join("k"), "not_authorised", "");
+    user.authorize(&stranger.public.replace("ssh-ed25519 AAAA", "ssh-ed25519 AAAB")); // garbage entry
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let e = t.locate(None, &|_| {}).await.unwrap_err();
+    assert!(e.message.starts_with(&format!("permission denied for {}@[127.0.0.1]:{}", user.name, sshd.port)), "{e:?}");
+    assert!(e.message.contains("id_ed25519"), "names the key it tried: {e:?}");
+    assert!(e.hint.as_deref().unwrap().contains("authorized_keys"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closed_port_fails_within_seconds() {
+    let c = Client::new();
+    let port = free_port();
+    let a = SshAddress::parse(&format!("nobody@127.0.0.1:{port}")).unwrap();
+    let started = Instant::now();
+    let mut t = SshTarget::new(a, c.opts());
+    let e = t.locate(None, &|_| {}).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(e.message.contains(&format!("cannot connect to [127.0.0.1]:{port}")), "{e:?}");
+    assert!(e.message.to_lowercase().contains("refused"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_server_hits_the_connect_timeout() {
+    // A listener that accepts but never speaks SSH: the handshake must give up on time.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let c = Client::new();
+    let a = SshAddress::parse(&format!("nobody@127.0.0.1:{port}")).unwrap();
+    let started = Instant::now();
+    let mut t = SshTarget::new(a, SshOptions { connect_timeout: Duration::from_secs(1), ..c.opts() });
+    let e = t.locate(None, &|_| {}).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(e.message.contains("no answer within 1s while the SSH handshake"), "{e:?}");
+    drop(l);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_authentication() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
+    // The only usable key lives in the agent, not in ~/.ssh.
+    let key = Key::generate(&c.home.path().join("elsewhere"), "agent_key", "");
+    user.authorize(&key.public);
+    let agent = Agent::start();
+    agent.add(&key.path);
+    let mut t = SshTarget::new(
+        addr(&sshd, user),
+        SshOptions { use_agent: true, agent_socket: Some(agent.socket.clone()), ..c.opts() },
+    );
+    push(&mut t, None, b"{}").await.unwrap();
+    assert!(sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+
+    // Without the agent the same login fails: the agent really was what authenticated.
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    assert!(t.locate(None, &|_| {}).await.unwrap_err().message.contains("permission denied"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_config_alias_gives_host_port_user_and_key() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
+    let key = Key::generate(&c.ssh_dir(), "box_key", "");
+    user.authorize(&key.public);
+    std::fs::write(
+        c.ssh_dir().join("config"),
+        format!(
+            "Host box\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile ~/.ssh/box_key\n\nHost *\n  User nobody\n",
+            sshd.port, user.name
+        ),
+    )
+    .unwrap();
+    let mut t = SshTarget::new(SshAddress::parse("box").unwrap(), c.opts());
+    assert_eq!(t.label(), "ssh:box");
+    push(&mut t, None, b"{}").await.unwrap();
+    assert!(user.home.join(".llmx/auth.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_llmx_home_from_ssh_environment_and_remote_home_flag() {
+    let sshd = Sshd::start(SshdOptions { users: 1, permit_user_environment: true });
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    // sshd reads ~/.ssh/environment for every session when PermitUserEnvironment is on: the
+    // variable is there for non-interactive commands, whatever the login shell.
+    let custom = user.home.join("agent-home");
+    user.write(".ssh/environment", &format!("LLMX_HOME={}\n", custom.display()), 0o600);
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let loc = push(&mut t, None, b"{\"OPENAI_API_KEY\":\"k\"}").await.unwrap();
+    assert_eq!(loc.home, custom.display().to_string());
+    assert!(custom.join("auth.json").exists());
+    assert!(!user.home.join(".llmx").exists());
+    assert_eq!(mode(&custom), 0o700);
+
+    // --remote-home wins, and ~/ is the login directory.
+    let loc = push(&mut t, Some("~/deep/er/llmx"), b"{}").await.unwrap();
+    assert_eq!(loc.home, format!("{}/deep/er/llmx", user.home.display()));
+    for d in ["deep", "deep/er", "deep/er/llmx"] {
+        let m = std::fs::metadata(user.home.join(d)).unwrap();
+        assert_eq!((m.uid(), m.permissions().mode() & 0o777), (user.uid, 0o700), "{d}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinked_auth_json_and_foreign_directory_are_refused() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    // The attack: auth.json points at a file the user can write but must not lose.
+    let victim = user.write("victim.txt", "precious\n", 0o600);
+    let dir = user.home.join(".llmx");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    user.chown(&dir);
+    std::os::unix::fs::symlink(&victim, dir.join("auth.json")).unwrap();
+    user.chown(&dir.join("auth.json"));
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let loc = t.locate(None, &|_| {}).await.unwrap();
+    let e = t.write(&loc, b"{\"OPENAI_API_KEY\":\"sk-attack\"}", &|_| {}).await.unwrap_err();
+    assert!(e.message.contains("symbolic link"), "{e:?}");
+    let e = t.read(&loc).await.unwrap_err();
+    assert!(e.message.contains("symbolic link"), "{e:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(std::fs::symlink_metadata(dir.join("auth.json")).unwrap().file_type().is_symlink());
+    assert!(temp_files(&dir).is_empty());
+
+    // A credential directory that belongs to someone else (here root), even if writable.
+    let foreign = user.home.join("shared");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = push(&mut t, Some("~/shared"), b"{}").await.unwrap_err();
+    assert!(e.message.contains("belongs to uid 0"), "{e:?}");
+    assert!(!foreign.join("auth.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_killed_mid_write_leaves_old_file_and_next_push_cleans_up() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let old = b"{\n  \"OPENAI_API_KEY\": \"sk-old\"\n}".to_vec();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let loc = push(&mut t, None, &old).await.unwrap();
+    let dir = user.home.join(".llmx");
+
+    // Big enough that the upload is still running when the watcher sees its temp file grow and
+    // kills the connection's sshd processes (as a dropped link or a reboot would).
+    let big = vec![b' '; 128 * 1024 * 1024];
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (dir, stop, pid) = (dir.clone(), stop.clone(), sshd.pid());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if temp_files(&dir).iter().any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)) {
+                    let victims = support::sshd::descendants(pid);
+                    for v in &victims {
+                        // SAFETY: pids found under our own sshd.
+                        unsafe { libc::kill(*v as i32, libc::SIGKILL) };
+                    }
+                    return victims.len();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            0
+        })
+    };
+    let result = tokio::time::timeout(Duration::from_secs(60), t.write(&loc, &big, &|_| {})).await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let killed = watcher.join().unwrap();
+    assert!(killed > 0, "the write finished before the watcher could interrupt it: {result:?}");
+    let e = result.expect_err("the interrupted write must fail");
+    assert!(e.message.contains(&format!("[127.0.0.1]:{}", sshd.port)), "{e:?}");
+
+    assert_eq!(std::fs::read(dir.join("auth.json")).unwrap(), old, "auth.json is the old one, whole");
+    let left = temp_files(&dir);
+    assert_eq!(left.len(), 1, "the interrupted upload left its temp file: {left:?}");
+    assert!(std::fs::metadata(&left[0]).unwrap().len() < big.len() as u64);
+
+    // The next push, on a new connection, replaces the file and removes the leftover.
+    let new = b"{\n  \"OPENAI_API_KEY\": \"sk-new\"\n}".to_vec();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    push(&mut t, None, &new).await.unwrap();
+    assert_eq!(std::fs::read(dir.join("auth.json")).unwrap(), new);
+    assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_exec_and_direct_tcpip_forwards_run_side_by_side() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let session = Session::connect(&addr(&sshd, user), &c.opts()).await.unwrap();
+    assert_eq!(session.info().user, user.name);
+
+    // A remote process that echoes stdin line by line and stays alive until stdin closes.
+    let mut cat = session.spawn("cat; echo done >&2; exit 7").await.unwrap();
+    cat.write_stdin(b"hello\n".to_vec()).unwrap();
+    match cat.next().await {
+        Some(ExecEvent::Stdout(b)) => assert_eq!(b, b"hello\n"),
+        other => panic!("{other:?}"),
+    }
+
+    // While `cat` is alive and idle, forwards through the same session still flow: an echo server
+    // on this machine stands for the remote's 127.0.0.1:PORT.
+    let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in echo.incoming().take(3) {
+            let mut s = s.unwrap();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => s.write_all(&buf[..n]).unwrap(),
+                    }
+                }
+            });
+        }
+    });
+    let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local_addr = local.local_addr().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..3u8 {
+        let payload: Vec<u8> = (0..200_000).map(|n| (n as u8).wrapping_mul(i + 1)).collect();
+        let client = std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(local_addr).unwrap();
+            let mut r = s.try_clone().unwrap();
+            let expect = payload.clone();
+            let reader = std::thread::spawn(move || {
+                let mut got = vec![0u8; expect.len()];
+                r.read_exact(&mut got).unwrap();
+                assert_eq!(got, expect);
+            });
+            s.write_all(&payload).unwrap();
+            reader.join().unwrap();
+            s.shutdown(std::net::Shutdown::Both).unwrap();
+        });
+        let (sock, _) = local.accept().await.unwrap();
+        let fwd = session.forward(sock.into_std().unwrap(), "127.0.0.1", echo_port).await.unwrap();
+        tasks.push((client, fwd));
+    }
+    for (client, fwd) in tasks {
+        tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(10), fwd.finished()).await.unwrap().unwrap();
+        assert_eq!(stats.to_remote, 200_000);
+        assert_eq!(stats.to_local, 200_000);
+    }
+
+    // A refused forward is an error, not a hang.
+    let closed = free_port();
+    let (a, b) = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (a, l.accept().unwrap().0)
+    };
+    let e = session.forward(b, "127.0.0.1", closed).await.err().expect("forward to a closed port must fail");
+    assert!(e.to_string().contains(&format!("forwarding to 127.0.0.1:{closed}")), "{e}");
+    drop(a);
+
+    cat.close_stdin().unwrap();
+    let mut stderr = Vec::new();
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), cat.next()).await.unwrap() {
+            Some(ExecEvent::Stderr(b)) => stderr.extend(b),
+            Some(ExecEvent::Exit(s)) => break s,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(stderr, b"done\n");
+    assert_eq!(status.code, 7);
+
+    let out = session.exec("cat; printf err >&2", b"in".to_vec()).await.unwrap();
+    assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.status.code), (&b"in"[..], &b"err"[..], 0));
+}
