@@ -6,6 +6,7 @@ mod login;
 mod logout;
 mod output;
 mod status;
+pub mod ssh_args;
 
 pub use failure::Failure;
 
