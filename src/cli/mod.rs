@@ -5,8 +5,8 @@ mod failure;
 mod login;
 mod logout;
 mod output;
-mod status;
 pub mod ssh_args;
+mod status;
 
 pub use failure::Failure;
 

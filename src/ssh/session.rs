@@ -336,21 +336,21 @@ impl Conn {
 
     /// `lstat`: `None` when nothing is there.
     pub fn lstat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
-        let r = self.sftp()?.lstat(Path::new(path));
-        match r {
-            Ok(st) => Ok(Some(st)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(format!("lstat {path}"), &e)),
-        }
+        self.stat_with(path, false)
     }
 
     /// `stat` (follows symlinks): `None` when nothing is there.
     pub fn stat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
-        let r = self.sftp()?.stat(Path::new(path));
+        self.stat_with(path, true)
+    }
+
+    fn stat_with(&mut self, path: &str, follow: bool) -> Result<Option<ssh2::FileStat>, SshError> {
+        let sftp = self.sftp()?;
+        let r = if follow { sftp.stat(Path::new(path)) } else { sftp.lstat(Path::new(path)) };
         match r {
             Ok(st) => Ok(Some(st)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(format!("stat {path}"), &e)),
+            Err(e) => Err(self.error(format!("{} {path}", if follow { "stat" } else { "lstat" }), &e)),
         }
     }
 
