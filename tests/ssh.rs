@@ -496,3 +496,20 @@ async fn encrypted_key_is_used_only_when_the_prompt_answers() {
     t.locate(None, &|_| {}).await.unwrap();
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_running_remote_process_does_not_stall_the_session() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let session = Session::connect(&addr(&sshd, user), &c.opts()).await.unwrap();
+    let mut p = session.spawn("echo started; exec sleep 30").await.unwrap();
+    assert!(matches!(p.next().await, Some(ExecEvent::Stdout(b)) if b == b"started\n"));
+    let started = Instant::now();
+    drop(p);
+    let out = session.exec("echo still here", Vec::new()).await.unwrap();
+    assert_eq!(out.stdout, b"still here\n");
+    // Closing does not wait for the remote `sleep` (sshd answers the close only when it exits).
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}
