@@ -648,10 +648,8 @@ impl Owner {
     /// may take as long as the remote process lives, so the channel waits in `closing` meanwhile
     /// instead of holding up the other streams.
     fn finish(&mut self, mut s: Stream, error: Option<SshError>) {
-        if let Err(e) = s.ch.close() {
-            if e.code() == EAGAIN {
-                self.closing.push(s.ch.clone());
-            }
+        if matches!(s.ch.close(), Err(e) if e.code() == EAGAIN) {
+            self.closing.push(s.ch.clone());
         }
         match s.kind {
             Kind::Exec(st) => {
