@@ -299,14 +299,12 @@ async fn issuer_checks_pkce_redirect_uri_client_and_single_use() {
 
 #[tokio::test]
 async fn refresh_rotates_tokens_and_keeps_unknown_keys() {
-    let issuer = issuer().await;
-    let home = Home::new();
-    browser_login(&home, &issuer).await;
+    let (issuer, home) = logged_in().await;
     let mut before = home.auth_json();
     before["newer_client_key"] = serde_json::json!({"kept": true});
     home.write("auth.json", serde_json::to_string_pretty(&before).unwrap().as_bytes());
 
-    let r = run(home.llmx(["-c", &format!("auth_issuer={}", issuer.base_url()), "auth", "refresh", "--json"])).await;
+    let r = refresh(&home, &issuer.base_url(), true).await;
     assert_eq!(r.code(), 0, "{r:?}");
     let out = r.json();
     assert_eq!(out["refreshed"], true);
@@ -330,15 +328,13 @@ async fn refresh_rotates_tokens_and_keeps_unknown_keys() {
 #[tokio::test]
 async fn reused_refresh_token_is_permanent_and_leaves_the_file_untouched() {
     // Two copies of one login: the first to refresh rotates the token; the other is now stale.
-    let issuer = issuer().await;
-    let (home, copy) = (Home::new(), Home::new());
-    browser_login(&home, &issuer).await;
+    let (issuer, home) = logged_in().await;
+    let copy = Home::new();
     copy.write("auth.json", &home.read_auth().unwrap());
-    let iss = format!("auth_issuer={}", issuer.base_url());
-    assert_eq!(run(home.llmx(["-c", &iss, "auth", "refresh"])).await.code(), 0);
+    assert_eq!(refresh(&home, &issuer.base_url(), false).await.code(), 0);
 
     let bytes = copy.read_auth().unwrap();
-    let r = run(copy.llmx(["-c", &iss, "auth", "refresh"])).await;
+    let r = refresh(&copy, &issuer.base_url(), false).await;
     assert_eq!(r.code(), 1, "{r:?}");
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(
@@ -348,7 +344,7 @@ async fn reused_refresh_token_is_permanent_and_leaves_the_file_untouched() {
     assert!(lines[1].starts_with("hint: run `llmx login` to sign in again"), "{lines:?}");
     assert_eq!(copy.read_auth().unwrap(), bytes, "byte for byte");
 
-    let j = run(copy.llmx(["-c", &iss, "auth", "refresh", "--json"])).await;
+    let j = refresh(&copy, &issuer.base_url(), true).await;
     assert_eq!(j.code(), 1);
     assert_eq!(j.json()["permanent"], true);
     assert_eq!(j.json()["code"], "refresh_token_reused");
@@ -357,13 +353,11 @@ async fn reused_refresh_token_is_permanent_and_leaves_the_file_untouched() {
 
 #[tokio::test]
 async fn refresh_with_the_issuer_down_is_transient_and_leaves_the_file_untouched() {
-    let issuer = issuer().await;
-    let home = Home::new();
-    browser_login(&home, &issuer).await;
+    let (issuer, home) = logged_in().await;
     let url = issuer.base_url();
     issuer.stop().await.unwrap();
     let bytes = home.read_auth().unwrap();
-    let r = run(home.llmx(["-c", &format!("auth_issuer={url}"), "auth", "refresh", "--json"])).await;
+    let r = refresh(&home, &url, true).await;
     assert_eq!(r.code(), 1, "{r:?}");
     assert_eq!(r.json()["permanent"], false);
     assert!(r.stderr.starts_with("llmx: could not refresh: cannot reach the issuer"), "{r:?}");
@@ -373,19 +367,16 @@ async fn refresh_with_the_issuer_down_is_transient_and_leaves_the_file_untouched
 
 #[tokio::test]
 async fn refresh_with_an_issuer_error_is_transient() {
-    let issuer = issuer().await;
-    let home = Home::new();
-    browser_login(&home, &issuer).await;
+    let (issuer, home) = logged_in().await;
     issuer.issuer.set_refresh_failure(Some(503));
     let bytes = home.read_auth().unwrap();
-    let iss = format!("auth_issuer={}", issuer.base_url());
-    let r = run(home.llmx(["-c", &iss, "auth", "refresh"])).await;
+    let r = refresh(&home, &issuer.base_url(), false).await;
     assert_eq!(r.code(), 1, "{r:?}");
     assert!(r.stderr.contains("the issuer answered 503 (server_error)"), "{r:?}");
     assert_eq!(home.read_auth().unwrap(), bytes);
     // The token was not consumed: once the issuer recovers, the same file refreshes.
     issuer.issuer.set_refresh_failure(None);
-    assert_eq!(run(home.llmx(["-c", &iss, "auth", "refresh"])).await.code(), 0);
+    assert_eq!(refresh(&home, &issuer.base_url(), false).await.code(), 0);
 }
 
 #[tokio::test]

@@ -209,7 +209,10 @@ pub async fn login(
         }
     };
     events(LoginEvent::Listening { authorize_url, port, redirect_uri, timeout_secs: timeout.as_secs() });
-    match server::serve(listener, state, on_code, on_note, stop).await.map_err(LoginError::Server)? {
+    match server::serve(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE)
+        .await
+        .map_err(LoginError::Server)?
+    {
         ServerEnd::Completed(s) => Ok(s),
         ServerEnd::Failed(e) => Err(e),
         ServerEnd::Denied { error, description } => Err(LoginError::Denied { error, description }),

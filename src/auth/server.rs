@@ -97,24 +97,9 @@ enum Phase {
 }
 
 /// Serve until the login ends. `shutdown` is raced against the login; its output is returned as
-/// [`ServerEnd::Shutdown`] when it wins.
+/// [`ServerEnd::Shutdown`] when it wins. After a success the server waits up to `grace` (normally
+/// [`SUCCESS_GRACE`]) for the browser to fetch `/success`.
 pub async fn serve<T, E, S>(
-    listener: TcpListener,
-    expected_state: String,
-    on_code: CodeHandler<T, E>,
-    on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
-    shutdown: impl Future<Output = S> + Send + 'static,
-) -> std::io::Result<ServerEnd<T, E, S>>
-where
-    T: Send + 'static,
-    E: Display + Send + 'static,
-    S: Send + 'static,
-{
-    serve_with_grace(listener, expected_state, on_code, on_note, shutdown, SUCCESS_GRACE).await
-}
-
-/// [`serve`] with an explicit grace period after success (tests use a short one).
-pub async fn serve_with_grace<T, E, S>(
     listener: TcpListener,
     expected_state: String,
     on_code: CodeHandler<T, E>,
@@ -336,7 +321,7 @@ mod tests {
         let on_code: CodeHandler<String, String> = Arc::new(|code, _| {
             Box::pin(async move { if code == "bad" { Err("exchange failed".to_string()) } else { Ok(code) } })
         });
-        let task = tokio::spawn(serve_with_grace(
+        let task = tokio::spawn(serve(
             listener,
             "S1".into(),
             on_code,

@@ -257,6 +257,24 @@ pub async fn browser_login(home: &Home, issuer: &RunningIssuer) -> Value {
     done.unwrap_or_else(|| panic!("no login_succeeded in {events:?}; stderr: {stderr}"))
 }
 
+/// A test issuer and a home already signed in to it through the browser.
+pub async fn logged_in() -> (RunningIssuer, Home) {
+    let issuer = issuer().await;
+    let home = Home::new();
+    browser_login(&home, &issuer).await;
+    (issuer, home)
+}
+
+/// `llmx -c auth_issuer=ISSUER auth refresh [--json]` in `home`.
+pub async fn refresh(home: &Home, issuer_url: &str, json: bool) -> Run {
+    let iss = format!("auth_issuer={issuer_url}");
+    let mut args = vec!["-c", &iss, "auth", "refresh"];
+    if json {
+        args.push("--json");
+    }
+    run(home.llmx(&args)).await
+}
+
 /// A query parameter of a URL.
 pub fn param(url: &url::Url, key: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
