@@ -107,9 +107,14 @@ fn describe_denial(error: &str, description: Option<&str>) -> String {
     }
 }
 
-fn format_duration(d: Duration) -> String {
+/// "10 min", "90 s", "1.5 s": how login messages show a duration.
+pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s.is_multiple_of(60) { format!("{} min", s / 60) } else { format!("{:.1} s", d.as_secs_f64()) }
+    match d.subsec_millis() {
+        0 if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
+        0 => format!("{s} s"),
+        _ => format!("{:.1} s", d.as_secs_f64()),
+    }
 }
 
 /// Progress and outcome of a login; the `llmx login --json` lines. Drivers must ignore events

@@ -125,17 +125,13 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
             "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\nWaiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },
-            human_secs(*timeout_secs)
+            login::format_duration(Duration::from_secs(*timeout_secs))
         ),
         LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };
     let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-fn human_secs(s: u64) -> String {
-    if s >= 60 && s.is_multiple_of(60) { format!("{} min", s / 60) } else { format!("{s} s") }
 }
 
 fn success_lines(s: &LoginSuccess) -> Vec<String> {
