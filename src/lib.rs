@@ -6,5 +6,6 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod home;
+pub mod push;
 pub mod secret;
 pub mod target;
