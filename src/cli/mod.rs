@@ -5,6 +5,8 @@ mod failure;
 mod login;
 mod logout;
 mod output;
+mod push;
+mod push_view;
 mod status;
 
 pub use failure::Failure;
@@ -18,6 +20,8 @@ Examples:
   llmx login                              # sign in with the browser
   printenv OPENAI_API_KEY | llmx login --with-api-key
   llmx login status --json
+  llmx auth push docker:web               # copy this machine's credential into a container
+  llmx auth status docker:web             # what a container holds
   llmx -c preferred_auth_method=apikey login status
   llmx logout";
 
@@ -45,8 +49,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Show which credential is in use (same report as `llmx login status`)
-    Status(status::StatusArgs),
+    /// Show which credential is in use here, or on a target (docker:NAME)
+    Status(status::AuthStatusArgs),
+    /// Copy this machine's auth.json to containers and hosts
+    Push(push::PushArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -70,6 +76,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
         Command::Logout(args) => logout::run(&ctx, args),
-        Command::Auth(AuthCommand::Status(args)) => status::run(&ctx, args),
+        Command::Auth(AuthCommand::Status(args)) => status::run_auth(&ctx, args),
+        Command::Auth(AuthCommand::Push(args)) => push::run(&ctx, args),
     }
 }
