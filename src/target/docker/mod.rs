@@ -1,5 +1,10 @@
 //! The Docker target: a container reached through the Engine API (bollard), no `docker` CLI.
 //!
+//! * **Fast path.** A running container with `/bin/sh` is handled by one `exec` conversation
+//!   as the container's user ([`session`]): it reads, writes atomically and reads back. Each
+//!   archive request costs the engine a helper process, so this is several times cheaper; the
+//!   archive path below is used when the container is stopped or paused, has no shell, or the
+//!   exec route fails (e.g. the credential directory is not writable by the container's user).
 //! * **Who and where.** The container's `Config.User` is resolved to uid/gid/home from its own
 //!   `/etc/passwd` (and `/etc/group`), read through the archive API, so containers without a
 //!   shell work. The credential home is `--remote-home`, else `LLMX_HOME` from the container's
@@ -10,9 +15,9 @@
 //!   missing destination; when the parent is missing too, the tar is extracted at `/` and the
 //!   engine creates the missing parents, root-owned 0755, as `mkdir -p` run by root would). An
 //!   existing sticky directory (`LLMX_HOME=/tmp`) is left as it is.
-//! * **Atomicity.** When the container runs and has `/bin/sh`, the file is uploaded beside
-//!   auth.json under a temporary name and moved over it with `mv -f` (one `rename(2)`): a reader
-//!   sees the old file or the new one. Otherwise (stopped container, no shell, exec refused) the
+//! * **Atomicity.** On the fast path, and on the archive path when the container runs and has
+//!   `/bin/sh`, the file is written beside auth.json under a temporary name and moved over it
+//!   with `mv -f` (one `rename(2)`): a reader sees the old file or the new one. Otherwise (stopped container, no shell, exec refused) the
 //!   file is uploaded in place; the engine then removes the old file and writes the new one, so
 //!   a process reading at that instant can find no file or a partial one. On a stopped container
 //!   nothing runs, so nothing can observe that; in a running shell-less container the window is
@@ -23,16 +28,18 @@
 
 mod archive;
 pub mod connect;
+mod session;
 pub mod user;
 
 use crate::target::{Location, RemoteFile, StepFn, Target, TargetError};
-use archive::{ArchiveError, Upload};
+use archive::{ArchiveError, FileEntry, Upload};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use connect::{Engine, error_text};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use session::Session;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -51,11 +58,15 @@ pub struct DockerTarget {
     engine: Engine,
     container: String,
     resolved: Option<Resolved>,
+    /// The exec conversation of the fast path, when it is in use (see [`session`]).
+    session: Option<Session>,
+    /// The current auth.json, when `locate` already read it.
+    prefetched: Option<Option<FileEntry>>,
 }
 
 impl DockerTarget {
     pub fn new(engine: Engine, container: impl Into<String>) -> DockerTarget {
-        DockerTarget { engine, container: container.into(), resolved: None }
+        DockerTarget { engine, container: container.into(), resolved: None, session: None, prefetched: None }
     }
 
     fn resolved(&self) -> Result<&Resolved, TargetError> {
@@ -102,8 +113,8 @@ fn clean_home(path: &str, origin: &str) -> Result<String, TargetError> {
     if !path.starts_with('/') || path.split('/').any(|c| c == "." || c == "..") {
         return Err(TargetError::new(format!("{origin} '{path}' must be an absolute path without '.' or '..'")));
     }
-    let trimmed = path.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".to_string() } else { trimmed.to_string() })
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    Ok(format!("/{}", parts.join("/")))
 }
 
 fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
@@ -134,6 +145,24 @@ impl DockerTarget {
         let user_spec = config.user.unwrap_or_default();
         let env = config.env.unwrap_or_default();
 
+        if running
+            && archive::stat(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))?.is_some()
+        {
+            step("reading through exec");
+            match Session::open(&docker, &id, remote_home, &random_hex()).await {
+                Ok((session, h)) => {
+                    let home = clean_home(&h.home, "the credential home")?;
+                    self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
+                    self.session = Some(session);
+                    self.prefetched = Some(h.current);
+                    return Ok(Location { home, owner: Some((h.uid, h.gid)) });
+                }
+                Err(session::Unavailable(why)) => {
+                    let why: String = why.chars().take(80).collect();
+                    step(&format!("exec unusable ({why}): using the archive API"));
+                }
+            }
+        }
         step("resolving user");
         let want_group = user::needs_group_file(&user_spec);
         let (passwd, group, shell) = futures_util::try_join!(
@@ -158,18 +187,30 @@ impl DockerTarget {
 
     async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {
         let r = self.resolved()?.clone();
-        let docker = self.engine.get().await?.clone();
-        let path = loc.auth_path();
-        let f =
-            archive::read_file(&docker, &r.id, &path).await.map_err(archive_err("reading the current credential"))?;
+        let f = match self.prefetched.take() {
+            Some(f) => f,
+            None => {
+                let docker = self.engine.get().await?.clone();
+                archive::read_file(&docker, &r.id, &loc.auth_path())
+                    .await
+                    .map_err(archive_err("reading the current credential"))?
+            }
+        };
         Ok(f.map(|f| RemoteFile { bytes: f.bytes, uid: Some(f.uid), gid: Some(f.gid), mode: Some(f.mode) }))
     }
 
     async fn do_write(&mut self, loc: &Location, bytes: &[u8], step: StepFn<'_>) -> Result<(), TargetError> {
         let r = self.resolved()?.clone();
+        let final_path = loc.auth_path();
+        if let Some(session) = self.session.take() {
+            step("writing through exec");
+            match session.write(bytes).await {
+                Ok(back) => return verify(&final_path, &back, bytes, &r),
+                Err(_) => step("exec write refused: using the archive API"),
+            }
+        }
         let docker = self.engine.get().await?.clone();
         let home = loc.home.clone();
-        let final_path = loc.auth_path();
         let dir =
             archive::stat(&docker, &r.id, &home).await.map_err(archive_err("checking the credential directory"))?;
         if let Some(d) = dir
@@ -216,17 +257,22 @@ impl DockerTarget {
             .await
             .map_err(archive_err("reading the credential back"))?
             .ok_or_else(|| TargetError::new(format!("{final_path} is missing after the upload")))?;
-        if Sha256::digest(&back.bytes) != Sha256::digest(bytes) {
-            return Err(TargetError::new(format!("{final_path}: content read back differs from what was written")));
-        }
-        if back.mode != 0o600 || (back.uid, back.gid) != (r.uid, r.gid) {
-            return Err(TargetError::new(format!(
-                "{final_path}: owner {}:{} mode {:04o} after the upload, expected {}:{} 0600",
-                back.uid, back.gid, back.mode, r.uid, r.gid
-            )));
-        }
-        Ok(())
+        verify(&final_path, &back, bytes, &r)
     }
+}
+
+/// The file read back must be what was sent, 0600, owned by the container's user.
+fn verify(path: &str, back: &FileEntry, sent: &[u8], r: &Resolved) -> Result<(), TargetError> {
+    if Sha256::digest(&back.bytes) != Sha256::digest(sent) {
+        return Err(TargetError::new(format!("{path}: content read back differs from what was written")));
+    }
+    if back.mode != 0o600 || (back.uid, back.gid) != (r.uid, r.gid) {
+        return Err(TargetError::new(format!(
+            "{path}: owner {}:{} mode {:04o} after the write, expected {}:{} 0600",
+            back.uid, back.gid, back.mode, r.uid, r.gid
+        )));
+    }
+    Ok(())
 }
 
 /// Extract `{home}/{file_name}` into the container: at the directory's parent with the directory
@@ -351,6 +397,7 @@ mod tests {
     fn homes_must_be_absolute_and_plain() {
         assert_eq!(clean_home("/x/y/", "h").unwrap(), "/x/y");
         assert_eq!(clean_home("/", "h").unwrap(), "/");
+        assert_eq!(clean_home("//.llmx", "h").unwrap(), "/.llmx");
         assert!(clean_home("x/y", "h").is_err());
         assert!(clean_home("/x/../y", "h").is_err());
     }
