@@ -67,15 +67,6 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
     }
 }
 
-/// A tokio runtime for one command. One thread is enough: targets are I/O-bound and pushed
-/// concurrently on it; blocking transports use `spawn_blocking`.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
-}
-
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
@@ -91,7 +82,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),
     };
-    let rt = runtime()?;
+    let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
         let targets = crate::target::resolve::resolve(&specs).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();

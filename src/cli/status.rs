@@ -49,7 +49,7 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, json: bool) -> Re
     let spec = push::parse_targets(&[raw.to_string()])?.remove(0);
     push::check_remote_home(remote_home)?;
     let preferred = ctx.settings()?.preferred_auth_method;
-    let status = push::runtime()?.block_on(async {
+    let status = crate::cli::runtime()?.block_on(async {
         let mut targets = crate::target::resolve::resolve(std::slice::from_ref(&spec)).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
