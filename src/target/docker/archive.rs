@@ -160,25 +160,22 @@ impl Upload<'_> {
     fn tar(&self) -> std::io::Result<Vec<u8>> {
         let mtime =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut b = tar::Builder::new(Vec::new());
-        let prefix = if self.dir_rel.is_empty() { String::new() } else { format!("{}/", self.dir_rel) };
-        if self.dir_entry && !self.dir_rel.is_empty() {
+        let header = |kind, mode, size| {
             let mut h = tar::Header::new_gnu();
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o700);
+            h.set_entry_type(kind);
+            h.set_mode(mode);
             h.set_uid(self.uid.into());
             h.set_gid(self.gid.into());
             h.set_mtime(mtime);
-            h.set_size(0);
-            b.append_data(&mut h, &prefix, std::io::empty())?;
+            h.set_size(size);
+            h
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let prefix = if self.dir_rel.is_empty() { String::new() } else { format!("{}/", self.dir_rel) };
+        if self.dir_entry && !self.dir_rel.is_empty() {
+            b.append_data(&mut header(tar::EntryType::Directory, 0o700, 0), &prefix, std::io::empty())?;
         }
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o600);
-        h.set_uid(self.uid.into());
-        h.set_gid(self.gid.into());
-        h.set_mtime(mtime);
-        h.set_size(self.bytes.len() as u64);
+        let mut h = header(tar::EntryType::Regular, 0o600, self.bytes.len() as u64);
         b.append_data(&mut h, format!("{prefix}{}", self.file_name), self.bytes)?;
         b.into_inner()
     }

@@ -149,7 +149,7 @@ impl DockerTarget {
             && archive::stat(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))?.is_some()
         {
             step("reading through exec");
-            match Session::open(&docker, &id, remote_home, &random_hex()).await {
+            match Session::open(&docker, &id, remote_home, &crate::home::random_suffix()).await {
                 Ok((session, h)) => {
                     let home = clean_home(&h.home, "the credential home")?;
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
@@ -230,7 +230,7 @@ impl DockerTarget {
         let into_link = dir.is_some_and(|d| d.is_symlink);
 
         if r.running && r.has_shell {
-            let tmp_name = format!(".auth.json.llmx-{}", random_hex());
+            let tmp_name = format!(".auth.json.llmx-{}", crate::home::random_suffix());
             step("uploading");
             upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, bytes).await?;
             step("moving into place");
@@ -349,17 +349,6 @@ async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> ExecResult {
         },
         Err(e) => ExecResult::Failed(error_text(&e)),
     }
-}
-
-fn random_hex() -> String {
-    let mut b = [0u8; 6];
-    // Without an entropy source, fall back to the clock: the name only has to differ from a
-    // concurrent push's, and the upload replaces a stale file of the same name anyway.
-    if getrandom::getrandom(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return format!("{:x}", t.as_nanos());
-    }
-    hex::encode(b)
 }
 
 impl Target for DockerTarget {

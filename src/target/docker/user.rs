@@ -26,13 +26,8 @@ pub struct ResolvedUser {
 
 /// Parse `/etc/passwd`, skipping lines that are not 7 colon-separated fields with numeric ids.
 pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
+    records(text, 7)
+        .filter_map(|f| {
             Some(PasswdEntry {
                 name: f[0].to_string(),
                 uid: f[2].parse().ok()?,
@@ -45,16 +40,15 @@ pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
 
 /// Parse `/etc/group` into (name, gid) pairs.
 pub fn parse_group(text: &str) -> Vec<(String, u32)> {
+    records(text, 3).filter_map(|f| Some((f[0].to_string(), f[2].parse().ok()?))).collect()
+}
+
+/// The colon-separated fields of each non-comment line that has at least `min` of them.
+fn records(text: &str, min: usize) -> impl Iterator<Item = Vec<&str>> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 3 {
-                return None;
-            }
-            Some((f[0].to_string(), f[2].parse().ok()?))
-        })
-        .collect()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(move |f| f.len() >= min)
 }
 
 /// Does `Config.User` name a group that must be looked up in `/etc/group`?
