@@ -1,15 +1,16 @@
 //! SSH transport and `ssh:` target against a real OpenSSH sshd started by each test, logging in
 //! as a dedicated non-root user (see tests/support/sshd.rs). Needs root and openssh-server.
 
-mod support;
+#[path = "support/sshd.rs"]
+mod sshd_support;
 
 use llmx::ssh::{ExecEvent, Session, SshOptions};
 use llmx::target::{Location, SshAddress, SshTarget, Target, TargetError};
+use sshd_support::{Agent, Key, Sshd, SshdOptions, User, free_port, run};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::sshd::{Agent, Key, Sshd, SshdOptions, User, free_port, run};
 
 /// A client machine: a temp HOME with `.ssh/id_ed25519` (authorised on the users it is given).
 struct Client {
@@ -344,7 +345,7 @@ async fn connection_killed_mid_write_leaves_old_file_and_next_push_cleans_up() {
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 if temp_files(&dir).iter().any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)) {
-                    let victims = support::sshd::descendants(pid);
+                    let victims = sshd_support::descendants(pid);
                     for v in &victims {
                         // SAFETY: pids found under our own sshd.
                         unsafe { libc::kill(*v as i32, libc::SIGKILL) };
