@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod home;
+pub mod issuer;
 pub mod secret;
 pub mod ssh;
 pub mod target;

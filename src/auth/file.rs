@@ -101,9 +101,12 @@ impl AuthFile {
     }
 }
 
-/// Now as RFC 3339 UTC, the form written to `last_refresh`.
+/// Now as RFC 3339 UTC with microseconds (`2025-08-06T20:41:36.232376Z`), the form llmx writes
+/// to `last_refresh`.
 pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    let now = OffsetDateTime::now_utc();
+    let micros = now.replace_nanosecond(now.nanosecond() / 1000 * 1000).unwrap_or(now);
+    micros.format(&Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -123,6 +126,14 @@ mod tests {
         let text = sample();
         let f = AuthFile::parse(Path::new("auth.json"), text.as_bytes()).unwrap();
         assert_eq!(String::from_utf8(f.to_bytes()).unwrap(), text);
+    }
+
+    #[test]
+    fn last_refresh_is_written_with_microseconds() {
+        let t = now_rfc3339();
+        let frac = t.split('.').nth(1).unwrap_or("Z");
+        assert!(frac.len() <= 7 && frac.ends_with('Z'), "{t}");
+        assert!(OffsetDateTime::parse(&t, &Rfc3339).is_ok());
     }
 
     #[test]

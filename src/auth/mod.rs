@@ -3,5 +3,10 @@
 
 pub mod claims;
 pub mod file;
+pub mod login;
+pub mod oauth;
+pub mod pkce;
+pub mod refresh;
 pub mod select;
+pub mod server;
 pub mod status;

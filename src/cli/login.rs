@@ -1,10 +1,17 @@
 //! `llmx login`: browser sign-in, `--with-api-key` from stdin, and `llmx login status`.
+//!
+//! The browser login itself is `auth::login`; this module renders its events: human text on
+//! stderr (the URL always), or with `--json` one JSON object per line on stdout, flushed at once,
+//! which is the protocol `llmx auth tunnel` drives a remote login with.
 
 use crate::auth::file::AuthFile;
+use crate::auth::login::{self, LoginError, LoginEvent, LoginOptions, LoginSuccess};
 use crate::cli::{Ctx, Failure, output, status};
 use crate::secret::Secret;
 use clap::{Args, Subcommand};
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -15,6 +22,18 @@ pub struct LoginArgs {
     /// Read an API key from standard input instead of signing in with the browser
     #[arg(long)]
     pub with_api_key: bool,
+
+    /// Port of the local callback server (the redirect URI is http://localhost:PORT/auth/callback)
+    #[arg(long, default_value_t = login::DEFAULT_PORT, conflicts_with = "with_api_key")]
+    pub port: u16,
+
+    /// Print the sign-in URL but do not open a browser
+    #[arg(long, conflicts_with = "with_api_key")]
+    pub no_browser: bool,
+
+    /// Give up when nobody completes the sign-in within SECS seconds
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400), conflicts_with = "with_api_key")]
+    pub timeout: u64,
 
     /// Print machine-readable events (JSON lines) on stdout
     #[arg(long)]
@@ -34,7 +53,115 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if args.with_api_key {
         return with_api_key(ctx, args.json);
     }
-    Err(Failure::new("browser login is not available in this build"))
+    browser(ctx, &args)
+}
+
+fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
+    let settings = ctx.settings()?;
+    let opts = LoginOptions {
+        issuer: settings.auth_issuer,
+        client_id: settings.auth_client_id,
+        port: args.port,
+        timeout: Duration::from_secs(args.timeout),
+        auth_path: ctx.home.auth_path(),
+    };
+    let open_browser = !args.no_browser && has_display();
+    let json = args.json;
+    let sink: login::EventSink = Arc::new(move |event| render(&event, json, open_browser));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    let interrupt = async {
+        // If the signal handler cannot be installed, Ctrl-C simply keeps its default effect.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = runtime.block_on(login::login(opts, sink, interrupt));
+    if json {
+        output::json_line(&LoginEvent::outcome(&result))?;
+    }
+    match result {
+        Ok(s) => {
+            if !json {
+                output::lines(&success_lines(&s))?;
+            }
+            Ok(0)
+        }
+        Err(e) => Err(failure(e)),
+    }
+}
+
+/// Whether a browser can be opened here: on Linux and the BSDs, only with a graphical session.
+fn has_display() -> bool {
+    if cfg!(any(target_os = "macos", target_os = "windows")) {
+        return true;
+    }
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+fn render(event: &LoginEvent, json: bool, open_browser: bool) {
+    if let LoginEvent::Listening { authorize_url, .. } = event
+        && open_browser
+    {
+        let url = authorize_url.clone();
+        // webbrowser may wait for a text-mode browser; never let it hold up the login.
+        std::thread::spawn(move || {
+            if let Err(e) = webbrowser::open(&url) {
+                let _ = writeln!(std::io::stderr(), "Could not open a browser ({e}); open the URL above yourself.");
+            }
+        });
+    }
+    if json {
+        // A closed stdout must not stop the login: the file is what matters.
+        let _ = output::json_line(event);
+        return;
+    }
+    let text = match event {
+        LoginEvent::StaleServerCancelled { port } => {
+            format!("Stopped an earlier llmx login that was waiting on port {port}.")
+        }
+        LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
+            "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\nWaiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
+            if open_browser { "Opening " } else { "Open " },
+            login::format_duration(Duration::from_secs(*timeout_secs))
+        ),
+        LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
+        LoginEvent::CallbackReceived => "Signing in...".to_string(),
+        LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
+    };
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+fn success_lines(s: &LoginSuccess) -> Vec<String> {
+    let mut who = s.email.clone().unwrap_or_else(|| "(no email in id_token)".into());
+    if let Some(p) = &s.plan {
+        who.push_str(&format!(" ({p})"));
+    }
+    let mut lines = vec![format!("Logged in using ChatGPT - {who}"), format!("  Saved to {}", s.auth_file.display())];
+    if !s.api_key_saved {
+        lines.push("  (The issuer gave no API key; the agent will use the ChatGPT tokens.)".into());
+    }
+    lines
+}
+
+fn failure(e: LoginError) -> Failure {
+    let hint = match &e {
+        LoginError::PortBusy { port } => Some(format!(
+            "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or run `llmx login --port N`"
+        )),
+        LoginError::Denied { .. } | LoginError::Exchange(_) => Some("run `llmx login` again".to_string()),
+        LoginError::TimedOut { .. } => Some("run `llmx login` again; `--timeout SECS` waits longer".to_string()),
+        LoginError::Issuer(_) => Some("check auth_issuer in config.toml or your -c override".to_string()),
+        _ => None,
+    };
+    let code = if matches!(e, LoginError::Issuer(_)) { 2 } else { 1 };
+    let f = Failure { code, ..Failure::new(e.to_string()) };
+    match hint {
+        Some(h) => f.hint(h),
+        None => f,
+    }
 }
 
 fn with_api_key(ctx: &Ctx, json: bool) -> Result<u8, Failure> {

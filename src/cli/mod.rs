@@ -5,6 +5,7 @@ mod failure;
 mod login;
 mod logout;
 mod output;
+mod refresh;
 mod status;
 pub mod ssh_args;
 
@@ -17,9 +18,11 @@ use clap::{Parser, Subcommand};
 const EXAMPLES: &str = "\
 Examples:
   llmx login                              # sign in with the browser
+  llmx login --no-browser --json          # print the URL; JSON events for scripts
   printenv OPENAI_API_KEY | llmx login --with-api-key
   llmx login status --json
   llmx -c preferred_auth_method=apikey login status
+  llmx auth refresh
   llmx logout";
 
 #[derive(Debug, Parser)]
@@ -48,6 +51,8 @@ pub enum Command {
 pub enum AuthCommand {
     /// Show which credential is in use (same report as `llmx login status`)
     Status(status::StatusArgs),
+    /// Refresh the ChatGPT tokens in auth.json now
+    Refresh(refresh::RefreshArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -72,5 +77,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Login(args) => login::run(&ctx, args),
         Command::Logout(args) => logout::run(&ctx, args),
         Command::Auth(AuthCommand::Status(args)) => status::run(&ctx, args),
+        Command::Auth(AuthCommand::Refresh(args)) => refresh::run(&ctx, args),
     }
 }

@@ -1,0 +1,297 @@
+//! The client side of the issuer's OAuth endpoints (DESIGN.md §3): the authorize URL, the code
+//! exchange (form-encoded), the best-effort API-key token exchange, and the refresh (JSON body).
+//!
+//! Refresh failures are classified from the structured JSON error body — `error.code`, else
+//! `error` when it is a string, else a top-level `code` — never by matching error text.
+
+use crate::auth::pkce::Pkce;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// The scopes a browser login asks for.
+pub const LOGIN_SCOPE: &str = "openid profile email offline_access";
+/// The scopes a refresh asks for.
+pub const REFRESH_SCOPE: &str = "openid profile email";
+/// Refresh-error codes that mean "this login is over: sign in again".
+pub const PERMANENT_REFRESH_CODES: [&str; 3] =
+    ["refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated"];
+
+const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+
+/// A failure talking to the token endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    #[error("invalid issuer URL {issuer:?}: {reason}")]
+    Issuer { issuer: String, reason: String },
+    #[error("cannot reach the issuer at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the issuer answered {status}{}", code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default())]
+    Status { status: u16, code: Option<String> },
+    #[error("the issuer's answer is not the expected JSON: {0}")]
+    Body(String),
+}
+
+/// Why a refresh failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The issuer rejected the refresh token for good (expired, reused, invalidated).
+    #[error("the issuer rejected the refresh token ({code}); this login is no longer valid")]
+    Permanent { code: String },
+    /// Anything else: network, 5xx, an unexpected answer. The stored tokens may still work.
+    #[error("{0}")]
+    Transient(OAuthError),
+}
+
+/// Tokens returned by the code exchange; all three are required.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenSet {
+    pub id_token: Secret,
+    pub access_token: Secret,
+    pub refresh_token: Secret,
+}
+
+/// Tokens returned by a refresh; each one is optional and replaces the stored one when present.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RefreshedTokens {
+    pub id_token: Option<Secret>,
+    pub access_token: Option<Secret>,
+    pub refresh_token: Option<Secret>,
+}
+
+#[derive(Deserialize)]
+struct ExchangedKey {
+    access_token: Secret,
+}
+
+/// A client for one issuer and client id. Cheap to clone (reqwest's client is an `Arc`).
+#[derive(Debug, Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    issuer: Url,
+    client_id: String,
+    /// Time spent waiting for the issuer, summed over calls (for the login benchmark).
+    timing: std::sync::Arc<std::sync::Mutex<Duration>>,
+}
+
+impl OAuthClient {
+    pub fn new(issuer: &str, client_id: &str) -> Result<OAuthClient, OAuthError> {
+        let bad = |reason: String| OAuthError::Issuer { issuer: issuer.to_string(), reason };
+        let mut url = Url::parse(issuer).map_err(|e| bad(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+            return Err(bad("expected an http(s) URL".into()));
+        }
+        // Join relative paths under the issuer's path, whether or not it ends with '/'.
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("llmx/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(OAuthClient { http, issuer: url, client_id: client_id.to_string(), timing: Default::default() })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn endpoint(&self, path: &str) -> Url {
+        // `path` is one of our constant relative paths; joining it to an http(s) base cannot fail.
+        self.issuer.join(path).unwrap_or_else(|_| self.issuer.clone())
+    }
+
+    /// The URL the user opens to sign in.
+    pub fn authorize_url(&self, redirect_uri: &str, pkce: &Pkce, state: &str) -> String {
+        let mut url = self.endpoint("oauth/authorize");
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", LOGIN_SCOPE)
+            .append_pair("code_challenge", &pkce.challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("id_token_add_organizations", "true")
+            .append_pair("llmx_cli_simplified_flow", "true")
+            .append_pair("state", state)
+            .append_pair("originator", "llmx_cli_rs");
+        url.into()
+    }
+
+    /// Exchange an authorization code for tokens (form-encoded POST).
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &Secret,
+    ) -> Result<TokenSet, OAuthError> {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("client_id", &self.client_id),
+            ("code_verifier", verifier.expose()),
+        ];
+        let (status, body) = self.post(self.http.post(self.endpoint("oauth/token")).form(&form)).await?;
+        parse_success(status, &body)
+    }
+
+    /// Trade an id_token for an API key. Callers treat a failure as "no API key".
+    pub async fn exchange_api_key(&self, id_token: &Secret) -> Result<Secret, OAuthError> {
+        let form = [
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("client_id", &self.client_id),
+            ("requested_token", "openai-api-key"),
+            ("subject_token", id_token.expose()),
+            ("subject_token_type", ID_TOKEN_TYPE),
+        ];
+        let (status, body) = self.post(self.http.post(self.endpoint("oauth/token")).form(&form)).await?;
+        parse_success::<ExchangedKey>(status, &body).map(|k| k.access_token)
+    }
+
+    /// Refresh (JSON body). A 401 with a permanent code is [`RefreshError::Permanent`].
+    pub async fn refresh(&self, refresh_token: &Secret) -> Result<RefreshedTokens, RefreshError> {
+        let body = serde_json::json!({
+            "client_id": self.client_id,
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token.expose(),
+            "scope": REFRESH_SCOPE,
+        });
+        let req = self.http.post(self.endpoint("oauth/token")).json(&body);
+        let (status, body) = self.post(req).await.map_err(RefreshError::Transient)?;
+        if status == 401
+            && let Some(code) = error_code(&body)
+            && PERMANENT_REFRESH_CODES.contains(&code.as_str())
+        {
+            return Err(RefreshError::Permanent { code });
+        }
+        parse_success(status, &body).map_err(RefreshError::Transient)
+    }
+
+    /// Total time spent waiting on the issuer by this client (and its clones) so far.
+    pub fn issuer_time(&self) -> Duration {
+        self.timing.lock().map(|d| *d).unwrap_or_default()
+    }
+
+    async fn post(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), OAuthError> {
+        let started = Instant::now();
+        let result = async {
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            Ok::<_, reqwest::Error>((status, resp.bytes().await?.to_vec()))
+        }
+        .await;
+        if let Ok(mut t) = self.timing.lock() {
+            *t += started.elapsed();
+        }
+        result.map_err(|e| OAuthError::Unreachable {
+            url: self.endpoint("oauth/token").to_string(),
+            reason: error_chain(&e),
+        })
+    }
+}
+
+/// A 2xx body parsed as `T`; any other status is an [`OAuthError::Status`] with its error code.
+fn parse_success<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, OAuthError> {
+    if !(200..300).contains(&status) {
+        return Err(OAuthError::Status { status, code: error_code(body) });
+    }
+    // serde_json's message names a missing field or a type, never the token values.
+    serde_json::from_slice(body).map_err(|e| OAuthError::Body(e.to_string()))
+}
+
+/// The OAuth error code of an error body: `error.code`, else `error` when a string, else `code`.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let text = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_str).map(str::to_string);
+    match v.get("error") {
+        Some(serde_json::Value::Object(e)) => text(e.get("code")),
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+    .or_else(|| text(v.get("code")))
+}
+
+/// "error: cause: cause" for a reqwest error, whose top-level message alone is often vague.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_code_reads_three_shapes() {
+        assert_eq!(
+            error_code(br#"{"error":{"code":"refresh_token_reused","message":"x"}}"#).as_deref(),
+            Some("refresh_token_reused")
+        );
+        assert_eq!(error_code(br#"{"error":"refresh_token_expired"}"#).as_deref(), Some("refresh_token_expired"));
+        assert_eq!(
+            error_code(br#"{"code":"refresh_token_invalidated"}"#).as_deref(),
+            Some("refresh_token_invalidated")
+        );
+        assert_eq!(error_code(br#"{"error":{"message":"refresh_token_reused"},"code":"c"}"#).as_deref(), Some("c"));
+        // Text that merely mentions a code is not a code.
+        assert_eq!(error_code(br#"{"error":{"message":"refresh_token_reused"}}"#), None);
+        for junk in [&b""[..], b"[]", b"null", b"{", b"\xff\xfe", br#"{"error":5}"#, br#"{"error":{"code":7}}"#] {
+            assert_eq!(error_code(junk), None);
+        }
+    }
+
+    #[test]
+    fn authorize_url_has_every_parameter() {
+        let c = OAuthClient::new("http://127.0.0.1:9/base", "cid").unwrap();
+        let pkce = Pkce { verifier: Secret::new("v"), challenge: "ch".into() };
+        let url = Url::parse(&c.authorize_url("http://localhost:1455/auth/callback", &pkce, "st")).unwrap();
+        assert_eq!(url.path(), "/base/oauth/authorize");
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        let want = [
+            ("response_type", "code"),
+            ("client_id", "cid"),
+            ("redirect_uri", "http://localhost:1455/auth/callback"),
+            ("scope", "openid profile email offline_access"),
+            ("code_challenge", "ch"),
+            ("code_challenge_method", "S256"),
+            ("id_token_add_organizations", "true"),
+            ("llmx_cli_simplified_flow", "true"),
+            ("state", "st"),
+            ("originator", "llmx_cli_rs"),
+        ];
+        assert_eq!(q.len(), want.len());
+        for (k, v) in want {
+            assert_eq!(q.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
+
+    #[test]
+    fn bad_issuers_are_errors() {
+        for bad in ["", "nota url", "ftp://x", "mailto:a@b"] {
+            assert!(OAuthClient::new(bad, "c").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_bodies_parse_or_error() {
+        let ok = br#"{"id_token":"i","access_token":"a","refresh_token":"r","extra":1}"#;
+        assert!(parse_success::<TokenSet>(200, ok).is_ok());
+        assert!(matches!(parse_success::<TokenSet>(200, b"{}"), Err(OAuthError::Body(_))));
+        assert!(matches!(parse_success::<TokenSet>(200, b"<html>"), Err(OAuthError::Body(_))));
+        let r: RefreshedTokens = parse_success(200, br#"{"access_token":"a"}"#).unwrap();
+        assert!(r.id_token.is_none() && r.refresh_token.is_none());
+        let e = parse_success::<TokenSet>(400, br#"{"error":"invalid_grant"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "the issuer answered 400 (invalid_grant)");
+    }
+}

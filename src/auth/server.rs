@@ -1,0 +1,416 @@
+//! The loopback callback server of a browser login (DESIGN.md §3).
+//!
+//! Paths: `/auth/callback` (wrong state → 400 and keep waiting; missing code → 400; an OAuth
+//! `error=` → show it and end the login; success → run the caller's code handler, then 302 to
+//! `/success`), `/success` (a page, then the server stops), `/cancel` (stops the server: a later
+//! login uses it to evict a stale one), anything else 404.
+//!
+//! Like mini-redis, [`serve`] takes an already-bound listener and a shutdown future, so tests bind
+//! port 0 and never sleep, and the caller decides what "shutdown" means (timeout, Ctrl-C). The
+//! server knows nothing of tokens or files: what a valid code turns into is the caller's closure.
+
+use axum::Router;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures_util::future::BoxFuture;
+use std::fmt::Display;
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// After a successful callback, how long to wait for the browser to fetch `/success` before the
+/// server stops anyway (a scripted browser may not follow the redirect).
+pub const SUCCESS_GRACE: Duration = Duration::from_secs(3);
+/// After the server is told to stop, how long open connections get to finish.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// What turns a valid code into the login's result. Receives the code and when the callback
+/// arrived (for timing).
+pub type CodeHandler<T, E> = Arc<dyn Fn(String, Instant) -> BoxFuture<'static, Result<T, E>> + Send + Sync>;
+
+/// Things worth telling the user while the server waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerNote {
+    /// A callback arrived and was answered 400; the login keeps waiting.
+    Rejected { reason: &'static str },
+    /// A callback with the right state and a code arrived; the exchange is starting.
+    CallbackReceived,
+}
+
+/// How the server ended.
+#[derive(Debug)]
+pub enum ServerEnd<T, E, S> {
+    /// The code handler succeeded.
+    Completed(T),
+    /// The code handler failed; the error was shown in the browser too.
+    Failed(E),
+    /// The issuer redirected back with `error=` (e.g. `access_denied`).
+    Denied { error: String, description: Option<String> },
+    /// Someone requested `/cancel` (typically a newer `llmx login` evicting this one).
+    Cancelled,
+    /// The caller's shutdown future finished first, with this value.
+    Shutdown(S),
+}
+
+struct Shared<T, E, S> {
+    expected_state: String,
+    on_code: CodeHandler<T, E>,
+    on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
+    /// The first terminal outcome wins; later ones are ignored.
+    end: Mutex<Option<ServerEnd<T, E, S>>>,
+    /// Serialises callbacks, so two browsers racing with the same code exchange it once.
+    exchange: tokio::sync::Mutex<()>,
+    stop: Notify,
+    grace: Duration,
+}
+
+impl<T, E, S> Shared<T, E, S> {
+    /// Record `end` unless an outcome is already recorded. Returns whether it was recorded.
+    fn finish(&self, end: ServerEnd<T, E, S>) -> bool {
+        // A poisoned lock means a handler panicked while holding it; the data is a plain Option
+        // and still consistent, so keep going with it.
+        let mut slot = self.end.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(end);
+        true
+    }
+
+    fn state(&self) -> Phase {
+        match &*self.end.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Phase::Waiting,
+            Some(ServerEnd::Completed(_)) => Phase::Succeeded,
+            Some(_) => Phase::Over,
+        }
+    }
+}
+
+enum Phase {
+    Waiting,
+    Succeeded,
+    Over,
+}
+
+/// Serve until the login ends. `shutdown` is raced against the login; its output is returned as
+/// [`ServerEnd::Shutdown`] when it wins. After a success the server waits up to `grace` (normally
+/// [`SUCCESS_GRACE`]) for the browser to fetch `/success`.
+pub async fn serve<T, E, S>(
+    listener: TcpListener,
+    expected_state: String,
+    on_code: CodeHandler<T, E>,
+    on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
+    shutdown: impl Future<Output = S> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<ServerEnd<T, E, S>>
+where
+    T: Send + 'static,
+    E: Display + Send + 'static,
+    S: Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        expected_state,
+        on_code,
+        on_note,
+        end: Mutex::new(None),
+        exchange: tokio::sync::Mutex::new(()),
+        stop: Notify::new(),
+        grace,
+    });
+    let app = Router::new()
+        .route("/auth/callback", get(callback::<T, E, S>))
+        .route("/success", get(success::<T, E, S>))
+        .route("/cancel", get(cancel::<T, E, S>))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
+        .with_state(shared.clone());
+
+    let stopper = shared.clone();
+    let stop_signal = async move {
+        tokio::select! {
+            s = shutdown => { stopper.finish(ServerEnd::Shutdown(s)); }
+            () = stopper.stop.notified() => {}
+        }
+    };
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        stop_signal.await;
+        let _ = stopped_tx.send(());
+    });
+    let server = server.into_future();
+    tokio::pin!(server);
+    // Run until the graceful shutdown finishes, but give lingering connections only DRAIN once
+    // the stop signal fired: a browser's idle preconnect must not keep the login alive.
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { let _ = stopped_rx.await; tokio::time::sleep(DRAIN).await } => {}
+    }
+    let end = shared.end.lock().unwrap_or_else(|p| p.into_inner()).take();
+    Ok(end.unwrap_or(ServerEnd::Cancelled))
+}
+
+async fn callback<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>, RawQuery(query): RawQuery) -> Response
+where
+    T: Send + 'static,
+    E: Display + Send + 'static,
+    S: Send + 'static,
+{
+    let received = Instant::now();
+    let q = CallbackQuery::parse(query.as_deref().unwrap_or(""));
+    if !q.state.as_deref().is_some_and(|s| constant_time_eq(s.as_bytes(), sh.expected_state.as_bytes())) {
+        (sh.on_note)(ServerNote::Rejected { reason: "state mismatch" });
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "State mismatch: this callback does not belong to the login that is waiting. The login is still waiting.",
+        );
+    }
+    if let Some(error) = q.error {
+        let description = q.error_description;
+        let shown = match &description {
+            Some(d) => format!("{error}: {d}"),
+            None => error.clone(),
+        };
+        sh.finish(ServerEnd::Denied { error, description });
+        sh.stop.notify_one();
+        return page(
+            StatusCode::OK,
+            "Sign-in failed",
+            &format!("The sign-in was not completed ({shown}). You can close this tab."),
+        );
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty()) else {
+        (sh.on_note)(ServerNote::Rejected { reason: "missing authorization code" });
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "Missing authorization code. The login is still waiting.",
+        );
+    };
+    let _guard = sh.exchange.lock().await;
+    match sh.state() {
+        Phase::Succeeded => return redirect_to_success(),
+        Phase::Over => return page(StatusCode::GONE, "Sign-in over", "This login has already ended."),
+        Phase::Waiting => {}
+    }
+    (sh.on_note)(ServerNote::CallbackReceived);
+    match (sh.on_code)(code, received).await {
+        Ok(value) => {
+            sh.finish(ServerEnd::Completed(value));
+            let stopper = sh.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(stopper.grace).await;
+                stopper.stop.notify_one();
+            });
+            redirect_to_success()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            sh.finish(ServerEnd::Failed(e));
+            sh.stop.notify_one();
+            page(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed", &format!("{text}. Run `llmx login` again."))
+        }
+    }
+}
+
+async fn success<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>) -> Response {
+    match sh.state() {
+        Phase::Succeeded => {
+            sh.stop.notify_one();
+            page(
+                StatusCode::OK,
+                "Signed in to llmx",
+                "You are signed in. You can close this tab and return to the terminal.",
+            )
+        }
+        _ => page(StatusCode::NOT_FOUND, "Not signed in", "No sign-in has completed here."),
+    }
+}
+
+async fn cancel<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>) -> Response {
+    sh.finish(ServerEnd::Cancelled);
+    sh.stop.notify_one();
+    (StatusCode::OK, "Login cancelled\n").into_response()
+}
+
+fn redirect_to_success() -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, "/success")]).into_response()
+}
+
+/// The parameters of a callback. Never fails: junk yields `None`s.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+impl CallbackQuery {
+    /// Parse a raw query string; the first occurrence of a key wins; shown values are cleaned.
+    pub fn parse(raw: &str) -> CallbackQuery {
+        let mut q = CallbackQuery::default();
+        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+            let slot = match &*k {
+                "code" => &mut q.code,
+                "state" => &mut q.state,
+                "error" => &mut q.error,
+                "error_description" => &mut q.error_description,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(v.into_owned());
+            }
+        }
+        q.error = q.error.map(|e| printable(&e)).filter(|e| !e.is_empty());
+        q.error_description = q.error_description.map(|e| printable(&e)).filter(|e| !e.is_empty());
+        q
+    }
+}
+
+/// Text from the network made safe for a terminal line: no control characters, at most 300 chars.
+pub fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+         <body style=\"font-family: sans-serif; margin: 3em\"><h1>{t}</h1><p>{m}</p></body></html>\n",
+        t = html_escape(title),
+        m = html_escape(message)
+    );
+    (status, Html(body)).into_response()
+}
+
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type End = ServerEnd<String, String, &'static str>;
+
+    /// A server on port 0 whose code handler echoes the code (or fails on "bad").
+    async fn start(
+        grace: Duration,
+    ) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<End>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let on_code: CodeHandler<String, String> = Arc::new(|code, _| {
+            Box::pin(async move { if code == "bad" { Err("exchange failed".to_string()) } else { Ok(code) } })
+        });
+        let task = tokio::spawn(serve(
+            listener,
+            "S1".into(),
+            on_code,
+            Arc::new(|_| {}),
+            async move {
+                let _ = rx.await;
+                "shutdown"
+            },
+            grace,
+        ));
+        (base, tx, task)
+    }
+
+    fn client() -> reqwest::Client {
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    }
+
+    async fn get(url: &str) -> (u16, String) {
+        let r = client().get(url).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn wrong_state_and_missing_code_keep_waiting_then_success() {
+        let (base, _tx, task) = start(Duration::from_secs(30)).await;
+        assert_eq!(get(&format!("{base}/auth/callback?code=c&state=nope")).await.0, 400);
+        assert_eq!(get(&format!("{base}/auth/callback?code=c")).await.0, 400);
+        assert_eq!(get(&format!("{base}/auth/callback?state=S1")).await.0, 400);
+        assert_eq!(get(&format!("{base}/auth/callback?state=S1&code=")).await.0, 400);
+        assert_eq!(get(&format!("{base}/elsewhere")).await.0, 404);
+        assert_eq!(get(&format!("{base}/success")).await.0, 404, "no success page before a login");
+        let r = client().get(format!("{base}/auth/callback?code=abc&state=S1")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 302);
+        assert_eq!(r.headers()[header::LOCATION], "/success");
+        // A replay after success is sent to the success page, not exchanged again.
+        assert_eq!(get(&format!("{base}/auth/callback?code=zzz&state=S1")).await.0, 302);
+        let (status, body) = get(&format!("{base}/success")).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("signed in"), "{body}");
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Completed(c) if c == "abc"));
+    }
+
+    #[tokio::test]
+    async fn error_parameter_ends_the_login_and_is_escaped() {
+        let (base, _tx, task) = start(Duration::from_secs(30)).await;
+        let (status, body) =
+            get(&format!("{base}/auth/callback?state=S1&error=access_denied&error_description=%3Cb%3Eno%3C/b%3E"))
+                .await;
+        assert_eq!(status, 200);
+        assert!(body.contains("&lt;b&gt;no") && !body.contains("<b>no"), "{body}");
+        match task.await.unwrap().unwrap() {
+            ServerEnd::Denied { error, description } => {
+                assert_eq!(error, "access_denied");
+                assert_eq!(description.as_deref(), Some("<b>no</b>"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_exchange_ends_the_login() {
+        let (base, _tx, task) = start(Duration::from_secs(30)).await;
+        assert_eq!(get(&format!("{base}/auth/callback?state=S1&code=bad")).await.0, 500);
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Failed(e) if e == "exchange failed"));
+    }
+
+    #[tokio::test]
+    async fn cancel_and_shutdown_stop_the_server() {
+        let (base, _tx, task) = start(Duration::from_secs(30)).await;
+        assert_eq!(get(&format!("{base}/cancel")).await.0, 200);
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Cancelled));
+        let (_base, tx, task) = start(Duration::from_secs(30)).await;
+        tx.send(()).unwrap();
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Shutdown("shutdown")));
+    }
+
+    #[tokio::test]
+    async fn success_without_the_success_page_stops_after_grace() {
+        let (base, _tx, task) = start(Duration::from_millis(1)).await;
+        assert_eq!(get(&format!("{base}/auth/callback?state=S1&code=x")).await.0, 302);
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Completed(_)));
+    }
+
+    #[test]
+    fn junk_queries_parse_to_something() {
+        for junk in ["", "&&&", "=", "code", "code=%", "%ZZ=%ZZ", "state=%ff%fe&code=%00", "a=b=c", "error=%1b%5b31m"] {
+            let _ = CallbackQuery::parse(junk);
+        }
+        assert_eq!(CallbackQuery::parse("error=%1b%5b31mx%0a").error.as_deref(), Some("[31mx"));
+        assert_eq!(CallbackQuery::parse("code=a&code=b").code.as_deref(), Some("a"));
+    }
+}
