@@ -466,3 +466,50 @@ async fn streamed_exec_and_direct_tcpip_forwards_run_side_by_side() {
     let out = session.exec("cat; printf err >&2", b"in".to_vec()).await.unwrap();
     assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.status.code), (&b"in"[..], &b"err"[..], 0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_key_is_used_only_when_the_prompt_answers() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
+    let locked = Key::generate(&c.home.path().join("k"), "locked", "open sesame");
+    user.authorize(&locked.public);
+    let with_key = |prompt: Option<llmx::ssh::PassphrasePrompt>| SshOptions {
+        identities: vec![locked.path.clone()],
+        passphrase: prompt,
+        ..c.opts()
+    };
+    // Nobody to ask (no terminal): skipped, and the error says why.
+    let mut t = SshTarget::new(addr(&sshd, user), with_key(None));
+    let e = t.locate(None, &|_| {}).await.unwrap_err();
+    assert!(e.message.contains("encrypted; no terminal"), "{e:?}");
+
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let prompt: llmx::ssh::PassphrasePrompt = std::sync::Arc::new(move |p: &Path| {
+        assert!(p.ends_with("locked"));
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(llmx::secret::Secret::new("open sesame"))
+    });
+    let mut t = SshTarget::new(addr(&sshd, user), with_key(Some(prompt)));
+    t.locate(None, &|_| {}).await.unwrap();
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_running_remote_process_does_not_stall_the_session() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let session = Session::connect(&addr(&sshd, user), &c.opts()).await.unwrap();
+    let mut p = session.spawn("echo started; exec sleep 30").await.unwrap();
+    assert!(matches!(p.next().await, Some(ExecEvent::Stdout(b)) if b == b"started\n"));
+    let started = Instant::now();
+    drop(p);
+    let out = session.exec("echo still here", Vec::new()).await.unwrap();
+    assert_eq!(out.stdout, b"still here\n");
+    // Closing does not wait for the remote `sleep` (sshd answers the close only when it exits).
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+}

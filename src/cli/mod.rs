@@ -6,8 +6,8 @@ mod login;
 mod logout;
 mod output;
 mod refresh;
-mod status;
 pub mod ssh_args;
+mod status;
 
 pub use failure::Failure;
 

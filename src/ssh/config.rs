@@ -123,15 +123,20 @@ fn split_args(s: &str) -> Result<Vec<String>, String> {
 
 /// A `Host` line applies when some pattern matches and no negated one does.
 fn host_matches(patterns: &[String], host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
+    let patterns: Vec<String> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
+    pattern_list_matches(&patterns, &host.to_ascii_lowercase())
+}
+
+/// OpenSSH's pattern lists (`ssh_config` Host lines, known_hosts host fields): some pattern
+/// matches and no `!negated` one does. Case is the caller's business.
+pub(crate) fn pattern_list_matches(patterns: &[String], name: &str) -> bool {
     let mut matched = false;
     for p in patterns {
-        let p = p.to_ascii_lowercase();
         if let Some(neg) = p.strip_prefix('!') {
-            if wildcard(neg.as_bytes(), host.as_bytes()) {
+            if wildcard(neg.as_bytes(), name.as_bytes()) {
                 return false;
             }
-        } else if wildcard(p.as_bytes(), host.as_bytes()) {
+        } else if wildcard(p.as_bytes(), name.as_bytes()) {
             matched = true;
         }
     }
@@ -139,7 +144,7 @@ fn host_matches(patterns: &[String], host: &str) -> bool {
 }
 
 /// `*` and `?` glob matching, as in OpenSSH's `match_pattern`.
-pub(crate) fn wildcard(p: &[u8], s: &[u8]) -> bool {
+fn wildcard(p: &[u8], s: &[u8]) -> bool {
     match (p.first(), s.first()) {
         (None, None) => true,
         (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),

@@ -7,7 +7,7 @@
 //! a key type it does not know), and we need to tell "unknown" from "changed" precisely.
 
 use crate::ssh::SshError;
-use crate::ssh::config::wildcard;
+use crate::ssh::config::pattern_list_matches;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, Mac};
@@ -116,19 +116,7 @@ impl Hosts {
                 mac.update(name.as_bytes());
                 mac.verify_slice(hash).is_ok()
             }
-            Hosts::Patterns(pats) => {
-                let mut matched = false;
-                for p in pats {
-                    if let Some(neg) = p.strip_prefix('!') {
-                        if wildcard(neg.as_bytes(), name.as_bytes()) {
-                            return false;
-                        }
-                    } else if wildcard(p.as_bytes(), name.as_bytes()) {
-                        matched = true;
-                    }
-                }
-                matched
-            }
+            Hosts::Patterns(pats) => pattern_list_matches(pats, name),
         }
     }
 }

@@ -336,21 +336,21 @@ impl Conn {
 
     /// `lstat`: `None` when nothing is there.
     pub fn lstat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
-        let r = self.sftp()?.lstat(Path::new(path));
-        match r {
-            Ok(st) => Ok(Some(st)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(format!("lstat {path}"), &e)),
-        }
+        self.stat_with(path, false)
     }
 
     /// `stat` (follows symlinks): `None` when nothing is there.
     pub fn stat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
-        let r = self.sftp()?.stat(Path::new(path));
+        self.stat_with(path, true)
+    }
+
+    fn stat_with(&mut self, path: &str, follow: bool) -> Result<Option<ssh2::FileStat>, SshError> {
+        let sftp = self.sftp()?;
+        let r = if follow { sftp.stat(Path::new(path)) } else { sftp.lstat(Path::new(path)) };
         match r {
             Ok(st) => Ok(Some(st)),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.error(format!("stat {path}"), &e)),
+            Err(e) => Err(self.error(format!("{} {path}", if follow { "stat" } else { "lstat" }), &e)),
         }
     }
 
@@ -431,6 +431,9 @@ pub fn is_not_found(e: &ssh2::Error) -> bool {
     matches!(e.code(), ssh2::ErrorCode::SFTP(2) | ssh2::ErrorCode::SFTP(10))
 }
 
+/// How long the goodbye may take when the last handle goes.
+const CLOSE_TIMEOUT_MS: u32 = 2000;
+
 const EAGAIN: ssh2::ErrorCode = ssh2::ErrorCode::Session(-37);
 
 /// The thread's state.
@@ -441,6 +444,8 @@ struct Owner {
     rx: mpsc::Receiver<Request>,
     conn: Conn,
     streams: HashMap<u64, Stream>,
+    /// Channels we closed whose peer has not answered yet.
+    closing: Vec<ssh2::Channel>,
     next_id: u64,
     weak: std::sync::Weak<Shared>,
 }
@@ -502,7 +507,8 @@ impl Owner {
         let weak = Arc::downgrade(&shared);
         let conn = Conn { sess: sess.clone(), sftp: None, host };
         sess.set_blocking(false);
-        let owner = Owner { sess, sock, wake_rx, rx, conn, streams: HashMap::new(), next_id: 1, weak };
+        let owner =
+            Owner { sess, sock, wake_rx, rx, conn, streams: HashMap::new(), closing: Vec::new(), next_id: 1, weak };
         Ok((owner, Session { shared }))
     }
 
@@ -638,11 +644,13 @@ impl Owner {
         id
     }
 
-    /// Close a stream's channel (blocking, bounded by the I/O timeout) and report its end.
+    /// Close a stream's channel and report its end. Our close goes out at once; the peer's answer
+    /// may take as long as the remote process lives, so the channel waits in `closing` meanwhile
+    /// instead of holding up the other streams.
     fn finish(&mut self, mut s: Stream, error: Option<SshError>) {
-        self.blocking(|_| {
-            let _ = s.ch.close();
-        });
+        if matches!(s.ch.close(), Err(e) if e.code() == EAGAIN) {
+            self.closing.push(s.ch.clone());
+        }
         match s.kind {
             Kind::Exec(st) => {
                 let event = match error {
@@ -675,6 +683,7 @@ impl Owner {
     /// One pass over every stream; `true` when anything moved.
     fn pump_all(&mut self) -> bool {
         let mut moved = false;
+        self.closing.retain_mut(|ch| matches!(ch.close(), Err(e) if e.code() == EAGAIN));
         let ids: Vec<u64> = self.streams.keys().copied().collect();
         for id in ids {
             let Some(s) = self.streams.get_mut(&id) else { continue };
@@ -731,7 +740,7 @@ impl Owner {
     fn wait(&mut self) {
         let mut fds = vec![libc::pollfd { fd: self.wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let mut timeout = -1;
-        if !self.streams.is_empty() {
+        if !self.streams.is_empty() || !self.closing.is_empty() {
             let mut ev = libc::POLLIN;
             if matches!(self.sess.block_directions(), ssh2::BlockDirections::Outbound | ssh2::BlockDirections::Both) {
                 ev |= libc::POLLOUT;
@@ -764,7 +773,8 @@ impl Owner {
             }
         }
         self.conn.sftp = None;
-        self.sess.set_timeout(2000);
+        self.closing.clear();
+        self.sess.set_timeout(CLOSE_TIMEOUT_MS);
         self.blocking(|o| {
             let _ = o.sess.disconnect(None, "llmx: done", None);
         });

@@ -263,7 +263,7 @@ fn mkdir_all(c: &mut Conn, dir: &str) -> Result<(), SshError> {
 
 /// Write `bytes` to a new temp file beside auth.json; its path.
 fn upload(c: &mut Conn, home: &str, bytes: &[u8]) -> Result<String, SshError> {
-    let tmp = format!("{}/{TEMP_PREFIX}{}", home.trim_end_matches('/'), random_suffix());
+    let tmp = format!("{}/{TEMP_PREFIX}{}", home.trim_end_matches('/'), crate::home::random_suffix());
     if let Err(e) = c.create_file(&tmp, bytes, 0o600) {
         if !matches!(e, SshError::Closed { .. }) {
             let _ = c.unlink(&tmp);
@@ -297,16 +297,6 @@ fn verify(c: &mut Conn, path: &str, expected: &[u8; 32]) -> Result<(), SshError>
         });
     }
     Ok(())
-}
-
-fn random_suffix() -> String {
-    let mut b = [0u8; 6];
-    // No entropy source at all: fall back to the clock; the exclusive create refuses a collision.
-    if getrandom::getrandom(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return format!("{:x}", t.as_nanos());
-    }
-    hex::encode(b)
 }
 
 #[cfg(test)]
