@@ -10,3 +10,4 @@ pub mod issuer;
 pub mod secret;
 pub mod ssh;
 pub mod target;
+pub mod tunnel;

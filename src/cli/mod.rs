@@ -8,6 +8,7 @@ mod output;
 mod refresh;
 pub mod ssh_args;
 mod status;
+mod tunnel;
 
 pub use failure::Failure;
 
@@ -23,6 +24,7 @@ Examples:
   llmx login status --json
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
+  llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
   llmx logout";
 
 #[derive(Debug, Parser)]
@@ -53,6 +55,8 @@ pub enum AuthCommand {
     Status(status::StatusArgs),
     /// Refresh the ChatGPT tokens in auth.json now
     Refresh(refresh::RefreshArgs),
+    /// Sign a remote machine in with its own login, from this machine's browser (over SSH)
+    Tunnel(tunnel::TunnelArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -78,5 +82,6 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Logout(args) => logout::run(&ctx, args),
         Command::Auth(AuthCommand::Status(args)) => status::run(&ctx, args),
         Command::Auth(AuthCommand::Refresh(args)) => refresh::run(&ctx, args),
+        Command::Auth(AuthCommand::Tunnel(args)) => tunnel::run(&ctx, args),
     }
 }
