@@ -55,7 +55,7 @@ pub struct User {
 }
 
 impl User {
-    fn create() -> User {
+    pub fn create() -> User {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("llmxt{}x{n}", std::process::id());
         let _g = PASSWD.lock().unwrap_or_else(|e| e.into_inner());
