@@ -84,24 +84,49 @@ pub struct TunnelOptions {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TunnelEvent {
     /// 127.0.0.1:PORT is bound here (nothing is accepted until the remote login listens).
-    Bound { port: u16 },
+    Bound {
+        port: u16,
+    },
     /// The SSH connection is up and the host key verified.
-    Connected { host: String, user: String, host_key_fingerprint: String },
+    Connected {
+        host: String,
+        user: String,
+        host_key_fingerprint: String,
+    },
     /// `--install`: the platforms match; uploading this binary.
-    Installing { path: String, bytes: u64, os: String, arch: String },
-    Installed { path: String },
+    Installing {
+        path: String,
+        bytes: u64,
+        os: String,
+        arch: String,
+    },
+    Installed {
+        path: String,
+    },
     /// The remote `llmx login` started (its pid on the remote host).
-    RemoteStarted { llmx: String, pid: u32 },
+    RemoteStarted {
+        llmx: String,
+        pid: u32,
+    },
     /// The remote login listens and every local connection is forwarded: open `authorize_url`.
-    Listening { authorize_url: String, port: u16 },
+    Listening {
+        authorize_url: String,
+        port: u16,
+    },
     /// The remote login answered a callback 400 and keeps waiting.
-    CallbackRejected { reason: String },
+    CallbackRejected {
+        reason: String,
+    },
     /// The browser came back with a code; the remote exchanges it.
     CallbackReceived,
     /// One forwarded connection failed (the tunnel keeps running).
-    ForwardFailed { error: String },
+    ForwardFailed {
+        error: String,
+    },
     /// Something went wrong in teardown or in the final status report; the outcome stands.
-    Warning { message: String },
+    Warning {
+        message: String,
+    },
 }
 
 /// A receiver of tunnel events; called from the tunnel's task, keep it quick.
@@ -155,7 +180,9 @@ pub enum TunnelError {
     Bind { port: u16, source: std::io::Error },
     #[error(transparent)]
     Ssh(#[from] SshError),
-    #[error("{host}: no llmx found (looked for `llmx` on the PATH of a non-interactive shell and for ~/{INSTALL_PATH})")]
+    #[error(
+        "{host}: no llmx found (looked for `llmx` on the PATH of a non-interactive shell and for ~/{INSTALL_PATH})"
+    )]
     NoRemoteLlmx { host: String },
     #[error("{host}: --remote-llmx {path}: no such executable file there")]
     RemoteLlmxMissing { host: String, path: String },
@@ -216,12 +243,12 @@ impl TunnelError {
                  to ~/.llmx/bin/llmx there (same OS and architecture only)"
                     .to_string(),
             ),
-            TunnelError::PlatformMismatch { .. } => Some(
-                "install an llmx built for that host yourself and name it with --remote-llmx PATH".to_string(),
-            ),
-            TunnelError::RemoteLoginFailed { reason, .. } if reason == "port_busy" => Some(
-                "another program holds that port on the host; stop it there, or choose another --port".to_string(),
-            ),
+            TunnelError::PlatformMismatch { .. } => {
+                Some("install an llmx built for that host yourself and name it with --remote-llmx PATH".to_string())
+            }
+            TunnelError::RemoteLoginFailed { reason, .. } if reason == "port_busy" => {
+                Some("another program holds that port on the host; stop it there, or choose another --port".to_string())
+            }
             TunnelError::RemoteExited { .. } => {
                 Some("the remote llmx may be too old for `login --json`; try --install or --remote-llmx".to_string())
             }
@@ -431,7 +458,8 @@ async fn install(
         None => std::env::current_exe()
             .map_err(|source| TunnelError::ReadBinary { path: PathBuf::from("(current executable)"), source })?,
     };
-    let bytes = tokio::fs::read(&from).await.map_err(|source| TunnelError::ReadBinary { path: from.clone(), source })?;
+    let bytes =
+        tokio::fs::read(&from).await.map_err(|source| TunnelError::ReadBinary { path: from.clone(), source })?;
     let home = session.call(|c| c.realpath(".")).await?;
     let dest = format!("{}/{INSTALL_PATH}", home.trim_end_matches('/'));
     events(TunnelEvent::Installing { path: dest.clone(), bytes: bytes.len() as u64, os, arch });
@@ -735,7 +763,10 @@ impl Tunnel {
                 }
                 let ok = url::Url::parse(&authorize_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
                 if !ok {
-                    return Err(TunnelError::BadAuthorizeUrl { host: self.host.clone(), url: printable(&authorize_url) });
+                    return Err(TunnelError::BadAuthorizeUrl {
+                        host: self.host.clone(),
+                        url: printable(&authorize_url),
+                    });
                 }
                 if let Some(listener) = self.listener.take() {
                     self.forwarder =
@@ -827,7 +858,10 @@ impl Tunnel {
             if !self.remote.ended {
                 let pid = self.remote.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                 (self.events)(TunnelEvent::Warning {
-                    message: format!("the remote llmx login{pid} on {} did not stop; it may still be running", self.host),
+                    message: format!(
+                        "the remote llmx login{pid} on {} did not stop; it may still be running",
+                        self.host
+                    ),
                 });
             }
         }

@@ -5,11 +5,11 @@
 //! the redirect to `localhost:PORT/auth/callback` through the tunnel. Needs root, iproute2,
 //! openssh-server and procps (fails loudly without them).
 
-mod support;
 #[path = "support/login_harness.rs"]
 mod login_harness;
 #[path = "support/netns.rs"]
 mod netns;
+mod support;
 
 use llmx::issuer::{Issuer, IssuerConfig, RunningIssuer};
 use login_harness::{Browser, Home, LIMIT};
@@ -169,9 +169,8 @@ async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     assert!(has_port(&remote.ns.listeners(), port), "remote login not listening on {port}");
 
     // Several connections at once, as browsers open them: each is forwarded on its own.
-    let probes = (0..6).map(|i| {
-        tokio::spawn(async move { Browser::new().get(&format!("http://localhost:{port}/probe-{i}")).await })
-    });
+    let probes = (0..6)
+        .map(|i| tokio::spawn(async move { Browser::new().get(&format!("http://localhost:{port}/probe-{i}")).await }));
     for p in futures_util::future::join_all(probes).await {
         let hop = p.unwrap();
         assert_eq!(hop.status, 404, "{hop:?}");
@@ -232,7 +231,8 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
         assert_eq!((m.mode() & 0o777, m.uid()), (0o700, remote.user.uid), "{d}");
     }
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(LLMX).unwrap(), "uploaded bytes differ");
-    let leftovers: Vec<PathBuf> = std::fs::read_dir(bin.parent().unwrap()).unwrap().flatten().map(|e| e.path()).collect();
+    let leftovers: Vec<PathBuf> =
+        std::fs::read_dir(bin.parent().unwrap()).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(leftovers, vec![bin.clone()], "temp files left beside the binary");
     assert_remote_login(&remote);
     assert_torn_down(&remote, port);

@@ -219,10 +219,8 @@ impl Ui {
             TunnelEvent::Connected { host, host_key_fingerprint, .. } => {
                 self.say(&format!("Connected to {host} (host key {host_key_fingerprint})"));
             }
-            TunnelEvent::Installing { path, bytes, os, arch } => self.say(&format!(
-                "Uploading this llmx ({:.1} MB, {os}/{arch}) to {path}...",
-                *bytes as f64 / 1_048_576.0
-            )),
+            TunnelEvent::Installing { path, bytes, os, arch } => self
+                .say(&format!("Uploading this llmx ({:.1} MB, {os}/{arch}) to {path}...", *bytes as f64 / 1_048_576.0)),
             TunnelEvent::Installed { path } => self.say(&format!("Installed {path}")),
             TunnelEvent::RemoteStarted { llmx, .. } => self.spin(format!("Starting {llmx} login on the host")),
             TunnelEvent::Listening { authorize_url, port } => {

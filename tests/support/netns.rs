@@ -53,7 +53,18 @@ impl Netns {
         let ns = Netns { name, host_if, host_ip, ns_ip };
         run(Command::new("ip").args(["netns", "add", &ns.name]));
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
-        run(Command::new("ip").args(["link", "add", &ns.host_if, "type", "veth", "peer", "name", &peer_if, "netns", &ns.name]));
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+            "netns",
+            &ns.name,
+        ]));
         run(Command::new("ip").args(["addr", "add", &format!("{host_ip}/30"), "dev", &ns.host_if]));
         run(Command::new("ip").args(["link", "set", &ns.host_if, "up"]));
         run(Command::new("ip").args(["-n", &ns.name, "addr", "add", &format!("{ns_ip}/30"), "dev", &peer_if]));
