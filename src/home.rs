@@ -114,8 +114,8 @@ fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(tmp, path)
 }
 
-/// A random hex suffix for temp file names (also used for remote temp files).
-pub(crate) fn random_suffix() -> String {
+/// A random hex string for temp file names (here and on push targets).
+pub fn random_suffix() -> String {
     let mut b = [0u8; 6];
     // getrandom only fails when the OS has no entropy source at all; a time-based name is an
     // acceptable fallback for a temp file name (create_new still refuses a collision).

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod home;
 pub mod issuer;
+pub mod push;
 pub mod secret;
 pub mod ssh;
 pub mod target;

@@ -68,10 +68,7 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
     let open_browser = !args.no_browser && has_display();
     let json = args.json;
     let sink: login::EventSink = Arc::new(move |event| render(&event, json, open_browser));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::cli::runtime()?;
     let interrupt = async {
         // If the signal handler cannot be installed, Ctrl-C simply keeps its default effect.
         if tokio::signal::ctrl_c().await.is_err() {

@@ -5,6 +5,8 @@ mod failure;
 mod login;
 mod logout;
 mod output;
+mod push;
+mod push_view;
 mod refresh;
 pub mod ssh_args;
 mod status;
@@ -22,6 +24,8 @@ Examples:
   llmx login --no-browser --json          # print the URL; JSON events for scripts
   printenv OPENAI_API_KEY | llmx login --with-api-key
   llmx login status --json
+  llmx auth push docker:web               # copy this machine's credential into a container
+  llmx auth status docker:web             # what a container holds
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
@@ -51,10 +55,12 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Show which credential is in use (same report as `llmx login status`)
-    Status(status::StatusArgs),
+    /// Show which credential is in use here, or on a target (docker:NAME)
+    Status(status::AuthStatusArgs),
     /// Refresh the ChatGPT tokens in auth.json now
     Refresh(refresh::RefreshArgs),
+    /// Copy this machine's auth.json to containers and hosts
+    Push(push::PushArgs),
     /// Sign a remote machine in with its own login, from this machine's browser (over SSH)
     Tunnel(tunnel::TunnelArgs),
 }
@@ -80,8 +86,18 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
         Command::Logout(args) => logout::run(&ctx, args),
-        Command::Auth(AuthCommand::Status(args)) => status::run(&ctx, args),
+        Command::Auth(AuthCommand::Status(args)) => status::run_auth(&ctx, args),
         Command::Auth(AuthCommand::Refresh(args)) => refresh::run(&ctx, args),
+        Command::Auth(AuthCommand::Push(args)) => push::run(&ctx, args),
         Command::Auth(AuthCommand::Tunnel(args)) => tunnel::run(&ctx, args),
     }
+}
+
+/// A tokio runtime for one command. One thread is enough: the work is I/O-bound (concurrent
+/// pushes are futures polled together); blocking transports use `spawn_blocking`.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
 }

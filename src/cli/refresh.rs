@@ -19,10 +19,7 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let client = OAuthClient::new(&settings.auth_issuer, &settings.auth_client_id)
         .map_err(|e| Failure::usage(e.to_string()).hint("check auth_issuer in config.toml or your -c override"))?;
     let path = ctx.home.auth_path();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::cli::runtime()?;
     match runtime.block_on(refresh::refresh(&path, &client)) {
         Ok(r) => {
             let expires = r.access_token_expires_at.and_then(format_unix);

@@ -4,7 +4,7 @@
 use crate::auth::file::AuthFile;
 use crate::auth::select::Source;
 use crate::auth::status::StatusReport;
-use crate::cli::{Ctx, Failure, output};
+use crate::cli::{Ctx, Failure, output, push};
 use crate::config::AuthMethod;
 use clap::Args;
 
@@ -13,6 +13,76 @@ pub struct StatusArgs {
     /// Print a JSON object instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+const AUTH_STATUS_EXAMPLES: &str = "\
+Examples:
+  llmx auth status                      # the credential in use on this machine
+  llmx auth status docker:web           # what container web holds (owner, mode, expiry)
+  llmx auth status docker:web --json";
+
+/// `llmx auth status [TARGET]`.
+#[derive(Debug, Args)]
+#[command(after_help = AUTH_STATUS_EXAMPLES)]
+pub struct AuthStatusArgs {
+    /// Report on a target instead of this machine: docker:NAME|ID
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Credential directory on the target (default: its LLMX_HOME, else ~/.llmx)
+    #[arg(long, value_name = "PATH", requires = "target")]
+    pub remote_home: Option<String>,
+
+    #[command(flatten)]
+    pub base: StatusArgs,
+}
+
+pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
+    match &args.target {
+        None => run(ctx, args.base),
+        Some(t) => run_target(ctx, t, args.remote_home.as_deref(), args.base.json),
+    }
+}
+
+/// The credential on one target, read through the push engine's target layer.
+fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, json: bool) -> Result<u8, Failure> {
+    let spec = push::parse_targets(&[raw.to_string()])?.remove(0);
+    push::check_remote_home(remote_home)?;
+    let preferred = ctx.settings()?.preferred_auth_method;
+    let status = crate::cli::runtime()?.block_on(async {
+        let mut targets = crate::target::resolve::resolve(std::slice::from_ref(&spec)).await;
+        if targets.len() != 1 {
+            return Err(Failure::usage(format!(
+                "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",
+                targets.len()
+            )));
+        }
+        let mut target = targets.remove(0);
+        crate::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {}).await.map_err(|e| {
+            let f = Failure::new(format!("{spec}: {}", e.message));
+            match e.hint {
+                Some(h) => f.hint(h),
+                None => f,
+            }
+        })
+    })?;
+    if json {
+        output::json_line(&status)?;
+    } else {
+        let mut lines = vec![format!("{} ({})", status.target, status.auth_file)];
+        if status.report.logged_in {
+            lines.extend(describe(&status.report, &status.auth_file).into_iter().map(|l| format!("  {l}")));
+        } else if status.mode.is_some() {
+            lines.push("  No usable credential in the file.".to_string());
+        } else {
+            lines.push(format!("  No credential. Push one with `llmx auth push {}`.", status.target));
+        }
+        if let (Some(u), Some(g), Some(m)) = (status.uid, status.gid, &status.mode) {
+            lines.push(format!("    File: owner {u}:{g}, mode {m}"));
+        }
+        output::lines(&lines)?;
+    }
+    Ok(if status.report.logged_in { 0 } else { 1 })
 }
 
 pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {

@@ -72,10 +72,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         let ui = ui.clone();
         Arc::new(move |event| ui.event(&event))
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::cli::runtime()?;
     let interrupt = async {
         // If the handler cannot be installed, Ctrl-C keeps its default effect (no teardown).
         if tokio::signal::ctrl_c().await.is_err() {

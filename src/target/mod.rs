@@ -4,6 +4,8 @@
 //! target implements [`Target`]. This layer knows nothing of OAuth: it reads and writes the bytes
 //! of an auth.json and reports owner and mode; `push` decides what to write.
 
+pub mod docker;
+pub mod resolve;
 pub mod spec;
 pub mod ssh;
 

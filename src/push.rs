@@ -1,0 +1,406 @@
+//! The push engine: where the local credential meets the targets (DESIGN.md §4, §5).
+//!
+//! For each target, with at most `jobs` at a time: locate the credential home, read the current
+//! auth.json, decide, write, and report an [`Outcome`]. The decision is the rotation guard:
+//! identical bytes are `unchanged`; a target holding a *fresher* login of the same ChatGPT
+//! account (`last_refresh` newer) is `skipped` unless `force`, since overwriting it would
+//! replace a live refresh token with an older one that the issuer may already have rotated.
+//! Pushing ChatGPT tokens at all gets a [`Warning::RotationHazard`]; API keys push freely.
+//!
+//! A malformed local auth.json cannot reach this module: [`LocalCredential`] validates it, so it
+//! is refused before any target is touched. Nothing here prints: progress and results are
+//! [`PushEvent`]s given to a callback, and the CLI renders them.
+
+use crate::auth::claims::IdClaims;
+use crate::auth::file::{AuthFile, AuthFileError};
+use crate::auth::status::StatusReport;
+use crate::config::AuthMethod;
+use crate::target::{Location, StepFn, Target, TargetError};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// The credential to push: the local auth.json, validated, and its exact bytes.
+#[derive(Debug, Clone)]
+pub struct LocalCredential {
+    path: PathBuf,
+    file: AuthFile,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("not logged in: {} does not exist", path.display())]
+    Missing { path: PathBuf },
+    #[error(transparent)]
+    Invalid(#[from] AuthFileError),
+}
+
+impl LocalCredential {
+    /// Read and validate the auth.json at `path`.
+    pub fn load(path: &Path) -> Result<LocalCredential, LocalError> {
+        match crate::home::read_optional(path).map_err(AuthFileError::from)? {
+            None => Err(LocalError::Missing { path: path.to_path_buf() }),
+            Some(bytes) => Ok(LocalCredential::from_bytes(path, bytes)?),
+        }
+    }
+
+    /// Validate `bytes` as an auth.json; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<LocalCredential, AuthFileError> {
+        let file = AuthFile::parse(path, &bytes)?;
+        Ok(LocalCredential { path: path.to_path_buf(), file, bytes })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self) -> &AuthFile {
+        &self.file
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether pushing this credential copies a ChatGPT refresh token (the rotation hazard).
+    pub fn has_chatgpt_tokens(&self) -> bool {
+        self.file.tokens.is_some()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Targets worked on at the same time (at least 1).
+    pub jobs: usize,
+    /// Overwrite a target that holds a fresher login of the same account.
+    pub force: bool,
+    /// Resolve and decide, write nothing.
+    pub dry_run: bool,
+    /// Credential home on every target, instead of the target's own.
+    pub remote_home: Option<String>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions { jobs: 8, force: false, dry_run: false, remote_home: None }
+    }
+}
+
+/// What happened on one target (what would happen, in a dry run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Updated,
+    Unchanged,
+    Skipped,
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] =
+        [Outcome::Created, Outcome::Updated, Outcome::Unchanged, Outcome::Skipped, Outcome::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The result for one target. Field names are the stable `--json` form; nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    /// The auth.json path on the target, once resolved.
+    pub path: Option<String>,
+    pub outcome: Outcome,
+    /// True when nothing was written because of `--dry-run`.
+    pub dry_run: bool,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+    /// The command that fixes a failure, when known.
+    pub hint: Option<String>,
+}
+
+/// Something the user should know about the whole push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// ChatGPT tokens are being copied: the copies share one refresh token, and the first copy
+    /// that refreshes invalidates the others.
+    RotationHazard { targets: usize },
+}
+
+impl Warning {
+    /// A stable identifier for `--json`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Warning::RotationHazard { .. } => "rotation_hazard",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Warning::RotationHazard { targets } => format!(
+                "copying a ChatGPT login to {targets} target{}: the provider rotates refresh tokens, so the first \
+                 copy that refreshes (this machine or a target) signs every other copy out \
+                 (refresh_token_reused)",
+                if *targets == 1 { "" } else { "s" }
+            ),
+        }
+    }
+
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Warning::RotationHazard { .. } => {
+                "give each machine its own login with `llmx auth tunnel HOST`, or push an API key \
+                 (`llmx login --with-api-key`), which can be copied safely"
+            }
+        }
+    }
+}
+
+/// Progress, in the order it happens. `index` is the target's position in the input.
+#[derive(Debug)]
+pub enum PushEvent<'a> {
+    Warning(&'a Warning),
+    /// Every target, once, before any work starts.
+    Queued {
+        index: usize,
+        target: &'a str,
+    },
+    /// A target moved on to a step ("connecting", "uploading"...).
+    Step {
+        index: usize,
+        step: &'a str,
+    },
+    Done {
+        index: usize,
+        report: &'a TargetReport,
+    },
+}
+
+/// A callback receiving [`PushEvent`]s; called from the push's own task, never concurrently.
+pub type EventFn<'a> = &'a (dyn Fn(PushEvent<'_>) + Send + Sync);
+
+/// Everything a push did: one report per target, in input order, and the warnings given.
+#[derive(Debug, Clone, Default)]
+pub struct PushSummary {
+    pub reports: Vec<TargetReport>,
+    pub warnings: Vec<Warning>,
+}
+
+impl PushSummary {
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.reports.iter().filter(|r| r.outcome == outcome).count()
+    }
+
+    /// Exit status rule: success only when no target failed.
+    pub fn all_ok(&self) -> bool {
+        self.count(Outcome::Failed) == 0
+    }
+}
+
+/// Push `local` to every target, `opts.jobs` at a time.
+pub async fn push(
+    local: &LocalCredential,
+    targets: Vec<Box<dyn Target>>,
+    opts: &PushOptions,
+    on_event: EventFn<'_>,
+) -> PushSummary {
+    let mut warnings = Vec::new();
+    if local.has_chatgpt_tokens() && !targets.is_empty() {
+        warnings.push(Warning::RotationHazard { targets: targets.len() });
+    }
+    for w in &warnings {
+        on_event(PushEvent::Warning(w));
+    }
+    let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
+    for (index, target) in labels.iter().enumerate() {
+        on_event(PushEvent::Queued { index, target });
+    }
+    let mut reports: Vec<Option<TargetReport>> = vec![None; targets.len()];
+    let mut runs = futures_util::stream::iter(targets.into_iter().enumerate())
+        .map(|(index, target)| async move { (index, push_one(local, target, opts, index, on_event).await) })
+        .buffer_unordered(opts.jobs.max(1));
+    while let Some((index, report)) = runs.next().await {
+        on_event(PushEvent::Done { index, report: &report });
+        reports[index] = Some(report);
+    }
+    PushSummary { reports: reports.into_iter().flatten().collect(), warnings }
+}
+
+async fn push_one(
+    local: &LocalCredential,
+    mut target: Box<dyn Target>,
+    opts: &PushOptions,
+    index: usize,
+    on_event: EventFn<'_>,
+) -> TargetReport {
+    let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
+    let label = target.label();
+    let mut path = None;
+    let result = run_steps(local, target.as_mut(), opts, &step, &mut path).await;
+    let (outcome, reason, hint) = match result {
+        Ok(Decision::Write(o)) => (o, None, None),
+        Ok(Decision::Unchanged) => (Outcome::Unchanged, None, None),
+        Ok(Decision::Skip(why)) => (Outcome::Skipped, Some(why), Some("add --force to overwrite it".to_string())),
+        Err(e) => (Outcome::Failed, Some(e.message), e.hint),
+    };
+    TargetReport { target: label, path, outcome, dry_run: opts.dry_run, reason, hint }
+}
+
+async fn run_steps(
+    local: &LocalCredential,
+    target: &mut dyn Target,
+    opts: &PushOptions,
+    step: StepFn<'_>,
+    path: &mut Option<String>,
+) -> Result<Decision, TargetError> {
+    let loc: Location = target.locate(opts.remote_home.as_deref(), step).await?;
+    *path = Some(loc.auth_path());
+    step("reading the current credential");
+    let current = target.read(&loc).await?;
+    let decision = decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force);
+    if let Decision::Write(_) = decision
+        && !opts.dry_run
+    {
+        target.write(&loc, local.bytes(), step).await?;
+    }
+    Ok(decision)
+}
+
+/// What to do with a target, given its current auth.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Write, reporting `Created` or `Updated`.
+    Write(Outcome),
+    Unchanged,
+    /// Leave it: the reason is for the user.
+    Skip(String),
+}
+
+/// The rotation guard. `remote_path` names the target's file in the reason.
+pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str, force: bool) -> Decision {
+    let Some(remote) = remote else { return Decision::Write(Outcome::Created) };
+    if remote == local.bytes() {
+        return Decision::Unchanged;
+    }
+    if force {
+        return Decision::Write(Outcome::Updated);
+    }
+    // A target file we cannot parse is replaced: it is no working login.
+    let Ok(theirs) = AuthFile::parse(Path::new(remote_path), remote) else { return Decision::Write(Outcome::Updated) };
+    let ours = local.file();
+    let same_account = match (chatgpt_account(ours), chatgpt_account(&theirs)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    };
+    if !same_account {
+        return Decision::Write(Outcome::Updated);
+    }
+    match (ours.last_refresh_time(), theirs.last_refresh_time()) {
+        (mine, Some(t)) if mine.is_none_or(|m| t > m) => Decision::Skip(format!(
+            "the target holds a fresher login of the same account (last refresh {} vs {} here)",
+            theirs.last_refresh.as_deref().unwrap_or("?"),
+            ours.last_refresh.as_deref().unwrap_or("never")
+        )),
+        _ => Decision::Write(Outcome::Updated),
+    }
+}
+
+/// The ChatGPT account of a file with tokens: `tokens.account_id`, else the id_token claim.
+fn chatgpt_account(f: &AuthFile) -> Option<String> {
+    let t = f.tokens.as_ref()?;
+    t.account_id.clone().or_else(|| IdClaims::parse(t.id_token.expose()).ok()?.account_id)
+}
+
+/// The credential on one target, for `llmx auth status TARGET`. Nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteStatus {
+    pub target: String,
+    pub auth_file: String,
+    #[serde(flatten)]
+    pub report: StatusReport,
+    /// Owner and mode of the file, when it exists.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Octal text, e.g. "0600".
+    pub mode: Option<String>,
+}
+
+/// Locate and read a target's auth.json and describe it. The target's own config.toml is not
+/// read: with both an API key and tokens in the file, `preferred` decides what is shown.
+pub async fn remote_status(
+    target: &mut dyn Target,
+    remote_home: Option<&str>,
+    preferred: AuthMethod,
+    step: StepFn<'_>,
+) -> Result<RemoteStatus, TargetError> {
+    let loc = target.locate(remote_home, step).await?;
+    let path = loc.auth_path();
+    step("reading the credential");
+    let file = target.read(&loc).await?;
+    let parsed = match &file {
+        None => None,
+        Some(f) => Some(AuthFile::parse(Path::new(&path), &f.bytes).map_err(|e| TargetError::new(e.to_string()))?),
+    };
+    Ok(RemoteStatus {
+        target: target.label(),
+        auth_file: path,
+        report: StatusReport::build(preferred, None, parsed.as_ref()),
+        uid: file.as_ref().and_then(|f| f.uid),
+        gid: file.as_ref().and_then(|f| f.gid),
+        mode: file.as_ref().and_then(|f| f.mode).map(|m| format!("{m:04o}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::claims::{AUTH_CLAIMS, test_jwt};
+    use serde_json::json;
+
+    fn chatgpt(account: &str, last_refresh: Option<&str>, rt: &str) -> Vec<u8> {
+        let id = test_jwt(&json!({"email": "a@b.c", AUTH_CLAIMS: {"chatgpt_account_id": account}}));
+        let mut v = json!({"OPENAI_API_KEY": null, "tokens": {"id_token": id, "access_token": "at", "refresh_token": rt, "account_id": null}});
+        if let Some(t) = last_refresh {
+            v["last_refresh"] = json!(t);
+        }
+        serde_json::to_vec_pretty(&v).unwrap()
+    }
+
+    fn local(bytes: Vec<u8>) -> LocalCredential {
+        LocalCredential::from_bytes(Path::new("/l/auth.json"), bytes).unwrap()
+    }
+
+    #[test]
+    fn rotation_guard() {
+        let old = "2025-01-01T00:00:00Z";
+        let new = "2025-02-01T00:00:00Z";
+        let me = local(chatgpt("acc-1", Some(old), "rt1"));
+        let d = |remote: &[u8], force| decide(&me, Some(remote), "/r/auth.json", force);
+        assert_eq!(decide(&me, None, "/r", false), Decision::Write(Outcome::Created));
+        assert_eq!(d(me.bytes(), false), Decision::Unchanged);
+        assert_eq!(d(me.bytes(), true), Decision::Unchanged);
+        assert!(matches!(d(&chatgpt("acc-1", Some(new), "rt2"), false), Decision::Skip(_)));
+        assert!(matches!(d(&chatgpt("acc-1", Some(new), "rt2"), true), Decision::Write(Outcome::Updated)));
+        assert_eq!(d(&chatgpt("acc-1", Some(old), "rt2"), false), Decision::Write(Outcome::Updated));
+        assert_eq!(d(&chatgpt("acc-2", Some(new), "rt2"), false), Decision::Write(Outcome::Updated));
+        assert_eq!(d(b"{not json", false), Decision::Write(Outcome::Updated));
+        let key = br#"{"OPENAI_API_KEY": "sk-x"}"#;
+        assert_eq!(d(key, false), Decision::Write(Outcome::Updated));
+        let never = local(chatgpt("acc-1", None, "rt1"));
+        assert!(matches!(decide(&never, Some(&chatgpt("acc-1", Some(old), "r")), "/r", false), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn malformed_local_file_is_refused() {
+        assert!(LocalCredential::from_bytes(Path::new("/l/auth.json"), b"{\"tokens\": 1}".to_vec()).is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! Files in a container through the engine's archive API (`GET/HEAD/PUT /containers/{id}/archive`).
+//! This works with no shell in the container and on stopped containers.
+//!
+//! Reads unpack the one-entry tar the engine returns. Writes build a tar whose headers carry the
+//! owner and the mode, because the engine applies them as given (`copyUIDGID` would need `getent`
+//! in the container, which busybox and distroless images lack).
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::TryStreamExt;
+use std::io::Read;
+
+/// The largest file we read back (auth.json, passwd, group are a few KiB).
+const MAX_READ: usize = 4 * 1024 * 1024;
+
+/// Go's `os.FileMode` bits as the engine reports them in a path stat.
+const GO_MODE_DIR: u32 = 1 << 31;
+const GO_MODE_SYMLINK: u32 = 1 << 27;
+const GO_MODE_STICKY: u32 = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    Engine(String),
+    #[error("{path}: {reason}")]
+    Content { path: String, reason: String },
+}
+
+/// A regular file read from a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub bytes: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// What a `HEAD` stat says about a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathStat {
+    pub is_dir: bool,
+    pub is_symlink: bool,
+    pub sticky: bool,
+    pub perm: u32,
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+fn engine(e: bollard::errors::Error) -> ArchiveError {
+    ArchiveError::Engine(super::connect::error_text(&e))
+}
+
+/// Stat a path; `None` when it does not exist.
+pub async fn stat(docker: &Docker, id: &str, path: &str) -> Result<Option<PathStat>, ArchiveError> {
+    let opts = ContainerArchiveInfoOptionsBuilder::default().path(path).build();
+    match docker.get_container_archive_info(id, Some(opts)).await {
+        Ok(s) => Ok(Some(PathStat {
+            is_dir: s.file_mode & GO_MODE_DIR != 0,
+            is_symlink: s.file_mode & GO_MODE_SYMLINK != 0,
+            sticky: s.file_mode & GO_MODE_STICKY != 0,
+            perm: s.file_mode & 0o777,
+        })),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(engine(e)),
+    }
+}
+
+/// Read a regular file; `None` when it does not exist. A symlink is followed (a few levels), as
+/// `/etc/passwd` is sometimes a link.
+pub async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<Option<FileEntry>, ArchiveError> {
+    let mut path = path.to_string();
+    for _ in 0..4 {
+        let opts = DownloadFromContainerOptionsBuilder::default().path(&path).build();
+        let stream = docker.download_from_container(id, Some(opts));
+        let tar = match stream
+            .try_fold(Vec::new(), |mut acc, chunk| async move {
+                acc.extend_from_slice(&chunk);
+                Ok(acc)
+            })
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        };
+        match first_entry(&path, &tar)? {
+            Entry::File(f) => return Ok(Some(f)),
+            Entry::Link(target) => {
+                path = if target.starts_with('/') {
+                    target
+                } else {
+                    let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                    format!("{dir}/{target}")
+                };
+            }
+        }
+    }
+    Err(ArchiveError::Content { path, reason: "too many levels of symbolic links".into() })
+}
+
+enum Entry {
+    File(FileEntry),
+    Link(String),
+}
+
+fn first_entry(path: &str, tar_bytes: &[u8]) -> Result<Entry, ArchiveError> {
+    let bad = |reason: String| ArchiveError::Content { path: path.to_string(), reason };
+    let mut archive = tar::Archive::new(tar_bytes);
+    let mut entries = archive.entries().map_err(|e| bad(format!("unreadable archive: {e}")))?;
+    let mut entry = match entries.next() {
+        Some(e) => e.map_err(|e| bad(format!("unreadable archive: {e}")))?,
+        None => return Err(bad("empty archive".into())),
+    };
+    let header = entry.header();
+    let kind = header.entry_type();
+    if kind.is_symlink() {
+        let target = entry
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| bad("symbolic link without a target".into()))?;
+        return Ok(Entry::Link(target));
+    }
+    if !kind.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok()).unwrap_or(0);
+    let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok()).unwrap_or(0);
+    let mode = header.mode().unwrap_or(0) & 0o7777;
+    let size = header.size().unwrap_or(0);
+    if size > MAX_READ as u64 {
+        return Err(bad(format!("{size} bytes is larger than expected")));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    entry.read_to_end(&mut bytes).map_err(|e| bad(format!("unreadable archive: {e}")))?;
+    Ok(Entry::File(FileEntry { bytes, uid, gid, mode }))
+}
+
+/// What to put in the tar: optionally the directory entry itself, then one file.
+pub struct Upload<'a> {
+    /// Directory (inside the container) the tar is extracted into; it must exist.
+    pub at: &'a str,
+    /// Path of the credential directory relative to `at` (`""` when it is `at` itself).
+    pub dir_rel: &'a str,
+    /// Whether to include an entry for the directory (creating it, or re-applying 0700 and the
+    /// owner when it exists).
+    pub dir_entry: bool,
+    pub file_name: &'a str,
+    pub bytes: &'a [u8],
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Upload<'_> {
+    fn tar(&self) -> std::io::Result<Vec<u8>> {
+        let mtime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let header = |kind, mode, size| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(self.uid.into());
+            h.set_gid(self.gid.into());
+            h.set_mtime(mtime);
+            h.set_size(size);
+            h
+        };
+        let mut b = tar::Builder::new(Vec::new());
+        let prefix = if self.dir_rel.is_empty() { String::new() } else { format!("{}/", self.dir_rel) };
+        if self.dir_entry && !self.dir_rel.is_empty() {
+            b.append_data(&mut header(tar::EntryType::Directory, 0o700, 0), &prefix, std::io::empty())?;
+        }
+        let mut h = header(tar::EntryType::Regular, 0o600, self.bytes.len() as u64);
+        b.append_data(&mut h, format!("{prefix}{}", self.file_name), self.bytes)?;
+        b.into_inner()
+    }
+}
+
+/// Upload; `Ok(false)` when `at` does not exist (the engine answers 404).
+pub async fn upload(docker: &Docker, id: &str, up: &Upload<'_>) -> Result<bool, ArchiveError> {
+    let tar = up.tar().map_err(|e| ArchiveError::Content { path: up.at.to_string(), reason: e.to_string() })?;
+    let opts = UploadToContainerOptionsBuilder::default().path(up.at).no_overwrite_dir_non_dir("true").build();
+    match docker.upload_to_container(id, Some(opts), bollard::body_full(tar.into())).await {
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(engine(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_tar_carries_owner_and_modes() {
+        let up = Upload {
+            at: "/home/app",
+            dir_rel: ".llmx",
+            dir_entry: true,
+            file_name: "auth.json",
+            bytes: b"{}",
+            uid: 1000,
+            gid: 1001,
+        };
+        let tar = up.tar().unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        let got: Vec<(String, u32, u64, u64)> = a
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (e.path().unwrap().display().to_string(), h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap())
+            })
+            .collect();
+        assert_eq!(got, vec![(".llmx/".into(), 0o700, 1000, 1001), (".llmx/auth.json".into(), 0o600, 1000, 1001)]);
+        match first_entry("x", &Upload { dir_entry: false, dir_rel: "", ..up }.tar().unwrap()).unwrap() {
+            Entry::File(f) => assert_eq!(f, FileEntry { bytes: b"{}".to_vec(), uid: 1000, gid: 1001, mode: 0o600 }),
+            Entry::Link(_) => panic!("expected a file"),
+        }
+    }
+}

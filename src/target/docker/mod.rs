@@ -1,0 +1,400 @@
+//! The Docker target: a container reached through the Engine API (bollard), no `docker` CLI.
+//!
+//! * **Fast path.** A running container with `/bin/sh` is handled by one `exec` conversation
+//!   as the container's user ([`session`]): it reads, writes atomically and reads back. Each
+//!   archive request costs the engine a helper process, so this is several times cheaper; the
+//!   archive path below is used when the container is stopped or paused, has no shell, or the
+//!   exec route fails (e.g. the credential directory is not writable by the container's user).
+//! * **Who and where.** The container's `Config.User` is resolved to uid/gid/home from its own
+//!   `/etc/passwd` (and `/etc/group`), read through the archive API, so containers without a
+//!   shell work. The credential home is `--remote-home`, else `LLMX_HOME` from the container's
+//!   environment, else `$HOME/.llmx` from that environment, else `<passwd home>/.llmx`.
+//! * **Writing.** A tar is uploaded whose headers carry the owner and the modes (directory 0700,
+//!   file 0600). The tar is extracted into the credential directory's parent and carries the
+//!   directory entry itself, so a missing directory is created (the engine answers 404 for a
+//!   missing destination; when the parent is missing too, the tar is extracted at `/` and the
+//!   engine creates the missing parents, root-owned 0755, as `mkdir -p` run by root would). An
+//!   existing sticky directory (`LLMX_HOME=/tmp`) is left as it is.
+//! * **Atomicity.** On the fast path, and on the archive path when the container runs and has
+//!   `/bin/sh`, the file is written beside auth.json under a temporary name and moved over it
+//!   with `mv -f` (one `rename(2)`): a reader sees the old file or the new one. Otherwise (stopped container, no shell, exec refused) the
+//!   file is uploaded in place; the engine then removes the old file and writes the new one, so
+//!   a process reading at that instant can find no file or a partial one. On a stopped container
+//!   nothing runs, so nothing can observe that; in a running shell-less container the window is
+//!   one small write. If exec fails after the temporary file was uploaded, the fallback writes
+//!   in place and the temporary file (0600, same owner, same credential) stays behind.
+//! * **Verification.** The file is read back through the archive API and its SHA-256, owner and
+//!   mode are compared with what was sent.
+
+mod archive;
+pub mod connect;
+mod session;
+pub mod user;
+
+use crate::target::{Location, RemoteFile, StepFn, Target, TargetError};
+use archive::{ArchiveError, FileEntry, Upload};
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use connect::{Engine, error_text};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use session::Session;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// What `locate` learnt about the container, used by `read` and `write`.
+#[derive(Debug, Clone)]
+struct Resolved {
+    id: String,
+    running: bool,
+    has_shell: bool,
+    uid: u32,
+    gid: u32,
+}
+
+/// One container, by name or ID.
+pub struct DockerTarget {
+    engine: Engine,
+    container: String,
+    resolved: Option<Resolved>,
+    /// The exec conversation of the fast path, when it is in use (see [`session`]).
+    session: Option<Session>,
+    /// The current auth.json, when `locate` already read it.
+    prefetched: Option<Option<FileEntry>>,
+}
+
+impl DockerTarget {
+    pub fn new(engine: Engine, container: impl Into<String>) -> DockerTarget {
+        DockerTarget { engine, container: container.into(), resolved: None, session: None, prefetched: None }
+    }
+
+    fn resolved(&self) -> Result<&Resolved, TargetError> {
+        self.resolved.as_ref().ok_or_else(|| TargetError::new("internal error: container used before it was located"))
+    }
+}
+
+/// The names of every running container carrying `key` (with `value`, when given), sorted.
+pub async fn containers_with_label(
+    engine: &Engine,
+    key: &str,
+    value: Option<&str>,
+) -> Result<Vec<String>, TargetError> {
+    let docker = engine.get().await?;
+    let filter = match value {
+        Some(v) => format!("{key}={v}"),
+        None => key.to_string(),
+    };
+    let filters = HashMap::from([("label".to_string(), vec![filter.clone()])]);
+    let opts = ListContainersOptionsBuilder::default().all(false).filters(&filters).build();
+    let list = docker
+        .list_containers(Some(opts))
+        .await
+        .map_err(|e| TargetError::new(format!("listing containers with label {filter}: {}", error_text(&e))))?;
+    let mut names: Vec<String> = list
+        .into_iter()
+        .filter_map(|c| {
+            let name = c.names.as_ref().and_then(|n| n.first()).map(|n| n.trim_start_matches('/').to_string());
+            name.or(c.id)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+fn archive_err(what: &str) -> impl Fn(ArchiveError) -> TargetError + '_ {
+    move |e| TargetError::new(format!("{what}: {e}"))
+}
+
+/// A path we are willing to write to: absolute, no `.`/`..` components; returned without a
+/// trailing slash (`/` stays `/`).
+fn clean_home(path: &str, origin: &str) -> Result<String, TargetError> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "." || c == "..") {
+        return Err(TargetError::new(format!("{origin} '{path}' must be an absolute path without '.' or '..'")));
+    }
+    let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    Ok(format!("/{}", parts.join("/")))
+}
+
+fn env_value<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter().rev().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('='))).filter(|v| !v.is_empty())
+}
+
+fn join(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+impl DockerTarget {
+    async fn do_locate(&mut self, remote_home: Option<&str>, step: StepFn<'_>) -> Result<Location, TargetError> {
+        step("connecting");
+        let docker = self.engine.get().await?.clone();
+        step("inspecting");
+        let info = match docker.inspect_container(&self.container, None).await {
+            Ok(i) => i,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                return Err(TargetError::new(format!("no such container: {}", self.container))
+                    .with_hint("list containers with `docker ps -a`"));
+            }
+            Err(e) => return Err(TargetError::new(format!("inspecting {}: {}", self.container, error_text(&e)))),
+        };
+        let id = info.id.clone().unwrap_or_else(|| self.container.clone());
+        let state = info.state.as_ref();
+        let running = state.and_then(|s| s.running).unwrap_or(false) && !state.and_then(|s| s.paused).unwrap_or(false);
+        let config = info.config.unwrap_or_default();
+        let user_spec = config.user.unwrap_or_default();
+        let env = config.env.unwrap_or_default();
+
+        if running
+            && archive::stat(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))?.is_some()
+        {
+            step("reading through exec");
+            match Session::open(&docker, &id, remote_home, &crate::home::random_suffix()).await {
+                Ok((session, h)) => {
+                    let home = clean_home(&h.home, "the credential home")?;
+                    self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
+                    self.session = Some(session);
+                    self.prefetched = Some(h.current);
+                    return Ok(Location { home, owner: Some((h.uid, h.gid)) });
+                }
+                Err(session::Unavailable(why)) => {
+                    let why: String = why.chars().take(80).collect();
+                    step(&format!("exec unusable ({why}): using the archive API"));
+                }
+            }
+        }
+        step("resolving user");
+        let want_group = user::needs_group_file(&user_spec);
+        let (passwd, group, shell) = futures_util::try_join!(
+            archive::read_file(&docker, &id, "/etc/passwd"),
+            async { if want_group { archive::read_file(&docker, &id, "/etc/group").await } else { Ok(None) } },
+            archive::stat(&docker, &id, "/bin/sh"),
+        )
+        .map_err(archive_err("reading the container's user database"))?;
+        let text = |f: &Option<archive::FileEntry>| f.as_ref().map(|f| String::from_utf8_lossy(&f.bytes).into_owned());
+        let who = user::resolve(&user_spec, text(&passwd).as_deref(), text(&group).as_deref())
+            .map_err(|e| TargetError::new(format!("container user: {e}")))?;
+
+        let home = match (remote_home, env_value(&env, "LLMX_HOME"), env_value(&env, "HOME")) {
+            (Some(h), _, _) => clean_home(h, "--remote-home")?,
+            (None, Some(h), _) => clean_home(h, "the container's LLMX_HOME")?,
+            (None, None, Some(h)) => join(&clean_home(h, "the container's HOME")?, ".llmx"),
+            (None, None, None) => join(&clean_home(&who.home, "the user's home")?, ".llmx"),
+        };
+        self.resolved = Some(Resolved { id, running, has_shell: shell.is_some(), uid: who.uid, gid: who.gid });
+        Ok(Location { home, owner: Some((who.uid, who.gid)) })
+    }
+
+    async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {
+        let r = self.resolved()?.clone();
+        let f = match self.prefetched.take() {
+            Some(f) => f,
+            None => {
+                let docker = self.engine.get().await?.clone();
+                archive::read_file(&docker, &r.id, &loc.auth_path())
+                    .await
+                    .map_err(archive_err("reading the current credential"))?
+            }
+        };
+        Ok(f.map(|f| RemoteFile { bytes: f.bytes, uid: Some(f.uid), gid: Some(f.gid), mode: Some(f.mode) }))
+    }
+
+    async fn do_write(&mut self, loc: &Location, bytes: &[u8], step: StepFn<'_>) -> Result<(), TargetError> {
+        let r = self.resolved()?.clone();
+        let final_path = loc.auth_path();
+        if let Some(session) = self.session.take() {
+            step("writing through exec");
+            match session.write(bytes).await {
+                Ok(back) => return verify(&final_path, &back, bytes, &r),
+                Err(_) => step("exec write refused: using the archive API"),
+            }
+        }
+        let docker = self.engine.get().await?.clone();
+        let home = loc.home.clone();
+        let dir =
+            archive::stat(&docker, &r.id, &home).await.map_err(archive_err("checking the credential directory"))?;
+        if let Some(d) = dir
+            && !d.is_dir
+            && !d.is_symlink
+        {
+            return Err(TargetError::new(format!("{home} exists and is not a directory")));
+        }
+        // Re-apply 0700 and the owner on every write, except on a shared sticky directory and on
+        // a symbolic link (a directory entry in the tar would replace the link by a directory;
+        // instead the tar is extracted at the link, which the engine follows).
+        let dir_entry = match dir {
+            None => true,
+            Some(d) if d.is_symlink => false,
+            Some(d) => !d.sticky && home != "/",
+        };
+        let into_link = dir.is_some_and(|d| d.is_symlink);
+
+        if r.running && r.has_shell {
+            let tmp_name = format!(".auth.json.llmx-{}", crate::home::random_suffix());
+            step("uploading");
+            upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, bytes).await?;
+            step("moving into place");
+            let tmp_path = join(&home, &tmp_name);
+            match exec(&docker, &r.id, &["/bin/sh", "-c", "exec mv -f -- \"$1\" \"$2\"", "sh", &tmp_path, &final_path])
+                .await
+            {
+                ExecResult::Ok => {}
+                ExecResult::CannotRun => {
+                    step("uploading (no working shell)");
+                    upload_into(&docker, &r, &home, dir_entry, into_link, crate::home::AUTH_FILE, bytes).await?;
+                }
+                ExecResult::Failed(why) => {
+                    return Err(TargetError::new(format!("moving {tmp_path} to {final_path}: {why}")));
+                }
+            }
+        } else {
+            step("uploading");
+            upload_into(&docker, &r, &home, dir_entry, into_link, crate::home::AUTH_FILE, bytes).await?;
+        }
+
+        step("verifying");
+        let back = archive::read_file(&docker, &r.id, &final_path)
+            .await
+            .map_err(archive_err("reading the credential back"))?
+            .ok_or_else(|| TargetError::new(format!("{final_path} is missing after the upload")))?;
+        verify(&final_path, &back, bytes, &r)
+    }
+}
+
+/// The file read back must be what was sent, 0600, owned by the container's user.
+fn verify(path: &str, back: &FileEntry, sent: &[u8], r: &Resolved) -> Result<(), TargetError> {
+    if Sha256::digest(&back.bytes) != Sha256::digest(sent) {
+        return Err(TargetError::new(format!("{path}: content read back differs from what was written")));
+    }
+    if back.mode != 0o600 || (back.uid, back.gid) != (r.uid, r.gid) {
+        return Err(TargetError::new(format!(
+            "{path}: owner {}:{} mode {:04o} after the write, expected {}:{} 0600",
+            back.uid, back.gid, back.mode, r.uid, r.gid
+        )));
+    }
+    Ok(())
+}
+
+/// Extract `{home}/{file_name}` into the container: at the directory's parent with the directory
+/// entry, or at `/` with the whole path when the parent is missing too; at `home` itself when it
+/// is a symbolic link.
+async fn upload_into(
+    docker: &Docker,
+    r: &Resolved,
+    home: &str,
+    dir_entry: bool,
+    into_link: bool,
+    file_name: &str,
+    bytes: &[u8],
+) -> Result<(), TargetError> {
+    let (parent, name) = match home.rsplit_once('/') {
+        Some(("", n)) => ("/", n),
+        Some((p, n)) => (p, n),
+        None => ("/", home),
+    };
+    let attempts = if into_link {
+        vec![(home, String::new())]
+    } else {
+        vec![(parent, name.to_string()), ("/", home.trim_start_matches('/').to_string())]
+    };
+    for (at, dir_rel) in &attempts {
+        let up = Upload { at, dir_rel, dir_entry, file_name, bytes, uid: r.uid, gid: r.gid };
+        if archive::upload(docker, &r.id, &up).await.map_err(archive_err("uploading"))? {
+            return Ok(());
+        }
+    }
+    Err(TargetError::new(format!("uploading into {home}: the engine found no destination directory")))
+}
+
+enum ExecResult {
+    Ok,
+    /// The command could not start (no shell, container not running or paused).
+    CannotRun,
+    Failed(String),
+}
+
+/// Run `cmd` as the container's user and wait for it.
+async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> ExecResult {
+    let opts = CreateExecOptions {
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let created = match docker.create_exec(id, opts).await {
+        Ok(c) => c,
+        Err(_) => return ExecResult::CannotRun,
+    };
+    let mut output = String::new();
+    match docker.start_exec(&created.id, None).await {
+        Ok(StartExecResults::Attached { output: mut stream, .. }) => {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(chunk) if output.len() < 4096 => output.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(StartExecResults::Detached) => {}
+        Err(_) => return ExecResult::CannotRun,
+    }
+    match docker.inspect_exec(&created.id).await {
+        Ok(i) => match i.exit_code {
+            Some(0) => ExecResult::Ok,
+            // 126: found but not executable; 127: not found (the runtime reports a missing
+            // /bin/sh either way).
+            Some(126) | Some(127) | None => ExecResult::CannotRun,
+            Some(code) => ExecResult::Failed(format!("exit status {code}: {}", output.trim())),
+        },
+        Err(e) => ExecResult::Failed(error_text(&e)),
+    }
+}
+
+impl Target for DockerTarget {
+    fn label(&self) -> String {
+        format!("docker:{}", self.container)
+    }
+
+    fn locate<'a>(
+        &'a mut self,
+        remote_home: Option<&'a str>,
+        step: StepFn<'a>,
+    ) -> BoxFuture<'a, Result<Location, TargetError>> {
+        Box::pin(self.do_locate(remote_home, step))
+    }
+
+    fn read<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<Option<RemoteFile>, TargetError>> {
+        Box::pin(self.do_read(loc))
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        loc: &'a Location,
+        bytes: &'a [u8],
+        step: StepFn<'a>,
+    ) -> BoxFuture<'a, Result<(), TargetError>> {
+        Box::pin(self.do_write(loc, bytes, step))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn homes_must_be_absolute_and_plain() {
+        assert_eq!(clean_home("/x/y/", "h").unwrap(), "/x/y");
+        assert_eq!(clean_home("/", "h").unwrap(), "/");
+        assert_eq!(clean_home("//.llmx", "h").unwrap(), "/.llmx");
+        assert!(clean_home("x/y", "h").is_err());
+        assert!(clean_home("/x/../y", "h").is_err());
+    }
+
+    #[test]
+    fn env_lookup_takes_the_last_value_and_empty_is_unset() {
+        let env = vec!["HOME=/a".to_string(), "LLMX_HOMEX=/no".into(), "LLMX_HOME=".into(), "HOME=/b".into()];
+        assert_eq!(env_value(&env, "HOME"), Some("/b"));
+        assert_eq!(env_value(&env, "LLMX_HOME"), None);
+    }
+}

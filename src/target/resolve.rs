@@ -1,0 +1,88 @@
+//! From what the user typed ([`TargetSpec`]s) to the targets to push to.
+//!
+//! A label selector expands to every running container that carries the label, each its own
+//! target. A spec that cannot be expanded (no container matches, the engine is unreachable)
+//! becomes a [`FailedTarget`], so it is reported as a failed outcome like any other target and
+//! the other targets still run. One engine connection is shared by every Docker target.
+
+use crate::target::docker::connect::Engine;
+use crate::target::docker::{DockerTarget, containers_with_label};
+use crate::target::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
+use futures_util::future::BoxFuture;
+
+/// Expand `specs` into targets, in order; the same container named twice is pushed once.
+pub async fn resolve(specs: &[TargetSpec]) -> Vec<Box<dyn Target>> {
+    let mut engine: Option<Engine> = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut out: Vec<Box<dyn Target>> = Vec::new();
+    let mut push_docker = |out: &mut Vec<Box<dyn Target>>, engine: &Engine, name: String| {
+        if !seen.contains(&name) {
+            seen.push(name.clone());
+            out.push(Box::new(DockerTarget::new(engine.clone(), name)));
+        }
+    };
+    for spec in specs {
+        match spec {
+            TargetSpec::Docker(sel) => {
+                let engine = engine.get_or_insert_with(Engine::from_env).clone();
+                match sel {
+                    DockerSelector::Container(name) => push_docker(&mut out, &engine, name.clone()),
+                    DockerSelector::Label { key, value } => {
+                        match containers_with_label(&engine, key, value.as_deref()).await {
+                            Ok(names) if names.is_empty() => {
+                                let filter = spec.to_string().trim_start_matches("docker:").to_string();
+                                out.push(Box::new(FailedTarget::new(
+                                    spec.to_string(),
+                                    TargetError::new(format!("no running container has {filter}"))
+                                        .with_hint(format!("docker ps --filter {filter}")),
+                                )));
+                            }
+                            Ok(names) => names.into_iter().for_each(|n| push_docker(&mut out, &engine, n)),
+                            Err(e) => out.push(Box::new(FailedTarget::new(spec.to_string(), e))),
+                        }
+                    }
+                }
+            }
+            // SSH-MERGE: replaced by the SSH transport when it is merged; build the target with
+            // `crate::target::ssh::SshTarget::new(addr, opts)`.
+            TargetSpec::Ssh(_) => out.push(Box::new(FailedTarget::new(
+                spec.to_string(),
+                TargetError::new("SSH targets are not available in this build"),
+            ))),
+        }
+    }
+    out
+}
+
+/// A target that could not be resolved: it fails in `locate` with the reason.
+pub struct FailedTarget {
+    label: String,
+    error: TargetError,
+}
+
+impl FailedTarget {
+    pub fn new(label: String, error: TargetError) -> FailedTarget {
+        FailedTarget { label, error }
+    }
+}
+
+impl Target for FailedTarget {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn locate<'a>(&'a mut self, _: Option<&'a str>, _: StepFn<'a>) -> BoxFuture<'a, Result<Location, TargetError>> {
+        let e = self.error.clone();
+        Box::pin(async move { Err(e) })
+    }
+
+    fn read<'a>(&'a mut self, _: &'a Location) -> BoxFuture<'a, Result<Option<RemoteFile>, TargetError>> {
+        let e = self.error.clone();
+        Box::pin(async move { Err(e) })
+    }
+
+    fn write<'a>(&'a mut self, _: &'a Location, _: &'a [u8], _: StepFn<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
+        let e = self.error.clone();
+        Box::pin(async move { Err(e) })
+    }
+}

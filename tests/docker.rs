@@ -1,0 +1,353 @@
+//! `llmx auth push docker:…` and `llmx auth status docker:…` against the real Docker Engine,
+//! with images built from local files (tests/support/docker.rs). Each test runs the real binary
+//! with a temp LLMX_HOME and a clean environment, and removes its containers pass or fail.
+
+#[path = "support/docker.rs"]
+mod docker_support;
+
+use docker_support::*;
+use std::time::Duration;
+
+const OLD: &str = "2025-01-01T00:00:00Z";
+const NEW: &str = "2025-03-01T00:00:00Z";
+
+fn chatgpt_local(tag: &str) -> (Local, Creds, String) {
+    let local = Local::new();
+    let c = creds("acc-1", tag);
+    let text = chatgpt_auth(&c, "acc-1", OLD);
+    local.write_auth(&text);
+    (local, c, text)
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn root_container_gets_0600_file_in_0700_dir_owned_by_root() {
+    let (local, c, text) = chatgpt_local("root");
+    let ct = Container::run("root", IMAGE_ROOT, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains(&format!("{}  created /root/.llmx/auth.json", ct.target())), "{}", r.stdout);
+    assert!(r.stdout.contains("1 target: 1 created"), "{}", r.stdout);
+    let (bytes, uid, gid, mode) = ct.stat("/root/.llmx/auth.json").expect("auth.json pushed");
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 0, 0, 0o600));
+    let (_, uid, _, mode) = ct.stat("/root/.llmx").unwrap();
+    assert_eq!((uid, mode), (0, 0o700));
+    assert_eq!(ct.exec(&["ls", "-a", "/root/.llmx"]).split_whitespace().collect::<Vec<_>>(), [".", "..", "auth.json"]);
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
+fn non_root_container_file_is_owned_by_uid_1000() {
+    let (local, c, text) = chatgpt_local("app");
+    let ct = Container::run("app", IMAGE_APP, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let (bytes, uid, gid, mode) = ct.stat("/home/app/.llmx/auth.json").expect("pushed to the user's home");
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 1000, 1000, 0o600));
+    let (_, uid, gid, mode) = ct.stat("/home/app/.llmx").unwrap();
+    assert_eq!((uid, gid, mode), (1000, 1000, 0o700));
+    // The container's own user can read it (what the agent will do).
+    assert_eq!(ct.exec(&["sh", "-c", "id -u; cat /home/app/.llmx/auth.json | wc -c"]).lines().next(), Some("1000"));
+
+    let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+    assert_eq!(s.code, 0, "{}", s.all());
+    assert!(s.stdout.contains("Logged in using ChatGPT"), "{}", s.stdout);
+    assert!(s.stdout.contains("dev@example.com") && s.stdout.contains("acc-1"), "{}", s.stdout);
+    assert!(s.stdout.contains("owner 1000:1000, mode 0600"), "{}", s.stdout);
+    assert!(s.stdout.contains(&format!("Last refresh: {OLD}")), "{}", s.stdout);
+    assert!(s.stdout.contains("Access token expires: 2100-01-01"), "{}", s.stdout);
+    let j = local.llmx(&["auth", "status", &ct.target(), "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
+    assert_eq!(v["method"], "chatgpt");
+    assert_eq!(v["account_id"], "acc-1");
+    assert_eq!(v["uid"], 1000);
+    assert_eq!(v["mode"], "0600");
+    assert_eq!(v["auth_file"], "/home/app/.llmx/auth.json");
+    assert_no_secret(&format!("{}{}{}", r.all(), s.all(), j.all()), &c);
+}
+
+#[test]
+fn shell_less_container_is_written_through_the_archive_api() {
+    let (local, c, text) = chatgpt_local("noshell");
+    let ct = Container::run("noshell", IMAGE_NOSHELL, &[]);
+    // Prove the premise: there is no shell to exec.
+    assert!(!docker_raw(&["exec", &ct.name, "/bin/sh", "-c", "true"], None).status.success());
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("created /home/nonroot/.llmx/auth.json"), "{}", r.stdout);
+    let (bytes, uid, gid, mode) = ct.stat("/home/nonroot/.llmx/auth.json").unwrap();
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 65532, 65532, 0o600));
+    assert_eq!(ct.stat("/home/nonroot/.llmx").map(|s| (s.1, s.3)), Some((65532, 0o700)));
+    // A second push with a new credential replaces it (updated) with no shell either.
+    let c2 = creds("acc-2", "noshell2");
+    local.write_auth(&chatgpt_auth(&c2, "acc-2", OLD));
+    let r2 = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert!(r2.stdout.contains("updated"), "{}", r2.all());
+    assert!(ct.read("/home/nonroot/.llmx/auth.json").unwrap().contains(&c2.refresh_token));
+    assert_no_secret(&r.all(), &c);
+    assert_no_secret(&r2.all(), &c2);
+}
+
+#[test]
+fn stopped_container_is_written_and_read() {
+    let (local, c, text) = chatgpt_local("stopped");
+    let ct = Container::created("stopped", IMAGE_APP, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("created /home/app/.llmx/auth.json"), "{}", r.stdout);
+    let (bytes, uid, _, mode) = ct.stat("/home/app/.llmx/auth.json").unwrap();
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (text.clone(), 1000, 0o600));
+    let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+    assert_eq!(s.code, 0, "{}", s.all());
+    // Starting it afterwards: the agent's user sees the file.
+    docker(&["start", &ct.name]);
+    assert_eq!(ct.exec(&["cat", "/home/app/.llmx/auth.json"]), text.trim());
+    assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
+}
+
+#[test]
+fn llmx_home_in_the_container_environment_is_honoured() {
+    let (local, _, text) = chatgpt_local("envhome");
+    let ct = Container::run("envhome", IMAGE_APP, &["-e", "LLMX_HOME=/data/creds/llmx"]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("created /data/creds/llmx/auth.json"), "{}", r.stdout);
+    let (bytes, uid, _, mode) = ct.stat("/data/creds/llmx/auth.json").unwrap();
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (text, 1000, 0o600));
+    assert_eq!(ct.stat("/home/app/.llmx"), None, "nothing written to the default home");
+    // --remote-home wins over the container's LLMX_HOME.
+    let r = local.llmx(&["auth", "push", &ct.target(), "--remote-home", "/home/app/other"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(ct.stat("/home/app/other/auth.json").map(|s| (s.1, s.3)), Some((1000, 0o600)));
+}
+
+#[test]
+fn label_selects_every_running_container_and_only_those() {
+    let (local, c, _) = chatgpt_local("label");
+    let value = unique_name("lbl");
+    let label = format!("llmx.test={value}");
+    let cts: Vec<Container> =
+        (0..3).map(|i| Container::run(&format!("lbl{i}"), IMAGE_ROOT, &["--label", &label])).collect();
+    let stopped = Container::created("lblstopped", IMAGE_ROOT, &["--label", &label]);
+    let other = Container::run("lblother", IMAGE_ROOT, &["--label", "llmx.test=someone-else"]);
+    let r = local.llmx(&["auth", "push", &format!("docker:label={label}"), "--json", "--jobs", "2"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let lines = json_lines(&r.stdout);
+    let mut targets: Vec<String> =
+        lines.iter().filter(|l| l["event"] == "target").map(|l| l["target"].as_str().unwrap().to_string()).collect();
+    targets.sort();
+    let mut want: Vec<String> = cts.iter().map(Container::target).collect();
+    want.sort();
+    assert_eq!(targets, want);
+    assert!(lines.iter().filter(|l| l["event"] == "target").all(|l| l["outcome"] == "created"), "{}", r.stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["counts"]["created"], 3);
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["warnings"][0]["code"], "rotation_hazard");
+    for ct in &cts {
+        assert!(ct.stat("/root/.llmx/auth.json").is_some());
+    }
+    assert_eq!(stopped.stat("/root/.llmx"), None);
+    assert_eq!(other.stat("/root/.llmx"), None);
+
+    // A label nothing carries is a failed target, exit 1.
+    let none = local.llmx(&["auth", "push", &format!("docker:label=llmx.none={value}")], &[]);
+    assert_eq!(none.code, 1, "{}", none.all());
+    assert!(none.stdout.contains("no running container has label=llmx.none="), "{}", none.stdout);
+    assert_no_secret(&format!("{}{}", r.all(), none.all()), &c);
+}
+
+#[test]
+fn missing_container_is_a_clear_error_naming_it() {
+    let (local, c, _) = chatgpt_local("missing");
+    images();
+    let name = unique_name("missing");
+    let ok = Container::run("besidemissing", IMAGE_ROOT, &[]);
+    let r = local.llmx(&["auth", "push", &format!("docker:{name}"), &ok.target()], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains(&format!("docker:{name}  failed: no such container: {name}")), "{}", r.stdout);
+    assert!(r.stdout.contains(&format!("{}  created", ok.target())), "the other target still runs: {}", r.stdout);
+    assert!(r.stdout.contains("2 targets: 1 created, 1 failed"), "{}", r.stdout);
+    let s = local.llmx(&["auth", "status", &format!("docker:{name}")], &[]);
+    assert_eq!(s.code, 1);
+    assert!(s.stderr.contains(&format!("no such container: {name}")), "{}", s.stderr);
+    assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
+}
+
+#[test]
+fn unreachable_daemon_fails_clearly_within_seconds() {
+    let (local, c, _) = chatgpt_local("unreach");
+    let tcp = format!("tcp://127.0.0.1:{}", closed_port());
+    for host in ["unix:///nonexistent/docker.sock", tcp.as_str()] {
+        let r = local.llmx(&["auth", "push", "docker:web", "docker:label=x"], &[("DOCKER_HOST", host)]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
+        assert!(
+            r.stdout.contains(&format!("cannot reach the Docker daemon at {host} (from DOCKER_HOST)")),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("2 targets: 2 failed"), "{}", r.stdout);
+        let s = local.llmx(&["auth", "status", "docker:web"], &[("DOCKER_HOST", host)]);
+        assert_eq!(s.code, 1);
+        assert!(s.stderr.contains("cannot reach the Docker daemon"), "{}", s.stderr);
+        assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
+    }
+}
+
+#[test]
+fn current_docker_context_is_used_when_docker_host_is_unset() {
+    use sha2::Digest;
+    let (local, _, _) = chatgpt_local("context");
+    let ct = Container::run("context", IMAGE_ROOT, &[]);
+    let engine = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let docker_dir = local.home().join(".docker");
+    let add_context = |name: &str, host: &str| {
+        let meta = docker_dir.join("contexts/meta").join(hex::encode(sha2::Sha256::digest(name.as_bytes())));
+        std::fs::create_dir_all(&meta).unwrap();
+        let body = serde_json::json!({"Name": name, "Endpoints": {"docker": {"Host": host}}});
+        std::fs::write(meta.join("meta.json"), body.to_string()).unwrap();
+    };
+    add_context("llmx-good", &engine);
+    add_context("llmx-nowhere", "unix:///nonexistent/ctx.sock");
+    let use_ctx = |name: &str| {
+        std::fs::write(docker_dir.join("config.json"), format!(r#"{{"currentContext":"{name}"}}"#)).unwrap()
+    };
+    let clear = [("DOCKER_HOST", "")];
+    use_ctx("llmx-good");
+    let r = local.llmx(&["auth", "push", &ct.target()], &clear);
+    assert_eq!(r.code, 0, "{}", r.all());
+    use_ctx("llmx-nowhere");
+    let r = local.llmx(&["auth", "push", &ct.target()], &clear);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("unix:///nonexistent/ctx.sock (from docker context 'llmx-nowhere')"), "{}", r.stdout);
+}
+
+#[test]
+fn unchanged_then_skipped_when_target_is_fresher_then_force() {
+    let (local, c, text) = chatgpt_local("guard");
+    let ct = Container::run("guard", IMAGE_APP, &[]);
+    assert_eq!(local.llmx(&["auth", "push", &ct.target()], &[]).code, 0);
+    let again = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stdout.contains("unchanged /home/app/.llmx/auth.json"), "{}", again.stdout);
+
+    // The container refreshed its copy since: same account, newer last_refresh.
+    let theirs = creds("acc-1", "guard-fresher");
+    let fresher = chatgpt_auth(&theirs, "acc-1", NEW);
+    ct.put("/home/app/.llmx", "auth.json", fresher.as_bytes(), 1000);
+    let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(skip.code, 0, "skipped is not a failure: {}", skip.all());
+    assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
+    assert!(skip.stdout.contains("--force"), "{}", skip.stdout);
+    assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), fresher, "the fresher copy is kept");
+
+    let forced = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
+    assert_eq!(forced.code, 0, "{}", forced.all());
+    assert!(forced.stdout.contains("updated /home/app/.llmx/auth.json"), "{}", forced.stdout);
+    assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), text);
+    assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| (s.1, s.3)), Some((1000, 0o600)));
+    // No temp file left beside it by the atomic replace.
+    assert_eq!(ct.exec(&["ls", "-a", "/home/app/.llmx"]).split_whitespace().count(), 3);
+
+    // A different account on the target is simply replaced.
+    let other = creds("acc-9", "guard-other");
+    ct.put("/home/app/.llmx", "auth.json", chatgpt_auth(&other, "acc-9", NEW).as_bytes(), 1000);
+    let upd = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert!(upd.stdout.contains("updated"), "{}", upd.stdout);
+    for r in [&again, &skip, &forced, &upd] {
+        assert_no_secret(&r.all(), &c);
+        assert_no_secret(&r.all(), &theirs);
+    }
+}
+
+#[test]
+fn dry_run_reports_path_and_action_and_writes_nothing() {
+    let (local, c, _) = chatgpt_local("dry");
+    let ct = Container::run("dry", IMAGE_APP, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target(), "--dry-run"], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("would create /home/app/.llmx/auth.json"), "{}", r.stdout);
+    assert!(r.stdout.contains("dry run: nothing written"), "{}", r.stdout);
+    assert_eq!(ct.stat("/home/app/.llmx"), None, "dry run created something");
+    let j = local.llmx(&["auth", "push", &ct.target(), "--dry-run", "--json"], &[]);
+    let lines = json_lines(&j.stdout);
+    assert_eq!(lines[0]["outcome"], "created");
+    assert_eq!(lines[0]["dry_run"], true);
+    assert_eq!(lines[0]["path"], "/home/app/.llmx/auth.json");
+    assert_eq!(ct.stat("/home/app/.llmx"), None);
+    assert_no_secret(&format!("{}{}", r.all(), j.all()), &c);
+}
+
+#[test]
+fn malformed_local_auth_json_is_refused_before_any_target_is_touched() {
+    let local = Local::new();
+    local.write_auth(
+        r#"{"tokens": {"id_token": "not-a-jwt", "access_token": "AT-SECRET-x", "refresh_token": "RT-SECRET-x"}}"#,
+    );
+    let ct = Container::run("malformed", IMAGE_ROOT, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("auth.json: not a valid auth.json"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "no target reported: {}", r.stdout);
+    assert_eq!(ct.stat("/root/.llmx"), None);
+    assert!(!r.all().contains("SECRET"), "{}", r.all());
+    // Not logged in at all: also refused, with the fix.
+    std::fs::remove_file(local.auth_path()).unwrap();
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("not logged in") && r.stderr.contains("llmx login"), "{}", r.stderr);
+}
+
+#[test]
+fn malformed_target_is_a_usage_error_before_anything_connects() {
+    let (local, _, _) = chatgpt_local("badspec");
+    // An engine that would hang if contacted: the spec error must come first and fast.
+    let r = local.llmx(&["auth", "push", "docker:ok", "docker:-bad"], &[("DOCKER_HOST", "unix:///nonexistent/x.sock")]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("invalid target 'docker:-bad'"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    let r = local.llmx(&["auth", "push", "docker:ok", "--remote-home", "relative/path"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let r = local.llmx(&["auth", "push", "docker:ok", "--jobs", "0"], &[]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}
+
+#[test]
+fn api_keys_push_without_the_rotation_warning() {
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let ct = Container::run("apikey", IMAGE_ROOT, &[]);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+    assert!(s.stdout.contains("Logged in using an API key - sk-test-***bcdef"), "{}", s.stdout);
+    let dummy = creds("acc-1", "apikey");
+    assert_no_secret(&format!("{}{}", r.all(), s.all()), &dummy);
+
+    // A ChatGPT login names the hazard and the safe alternatives.
+    let (local, c, _) = chatgpt_local("hazard");
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert!(r.stderr.contains("warning: copying a ChatGPT login"), "{}", r.stderr);
+    assert!(r.stderr.contains("refresh_token_reused") && r.stderr.contains("llmx auth tunnel"), "{}", r.stderr);
+    assert!(r.stderr.contains("API key"), "{}", r.stderr);
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
+fn status_of_a_container_without_credential_exits_1() {
+    let local = Local::new();
+    let ct = Container::run("nocred", IMAGE_APP, &[]);
+    let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+    assert_eq!(s.code, 1, "{}", s.all());
+    assert!(s.stdout.contains("/home/app/.llmx/auth.json") && s.stdout.contains("No credential"), "{}", s.stdout);
+    let j = local.llmx(&["auth", "status", &ct.target(), "--json"], &[]);
+    let v: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
+    assert_eq!(v["logged_in"], false);
+    assert_eq!(v["mode"], serde_json::Value::Null);
+}
