@@ -313,6 +313,7 @@ pub async fn run(
     t.teardown().await;
     drop(watcher);
     let mut success = outcome?;
+    success.forward_failures = t.forward_failures;
     success.status = t.status(&overrides).await;
     Ok(success)
 }
@@ -839,9 +840,9 @@ impl Tunnel {
     /// local port. Every step is bounded; what cannot be done is reported as a warning.
     async fn teardown(&mut self) {
         if !self.remote.ended {
-            if self.forwarder.is_some() {
-                // Through our own listener, hence the tunnel, to the remote callback server.
-                login::cancel_stale_server(self.port).await;
+            // Through our own listener, hence the tunnel, to the remote callback server; when it
+            // acknowledges, the login stops by itself.
+            if self.forwarder.is_some() && login::cancel_stale_server(self.port).await {
                 self.remote.wait_end(CANCEL_WAIT).await;
             }
             if !self.remote.ended
@@ -935,25 +936,21 @@ mod tests {
         std::fs::write(&bin, "#!/bin/sh\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let run = |script: String, home: &std::path::Path| {
-            std::process::Command::new("sh").arg("-c").arg(script).env("HOME", home).output().unwrap()
+        // No llmx on this PATH, so the default looks in ~/.llmx/bin only.
+        let run = |script: String| {
+            let mut cmd = std::process::Command::new("/bin/sh");
+            let out = cmd.arg("-c").arg(script).env("HOME", dir.path()).env("PATH", "/nonexistent").output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).trim().to_string())
         };
-        let out = run(find_script(Some(bin.to_str().unwrap())), dir.path());
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
-        let out = run(find_script(Some("~/my llmx")), dir.path());
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), bin.to_str().unwrap());
-        let out = run(find_script(Some("~/nope")), dir.path());
-        assert_eq!(out.status.code(), Some(127));
-        // Default: nothing on PATH named llmx in an empty PATH, then ~/.llmx/bin/llmx.
-        let mut cmd = std::process::Command::new("/bin/sh");
-        let out = cmd.arg("-c").arg(find_script(None)).env("HOME", dir.path()).env("PATH", "/nonexistent").output();
-        assert_eq!(out.unwrap().status.code(), Some(127));
+        let found = (Some(0), bin.to_str().unwrap().to_string());
+        assert_eq!(run(find_script(Some(bin.to_str().unwrap()))), found);
+        assert_eq!(run(find_script(Some("~/my llmx"))), found);
+        assert_eq!(run(find_script(Some("~/nope"))).0, Some(127));
+        assert_eq!(run(find_script(None)).0, Some(127));
         let installed = dir.path().join(INSTALL_PATH);
         std::fs::create_dir_all(installed.parent().unwrap()).unwrap();
         std::fs::copy(&bin, &installed).unwrap();
-        let mut cmd = std::process::Command::new("/bin/sh");
-        let out = cmd.arg("-c").arg(find_script(None)).env("HOME", dir.path()).env("PATH", "/nonexistent").output();
-        assert_eq!(String::from_utf8_lossy(&out.unwrap().stdout).trim(), installed.to_str().unwrap());
+        assert_eq!(run(find_script(None)), (Some(0), installed.to_str().unwrap().to_string()));
     }
 
     #[test]

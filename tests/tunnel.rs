@@ -121,13 +121,13 @@ fn assert_torn_down(remote: &Remote, port: u16) {
 
 /// The remote user's auth.json: tokens, 0600, owned by the user, in a 0700 directory.
 fn assert_remote_login(remote: &Remote) -> Value {
-    let path = remote.user.home.join(".llmx/auth.json");
+    let path = remote.user().home.join(".llmx/auth.json");
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(meta.mode() & 0o777, 0o600, "auth.json mode");
-    assert_eq!((meta.uid(), meta.gid()), (remote.user.uid, remote.user.gid), "auth.json owner");
+    assert_eq!((meta.uid(), meta.gid()), (remote.user().uid, remote.user().gid), "auth.json owner");
     let dir = std::fs::metadata(path.parent().unwrap()).unwrap();
     assert_eq!(dir.mode() & 0o777, 0o700, "credential dir mode");
-    assert_eq!(dir.uid(), remote.user.uid, "credential dir owner");
+    assert_eq!(dir.uid(), remote.user().uid, "credential dir owner");
     let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     for k in ["id_token", "access_token", "refresh_token"] {
         assert!(json["tokens"][k].as_str().is_some_and(|t| t.len() > 10), "tokens.{k}: {json}");
@@ -150,17 +150,29 @@ fn port() -> u16 {
     login_harness::free_port()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
-    let remote = Remote::start();
+/// A remote with this build's llmx in `~/tools/llmx`, its issuer, an empty local home, and a
+/// tunnel to it (`--remote-llmx ~/tools/llmx EXTRA...`) whose remote login listens.
+async fn waiting_tunnel(extra: &[&str]) -> (Remote, RunningIssuer, Home, Tunnel, Value) {
+    waiting_tunnel_to(Remote::start(), extra).await
+}
+
+async fn waiting_tunnel_to(remote: Remote, extra: &[&str]) -> (Remote, RunningIssuer, Home, Tunnel, Value) {
     let issuer = issuer_for(&remote).await;
     remote.give_binary(Path::new(LLMX), "tools/llmx");
     let local = Home::new();
-    let port = port();
-    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &["--remote-llmx", "~/tools/llmx"]);
+    let mut args = vec!["--remote-llmx", "~/tools/llmx"];
+    args.extend_from_slice(extra);
+    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port(), &args);
     let started = t.expect("remote_started").await;
-    assert_eq!(started["llmx"], format!("{}/tools/llmx", remote.user.home.display()));
+    assert_eq!(started["llmx"], format!("{}/tools/llmx", remote.user().home.display()));
     let listening = t.expect("listening").await;
+    (remote, issuer, local, t, listening)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
+    let (remote, issuer, local, t, listening) = waiting_tunnel(&[]).await;
+    let port = t.port;
     let url = listening["authorize_url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&issuer.base_url()), "{url}");
     assert!(url.contains(&format!("localhost%3A{port}%2Fauth%2Fcallback")), "{url}");
@@ -178,7 +190,6 @@ async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     }
 
     sign_in(&url).await;
-    let port_copy = t.port;
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
     let done = events.last().unwrap();
@@ -191,10 +202,10 @@ async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     assert!(!events.iter().any(|e| e["event"] == "forward_failed" || e["event"] == "warning"), "{events:?}");
 
     let auth = assert_remote_login(&remote);
-    assert_eq!(done["auth_file"], remote.user.home.join(".llmx/auth.json").display().to_string());
+    assert_eq!(done["auth_file"], remote.user().home.join(".llmx/auth.json").display().to_string());
     assert_no_secrets(&auth, &format!("{events:?}{stderr}"));
     assert!(!local.path().exists(), "the tunnel touched the local llmx home");
-    assert_torn_down(&remote, port_copy);
+    assert_torn_down(&remote, port);
     issuer.stop().await.unwrap();
 }
 
@@ -218,17 +229,17 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     // --install: this build's binary goes to ~/.llmx/bin/llmx (0700, dirs 0700) and signs in.
     let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &["--install"]);
     let installed = t.expect("installed").await;
-    let bin = remote.user.home.join(".llmx/bin/llmx");
+    let bin = remote.user().home.join(".llmx/bin/llmx");
     assert_eq!(installed["path"], bin.display().to_string());
     let listening = t.expect("listening").await;
     sign_in(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "{events:?} {stderr}");
     let meta = std::fs::metadata(&bin).unwrap();
-    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, remote.user.uid), "installed binary");
+    assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, remote.user().uid), "installed binary");
     for d in [".llmx", ".llmx/bin"] {
-        let m = std::fs::metadata(remote.user.home.join(d)).unwrap();
-        assert_eq!((m.mode() & 0o777, m.uid()), (0o700, remote.user.uid), "{d}");
+        let m = std::fs::metadata(remote.user().home.join(d)).unwrap();
+        assert_eq!((m.mode() & 0o777, m.uid()), (0o700, remote.user().uid), "{d}");
     }
     assert_eq!(std::fs::read(&bin).unwrap(), std::fs::read(LLMX).unwrap(), "uploaded bytes differ");
     let leftovers: Vec<PathBuf> =
@@ -252,13 +263,8 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_while_waiting_cancels_the_remote_login_and_tears_down() {
-    let remote = Remote::start();
-    let issuer = issuer_for(&remote).await;
-    remote.give_binary(Path::new(LLMX), "tools/llmx");
-    let local = Home::new();
-    let port = port();
-    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &["--remote-llmx", "~/tools/llmx"]);
-    t.expect("listening").await;
+    let (remote, issuer, _local, t, _) = waiting_tunnel(&[]).await;
+    let port = t.port;
     // The remote login runs and listens, so the teardown has something to do.
     assert_eq!(remote.user_processes("llmx").len(), 1);
     assert!(has_port(&remote.ns.listeners(), port));
@@ -271,25 +277,43 @@ async fn ctrl_c_while_waiting_cancels_the_remote_login_and_tears_down() {
     assert_eq!((last["event"].as_str(), last["reason"].as_str()), (Some("tunnel_failed"), Some("interrupted")));
     assert!(!events.iter().any(|e| e["event"] == "warning"), "teardown needed force: {events:?}");
     assert_torn_down(&remote, port);
-    assert!(!remote.user.home.join(".llmx/auth.json").exists());
+    assert!(!remote.user().home.join(".llmx/auth.json").exists());
     assert_eq!(issuer.issuer.stats().code_exchanges, 0);
     issuer.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_while_waiting_tears_down() {
-    let remote = Remote::start();
-    let issuer = issuer_for(&remote).await;
-    remote.give_binary(Path::new(LLMX), "tools/llmx");
-    let local = Home::new();
-    let port = port();
-    let mut t =
-        Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &["--remote-llmx", "~/tools/llmx", "--timeout", "1"]);
-    t.expect("listening").await;
+    let (remote, issuer, _local, t, _) = waiting_tunnel(&["--timeout", "1"]).await;
+    let port = t.port;
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
     assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
     assert!(stderr.contains("nobody completed the sign-in within 1 s"), "{stderr}");
+    assert_torn_down(&remote, port);
+    issuer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_refused_by_the_host_is_reported_and_teardown_falls_back_to_killing_by_pid() {
+    let remote = Remote::start_with("AllowTcpForwarding no\n");
+    let (remote, issuer, _local, mut t, _) = waiting_tunnel_to(remote, &["--timeout", "3"]).await;
+    let port = t.port;
+    // The browser's connection is accepted here, but the host refuses to forward it: closed.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    use tokio::io::AsyncWriteExt;
+    let _ = s.write_all(b"GET /probe HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut answer)).await.unwrap();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    let failed = t.expect("forward_failed").await;
+    assert!(failed["error"].as_str().unwrap().contains("prohibited"), "{failed}");
+    // Teardown: /cancel cannot get through either, so the remote login is signalled by pid.
+    let (status, events, stderr) = t.finish().await;
+    assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
+    assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
+    assert!(events.iter().filter(|e| e["event"] == "forward_failed").count() >= 2, "the /cancel failure: {events:?}");
+    assert!(!events.iter().any(|e| e["event"] == "warning"), "{events:?}");
     assert_torn_down(&remote, port);
     issuer.stop().await.unwrap();
 }

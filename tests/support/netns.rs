@@ -11,14 +11,13 @@
 //! Included with `#[path]` by the tests that use it; it relies on `crate::support::sshd`.
 #![allow(dead_code)]
 
-use crate::support::sshd::{Key, User, require_sshd, run};
-use std::io::Read;
-use std::net::{Ipv4Addr, TcpStream};
+use crate::support::sshd::{Key, Sshd, SshdOptions, User, require_sshd, run};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -139,13 +138,11 @@ pub fn has_port(listeners: &[String], port: u16) -> bool {
     listeners.iter().any(|l| l.ends_with(&format!(":{port}")))
 }
 
-/// The remote host: a namespace with sshd on `ns_ip:22`, one user, and a client identity (a temp
-/// HOME with `.ssh/id_ed25519` and a known_hosts line for this sshd). Fields drop in order: sshd
-/// and every process in the namespace, the user, the namespace.
+/// The remote host: a namespace with sshd on `ns_ip:22` and one user, and a client identity (a
+/// temp HOME with `.ssh/id_ed25519` and a known_hosts line for this sshd). Dropping it kills every
+/// process in the namespace, then sshd's guard removes the user, then the namespace goes.
 pub struct Remote {
-    sshd: Child,
-    pub dir: tempfile::TempDir,
-    pub user: User,
+    pub sshd: Sshd,
     pub client_home: tempfile::TempDir,
     pub key: Key,
     pub ns: Netns,
@@ -153,96 +150,52 @@ pub struct Remote {
 
 impl Remote {
     pub fn start() -> Remote {
+        Remote::start_with("")
+    }
+
+    /// With `sshd_config` lines added to sshd's config.
+    pub fn start_with(sshd_config: &str) -> Remote {
         let ns = Netns::create();
-        let user = User::create();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let hk = dir.path().join("host_ed25519");
-        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&hk));
-        let pubkey = std::fs::read_to_string(hk.with_extension("pub")).unwrap();
-        let host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        let conf = dir.path().join("sshd_config");
-        std::fs::write(
-            &conf,
-            format!(
-                "Port 22\nListenAddress {ip}\nHostKey {hk}\nPidFile {pid}\nUsePAM no\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                 AuthorizedKeysFile .ssh/authorized_keys\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 AllowUsers {user}\nAllowTcpForwarding yes\nLogLevel VERBOSE\n",
-                ip = ns.ns_ip,
-                hk = hk.display(),
-                pid = dir.path().join("sshd.pid").display(),
-                user = user.name,
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let sshd = ns
-            .command("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd in the namespace");
+        let sshd = Sshd::start_in_netns(SshdOptions::default(), &ns.name, ns.ns_ip.into(), sshd_config);
         let client_home = tempfile::tempdir().unwrap();
         let key = Key::generate(&client_home.path().join(".ssh"), "id_ed25519", "");
-        user.authorize(&key.public);
-        std::fs::write(client_home.path().join(".ssh/known_hosts"), format!("{} {host_key}\n", ns.ns_ip)).unwrap();
-        let remote = Remote { sshd, dir, user, client_home, key, ns };
-        remote.wait_ready();
-        remote
+        sshd.user().authorize(&key.public);
+        std::fs::write(client_home.path().join(".ssh/known_hosts"), sshd.known_hosts_line()).unwrap();
+        Remote { sshd, client_home, key, ns }
     }
 
-    /// Poll sshd's port until it answers with its banner.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect_timeout(&(self.ns.ns_ip, 22).into(), Duration::from_secs(2)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut b = [0u8; 4];
-                if s.read_exact(&mut b).is_ok() && &b == b"SSH-" {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("sshd did not come up on {}:22: {}", self.ns.ns_ip, self.log());
+    pub fn user(&self) -> &User {
+        self.sshd.user()
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    /// `ssh:USER@NS_IP`.
+    /// `ssh:USER@NS_IP:22`.
     pub fn spec(&self) -> String {
-        format!("ssh:{}@{}", self.user.name, self.ns.ns_ip)
+        self.sshd.spec(self.user())
     }
 
     /// Copy `bin` into the user's home at `rel` (owned by the user, 0755).
     pub fn give_binary(&self, bin: &Path, rel: &str) -> PathBuf {
-        let dest = self.user.home.join(rel);
+        let user = self.user();
+        let dest = user.home.join(rel);
         let parent = dest.parent().unwrap();
         std::fs::create_dir_all(parent).unwrap();
-        self.user.chown(parent);
+        user.chown(parent);
         std::fs::copy(bin, &dest).unwrap();
         std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).unwrap();
-        self.user.chown(&dest);
+        user.chown(&dest);
         dest
     }
 
     /// Pids of the user's processes named exactly `name`.
     pub fn user_processes(&self, name: &str) -> Vec<String> {
-        let out = Command::new("pgrep").args(["-u", &self.user.name, "-x", name]).output().unwrap();
+        let out = Command::new("pgrep").args(["-u", &self.user().name, "-x", name]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
     }
 }
 
 impl Drop for Remote {
     fn drop(&mut self) {
+        // sshd, its sessions and anything they started: all inside the namespace.
         kill_all(&self.ns);
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
     }
 }
