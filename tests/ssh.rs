@@ -513,3 +513,152 @@ async fn dropping_a_running_remote_process_does_not_stall_the_session() {
     // Closing does not wait for the remote `sleep` (sshd answers the close only when it exits).
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
 }
+
+// ---- The real `llmx` binary ------------------------------------------------------------------
+
+const SECRET: &str = "sk-cli-secret-0123456789abcdefghij";
+
+/// Run llmx with a clean environment: HOME is the client's temp home (so ~/.ssh is its own) and
+/// LLMX_HOME its credential directory; no agent.
+fn llmx(c: &Client, args: &[&str]) -> (i32, String, String) {
+    llmx_stdin(c, args, "")
+}
+
+fn llmx_stdin(c: &Client, args: &[&str], stdin: &str) -> (i32, String, String) {
+    llmx_env(c, args, stdin, &[])
+}
+
+fn llmx_env(c: &Client, args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> (i32, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmx"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", c.home.path())
+        .env("LLMX_HOME", c.home.path().join(".llmx"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (so, se) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(!so.contains(SECRET) && !se.contains(SECRET), "secret leaked by {args:?}:\n{so}\n{se}");
+    (out.status.code().unwrap_or(-1), so, se)
+}
+
+fn login_api_key(c: &Client, key: &str) {
+    let (code, _, err) = llmx_stdin(c, &["login", "--with-api-key"], &format!("{key}\n"));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn cli_push_created_then_unchanged_then_status() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    login_api_key(&c, SECRET);
+    let spec = sshd.spec(user);
+
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&spec) && out.contains("created"), "{out}");
+    let remote = user.home.join(".llmx/auth.json");
+    assert_eq!(std::fs::read(&remote).unwrap(), std::fs::read(c.home.path().join(".llmx/auth.json")).unwrap());
+    let meta = std::fs::metadata(&remote).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), mode(&remote)), (user.uid, user.gid, 0o600));
+    assert_eq!(mode(&user.home.join(".llmx")), 0o700);
+
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["outcome"], "unchanged", "{out}");
+
+    let (code, out, err) = llmx(&c, &["auth", "status", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("API key") && out.contains("sk-cli-s***"), "{out}");
+    assert!(out.contains(&format!("/home/{}/.llmx/auth.json", user.name)), "{out}");
+
+    // A new key: updated, and --dry-run before it writes nothing.
+    login_api_key(&c, "sk-cli-second-key-000000000000");
+    let (code, out, _) = llmx(&c, &["auth", "push", &spec, "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(&remote).unwrap().contains(SECRET));
+    let (code, out, _) = llmx(&c, &["auth", "push", &spec]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("updated"), "{out}");
+    assert!(std::fs::read_to_string(&remote).unwrap().contains("sk-cli-second-key"));
+}
+
+#[test]
+fn cli_unknown_host_then_accept_new_identity_flag_and_closed_port() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    // The only authorised key is outside ~/.ssh: -i names it.
+    let key = Key::generate(&c.home.path().join("keys"), "deploy", "");
+    user.authorize(&key.public);
+    login_api_key(&c, SECRET);
+    let spec = sshd.spec(user);
+    let ident = key.path.display().to_string();
+
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec, "-i", &ident]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let all = format!("{out}{err}");
+    assert!(all.contains("SHA256:") && all.contains("not known"), "{all}");
+    assert!(all.contains("--accept-new"), "{all}");
+    assert!(!user.home.join(".llmx").exists());
+
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec, "--accept-new"]);
+    assert_eq!(code, 1, "without -i the key is not found: {out}\n{err}");
+    assert!(format!("{out}{err}").contains("permission denied"), "{out}{err}");
+
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec, "--identity", &ident]);
+    assert_eq!(code, 0, "recorded by the --accept-new run above: {out}\n{err}");
+    assert!(out.contains("created"), "{out}");
+
+    let closed = format!("ssh:{}@127.0.0.1:{}", user.name, free_port());
+    let started = Instant::now();
+    let (code, out, err) = llmx(&c, &["auth", "push", &closed, "--connect-timeout", "3"]);
+    assert_eq!(code, 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(format!("{out}{err}").contains("refused"), "{out}{err}");
+}
+
+#[test]
+fn cli_agent_and_config_alias() {
+    let sshd = Sshd::start(SshdOptions { users: 2, permit_user_environment: false });
+    let (a, b) = (&sshd.users[0], &sshd.users[1]);
+    let c = Client::new();
+    std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
+    login_api_key(&c, SECRET);
+    // The agent holds the only key authorised for both users; ~/.ssh has none that works.
+    let key = Key::generate(&c.home.path().join("agentkeys"), "k", "");
+    a.authorize(&key.public);
+    b.authorize(&key.public);
+    let agent = Agent::start();
+    agent.add(&key.path);
+    std::fs::write(
+        c.ssh_dir().join("config"),
+        format!("Host box-*\n  HostName 127.0.0.1\n  Port {}\nHost box-a\n  User {}\n", sshd.port, a.name),
+    )
+    .unwrap();
+    let env = [("SSH_AUTH_SOCK", agent.socket.as_path())];
+    let b_spec = format!("ssh:{}@box-b", b.name);
+    let (code, out, err) = llmx_env(&c, &["auth", "push", "ssh:box-a", &b_spec, "--json"], "", &env);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for t in ["ssh:box-a".to_string(), b_spec.clone()] {
+        let line = lines.iter().find(|l| l["target"] == t.as_str()).unwrap_or_else(|| panic!("{t}: {out}"));
+        assert_eq!(line["outcome"], "created", "{out}");
+    }
+    assert!(a.home.join(".llmx/auth.json").exists() && b.home.join(".llmx/auth.json").exists());
+
+    // Without the agent: a clear failure for each host, exit 1.
+    let (code, out, err) = llmx(&c, &["auth", "push", "ssh:box-a"]);
+    assert_eq!(code, 1);
+    assert!(format!("{out}{err}").contains("permission denied"), "{out}{err}");
+}

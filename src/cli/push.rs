@@ -5,6 +5,7 @@
 //! is refused before any target is touched), then the targets are resolved and pushed.
 
 use crate::cli::push_view::PushView;
+use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure};
 use crate::push::{LocalCredential, LocalError, PushEvent, PushOptions};
 use crate::target::TargetSpec;
@@ -18,6 +19,8 @@ Examples:
   llmx auth push docker:label=env=dev --dry-run # show where it would go, write nothing
   llmx auth push docker:a docker:b --json       # one JSON object per target, then a summary
   llmx auth push docker:web --remote-home /srv/llmx
+  llmx auth push ssh:deploy@build-01 ssh:ci@10.0.0.7:2222   # SSH hosts (~/.ssh/config aliases work)
+  llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
 
 Outcomes: created, updated, unchanged, skipped (the target holds a fresher login of the
 same account; --force overwrites it), failed. Exit status 0 only when no target failed.
@@ -50,6 +53,9 @@ pub struct PushArgs {
     /// Credential directory on every target (default: the target's LLMX_HOME, else ~/.llmx)
     #[arg(long, value_name = "PATH")]
     pub remote_home: Option<String>,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 /// Parse target arguments; a malformed one is a usage error (exit 2).
@@ -84,7 +90,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets = crate::target::resolve::resolve(&specs).await;
+        let targets = crate::target::resolve::resolve(&specs, &args.ssh.options()).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);

@@ -4,6 +4,7 @@
 use crate::auth::file::AuthFile;
 use crate::auth::select::Source;
 use crate::auth::status::StatusReport;
+use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output, push};
 use crate::config::AuthMethod;
 use clap::Args;
@@ -19,13 +20,14 @@ const AUTH_STATUS_EXAMPLES: &str = "\
 Examples:
   llmx auth status                      # the credential in use on this machine
   llmx auth status docker:web           # what container web holds (owner, mode, expiry)
-  llmx auth status docker:web --json";
+  llmx auth status docker:web --json
+  llmx auth status ssh:deploy@build-01  # what an SSH host holds";
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
 #[command(after_help = AUTH_STATUS_EXAMPLES)]
 pub struct AuthStatusArgs {
-    /// Report on a target instead of this machine: docker:NAME|ID
+    /// Report on a target instead of this machine: docker:NAME|ID or ssh:[user@]host[:port]
     #[arg(value_name = "TARGET")]
     pub target: Option<String>,
 
@@ -34,23 +36,26 @@ pub struct AuthStatusArgs {
     pub remote_home: Option<String>,
 
     #[command(flatten)]
+    pub ssh: SshArgs,
+
+    #[command(flatten)]
     pub base: StatusArgs,
 }
 
 pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
     match &args.target {
         None => run(ctx, args.base),
-        Some(t) => run_target(ctx, t, args.remote_home.as_deref(), args.base.json),
+        Some(t) => run_target(ctx, t, args.remote_home.as_deref(), &args.ssh, args.base.json),
     }
 }
 
 /// The credential on one target, read through the push engine's target layer.
-fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, json: bool) -> Result<u8, Failure> {
+fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, json: bool) -> Result<u8, Failure> {
     let spec = push::parse_targets(&[raw.to_string()])?.remove(0);
     push::check_remote_home(remote_home)?;
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
-        let mut targets = crate::target::resolve::resolve(std::slice::from_ref(&spec)).await;
+        let mut targets = crate::target::resolve::resolve(std::slice::from_ref(&spec), &ssh.options()).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
                 "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",

@@ -5,15 +5,19 @@
 //! becomes a [`FailedTarget`], so it is reported as a failed outcome like any other target and
 //! the other targets still run. One engine connection is shared by every Docker target.
 
+use crate::ssh::SshOptions;
+use crate::target::SshTarget;
 use crate::target::docker::connect::Engine;
 use crate::target::docker::{DockerTarget, containers_with_label};
 use crate::target::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
 
-/// Expand `specs` into targets, in order; the same container named twice is pushed once.
-pub async fn resolve(specs: &[TargetSpec]) -> Vec<Box<dyn Target>> {
+/// Expand `specs` into targets, in order; the same container or host named twice is pushed once.
+/// `ssh` is how SSH targets connect.
+pub async fn resolve(specs: &[TargetSpec], ssh: &SshOptions) -> Vec<Box<dyn Target>> {
     let mut engine: Option<Engine> = None;
     let mut seen: Vec<String> = Vec::new();
+    let mut seen_ssh: Vec<String> = Vec::new();
     let mut out: Vec<Box<dyn Target>> = Vec::new();
     let mut push_docker = |out: &mut Vec<Box<dyn Target>>, engine: &Engine, name: String| {
         if !seen.contains(&name) {
@@ -43,12 +47,14 @@ pub async fn resolve(specs: &[TargetSpec]) -> Vec<Box<dyn Target>> {
                     }
                 }
             }
-            // SSH-MERGE: replaced by the SSH transport when it is merged; build the target with
-            // `crate::target::ssh::SshTarget::new(addr, opts)`.
-            TargetSpec::Ssh(_) => out.push(Box::new(FailedTarget::new(
-                spec.to_string(),
-                TargetError::new("SSH targets are not available in this build"),
-            ))),
+            // Connects lazily in `locate`, so an unreachable host fails alone.
+            TargetSpec::Ssh(addr) => {
+                let label = spec.to_string();
+                if !seen_ssh.contains(&label) {
+                    seen_ssh.push(label);
+                    out.push(Box::new(SshTarget::new(addr.clone(), ssh.clone())));
+                }
+            }
         }
     }
     out
