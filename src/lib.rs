@@ -11,3 +11,4 @@ pub mod push;
 pub mod secret;
 pub mod ssh;
 pub mod target;
+pub mod tunnel;

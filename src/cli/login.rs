@@ -91,7 +91,7 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
 }
 
 /// Whether a browser can be opened here: on Linux and the BSDs, only with a graphical session.
-fn has_display() -> bool {
+pub(crate) fn has_display() -> bool {
     if cfg!(any(target_os = "macos", target_os = "windows")) {
         return true;
     }

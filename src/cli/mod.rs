@@ -10,6 +10,7 @@ mod push_view;
 mod refresh;
 pub mod ssh_args;
 mod status;
+mod tunnel;
 
 pub use failure::Failure;
 
@@ -27,6 +28,7 @@ Examples:
   llmx auth status docker:web             # what a container holds
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
+  llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
   llmx logout";
 
 #[derive(Debug, Parser)]
@@ -59,6 +61,8 @@ pub enum AuthCommand {
     Refresh(refresh::RefreshArgs),
     /// Copy this machine's auth.json to containers and hosts
     Push(push::PushArgs),
+    /// Sign a remote machine in with its own login, from this machine's browser (over SSH)
+    Tunnel(tunnel::TunnelArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Auth(AuthCommand::Status(args)) => status::run_auth(&ctx, args),
         Command::Auth(AuthCommand::Refresh(args)) => refresh::run(&ctx, args),
         Command::Auth(AuthCommand::Push(args)) => push::run(&ctx, args),
+        Command::Auth(AuthCommand::Tunnel(args)) => tunnel::run(&ctx, args),
     }
 }
 

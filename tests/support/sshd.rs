@@ -55,7 +55,7 @@ pub struct User {
 }
 
 impl User {
-    fn create() -> User {
+    pub fn create() -> User {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("llmxt{}x{n}", std::process::id());
         let _g = PASSWD.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,6 +138,8 @@ impl Default for SshdOptions {
 /// A running sshd and its users. Dropping it stops sshd (by pid), its connections, and removes
 /// the users.
 pub struct Sshd {
+    /// Where it listens: 127.0.0.1 and a free port, or a namespace's address and port 22.
+    pub addr: std::net::IpAddr,
     pub port: u16,
     pub dir: tempfile::TempDir,
     /// `ssh-ed25519 AAAA…` of the host key.
@@ -148,6 +150,16 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(opts: SshdOptions) -> Sshd {
+        Sshd::launch(opts, None, "")
+    }
+
+    /// sshd inside the network namespace `netns` (which the test made), listening on its address
+    /// `addr`, port 22, with `extra` lines appended to its config (tests/support/netns.rs).
+    pub fn start_in_netns(opts: SshdOptions, netns: &str, addr: std::net::IpAddr, extra: &str) -> Sshd {
+        Sshd::launch(opts, Some((netns, addr)), extra)
+    }
+
+    fn launch(opts: SshdOptions, netns: Option<(&str, std::net::IpAddr)>, extra: &str) -> Sshd {
         require_sshd();
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -156,17 +168,20 @@ impl Sshd {
         let pubkey = std::fs::read_to_string(hk.with_extension("pub")).unwrap();
         let host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let users: Vec<User> = (0..opts.users).map(|_| User::create()).collect();
-        let port = free_port();
+        let (addr, port) = match netns {
+            Some((_, addr)) => (addr, 22),
+            None => (std::net::IpAddr::from([127, 0, 0, 1]), free_port()),
+        };
         let conf = dir.path().join("sshd_config");
         let allow: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
         std::fs::write(
             &conf,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\nUsePAM no\n\
+                "Port {port}\nListenAddress {addr}\nHostKey {hk}\nPidFile {pid}\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  AuthorizedKeysFile .ssh/authorized_keys\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
                  PermitUserEnvironment {env}\nAllowUsers {allow}\nMaxStartups 64\nMaxSessions 32\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\n{extra}",
                 hk = hk.display(),
                 pid = dir.path().join("sshd.pid").display(),
                 env = if opts.permit_user_environment { "yes" } else { "no" },
@@ -175,7 +190,15 @@ impl Sshd {
         )
         .unwrap();
         let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                c
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .arg("-D")
             .arg("-e")
             .arg("-f")
@@ -185,7 +208,7 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .expect("start sshd");
-        let sshd = Sshd { port, dir, host_key, users, child };
+        let sshd = Sshd { addr, port, dir, host_key, users, child };
         sshd.wait_ready();
         sshd
     }
@@ -194,7 +217,7 @@ impl Sshd {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect_timeout(&(self.addr, self.port).into(), Duration::from_secs(2)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut b = [0u8; 4];
                 if s.read_exact(&mut b).is_ok() && &b == b"SSH-" {
@@ -203,7 +226,7 @@ impl Sshd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sshd did not come up on port {}: {}", self.port, self.log());
+        panic!("sshd did not come up on {}:{}: {}", self.addr, self.port, self.log());
     }
 
     pub fn log(&self) -> String {
@@ -219,14 +242,18 @@ impl Sshd {
         &self.users[0]
     }
 
-    /// `[127.0.0.1]:PORT ssh-ed25519 AAAA…`, a known_hosts line for this server.
+    /// `[127.0.0.1]:PORT ssh-ed25519 AAAA…` (`ADDR ssh-ed25519 AAAA…` on port 22), a known_hosts
+    /// line for this server.
     pub fn known_hosts_line(&self) -> String {
-        format!("[127.0.0.1]:{} {}\n", self.port, self.host_key)
+        match self.port {
+            22 => format!("{} {}\n", self.addr, self.host_key),
+            port => format!("[{}]:{port} {}\n", self.addr, self.host_key),
+        }
     }
 
-    /// `ssh:USER@127.0.0.1:PORT`.
+    /// `ssh:USER@ADDR:PORT`.
     pub fn spec(&self, user: &User) -> String {
-        format!("ssh:{}@127.0.0.1:{}", user.name, self.port)
+        format!("ssh:{}@{}:{}", user.name, self.addr, self.port)
     }
 
     /// SIGKILL every per-connection process under the listening sshd (not the listener itself).
