@@ -186,7 +186,10 @@ fn line_of(bytes: &[u8], offset: usize) -> (usize, usize) {
 }
 
 fn apply(table: &mut toml::Table, o: &Override) -> Result<(), ConfigError> {
-    let (last, parents) = o.path.split_last().expect("Override::parse rejects an empty key");
+    // `Override::parse` never yields an empty path, but the fields are public: no panic here.
+    let Some((last, parents)) = o.path.split_last() else {
+        return Err(ConfigError::OverrideEmptyKey { raw: o.raw.clone() });
+    };
     let mut cur = table;
     for p in parents {
         let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -244,6 +247,13 @@ mod tests {
         let p = t.path().join("config.toml");
         let e = load(&p, &[ov("preferred_auth_method=oauth")]).unwrap_err().to_string();
         assert!(e.contains("chatgpt") && e.contains("apikey") && e.contains("override"), "{e}");
+    }
+
+    #[test]
+    fn hand_built_override_with_an_empty_path_is_an_error_not_a_panic() {
+        let o = Override { raw: "=1".into(), path: vec![], value: toml::Value::Integer(1) };
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(load(&t.path().join("config.toml"), &[o]), Err(ConfigError::OverrideEmptyKey { .. })));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum LocalError {
     Missing { path: PathBuf },
     #[error(transparent)]
     Invalid(#[from] AuthFileError),
+    /// A valid file with neither an API key nor tokens: pushing it would replace a target's
+    /// working login with nothing.
+    #[error("not logged in: {} holds no API key and no ChatGPT tokens", path.display())]
+    Empty { path: PathBuf },
 }
 
 impl LocalCredential {
@@ -41,13 +45,16 @@ impl LocalCredential {
     pub fn load(path: &Path) -> Result<LocalCredential, LocalError> {
         match crate::home::read_optional(path).map_err(AuthFileError::from)? {
             None => Err(LocalError::Missing { path: path.to_path_buf() }),
-            Some(bytes) => Ok(LocalCredential::from_bytes(path, bytes)?),
+            Some(bytes) => LocalCredential::from_bytes(path, bytes),
         }
     }
 
-    /// Validate `bytes` as an auth.json; `path` names it in errors.
-    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<LocalCredential, AuthFileError> {
+    /// Validate `bytes` as an auth.json that holds a credential; `path` names it in errors.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<LocalCredential, LocalError> {
         let file = AuthFile::parse(path, &bytes)?;
+        if file.api_key().is_none() && file.tokens.is_none() {
+            return Err(LocalError::Empty { path: path.to_path_buf() });
+        }
         Ok(LocalCredential { path: path.to_path_buf(), file, bytes })
     }
 
@@ -402,5 +409,13 @@ mod tests {
     #[test]
     fn malformed_local_file_is_refused() {
         assert!(LocalCredential::from_bytes(Path::new("/l/auth.json"), b"{\"tokens\": 1}".to_vec()).is_err());
+    }
+
+    #[test]
+    fn local_file_without_a_credential_is_not_pushed() {
+        for empty in [&b"{}"[..], br#"{"OPENAI_API_KEY": null}"#, br#"{"OPENAI_API_KEY": "", "x": 1}"#] {
+            let e = LocalCredential::from_bytes(Path::new("/l/auth.json"), empty.to_vec()).unwrap_err();
+            assert!(matches!(e, LocalError::Empty { .. }), "{e}");
+        }
     }
 }

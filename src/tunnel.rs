@@ -344,9 +344,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// ` -c 'K=V'` for each override, quoted for the remote shell.
+/// ` --config='K=V'` for each override, quoted for the remote shell. The `--config=` form keeps
+/// an override that starts with `-` one value for the remote clap, never a flag of its own.
 fn overrides_words(overrides: &[String]) -> String {
-    overrides.iter().map(|o| format!(" -c {}", shell_quote(o))).collect()
+    overrides.iter().map(|o| format!(" --config={}", shell_quote(o))).collect()
 }
 
 /// A remote path as a shell word: `~` and `~/…` start from `$HOME`, the rest is quoted.
@@ -926,7 +927,19 @@ mod tests {
     fn remote_words_are_quoted_and_tilde_means_home() {
         assert_eq!(path_word("~/bin/ll x"), "\"$HOME\"/'bin/ll x'");
         assert_eq!(path_word("/opt/$(x)"), "'/opt/$(x)'");
-        assert_eq!(overrides_words(&["auth_issuer=http://h:1/ x'y".into()]), " -c 'auth_issuer=http://h:1/ x'\\''y'");
+        assert_eq!(
+            overrides_words(&["auth_issuer=http://h:1/ x'y".into()]),
+            " --config='auth_issuer=http://h:1/ x'\\''y'"
+        );
+    }
+
+    #[test]
+    fn override_starting_with_a_dash_stays_a_value_for_the_remote() {
+        // `llmx --config=--port=1 auth tunnel h` is valid here; `-c '--port=1'` made the remote
+        // clap read a flag. Through sh, each override must arrive as exactly one `--config=` word.
+        let words = overrides_words(&["--port=1".into(), "a=b c".into()]);
+        let out = std::process::Command::new("sh").arg("-c").arg(format!("printf '%s\\n'{words}")).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "--config=--port=1\n--config=a=b c\n");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct Refreshed {
 pub fn needs_refresh(file: &AuthFile, now: OffsetDateTime) -> bool {
     let Some(tokens) = &file.tokens else { return false };
     let stale = file.last_refresh_time().is_none_or(|t| now - t > REFRESH_AFTER);
-    let expiring = expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < 300);
+    let margin = EXPIRY_MARGIN.whole_seconds();
+    let expiring = expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin);
     stale || expiring
 }
 

@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
     let local = LocalCredential::load(&ctx.home.auth_path()).map_err(|e| match e {
-        LocalError::Missing { .. } => {
+        LocalError::Missing { .. } | LocalError::Empty { .. } => {
             Failure::new(e.to_string()).hint("run `llmx login` (or `llmx login --with-api-key`) first")
         }
         LocalError::Invalid(e) => Failure::from(e),

@@ -9,10 +9,12 @@
 //! environment (`LLMX_HOME`) is the exec's.
 //!
 //! The script prints a header (`llmx1 UID GID HOME`), then the current auth.json (`ls -ln` line,
-//! byte count, bytes) or `none`, then waits for one line on stdin. On `write` it reads the new
+//! byte count, bytes) or `none`, then waits for one line on stdin. On `write N` it reads the new
 //! file to end of input into a temp file (umask 077, chmod 600) in the credential directory
-//! (created, and chmod 700 unless sticky), `mv -f`s it over auth.json (one `rename(2)`: readers
-//! see the old file or the new one), and prints it back. Anything else ends it without a write.
+//! (created, and chmod 700 unless sticky), checks that exactly N bytes arrived (a connection cut
+//! mid-transfer ends the input early: the short temp file is removed, auth.json is untouched),
+//! `mv -f`s it over auth.json (one `rename(2)`: readers see the old file or the new one), and
+//! prints it back. Anything else ends it without a write.
 //! When a step fails (say the directory is not writable by that user) it exits non-zero and the
 //! caller falls back to the archive path, which writes as root with explicit owner and modes.
 
@@ -38,10 +40,12 @@ printf 'llmx1 %s %s %s\n' "$(id -u)" "$(id -g)" "$d"
 if [ ! -e "$f" ]; then echo none
 elif [ -f "$f" ] && [ -r "$f" ]; then ls -ln "$f"; wc -c < "$f"; cat "$f"
 else echo unreadable; fi
-read -r go || exit 0
+read -r go n || exit 0
 [ "$go" = write ] || exit 0
+case $n in ''|*[!0-9]*) exit 3;; esac
 t=$d/.auth.json.llmx-$2
-mkdir -p "$d" && { [ -k "$d" ] || chmod 700 "$d"; } && cat > "$t" && chmod 600 "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 3; }
+mkdir -p "$d" && { [ -k "$d" ] || chmod 700 "$d"; } && cat > "$t" && s=$(wc -c < "$t") && [ $s -eq "$n" ] &&
+chmod 600 "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 3; }
 echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
 "#;
 
@@ -128,7 +132,8 @@ impl Session {
     /// Send `bytes` to be written; returns the file as read back after the move.
     pub async fn write(mut self, bytes: &[u8]) -> Result<FileEntry, TargetError> {
         let send = async {
-            self.input.write_all(b"write\n").await?;
+            // The length lets the script tell a complete file from input cut short.
+            self.input.write_all(format!("write {}\n", bytes.len()).as_bytes()).await?;
             self.input.write_all(bytes).await?;
             self.input.shutdown().await
         };
@@ -216,5 +221,34 @@ mod tests {
         assert_eq!(parse_ls("-rw-------    1 1000     1000   376 Nov 29 04:19 /a b"), Some((0o600, 1000, 1000)));
         assert_eq!(parse_ls("-rwxr-x--x 1 0 0 1 Jan 1 2020 /x"), Some((0o751, 0, 0)));
         assert_eq!(parse_ls("total 0"), None);
+    }
+
+    /// Run the script in a local `sh` with `stdin`; the exit code.
+    fn run_script(home: &std::path::Path, stdin: &[u8]) -> Option<i32> {
+        use std::io::Write;
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", SCRIPT, "llmx", home.to_str().unwrap(), "t1"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait().unwrap().code()
+    }
+
+    #[test]
+    fn truncated_exec_input_leaves_the_old_auth_json() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        let auth = home.join("auth.json");
+        assert_eq!(run_script(&home, b"write 9\nold-login"), Some(0), "9 of 9 bytes: a complete write");
+        assert_eq!(std::fs::read(&auth).unwrap(), b"old-login");
+        // The connection dies after 3 of the 9 bytes announced: end of input comes early.
+        assert_eq!(run_script(&home, b"write 9\nnew"), Some(3));
+        assert_eq!(std::fs::read(&auth).unwrap(), b"old-login");
+        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 1, "the short temp file was removed");
+        // A complete write replaces it.
+        assert_eq!(run_script(&home, b"write 9\nnew-login"), Some(0));
+        assert_eq!(std::fs::read(&auth).unwrap(), b"new-login");
     }
 }
