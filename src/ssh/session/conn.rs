@@ -1,0 +1,174 @@
+//! [`Conn`]: the connection as a [`Session::call`](super::Session::call) sees it, with the
+//! session in blocking mode: helpers for exec with captured output and for SFTP, and the mapping of
+//! libssh2 errors to [`SshError`].
+
+use super::{ExecOutput, ExitStatus};
+use crate::ssh::SshError;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The connection as seen from inside a [`Session::call`](super::Session::call): blocking helpers.
+pub struct Conn {
+    pub(super) sess: ssh2::Session,
+    pub(super) sftp: Option<ssh2::Sftp>,
+    pub(super) host: String,
+}
+
+impl Conn {
+    /// The underlying session, for what the helpers do not cover.
+    pub fn raw(&self) -> &ssh2::Session {
+        &self.sess
+    }
+
+    /// `host` or `[host]:port`, for messages.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// An error about `what` on this host, from a libssh2 error.
+    pub fn error(&self, what: impl Into<String>, e: &ssh2::Error) -> SshError {
+        let what = what.into();
+        match e.code() {
+            // LIBSSH2_ERROR_SOCKET_SEND, _SOCKET_DISCONNECT, _SOCKET_RECV: the peer is gone.
+            ssh2::ErrorCode::Session(-7) | ssh2::ErrorCode::Session(-13) | ssh2::ErrorCode::Session(-43) => {
+                SshError::Closed { host: self.host.clone(), during: what }
+            }
+            ssh2::ErrorCode::Session(-9) => {
+                SshError::Remote { host: self.host.clone(), what, reason: "timed out".into() }
+            }
+            _ => SshError::Remote { host: self.host.clone(), what, reason: e.message().to_string() },
+        }
+    }
+
+    pub(super) fn io_error(&self, what: &str, e: std::io::Error) -> SshError {
+        // ssh2 turns LIBSSH2_ERROR_TIMEOUT into TimedOut and every other session error into
+        // `Other` with libssh2's message, which names a lost connection as such.
+        let reason = if e.kind() == std::io::ErrorKind::TimedOut { "timed out".to_string() } else { e.to_string() };
+        SshError::Remote { host: self.host.clone(), what: what.into(), reason }
+    }
+
+    /// Run `cmd`, write `stdin` to it, and collect stdout, stderr and the exit status.
+    pub fn exec(&mut self, cmd: &str, stdin: &[u8]) -> Result<ExecOutput, SshError> {
+        let what = "running a remote command";
+        let mut ch = self.sess.channel_session().map_err(|e| self.error(what, &e))?;
+        ch.exec(cmd).map_err(|e| self.error(what, &e))?;
+        if !stdin.is_empty() {
+            ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
+        }
+        ch.send_eof().map_err(|e| self.error(what, &e))?;
+        let mut stdout = Vec::new();
+        ch.read_to_end(&mut stdout).map_err(|e| self.io_error(what, e))?;
+        let mut stderr = Vec::new();
+        ch.stderr().read_to_end(&mut stderr).map_err(|e| self.io_error(what, e))?;
+        ch.wait_close().map_err(|e| self.error(what, &e))?;
+        let code = ch.exit_status().map_err(|e| self.error(what, &e))?;
+        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+        Ok(ExecOutput { status: ExitStatus { code, signal }, stdout, stderr })
+    }
+
+    /// The SFTP subsystem, started on first use.
+    pub fn sftp(&mut self) -> Result<&ssh2::Sftp, SshError> {
+        if self.sftp.is_none() {
+            let s = self.sess.sftp().map_err(|e| self.error("starting SFTP", &e))?;
+            self.sftp = Some(s);
+        }
+        // Set just above when it was missing.
+        self.sftp.as_ref().ok_or_else(|| SshError::Closed { host: self.host.clone(), during: "starting SFTP".into() })
+    }
+
+    /// `lstat`: `None` when nothing is there.
+    pub fn lstat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
+        self.stat_with(path, false)
+    }
+
+    /// `stat` (follows symlinks): `None` when nothing is there.
+    pub fn stat(&mut self, path: &str) -> Result<Option<ssh2::FileStat>, SshError> {
+        self.stat_with(path, true)
+    }
+
+    fn stat_with(&mut self, path: &str, follow: bool) -> Result<Option<ssh2::FileStat>, SshError> {
+        let sftp = self.sftp()?;
+        let r = if follow { sftp.stat(Path::new(path)) } else { sftp.lstat(Path::new(path)) };
+        match r {
+            Ok(st) => Ok(Some(st)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.error(format!("{} {path}", if follow { "stat" } else { "lstat" }), &e)),
+        }
+    }
+
+    /// The whole content of a file: `None` when it does not exist.
+    pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, SshError> {
+        let r = self.sftp()?.open(Path::new(path));
+        let mut f = match r {
+            Ok(f) => f,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(self.error(format!("opening {path}"), &e)),
+        };
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(|e| self.io_error(&format!("reading {path}"), e))?;
+        Ok(Some(buf))
+    }
+
+    /// Create `path` (which must not exist) with `mode`, write `bytes`, fsync, close, and set the
+    /// mode again (the remote umask may have narrowed it).
+    pub fn create_file(&mut self, path: &str, bytes: &[u8], mode: i32) -> Result<(), SshError> {
+        use ssh2::{OpenFlags, OpenType};
+        let what = format!("writing {path}");
+        let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
+        let r = self.sftp()?.open_mode(Path::new(path), flags, mode, OpenType::File);
+        let mut f = r.map_err(|e| self.error(what.clone(), &e))?;
+        // In pieces: libssh2 turns everything it is given into queued packets at once.
+        for piece in bytes.chunks(1 << 20) {
+            f.write_all(piece).map_err(|e| self.io_error(&what, e))?;
+        }
+        match f.fsync() {
+            Ok(()) => {}
+            // LIBSSH2_FX_OP_UNSUPPORTED: a server without fsync@openssh.com; close still flushes.
+            Err(e) if e.code() == ssh2::ErrorCode::SFTP(8) => {}
+            Err(e) => return Err(self.error(what, &e)),
+        }
+        let perm =
+            ssh2::FileStat { size: None, uid: None, gid: None, perm: Some(mode as u32), atime: None, mtime: None };
+        f.setstat(perm).map_err(|e| self.error(what.clone(), &e))?;
+        f.close().map_err(|e| self.error(what, &e))
+    }
+
+    pub fn mkdir(&mut self, path: &str, mode: i32) -> Result<(), SshError> {
+        let r = self.sftp()?.mkdir(Path::new(path), mode);
+        r.map_err(|e| self.error(format!("creating {path}"), &e))
+    }
+
+    pub fn chmod(&mut self, path: &str, mode: u32) -> Result<(), SshError> {
+        let st = ssh2::FileStat { size: None, uid: None, gid: None, perm: Some(mode), atime: None, mtime: None };
+        let r = self.sftp()?.setstat(Path::new(path), st);
+        r.map_err(|e| self.error(format!("chmod {path}"), &e))
+    }
+
+    pub fn unlink(&mut self, path: &str) -> Result<(), SshError> {
+        let r = self.sftp()?.unlink(Path::new(path));
+        r.map_err(|e| self.error(format!("removing {path}"), &e))
+    }
+
+    /// Names in a directory (without `.` and `..`).
+    pub fn list_dir(&mut self, path: &str) -> Result<Vec<String>, SshError> {
+        let r = self.sftp()?.readdir(Path::new(path));
+        let entries = r.map_err(|e| self.error(format!("listing {path}"), &e))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(p, _)| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .filter(|n| n != "." && n != "..")
+            .collect())
+    }
+
+    /// The absolute form of `path` (`"."` is the login directory).
+    pub fn realpath(&mut self, path: &str) -> Result<String, SshError> {
+        let r = self.sftp()?.realpath(Path::new(path));
+        let p = r.map_err(|e| self.error(format!("resolving {path}"), &e))?;
+        Ok(p.to_string_lossy().into_owned())
+    }
+}
+
+/// SFTP "no such file" / "no such path".
+pub fn is_not_found(e: &ssh2::Error) -> bool {
+    matches!(e.code(), ssh2::ErrorCode::SFTP(2) | ssh2::ErrorCode::SFTP(10))
+}

@@ -1,0 +1,214 @@
+//! One SSH connection, owned by one thread.
+//!
+//! libssh2 serialises every call on a session, and a blocking read on one channel stalls every
+//! other channel. So a dedicated thread owns the `ssh2::Session` and all its channels, and async
+//! code talks to it through [`Session`], a cheap cloneable handle that sends requests over a
+//! channel and wakes the thread through a pipe. The thread runs:
+//!
+//! - **one-shot calls** ([`Session::call`]): a closure run on the thread with the session in
+//!   blocking mode (bounded by the I/O timeout), given a [`Conn`] with exec and SFTP helpers. A
+//!   whole sequence (stat, upload, rename) costs one hop to the thread.
+//! - **streams**, pumped in non-blocking mode between calls: remote processes with their output
+//!   streamed as it comes ([`Session::spawn`]) and `direct-tcpip` forwards of local TCP
+//!   connections ([`Session::forward`]). The loop `poll`s the SSH socket, the wake pipe and the
+//!   forwarded sockets, and only sleeps after a pass that moved nothing while libssh2 holds no
+//!   queued data for any channel.
+//!
+//! The connection ends when the last handle (including those inside [`RemoteProcess`] and
+//! [`Forwarding`]) is dropped: the thread closes every channel, says goodbye and exits.
+
+mod conn;
+mod owner;
+mod pump;
+mod streams;
+
+use crate::ssh::connect::{self, Destination};
+use crate::ssh::known_hosts::host_port_name;
+use crate::ssh::{SshError, SshOptions};
+use crate::target::SshAddress;
+use owner::Owner;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, mpsc};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+pub use conn::{Conn, is_not_found};
+pub use streams::{Forwarding, RemoteProcess};
+
+/// What we know about the connected peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The name the user gave (possibly an `~/.ssh/config` alias).
+    pub alias: String,
+    /// `HostName` after the config, and the port.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// `SHA256:…` of the verified host key.
+    pub host_key_fingerprint: String,
+}
+
+/// A handle on a connection. Clone it freely; the connection lives while any clone does.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tx: mpsc::Sender<Request>,
+    /// Write end of the wake pipe; closing it (when the last handle goes) wakes the thread too.
+    wake: OwnedFd,
+    info: SessionInfo,
+}
+
+type Job = Box<dyn FnOnce(&mut Conn) + Send>;
+
+enum Request {
+    Call(Job),
+    Spawn { cmd: String, events: tmpsc::UnboundedSender<ExecEvent>, reply: oneshot::Sender<Result<u64, SshError>> },
+    Forward { sock: TcpStream, host: String, port: u16, reply: oneshot::Sender<Result<Forwarding, SshError>> },
+    Stdin { id: u64, data: Vec<u8> },
+    CloseStdin { id: u64 },
+    Close { id: u64 },
+}
+
+/// Output of a remote command run to completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// How a remote command ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: i32,
+    pub signal: Option<String>,
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.signal.is_none()
+    }
+}
+
+/// What a streamed remote process reports, in order; `Exit` or `Error` comes last.
+#[derive(Debug)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitStatus),
+    Error(SshError),
+}
+
+/// Bytes moved by a finished forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub to_remote: u64,
+    pub to_local: u64,
+}
+
+impl Session {
+    /// Resolve `addr` through `~/.ssh/config`, connect, verify the host key, authenticate, and
+    /// start the thread that owns the connection.
+    pub async fn connect(addr: &SshAddress, opts: &SshOptions) -> Result<Session, SshError> {
+        let dest = Destination::resolve(addr, opts)?;
+        let opts = opts.clone();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let name = format!("ssh {}", host_port_name(&dest.host, dest.port));
+        let spawned = std::thread::Builder::new().name(name).spawn(move || match connect::establish(&dest, &opts) {
+            Ok((sess, fd, fingerprint)) => {
+                let info = SessionInfo {
+                    alias: dest.alias.clone(),
+                    host: dest.host.clone(),
+                    port: dest.port,
+                    user: dest.user.clone(),
+                    host_key_fingerprint: fingerprint,
+                };
+                match Owner::new(sess, fd, info) {
+                    Ok((owner, handle)) => {
+                        if ready_tx.send(Ok(handle)).is_ok() {
+                            owner.run();
+                        }
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        });
+        if let Err(e) = spawned {
+            return Err(SshError::Connect { addr: addr.to_string(), reason: format!("cannot start a thread: {e}") });
+        }
+        ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: addr.to_string(), during: "connecting".into() }))
+    }
+
+    pub fn info(&self) -> &SessionInfo {
+        &self.shared.info
+    }
+
+    fn host(&self) -> String {
+        host_port_name(&self.shared.info.host, self.shared.info.port)
+    }
+
+    fn send(&self, r: Request) -> Result<(), SshError> {
+        self.shared
+            .tx
+            .send(r)
+            .map_err(|_| SshError::Closed { host: self.host(), during: "sending a request".into() })?;
+        wake(self.shared.wake.as_raw_fd());
+        Ok(())
+    }
+
+    /// Run `f` on the connection's thread, with the session in blocking mode. Keep it short: the
+    /// streams of this connection wait while it runs.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, SshError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Conn) -> Result<T, SshError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.send(Request::Call(Box::new(move |c: &mut Conn| {
+            let _ = tx.send(f(c));
+        })))?;
+        rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "a remote call".into() }))
+    }
+
+    /// Run `cmd` (a shell command line: quote its arguments with [`crate::ssh::shell_quote`]),
+    /// feed it `stdin`, and collect its output. For commands with modest output.
+    pub async fn exec(&self, cmd: &str, stdin: Vec<u8>) -> Result<ExecOutput, SshError> {
+        let cmd = cmd.to_string();
+        self.call(move |c| c.exec(&cmd, &stdin)).await
+    }
+
+    /// Start `cmd` and stream its output as [`ExecEvent`]s.
+    pub async fn spawn(&self, cmd: &str) -> Result<RemoteProcess, SshError> {
+        let (events_tx, events) = tmpsc::unbounded_channel();
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Spawn { cmd: cmd.to_string(), events: events_tx, reply })?;
+        let id = rx
+            .await
+            .unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "starting a command".into() }))?;
+        Ok(RemoteProcess { id, session: self.clone(), events })
+    }
+
+    /// Forward the local connection `local` to `host:port` as seen from the remote side (a
+    /// `direct-tcpip` channel, what `ssh -L` does). Returns once the remote side accepted the
+    /// channel; an `Err` here means it refused (nothing listening there, forwarding disabled).
+    pub async fn forward(&self, local: TcpStream, host: &str, port: u16) -> Result<Forwarding, SshError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Forward { sock: local, host: host.to_string(), port, reply })?;
+        rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "opening a forward".into() }))
+    }
+}
+
+fn wake(fd: RawFd) {
+    // A full pipe already holds a wake-up; any other failure means the thread is gone, which the
+    // request channel reports.
+    // SAFETY: writing one byte from a valid buffer to a file descriptor we own.
+    let _ = unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+}
