@@ -58,6 +58,9 @@ const REMOTE_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 const LOGIN_MAX_TIMEOUT_SECS: u64 = 86_400;
 /// How much of the remote's stderr is kept for error messages.
 const STDERR_TAIL: usize = 2048;
+/// The longest line of the remote login's stdout we hold (its events are a few hundred bytes):
+/// a program that never sends a newline must not grow our buffer without end.
+const MAX_LINE: usize = 64 * 1024;
 
 /// What a tunnel needs.
 #[derive(Debug, Clone)]
@@ -200,6 +203,8 @@ pub enum TunnelError {
     BadAuthorizeUrl { host: String, url: String },
     #[error("{host}: the remote llmx listens on port {remote}, not {local}")]
     PortMismatch { host: String, local: u16, remote: u16 },
+    #[error("{host}: the remote llmx sent an output line longer than {} KiB; it does not speak `login --json`", MAX_LINE / 1024)]
+    LineTooLong { host: String },
     #[error("{host}: the remote login failed: {error}")]
     RemoteLoginFailed { host: String, reason: String, error: String },
     #[error("{host}: `{llmx} login` exited ({status}) without a result{detail}")]
@@ -222,7 +227,9 @@ impl TunnelError {
             TunnelError::ReadBinary { .. }
             | TunnelError::InstallRefused { .. }
             | TunnelError::InstalledDoesNotRun { .. } => "install",
-            TunnelError::BadAuthorizeUrl { .. } | TunnelError::PortMismatch { .. } => "protocol",
+            TunnelError::BadAuthorizeUrl { .. }
+            | TunnelError::PortMismatch { .. }
+            | TunnelError::LineTooLong { .. } => "protocol",
             TunnelError::RemoteLoginFailed { .. } => "remote_login_failed",
             TunnelError::RemoteExited { .. } => "remote_exited",
             TunnelError::TimedOut { .. } => "timeout",
@@ -546,6 +553,8 @@ enum Msg {
     Event(LoginEvent),
     Exit(ExitStatus),
     Lost(SshError),
+    /// A stdout line passed [`MAX_LINE`]; it was dropped.
+    LineTooLong,
 }
 
 /// The remote `llmx login` process and its output, parsed into [`Msg`]s. `next` is cancel-safe
@@ -555,6 +564,8 @@ struct RemoteLogin {
     pid: Option<u32>,
     ended: bool,
     line: Vec<u8>,
+    /// Dropping the rest of an over-long line, up to its newline.
+    skipping: bool,
     stderr: Vec<u8>,
     queue: VecDeque<Msg>,
 }
@@ -566,6 +577,7 @@ impl RemoteLogin {
             pid: None,
             ended: false,
             line: Vec::new(),
+            skipping: false,
             stderr: Vec::new(),
             queue: VecDeque::new(),
         }
@@ -605,7 +617,16 @@ impl RemoteLogin {
         }
     }
 
-    fn stdout(&mut self, bytes: &[u8]) {
+    fn stdout(&mut self, mut bytes: &[u8]) {
+        if self.skipping {
+            match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.skipping = false;
+                    bytes = &bytes[i + 1..];
+                }
+                None => return,
+            }
+        }
         self.line.extend_from_slice(bytes);
         while let Some(i) = self.line.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.line.drain(..=i).collect();
@@ -622,6 +643,11 @@ impl RemoteLogin {
             if let Ok(ev) = serde_json::from_str::<LoginEvent>(text) {
                 self.queue.push_back(Msg::Event(ev));
             }
+        }
+        if self.line.len() > MAX_LINE {
+            self.line = Vec::new();
+            self.skipping = true;
+            self.queue.push_back(Msg::LineTooLong);
         }
     }
 
@@ -739,6 +765,7 @@ impl Tunnel {
                     Msg::Exit(status) => {
                         return result.unwrap_or_else(|| Err(self.exited_without_result(&status)));
                     }
+                    Msg::LineTooLong => return Err(TunnelError::LineTooLong { host: self.host.clone() }),
                     Msg::Lost(e) => {
                         return result.unwrap_or(Err(TunnelError::Ssh(match e {
                             SshError::Closed { during, .. } => SshError::Closed { host: self.host.clone(), during },
@@ -973,6 +1000,7 @@ mod tests {
             pid: None,
             ended: false,
             line: Vec::new(),
+            skipping: false,
             stderr: Vec::new(),
             queue: VecDeque::new(),
         };
@@ -981,5 +1009,33 @@ mod tests {
         assert!(matches!(r.queue.pop_front(), Some(Msg::Pid(4242))));
         assert!(matches!(r.queue.pop_front(), Some(Msg::Event(LoginEvent::CallbackReceived))));
         assert!(r.queue.is_empty());
+    }
+
+    #[test]
+    fn remote_output_without_newline_is_bounded() {
+        let mut r = RemoteLogin {
+            proc: None,
+            pid: None,
+            ended: false,
+            line: Vec::new(),
+            skipping: false,
+            stderr: Vec::new(),
+            queue: VecDeque::new(),
+        };
+        r.stdout(b"4242\n");
+        let chunk = vec![b'x'; 8192];
+        for _ in 0..1024 {
+            r.stdout(&chunk); // 8 MiB, never a newline
+            assert!(r.line.len() <= MAX_LINE + chunk.len(), "buffer grew to {}", r.line.len());
+        }
+        assert!(matches!(r.queue.pop_front(), Some(Msg::Pid(4242))));
+        assert!(matches!(r.queue.pop_front(), Some(Msg::LineTooLong)));
+        assert!(r.queue.is_empty(), "reported once per line");
+        // The rest of that line is dropped; the lines after it are read again.
+        r.stdout(b"xxx\n{\"event\":\"callback_received\"}\n");
+        assert!(matches!(r.queue.pop_front(), Some(Msg::Event(LoginEvent::CallbackReceived))));
+        let e = TunnelError::LineTooLong { host: "h".into() };
+        assert_eq!(e.reason(), "protocol");
+        assert!(e.to_string().contains("longer than 64 KiB"), "{e}");
     }
 }
