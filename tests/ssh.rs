@@ -179,6 +179,39 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn accept_new_refuses_a_host_known_only_under_another_key_type() {
+    // known_hosts holds an ECDSA key for the host; the host now offers only its ed25519 key.
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    user.authorize(&c.key.public);
+    let dir = c.home.path().join("old-host-key");
+    std::fs::create_dir_all(&dir).unwrap();
+    run(std::process::Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-N", "", "-f"]).arg(dir.join("k")));
+    let ecdsa = std::fs::read_to_string(dir.join("k.pub")).unwrap();
+    let key_only = ecdsa.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let recorded = format!("[127.0.0.1]:{} {key_only}\n", sshd.port);
+    std::fs::write(c.known_hosts(), &recorded).unwrap();
+    let offered_fp =
+        run(std::process::Command::new("ssh-keygen").arg("-lf").arg(sshd.dir.path().join("host_ed25519.pub")))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+    for accept_new in [false, true] {
+        let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new, ..c.opts() });
+        let e = t.locate(None, &|_| {}).await.unwrap_err();
+        assert!(e.message.contains("WARNING: POSSIBLE HOST KEY CHANGE"), "{e:?}");
+        assert!(e.message.contains("ecdsa-sha2-nistp256"), "names the known key type: {e:?}");
+        assert!(e.message.contains(&format!("ssh-ed25519 {offered_fp}")), "names the offered key: {e:?}");
+        let hint = e.hint.as_deref().unwrap_or("");
+        assert!(hint.contains("by hand") && hint.contains(&c.known_hosts().display().to_string()), "{e:?}");
+    }
+    assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), recorded, "known_hosts untouched");
+    assert!(!user.home.join(".llmx").exists(), "nothing written to the host");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_key_is_a_clear_auth_error() {
     let sshd = Sshd::start(SshdOptions::default());
     let user = sshd.user();

@@ -105,16 +105,22 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
     let key_type = known_hosts::blob_key_type(&blob).unwrap_or_else(|| "unknown".into());
     match known.check(&dest.host, dest.port, &blob) {
         Verdict::Known => {}
+        // Keys of other types on file: the host may have changed. OpenSSH's accept-new would
+        // record the new key; we refuse, as for a changed key, and let a person decide.
+        Verdict::Unknown { other_types } if !other_types.is_empty() => {
+            return Err(SshError::HostKeyTypeChanged {
+                host: shown,
+                key_type,
+                fingerprint: fp,
+                known_types: other_types.join(", "),
+                file: dest.known_hosts[0].clone(),
+            });
+        }
         Verdict::Unknown { .. } if opts.accept_new => {
             known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob)?;
         }
-        Verdict::Unknown { other_types } => {
-            let other = if other_types.is_empty() {
-                String::new()
-            } else {
-                format!("; keys of another type ({}) are recorded for it", other_types.join(", "))
-            };
-            return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp, other });
+        Verdict::Unknown { .. } => {
+            return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp });
         }
         Verdict::Changed { file, line } => {
             return Err(SshError::HostKeyChanged { host: shown, key_type, fingerprint: fp, file, line });
