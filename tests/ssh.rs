@@ -254,6 +254,50 @@ async fn silent_server_hits_the_connect_timeout() {
     drop(l);
 }
 
+#[test]
+fn stuck_dns_resolver_is_bounded_by_the_connect_timeout() {
+    sshd_support::require_sshd(); // root: the test binds port 53 and mounts over /etc/resolv.conf
+    // A "resolver" that takes queries and never answers, on a loopback address of this test's own.
+    let pid = std::process::id();
+    let ip = format!("127.{}.{}.53", (pid >> 8) & 0xff, pid & 0xff);
+    let resolver = std::net::UdpSocket::bind((ip.as_str(), 53)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ip}\noptions timeout:30 attempts:2\n")).unwrap();
+    let c = Client::new();
+    login_api_key(&c, SECRET);
+    // Only the llmx under test sees that resolv.conf: a private mount namespace for it alone.
+    let started = Instant::now();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&resolv)
+        .arg(env!("CARGO_BIN_EXE_llmx"))
+        .args(["auth", "push", "ssh:nobody@llmx-stuck-resolver.test", "--connect-timeout", "1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", c.home.path())
+        .env("LLMX_HOME", c.home.path().join(".llmx"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The premise: the lookup went to our silent resolver.
+    resolver.set_nonblocking(true).unwrap();
+    assert!(resolver.recv_from(&mut [0u8; 512]).is_ok(), "no query reached the stuck resolver: {all}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {all}");
+    assert!(all.contains("cannot resolve llmx-stuck-resolver.test: no answer from the resolver within 1s"), "{all}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_authentication() {
     let sshd = Sshd::start(SshdOptions::default());
