@@ -55,7 +55,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Show which credential is in use here, or on a target (docker:NAME)
+    /// Show which credential is in use here, or on a target (docker:NAME, ssh:user@host)
     Status(status::AuthStatusArgs),
     /// Refresh the ChatGPT tokens in auth.json now
     Refresh(refresh::RefreshArgs),
