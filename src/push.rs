@@ -304,16 +304,21 @@ pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str,
     // A target file we cannot parse is replaced: it is no working login.
     let Ok(theirs) = AuthFile::parse(Path::new(remote_path), remote) else { return Decision::Write(Outcome::Updated) };
     let ours = local.file();
-    let same_account = match (chatgpt_account(ours), chatgpt_account(&theirs)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
+    let same = match (Identity::of(ours), Identity::of(&theirs)) {
+        (Some(a), Some(b)) => a.same_account(&b),
+        // One side holds no ChatGPT login (an API key): no rotation hazard between them.
+        _ => Sameness::Different,
     };
-    if !same_account {
-        return Decision::Write(Outcome::Updated);
-    }
+    let which = match same {
+        Sameness::Different => return Decision::Write(Outcome::Updated),
+        Sameness::Same => "a fresher login of the same account",
+        Sameness::Unknown => {
+            "a fresher login that may be of the same account (neither account id nor email to compare)"
+        }
+    };
     match (ours.last_refresh_time(), theirs.last_refresh_time()) {
         (mine, Some(t)) if mine.is_none_or(|m| t > m) => Decision::Skip(format!(
-            "the target holds a fresher login of the same account (last refresh {} vs {} here)",
+            "the target holds {which} (last refresh {} vs {} here)",
             theirs.last_refresh.as_deref().unwrap_or("?"),
             ours.last_refresh.as_deref().unwrap_or("never")
         )),
@@ -321,10 +326,43 @@ pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str,
     }
 }
 
-/// The ChatGPT account of a file with tokens: `tokens.account_id`, else the id_token claim.
-fn chatgpt_account(f: &AuthFile) -> Option<String> {
-    let t = f.tokens.as_ref()?;
-    t.account_id.clone().or_else(|| IdClaims::parse(t.id_token.expose()).ok()?.account_id)
+/// Whether two ChatGPT logins belong to the same account, as far as their files tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sameness {
+    Same,
+    Different,
+    /// Nothing to compare on both sides: treated as the same account by the guard (the safe
+    /// direction: a fresher target is kept unless `--force`).
+    Unknown,
+}
+
+/// Who a file with ChatGPT tokens belongs to: the account id (`tokens.account_id`, else the
+/// id_token claim) and the id_token's email claim.
+struct Identity {
+    account: Option<String>,
+    email: Option<String>,
+}
+
+impl Identity {
+    fn of(f: &AuthFile) -> Option<Identity> {
+        let t = f.tokens.as_ref()?;
+        let claims = IdClaims::parse(t.id_token.expose()).ok();
+        let account = t.account_id.clone().or_else(|| claims.as_ref()?.account_id.clone());
+        let email = claims.and_then(|c| c.email);
+        Some(Identity { account, email })
+    }
+
+    /// Account ids when both sides have one, else emails when both have one, else unknown.
+    fn same_account(&self, other: &Identity) -> Sameness {
+        let verdict = |same: bool| if same { Sameness::Same } else { Sameness::Different };
+        if let (Some(a), Some(b)) = (&self.account, &other.account) {
+            return verdict(a == b);
+        }
+        if let (Some(a), Some(b)) = (&self.email, &other.email) {
+            return verdict(a.eq_ignore_ascii_case(b));
+        }
+        Sameness::Unknown
+    }
 }
 
 /// The credential on one target, for `llmx auth status TARGET`. Nothing secret.
@@ -404,6 +442,42 @@ mod tests {
         assert_eq!(d(key, false), Decision::Write(Outcome::Updated));
         let never = local(chatgpt("acc-1", None, "rt1"));
         assert!(matches!(decide(&never, Some(&chatgpt("acc-1", Some(old), "r")), "/r", false), Decision::Skip(_)));
+    }
+
+    /// An auth.json whose tokens carry no `account_id` and an id_token with only `claims`.
+    fn chatgpt_claims(claims: serde_json::Value, last_refresh: &str, rt: &str) -> Vec<u8> {
+        let v = json!({"OPENAI_API_KEY": null, "last_refresh": last_refresh,
+            "tokens": {"id_token": test_jwt(&claims), "access_token": "at", "refresh_token": rt, "account_id": null}});
+        serde_json::to_vec_pretty(&v).unwrap()
+    }
+
+    #[test]
+    fn fresher_target_without_account_ids_is_not_overwritten() {
+        let (old, new) = ("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z");
+        let d = |mine: serde_json::Value, theirs: serde_json::Value| {
+            let me = local(chatgpt_claims(mine, old, "rt1"));
+            decide(&me, Some(&chatgpt_claims(theirs, new, "rt2")), "/r/auth.json", false)
+        };
+        // No account id on either side: the email decides.
+        let skip = d(json!({"email": "a@b.c"}), json!({"email": "A@b.c"}));
+        assert!(matches!(&skip, Decision::Skip(r) if r.contains("of the same account")), "{skip:?}");
+        assert_eq!(d(json!({"email": "a@b.c"}), json!({"email": "x@y.z"})), Decision::Write(Outcome::Updated));
+        // Neither account id nor email on both sides: possibly the same account, so kept.
+        for (mine, theirs) in [
+            (json!({}), json!({})),
+            (json!({"email": "a@b.c"}), json!({})),
+            (json!({AUTH_CLAIMS: {"chatgpt_account_id": "acc-1"}}), json!({"email": "a@b.c"})),
+        ] {
+            let got = d(mine, theirs);
+            assert!(matches!(&got, Decision::Skip(r) if r.contains("may be of the same account")), "{got:?}");
+        }
+        // With --force it is replaced; an older target is replaced anyway.
+        let me = local(chatgpt_claims(json!({}), new, "rt1"));
+        let older = chatgpt_claims(json!({}), old, "rt2");
+        assert_eq!(decide(&me, Some(&older), "/r", false), Decision::Write(Outcome::Updated));
+        let me = local(chatgpt_claims(json!({}), old, "rt1"));
+        let newer = chatgpt_claims(json!({}), new, "rt2");
+        assert_eq!(decide(&me, Some(&newer), "/r", true), Decision::Write(Outcome::Updated));
     }
 
     #[test]

@@ -351,3 +351,96 @@ fn status_of_a_container_without_credential_exits_1() {
     assert_eq!(v["logged_in"], false);
     assert_eq!(v["mode"], serde_json::Value::Null);
 }
+
+/// The names in a container directory, listed with the container's own `ls` (no shell needed).
+fn entries(ct: &Container, dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = ct.exec(&["ls", "-a", dir]).split_whitespace().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn failed_move_in_a_container_leaves_no_temp_file() {
+    // auth.json is a bind mount: rename(2) onto it fails (EBUSY) on the exec path and on the
+    // archive path alike. Neither may leave its temporary copy of the credential behind.
+    let (local, c, _) = chatgpt_local("ebusy");
+    let host = tempfile::tempdir().unwrap();
+    let mounted = host.path().join("auth.json");
+    std::fs::write(&mounted, api_key_auth()).unwrap();
+    let ct = Container::run("ebusy", IMAGE_ROOT, &["-v", &format!("{}:/root/.llmx/auth.json", path_of(&mounted))]);
+    ct.put("/root/.llmx", ".auth.json.llmx-stale", b"a stale copy", 0);
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("failed: moving /root/.llmx/.auth.json.llmx-"), "{}", r.stdout);
+    assert_eq!(entries(&ct, "/root/.llmx"), [".", "..", "auth.json"], "temp files left: {}", r.all());
+    assert_eq!(std::fs::read_to_string(&mounted).unwrap(), api_key_auth());
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
+fn shell_that_cannot_run_leaves_no_temp_file() {
+    // /bin/sh exists but cannot be executed (exit 126): the archive path uploads in place
+    // instead of leaving a temporary file that no `mv` will ever move.
+    let (local, c, text) = chatgpt_local("brokensh");
+    let ct = Container::run("brokensh", IMAGE_ROOT, &[]);
+    ct.put("/bin", "sh", b"not a shell\n", 0);
+    assert_eq!(docker_raw(&["exec", &ct.name, "/bin/sh", "-c", "true"], None).status.code(), Some(126));
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("created /root/.llmx/auth.json"), "{}", r.stdout);
+    assert_eq!(ct.read("/root/.llmx/auth.json").unwrap(), text);
+    assert_eq!(entries(&ct, "/root/.llmx"), [".", "..", "auth.json"], "temp files left: {}", r.all());
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
+fn symlinked_auth_json_in_a_container_is_refused() {
+    let (local, c, _) = chatgpt_local("symlink");
+    // A tar holding /home/app/.llmx/auth.json -> /home/app/elsewhere.json, put with `docker cp`.
+    let link_tar = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o700);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_size(0);
+        b.append_data(&mut h, ".llmx/", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_size(0);
+        b.append_link(&mut h, ".llmx/auth.json", "/home/app/elsewhere.json").unwrap();
+        b.into_inner().unwrap()
+    };
+    // Running (exec path) and stopped (archive path).
+    for ct in [Container::run("symlink", IMAGE_APP, &[]), Container::created("symlinkstopped", IMAGE_APP, &[])] {
+        ct.put("/home/app", "elsewhere.json", b"someone else's file", 1000);
+        let out = docker_raw(&["cp", "-", &format!("{}:/home/app", ct.name)], Some(&link_tar));
+        assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
+        let r = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stdout.contains("refusing to write /home/app/.llmx/auth.json: it is a symbolic link"), "{}", r.all());
+        assert_eq!(ct.read("/home/app/elsewhere.json").unwrap(), "someone else's file");
+        let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+        assert_eq!(s.code, 1, "{}", s.all());
+        assert!(s.stderr.contains("it is a symbolic link"), "{}", s.all());
+        assert_no_secret(&r.all(), &c);
+    }
+}
+
+#[test]
+fn oversized_auth_json_in_a_container_is_refused() {
+    let (local, c, _) = chatgpt_local("huge");
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    for ct in [Container::run("huge", IMAGE_ROOT, &[]), Container::created("hugestopped", IMAGE_ROOT, &[])] {
+        ct.put("/root", ".llmx/auth.json", &huge, 0);
+        let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(r.stdout.contains("larger than expected"), "{}", r.all());
+        assert_eq!(ct.stat("/root/.llmx/auth.json").map(|s| s.0.len()), Some(huge.len()), "left as it was");
+        assert_no_secret(&r.all(), &c);
+    }
+}

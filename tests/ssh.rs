@@ -179,6 +179,39 @@ async fn changed_host_key_is_refused_even_with_accept_new() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn accept_new_refuses_a_host_known_only_under_another_key_type() {
+    // known_hosts holds an ECDSA key for the host; the host now offers only its ed25519 key.
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    user.authorize(&c.key.public);
+    let dir = c.home.path().join("old-host-key");
+    std::fs::create_dir_all(&dir).unwrap();
+    run(std::process::Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-N", "", "-f"]).arg(dir.join("k")));
+    let ecdsa = std::fs::read_to_string(dir.join("k.pub")).unwrap();
+    let key_only = ecdsa.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let recorded = format!("[127.0.0.1]:{} {key_only}\n", sshd.port);
+    std::fs::write(c.known_hosts(), &recorded).unwrap();
+    let offered_fp =
+        run(std::process::Command::new("ssh-keygen").arg("-lf").arg(sshd.dir.path().join("host_ed25519.pub")))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+    for accept_new in [false, true] {
+        let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new, ..c.opts() });
+        let e = t.locate(None, &|_| {}).await.unwrap_err();
+        assert!(e.message.contains("WARNING: POSSIBLE HOST KEY CHANGE"), "{e:?}");
+        assert!(e.message.contains("ecdsa-sha2-nistp256"), "names the known key type: {e:?}");
+        assert!(e.message.contains(&format!("ssh-ed25519 {offered_fp}")), "names the offered key: {e:?}");
+        let hint = e.hint.as_deref().unwrap_or("");
+        assert!(hint.contains("by hand") && hint.contains(&c.known_hosts().display().to_string()), "{e:?}");
+    }
+    assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), recorded, "known_hosts untouched");
+    assert!(!user.home.join(".llmx").exists(), "nothing written to the host");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wrong_key_is_a_clear_auth_error() {
     let sshd = Sshd::start(SshdOptions::default());
     let user = sshd.user();
@@ -219,6 +252,50 @@ async fn silent_server_hits_the_connect_timeout() {
     assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
     assert!(e.message.contains("no answer within 1s while the SSH handshake"), "{e:?}");
     drop(l);
+}
+
+#[test]
+fn stuck_dns_resolver_is_bounded_by_the_connect_timeout() {
+    sshd_support::require_sshd(); // root: the test binds port 53 and mounts over /etc/resolv.conf
+    // A "resolver" that takes queries and never answers, on a loopback address of this test's own.
+    let pid = std::process::id();
+    let ip = format!("127.{}.{}.53", (pid >> 8) & 0xff, pid & 0xff);
+    let resolver = std::net::UdpSocket::bind((ip.as_str(), 53)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ip}\noptions timeout:30 attempts:2\n")).unwrap();
+    let c = Client::new();
+    login_api_key(&c, SECRET);
+    // Only the llmx under test sees that resolv.conf: a private mount namespace for it alone.
+    let started = Instant::now();
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
+            "sh",
+        ])
+        .arg(&resolv)
+        .arg(env!("CARGO_BIN_EXE_llmx"))
+        .args(["auth", "push", "ssh:nobody@llmx-stuck-resolver.test", "--connect-timeout", "1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", c.home.path())
+        .env("LLMX_HOME", c.home.path().join(".llmx"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The premise: the lookup went to our silent resolver.
+    resolver.set_nonblocking(true).unwrap();
+    assert!(resolver.recv_from(&mut [0u8; 512]).is_ok(), "no query reached the stuck resolver: {all}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}: {all}");
+    assert!(all.contains("cannot resolve llmx-stuck-resolver.test: no answer from the resolver within 1s"), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

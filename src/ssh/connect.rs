@@ -5,9 +5,10 @@
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
 use crate::ssh::{SshError, SshOptions, auth, config};
 use crate::target::SshAddress;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 /// Where and as whom to connect, after the config has been applied.
@@ -105,16 +106,22 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
     let key_type = known_hosts::blob_key_type(&blob).unwrap_or_else(|| "unknown".into());
     match known.check(&dest.host, dest.port, &blob) {
         Verdict::Known => {}
+        // Keys of other types on file: the host may have changed. OpenSSH's accept-new would
+        // record the new key; we refuse, as for a changed key, and let a person decide.
+        Verdict::Unknown { other_types } if !other_types.is_empty() => {
+            return Err(SshError::HostKeyTypeChanged {
+                host: shown,
+                key_type,
+                fingerprint: fp,
+                known_types: other_types.join(", "),
+                file: dest.known_hosts[0].clone(),
+            });
+        }
         Verdict::Unknown { .. } if opts.accept_new => {
             known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob)?;
         }
-        Verdict::Unknown { other_types } => {
-            let other = if other_types.is_empty() {
-                String::new()
-            } else {
-                format!("; keys of another type ({}) are recorded for it", other_types.join(", "))
-            };
-            return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp, other });
+        Verdict::Unknown { .. } => {
+            return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp });
         }
         Verdict::Changed { file, line } => {
             return Err(SshError::HostKeyChanged { host: shown, key_type, fingerprint: fp, file, line });
@@ -131,10 +138,7 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
 
 fn tcp_connect(dest: &Destination, timeout: Duration) -> Result<TcpStream, SshError> {
     let shown = known_hosts::host_port_name(&dest.host, dest.port);
-    let addrs: Vec<_> = (dest.host.as_str(), dest.port)
-        .to_socket_addrs()
-        .map_err(|e| SshError::Resolve { host: dest.host.clone(), reason: e.to_string() })?
-        .collect();
+    let addrs = resolve(&dest.host, dest.port, timeout)?;
     let mut last = None;
     for a in &addrs {
         match TcpStream::connect_timeout(a, timeout) {
@@ -148,6 +152,33 @@ fn tcp_connect(dest: &Destination, timeout: Duration) -> Result<TcpStream, SshEr
         }
         Some(e) => Err(SshError::Connect { addr: shown, reason: e.to_string() }),
         None => Err(SshError::Resolve { host: dest.host.clone(), reason: "no address".into() }),
+    }
+}
+
+/// The addresses of `host`, within `timeout`. `getaddrinfo` cannot be cancelled and a stuck
+/// resolver holds it for as long as its own retries last (resolv.conf `timeout` x `attempts`), so
+/// it runs on a helper thread and is abandoned at the deadline (the thread ends when the resolver
+/// gives up; it owns nothing but its result). A numeric address needs no lookup.
+fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, SshError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let failed = |reason: String| SshError::Resolve { host: host.to_string(), reason };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("llmx-resolve".into())
+        .spawn(move || {
+            let _ = tx.send((name.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>));
+        })
+        .map_err(|e| failed(format!("cannot start the lookup: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(failed(e.to_string())),
+        Err(RecvTimeoutError::Timeout) => {
+            Err(failed(format!("no answer from the resolver within {}s", timeout.as_secs().max(1))))
+        }
+        Err(RecvTimeoutError::Disconnected) => Err(failed("the lookup ended without an answer".into())),
     }
 }
 

@@ -90,6 +90,7 @@ impl KnownHosts {
             return Verdict::Changed { file: e.file.clone(), line: e.line };
         }
         let mut other_types: Vec<String> = plain.iter().map(|e| e.key_type.clone()).collect();
+        other_types.sort();
         other_types.dedup();
         Verdict::Unknown { other_types }
     }

@@ -110,8 +110,16 @@ pub enum SshError {
     Timeout { host: String, secs: u64, during: &'static str },
     #[error("{host}: SSH handshake failed: {reason}")]
     Handshake { host: String, reason: String },
-    #[error("host key for {host} is not known ({key_type} {fingerprint}){other}")]
-    UnknownHost { host: String, key_type: String, fingerprint: String, other: String },
+    #[error("host key for {host} is not known ({key_type} {fingerprint})")]
+    UnknownHost { host: String, key_type: String, fingerprint: String },
+    /// No key of the offered type is on file, but keys of other types are: the host may have
+    /// been replaced, so `--accept-new` does not record it either.
+    #[error(
+        "WARNING: POSSIBLE HOST KEY CHANGE for {host}! It offers {key_type} {fingerprint}, but only keys of \
+         another type ({known_types}) are recorded for it. The host may have been reinstalled, or someone \
+         could be intercepting the connection (man-in-the-middle). Refusing to connect, also with --accept-new."
+    )]
+    HostKeyTypeChanged { host: String, key_type: String, fingerprint: String, known_types: String, file: PathBuf },
     #[error(
         "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED for {host}! It now offers {key_type} {fingerprint}, \
          which differs from the key recorded in {}:{line}. Someone could be intercepting the connection \
@@ -142,6 +150,12 @@ impl SshError {
                  the host), then run again with --accept-new to record it"
                     .to_string(),
             ),
+            SshError::HostKeyTypeChanged { key_type, file, .. } => Some(format!(
+                "verify the fingerprint with the host's administrator (ssh-keygen -lf \
+                 /etc/ssh/ssh_host_*_key.pub on the host); if it matches, add the host's {key_type} key to {} by \
+                 hand; --accept-new never records a key for a host known under another key type",
+                file.display()
+            )),
             SshError::HostKeyChanged { file, line, .. } => Some(format!(
                 "if the host was really reinstalled, remove line {line} from {} (ssh-keygen -R HOST) and connect again; \
                  --accept-new never replaces a changed key",

@@ -9,11 +9,13 @@ use bollard::Docker;
 use bollard::query_parameters::{
     ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt};
 use std::io::Read;
 
 /// The largest file we read back (auth.json, passwd, group are a few KiB).
-const MAX_READ: usize = 4 * 1024 * 1024;
+pub const MAX_READ: usize = 4 * 1024 * 1024;
+/// Room in a download for the tar around the file (headers, PAX records, padding, end blocks).
+const TAR_SLACK: usize = 64 * 1024;
 
 /// Go's `os.FileMode` bits as the engine reports them in a path stat.
 const GO_MODE_DIR: u32 = 1 << 31;
@@ -26,6 +28,19 @@ pub enum ArchiveError {
     Engine(String),
     #[error("{path}: {reason}")]
     Content { path: String, reason: String },
+    /// The path is a symbolic link and the caller asked not to follow one.
+    #[error("{path} is a symbolic link")]
+    Symlink { path: String },
+}
+
+/// Whether [`read_file`] follows a symbolic link at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Follow a few levels (`/etc/passwd` is sometimes a link).
+    Follow,
+    /// Answer [`ArchiveError::Symlink`] (auth.json: writing through a link could overwrite
+    /// another file, and reading through one shows what is not there).
+    Refuse,
 }
 
 /// A regular file read from a container.
@@ -69,26 +84,18 @@ pub async fn stat(docker: &Docker, id: &str, path: &str) -> Result<Option<PathSt
     }
 }
 
-/// Read a regular file; `None` when it does not exist. A symlink is followed (a few levels), as
-/// `/etc/passwd` is sometimes a link.
-pub async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<Option<FileEntry>, ArchiveError> {
+/// Read a regular file; `None` when it does not exist. A symbolic link is followed or refused
+/// as `links` says. A download larger than [`MAX_READ`] (plus the tar around it) is abandoned
+/// as soon as it passes that size.
+pub async fn read_file(docker: &Docker, id: &str, path: &str, links: Links) -> Result<Option<FileEntry>, ArchiveError> {
     let mut path = path.to_string();
     for _ in 0..4 {
         let opts = DownloadFromContainerOptionsBuilder::default().path(&path).build();
         let stream = docker.download_from_container(id, Some(opts));
-        let tar = match stream
-            .try_fold(Vec::new(), |mut acc, chunk| async move {
-                acc.extend_from_slice(&chunk);
-                Ok(acc)
-            })
-            .await
-        {
-            Ok(t) => t,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(engine(e)),
-        };
+        let Some(tar) = collect_limited(&path, stream, MAX_READ + TAR_SLACK).await? else { return Ok(None) };
         match first_entry(&path, &tar)? {
             Entry::File(f) => return Ok(Some(f)),
+            Entry::Link(_) if links == Links::Refuse => return Err(ArchiveError::Symlink { path }),
             Entry::Link(target) => {
                 path = if target.starts_with('/') {
                     target
@@ -100,6 +107,31 @@ pub async fn read_file(docker: &Docker, id: &str, path: &str) -> Result<Option<F
         }
     }
     Err(ArchiveError::Content { path, reason: "too many levels of symbolic links".into() })
+}
+
+/// The whole download, or an error as soon as it passes `limit` bytes (the rest is not read:
+/// dropping the stream closes the connection). `None` when the engine answers 404.
+async fn collect_limited<S, B>(path: &str, stream: S, limit: usize) -> Result<Option<Vec<u8>>, ArchiveError>
+where
+    S: Stream<Item = Result<B, bollard::errors::Error>>,
+    B: AsRef<[u8]>,
+{
+    let mut stream = std::pin::pin!(stream);
+    let mut acc = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) if acc.len() + c.as_ref().len() > limit => {
+                return Err(ArchiveError::Content {
+                    path: path.to_string(),
+                    reason: format!("larger than expected (over {} KiB)", MAX_READ / 1024),
+                });
+            }
+            Ok(c) => acc.extend_from_slice(c.as_ref()),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(engine(e)),
+        }
+    }
+    Ok(Some(acc))
 }
 
 enum Entry {
@@ -223,5 +255,23 @@ mod tests {
             Entry::File(f) => assert_eq!(f, FileEntry { bytes: b"{}".to_vec(), uid: 1000, gid: 1001, mode: 0o600 }),
             Entry::Link(_) => panic!("expected a file"),
         }
+    }
+
+    #[tokio::test]
+    async fn archive_download_stops_reading_past_the_limit() {
+        // An endless download: the old code buffered until the end before checking the size.
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = read.clone();
+        let endless = futures_util::stream::repeat_with(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, bollard::errors::Error>(vec![0u8; 64 * 1024])
+        });
+        let e = collect_limited("/x/auth.json", endless, MAX_READ + TAR_SLACK).await.unwrap_err();
+        assert!(e.to_string().contains("larger than expected"), "{e}");
+        let chunks = read.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(chunks <= (MAX_READ + TAR_SLACK) / (64 * 1024) + 1, "read {chunks} chunks");
+        // Within the limit, everything is kept.
+        let small = futures_util::stream::iter([Ok::<_, bollard::errors::Error>(&b"ab"[..]), Ok(&b"c"[..])]);
+        assert_eq!(collect_limited("/x", small, 10).await.unwrap(), Some(b"abc".to_vec()));
     }
 }

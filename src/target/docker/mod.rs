@@ -21,8 +21,15 @@
 //!   file is uploaded in place; the engine then removes the old file and writes the new one, so
 //!   a process reading at that instant can find no file or a partial one. On a stopped container
 //!   nothing runs, so nothing can observe that; in a running shell-less container the window is
-//!   one small write. If exec fails after the temporary file was uploaded, the fallback writes
-//!   in place and the temporary file (0600, same owner, same credential) stays behind.
+//!   one small write.
+//! * **No credential left behind.** Before a temporary file is written, temp files an earlier
+//!   push left (`.auth.json.llmx-*`) are removed. On the archive path a shell is run (as root,
+//!   as the engine writes) *before* the temporary file is uploaded, so a shell that cannot run
+//!   means an in-place upload with no temporary file; a failed `mv` removes its temporary file.
+//!   Only if exec stops working between those two steps is the temporary file overwritten with
+//!   an empty one (the archive API cannot delete), which the next push removes.
+//! * **Links.** An auth.json that is a symbolic link is refused, as on SSH hosts: writing
+//!   through it could overwrite another file.
 //! * **Verification.** The file is read back through the archive API and its SHA-256, owner and
 //!   mode are compared with what was sent.
 
@@ -32,7 +39,7 @@ mod session;
 pub mod user;
 
 use crate::target::{Location, RemoteFile, StepFn, Target, TargetError};
-use archive::{ArchiveError, FileEntry, Upload};
+use archive::{ArchiveError, FileEntry, Links, Upload};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::ListContainersOptionsBuilder;
@@ -60,8 +67,8 @@ pub struct DockerTarget {
     resolved: Option<Resolved>,
     /// The exec conversation of the fast path, when it is in use (see [`session`]).
     session: Option<Session>,
-    /// The current auth.json, when `locate` already read it.
-    prefetched: Option<Option<FileEntry>>,
+    /// The current auth.json (or why it is refused), when `locate` already read it.
+    prefetched: Option<Result<Option<FileEntry>, TargetError>>,
 }
 
 impl DockerTarget {
@@ -104,8 +111,22 @@ pub async fn containers_with_label(
 }
 
 fn archive_err(what: &str) -> impl Fn(ArchiveError) -> TargetError + '_ {
-    move |e| TargetError::new(format!("{what}: {e}"))
+    move |e| match e {
+        ArchiveError::Symlink { path } => symlink_refused(&path),
+        e => TargetError::new(format!("{what}: {e}")),
+    }
 }
+
+/// An auth.json that is a symbolic link, refused as the SSH target does.
+fn symlink_refused(path: &str) -> TargetError {
+    TargetError::new(format!(
+        "refusing to write {path}: it is a symbolic link (writing through it could overwrite another file)"
+    ))
+    .with_hint("remove the link in the container and push again")
+}
+
+/// Prefix of the temporary files written beside auth.json (the exec script uses it too).
+const TEMP_PREFIX: &str = ".auth.json.llmx-";
 
 /// A path we are willing to write to: absolute, no `.`/`..` components; returned without a
 /// trailing slash (`/` stays `/`).
@@ -154,7 +175,8 @@ impl DockerTarget {
                     let home = clean_home(&h.home, "the credential home")?;
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
-                    self.prefetched = Some(h.current);
+                    let auth = join(&home, crate::home::AUTH_FILE);
+                    self.prefetched = Some(if h.symlink { Err(symlink_refused(&auth)) } else { Ok(h.current) });
                     return Ok(Location { home, owner: Some((h.uid, h.gid)) });
                 }
                 Err(session::Unavailable(why)) => {
@@ -166,8 +188,10 @@ impl DockerTarget {
         step("resolving user");
         let want_group = user::needs_group_file(&user_spec);
         let (passwd, group, shell) = futures_util::try_join!(
-            archive::read_file(&docker, &id, "/etc/passwd"),
-            async { if want_group { archive::read_file(&docker, &id, "/etc/group").await } else { Ok(None) } },
+            archive::read_file(&docker, &id, "/etc/passwd", Links::Follow),
+            async {
+                if want_group { archive::read_file(&docker, &id, "/etc/group", Links::Follow).await } else { Ok(None) }
+            },
             archive::stat(&docker, &id, "/bin/sh"),
         )
         .map_err(archive_err("reading the container's user database"))?;
@@ -188,10 +212,10 @@ impl DockerTarget {
     async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {
         let r = self.resolved()?.clone();
         let f = match self.prefetched.take() {
-            Some(f) => f,
+            Some(f) => f?,
             None => {
                 let docker = self.engine.get().await?.clone();
-                archive::read_file(&docker, &r.id, &loc.auth_path())
+                archive::read_file(&docker, &r.id, &loc.auth_path(), Links::Refuse)
                     .await
                     .map_err(archive_err("reading the current credential"))?
             }
@@ -229,18 +253,26 @@ impl DockerTarget {
         };
         let into_link = dir.is_some_and(|d| d.is_symlink);
 
-        if r.running && r.has_shell {
-            let tmp_name = format!(".auth.json.llmx-{}", crate::home::random_suffix());
+        // A shell that runs is needed for the atomic replace; find out before a temporary file
+        // exists (and remove those an earlier push left), so that no working shell means no
+        // temporary file. The directory may not exist yet: then there is nothing to remove.
+        let shell_works = r.running
+            && r.has_shell
+            && matches!(exec(&docker, &r.id, &["/bin/sh", "-c", CLEAN_SCRIPT, "sh", &home]).await, ExecResult::Ok);
+        if shell_works {
+            let tmp_name = format!("{TEMP_PREFIX}{}", crate::home::random_suffix());
             step("uploading");
             upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, bytes).await?;
             step("moving into place");
             let tmp_path = join(&home, &tmp_name);
-            match exec(&docker, &r.id, &["/bin/sh", "-c", "exec mv -f -- \"$1\" \"$2\"", "sh", &tmp_path, &final_path])
-                .await
-            {
+            match exec(&docker, &r.id, &["/bin/sh", "-c", MOVE_SCRIPT, "sh", &tmp_path, &final_path]).await {
                 ExecResult::Ok => {}
                 ExecResult::CannotRun => {
+                    // The shell stopped working since the check (container paused or stopped):
+                    // the archive API cannot delete, so blank the temporary file, then upload
+                    // in place. The next push removes the empty file.
                     step("uploading (no working shell)");
+                    upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, b"").await?;
                     upload_into(&docker, &r, &home, dir_entry, into_link, crate::home::AUTH_FILE, bytes).await?;
                 }
                 ExecResult::Failed(why) => {
@@ -253,7 +285,7 @@ impl DockerTarget {
         }
 
         step("verifying");
-        let back = archive::read_file(&docker, &r.id, &final_path)
+        let back = archive::read_file(&docker, &r.id, &final_path, Links::Refuse)
             .await
             .map_err(archive_err("reading the credential back"))?
             .ok_or_else(|| TargetError::new(format!("{final_path} is missing after the upload")))?;
@@ -306,6 +338,14 @@ async fn upload_into(
     Err(TargetError::new(format!("uploading into {home}: the engine found no destination directory")))
 }
 
+/// Remove the temporary files earlier pushes left in `$1` (best effort; a missing directory
+/// is fine). Exit 0 means the shell runs.
+const CLEAN_SCRIPT: &str = r#"rm -f -- "$1"/.auth.json.llmx-* 2>/dev/null; exit 0"#;
+
+/// Move `$1` over `$2`; on failure remove `$1` (it holds the credential) and exit 3, never 126 or
+/// 127 (which read as "could not run", after which the caller would blank the file again).
+const MOVE_SCRIPT: &str = r#"mv -f -- "$1" "$2" && exit 0; rm -f -- "$1"; exit 3"#;
+
 enum ExecResult {
     Ok,
     /// The command could not start (no shell, container not running or paused).
@@ -313,10 +353,13 @@ enum ExecResult {
     Failed(String),
 }
 
-/// Run `cmd` as the container's user and wait for it.
+/// Run `cmd` as root in the container and wait for it. Root, as the archive API writes: the
+/// archive path is taken when the container's user could not write (a directory it cannot
+/// write to), and a `mv` or `rm` as that user would fail there too and leave the temporary file.
 async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> ExecResult {
     let opts = CreateExecOptions {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        user: Some("0".to_string()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         ..Default::default()

@@ -9,7 +9,9 @@
 //! environment (`LLMX_HOME`) is the exec's.
 //!
 //! The script prints a header (`llmx1 UID GID HOME`), then the current auth.json (`ls -ln` line,
-//! byte count, bytes) or `none`, then waits for one line on stdin. On `write N` it reads the new
+//! byte count, bytes), `none`, or `symlink` (refused by the caller, as the SSH target does), then
+//! waits for one line on stdin. On `write N` it removes temp files an earlier push left behind
+//! (`.auth.json.llmx-*`), reads the new
 //! file to end of input into a temp file (umask 077, chmod 600) in the credential directory
 //! (created, and chmod 700 unless sticky), checks that exactly N bytes arrived (a connection cut
 //! mid-transfer ends the input early: the short temp file is removed, auth.json is untouched),
@@ -18,7 +20,7 @@
 //! When a step fails (say the directory is not writable by that user) it exits non-zero and the
 //! caller falls back to the archive path, which writes as root with explicit owner and modes.
 
-use super::archive::FileEntry;
+use super::archive::{FileEntry, MAX_READ};
 use super::connect::error_text;
 use crate::target::TargetError;
 use bollard::Docker;
@@ -37,15 +39,18 @@ const SCRIPT: &str = r#"umask 077
 d=$1; [ -n "$d" ] || d=$LLMX_HOME; [ -n "$d" ] || d=${HOME:-/}/.llmx
 f=$d/auth.json
 printf 'llmx1 %s %s %s\n' "$(id -u)" "$(id -g)" "$d"
-if [ ! -e "$f" ]; then echo none
+if [ -L "$f" ]; then echo symlink
+elif [ ! -e "$f" ]; then echo none
 elif [ -f "$f" ] && [ -r "$f" ]; then ls -ln "$f"; wc -c < "$f"; cat "$f"
 else echo unreadable; fi
 read -r go n || exit 0
 [ "$go" = write ] || exit 0
 case $n in ''|*[!0-9]*) exit 3;; esac
 t=$d/.auth.json.llmx-$2
-mkdir -p "$d" && { [ -k "$d" ] || chmod 700 "$d"; } && cat > "$t" && s=$(wc -c < "$t") && [ $s -eq "$n" ] &&
-chmod 600 "$t" && mv -f "$t" "$f" || { rm -f "$t"; exit 3; }
+mkdir -p "$d" && { [ -k "$d" ] || chmod 700 "$d"; } && [ ! -L "$f" ] &&
+{ rm -f -- "$d"/.auth.json.llmx-* 2>/dev/null; :; } &&
+cat > "$t" && s=$(wc -c < "$t") && [ $s -eq "$n" ] &&
+chmod 600 "$t" && mv -f "$t" "$f" || { rm -f -- "$t"; exit 3; }
 echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
 "#;
 
@@ -60,6 +65,8 @@ pub struct Header {
     /// The credential directory as the shell computed it (not yet validated).
     pub home: String,
     pub current: Option<FileEntry>,
+    /// auth.json is a symbolic link (then `current` is `None`).
+    pub symlink: bool,
 }
 
 /// A conversation in progress: dropped without `write`, the script reads end of input and exits.
@@ -113,18 +120,23 @@ impl Session {
             ),
             _ => return Err("the container's shell did not run the script".into()),
         };
-        let current = match self.line().await?.as_str() {
-            "none" => None,
+        let (current, symlink) = match self.line().await?.as_str() {
+            "none" => (None, false),
+            "symlink" => (None, true),
             "unreadable" => return Err("auth.json is not readable by the container's user".into()),
-            ls => Some(self.file(ls).await?),
+            ls => (Some(self.file(ls).await?), false),
         };
-        Ok(Header { uid, gid, home, current })
+        Ok(Header { uid, gid, home, current, symlink })
     }
 
     /// `ls -ln` line already read; then the byte count and the bytes.
     async fn file(&mut self, ls: &str) -> Result<FileEntry, String> {
         let (mode, uid, gid) = parse_ls(ls).ok_or_else(|| format!("unexpected ls output {ls:?}"))?;
         let size: usize = self.line().await?.trim().parse().map_err(|_| "bad byte count".to_string())?;
+        // The container says how much follows: never buffer more than any file we accept.
+        if size > MAX_READ {
+            return Err(format!("auth.json is larger than expected ({size} bytes)"));
+        }
         let bytes = self.exact(size).await?;
         Ok(FileEntry { bytes, uid, gid, mode })
     }
@@ -234,6 +246,67 @@ mod tests {
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         child.wait().unwrap().code()
+    }
+
+    /// A session fed `output` as the container's stdout; its input goes nowhere.
+    fn session_with(output: Vec<Vec<u8>>, endless: bool) -> Session {
+        let head = futures_util::stream::iter(output).map(|m| Ok(LogOutput::StdOut { message: m.into() }));
+        let tail = futures_util::stream::repeat_with(|| Ok(LogOutput::StdOut { message: vec![b'x'; 65536].into() }))
+            .take(if endless { usize::MAX } else { 0 });
+        Session {
+            output: Box::pin(head.chain(tail)),
+            input: Box::pin(tokio::io::sink()),
+            buf: Vec::new(),
+            stderr: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn container_reported_size_is_capped_at_max_read() {
+        // The container claims a file just over MAX_READ and keeps sending: refused at once,
+        // before any of it is buffered.
+        let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 1 Jan 1 2020 /f\n{}\n", MAX_READ + 1);
+        let mut s = session_with(vec![head.into_bytes()], true);
+        let e = s.header().await.unwrap_err();
+        assert!(e.contains("larger than expected"), "{e}");
+        assert!(s.buf.len() <= 65536, "buffered {} bytes", s.buf.len());
+        // Up to the limit it is read.
+        let mut s = session_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n3\nabc".to_vec()], false);
+        assert_eq!(s.header().await.unwrap().current.unwrap().bytes, b"abc");
+    }
+
+    #[test]
+    fn symlinked_auth_json_is_reported_and_never_written_through() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        std::fs::create_dir(&home).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::write(&elsewhere, "theirs").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, home.join("auth.json")).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", SCRIPT, "llmx", home.to_str().unwrap(), "t1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().nth(1), Some("symlink"));
+        assert_eq!(run_script(&home, b"write 3\nnew"), Some(3));
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs");
+        assert!(std::fs::symlink_metadata(home.join("auth.json")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn exec_write_removes_stale_temp_files_and_its_own_on_failure() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        // A failed write (short input) leaves neither the stale file nor its own.
+        assert_eq!(run_script(&home, b"write 9\nnew"), Some(3));
+        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 0);
+        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        assert_eq!(run_script(&home, b"write 3\nnew"), Some(0));
+        let names: Vec<_> = std::fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["auth.json"]);
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! `llmx auth tunnel`: sign a headless machine in with its *own* browser login, driven from this
+//! machine's browser (DESIGN.md §6) — what `ssh -L 1455:localhost:1455 host` plus a remote
+//! `llmx login` and a copied URL do by hand, as one command.
+//!
+//! Under the hood, [`run`]:
+//!
+//! 1. binds 127.0.0.1:PORT here first (a busy port fails before anything else happens);
+//! 2. connects over SSH (`crate::ssh`: config, agent, keys, strict host keys);
+//! 3. finds the remote `llmx` (`--remote-llmx`, else `llmx` on the PATH of a non-interactive shell,
+//!    else `~/.llmx/bin/llmx`), or with `--install` uploads this binary there after checking that
+//!    `uname -s`/`uname -m` match this build;
+//! 4. runs `echo $$ && exec llmx [-c K=V]... login --no-browser --json --port PORT` on the remote
+//!    (the pid lets teardown kill it if it will not stop), and reads its JSON events
+//!    ([`LoginEvent`], the `llmx login --json` protocol);
+//! 5. once the remote callback server listens, forwards every local connection to the remote's
+//!    127.0.0.1:PORT over `direct-tcpip` (several at once: browsers open more than one), and hands
+//!    the authorize URL to the caller to open;
+//! 6. when the remote login ends, asks the remote `llmx login status --json` what it now holds.
+//!
+//! Teardown runs on every path out of the wait (success, failure, interrupt, timeout): a remote
+//! login still running is asked to stop with `GET /cancel` through the tunnel, then signalled by
+//! pid (INT, then KILL) if it lingers; its channel is closed, the accept loop and its listener are
+//! dropped, and open forwards are closed. Local and remote ports must be equal because the
+//! redirect URI (`http://localhost:PORT/auth/callback`) is fixed by the OAuth client.
+//!
+//! The library never prints: progress is a stream of [`TunnelEvent`]s; `cli::tunnel` renders them.
+//! Nothing secret passes through here — the tokens are written by the remote llmx on the remote
+//! host and only the status report (no secrets) comes back.
+//!
+//! The parts: [`run`] and the types it shares live here; `remote` finds the remote llmx and asks
+//! it for its status, `install` uploads this one, `remote_login` reads the running login's output,
+//! `wait` follows it, `forward` carries the browser's connections, `teardown` stops what is left,
+//! and `error` says what went wrong.
+
+mod error;
+mod forward;
+mod install;
+mod remote;
+mod remote_login;
+mod teardown;
+mod wait;
+
+pub use error::TunnelError;
+pub use install::platform_from_uname;
+
+use crate::auth::login;
+use crate::ssh::{Session, SshOptions, shell_quote};
+use crate::target::SshAddress;
+use forward::Forwarder;
+use remote::{overrides_words, remote_llmx};
+use remote_login::RemoteLogin;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The port of llmx's OAuth redirect URI; local and remote ports are the same.
+pub const DEFAULT_PORT: u16 = login::DEFAULT_PORT;
+/// Where `--install` puts this binary on the remote, under the login directory.
+pub const INSTALL_PATH: &str = ".llmx/bin/llmx";
+/// The remote login's own timeout is the tunnel's plus this margin: it only matters when the
+/// connection is lost and the tunnel can no longer cancel it, and the tunnel's own timer must win.
+const REMOTE_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
+/// The longest `--timeout` `llmx login` accepts.
+const LOGIN_MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// What a tunnel needs.
+#[derive(Debug, Clone)]
+pub struct TunnelOptions {
+    pub address: SshAddress,
+    pub ssh: SshOptions,
+    /// Local and remote callback port.
+    pub port: u16,
+    /// `--remote-llmx`: the remote program (`~/` is the remote login directory).
+    pub remote_llmx: Option<String>,
+    /// `--install`: upload `install_from` to the remote `~/.llmx/bin/llmx` and use it.
+    pub install: bool,
+    /// The binary `--install` uploads (the CLI passes `std::env::current_exe`).
+    pub install_from: Option<PathBuf>,
+    /// `-c KEY=VALUE` overrides as typed, passed on to the remote llmx.
+    pub overrides: Vec<String>,
+    /// How long to wait for the sign-in once the remote login runs.
+    pub timeout: Duration,
+}
+
+/// Progress of a tunnel, in order; the `llmx auth tunnel --json` lines. Consumers ignore events
+/// they do not know.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TunnelEvent {
+    /// 127.0.0.1:PORT is bound here (nothing is accepted until the remote login listens).
+    Bound {
+        port: u16,
+    },
+    /// The SSH connection is up and the host key verified.
+    Connected {
+        host: String,
+        user: String,
+        host_key_fingerprint: String,
+    },
+    /// `--install`: the platforms match; uploading this binary.
+    Installing {
+        path: String,
+        bytes: u64,
+        os: String,
+        arch: String,
+    },
+    Installed {
+        path: String,
+    },
+    /// The remote `llmx login` started (its pid on the remote host).
+    RemoteStarted {
+        llmx: String,
+        pid: u32,
+    },
+    /// The remote login listens and every local connection is forwarded: open `authorize_url`.
+    Listening {
+        authorize_url: String,
+        port: u16,
+    },
+    /// The remote login answered a callback 400 and keeps waiting.
+    CallbackRejected {
+        reason: String,
+    },
+    /// The browser came back with a code; the remote exchanges it.
+    CallbackReceived,
+    /// One forwarded connection failed (the tunnel keeps running).
+    ForwardFailed {
+        error: String,
+    },
+    /// Something went wrong in teardown or in the final status report; the outcome stands.
+    Warning {
+        message: String,
+    },
+}
+
+/// A receiver of tunnel events; called from the tunnel's task, keep it quick.
+pub type EventSink = Arc<dyn Fn(TunnelEvent) + Send + Sync>;
+
+/// What the remote login saved, and what the remote reports afterwards (no secrets).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TunnelSuccess {
+    /// The host as given (`user@host:port`).
+    pub host: String,
+    /// The remote auth.json.
+    pub auth_file: String,
+    pub email: Option<String>,
+    pub plan: Option<String>,
+    pub account_id: Option<String>,
+    pub api_key_saved: bool,
+    /// As measured by the remote llmx: callback arrival → auth.json on disk, and the part spent
+    /// waiting for the issuer.
+    pub callback_to_saved_ms: f64,
+    pub issuer_ms: f64,
+    /// `llmx login status --json` on the remote after the login; `None` if that failed (a
+    /// [`TunnelEvent::Warning`] says why).
+    pub status: Option<RemoteStatus>,
+    /// Forwarded connections that failed during the tunnel (each was reported as it happened).
+    pub forward_failures: usize,
+}
+
+/// The remote's `llmx login status --json`, keeping only fields without secrets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RemoteStatus {
+    pub logged_in: bool,
+    pub method: Option<String>,
+    pub source: Option<String>,
+    pub email: Option<String>,
+    pub plan: Option<String>,
+    pub account_id: Option<String>,
+    pub last_refresh: Option<String>,
+    pub access_token_expires_at: Option<String>,
+    pub auth_file: Option<String>,
+}
+
+/// Run a tunnel login. `interrupt` ends it early with a full teardown (the CLI passes Ctrl-C).
+pub async fn run(
+    opts: TunnelOptions,
+    events: EventSink,
+    interrupt: impl Future<Output = ()> + Send + 'static,
+) -> Result<TunnelSuccess, TunnelError> {
+    let port = opts.port;
+    let listener = bind_local(port).await?;
+    events(TunnelEvent::Bound { port });
+
+    let cancel = CancellationToken::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            interrupt.await;
+            cancel.cancel();
+        }))
+    };
+
+    let host = opts.address.to_string();
+    let session = until(&cancel, Session::connect(&opts.address, &opts.ssh)).await??;
+    let info = session.info().clone();
+    events(TunnelEvent::Connected {
+        host: host.clone(),
+        user: info.user.clone(),
+        host_key_fingerprint: info.host_key_fingerprint.clone(),
+    });
+
+    let llmx = until(&cancel, remote_llmx(&session, &host, &opts, &events)).await??;
+    let overrides = overrides_words(&opts.overrides);
+    let remote_timeout = (opts.timeout + REMOTE_TIMEOUT_MARGIN).as_secs().min(LOGIN_MAX_TIMEOUT_SECS);
+    let cmd = format!(
+        "echo $$ && exec {}{overrides} login --no-browser --json --port {port} --timeout {remote_timeout}",
+        shell_quote(&llmx)
+    );
+    let proc = until(&cancel, session.spawn(&cmd)).await??;
+
+    let mut t = Tunnel {
+        session,
+        host,
+        llmx,
+        port,
+        events,
+        listener: Some(listener),
+        forwarder: None,
+        remote: RemoteLogin::new(proc),
+        failures: mpsc::unbounded_channel(),
+        forward_failures: 0,
+    };
+    let outcome = t.wait(&cancel, opts.timeout).await;
+    t.teardown().await;
+    drop(watcher);
+    let mut success = outcome?;
+    success.forward_failures = t.forward_failures;
+    success.status = t.status(&overrides).await;
+    Ok(success)
+}
+
+/// Bind 127.0.0.1:`port`. Unlike `llmx login`, never evicts whoever holds it: on this machine
+/// that is the user's own program, not a stale server of ours on the remote.
+async fn bind_local(port: u16) -> Result<TcpListener, TunnelError> {
+    match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(TunnelError::PortBusy { port }),
+        Err(source) => Err(TunnelError::Bind { port, source }),
+    }
+}
+
+/// `f`, unless the interrupt comes first.
+async fn until<T>(cancel: &CancellationToken, f: impl Future<Output = T>) -> Result<T, TunnelError> {
+    tokio::select! {
+        v = f => Ok(v),
+        () = cancel.cancelled() => Err(TunnelError::Interrupted),
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One tunnel's moving parts, for the wait and the teardown.
+struct Tunnel {
+    session: Session,
+    host: String,
+    llmx: String,
+    port: u16,
+    events: EventSink,
+    /// Bound at the start; moves into the forwarder when the remote listens.
+    listener: Option<TcpListener>,
+    forwarder: Option<Forwarder>,
+    remote: RemoteLogin,
+    failures: (mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>),
+    forward_failures: usize,
+}
