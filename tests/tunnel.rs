@@ -13,7 +13,7 @@ mod netns;
 mod sshd_support;
 
 use llmx::issuer::{Issuer, IssuerConfig, RunningIssuer};
-use login_harness::{Browser, Home, LIMIT};
+use login_harness::{Browser, Home, LIMIT, collect_stderr};
 use netns::{Remote, has_port, listeners};
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
@@ -59,12 +59,7 @@ impl Tunnel {
             .kill_on_drop(true);
         let mut child = cmd.spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
+        let stderr = collect_stderr(&mut child);
         Tunnel { child, lines, stderr, events: Vec::new(), port }
     }
 

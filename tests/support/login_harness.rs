@@ -117,6 +117,16 @@ pub async fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Run {
 
 /// A port that was free a moment ago (bind port 0, read it, release it). Tests run in parallel,
 /// so nothing may hard-code 1455.
+/// Read a child's whole stderr in the background (it is shown when an assertion fails).
+pub fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let mut err = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s).await;
+        s
+    })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -157,12 +167,7 @@ impl LoginProcess {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut err = child.stderr.take().unwrap();
-        let stderr = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s).await;
-            s
-        });
+        let stderr = collect_stderr(&mut child);
         LoginProcess { child, lines, stderr, port }
     }
 
