@@ -49,10 +49,6 @@ impl Home {
         }
     }
 
-    pub fn at(dir: impl Into<PathBuf>) -> Home {
-        Home { dir: dir.into() }
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -3,12 +3,12 @@
 //! parses arguments and renders what the library returns (DESIGN.md §7).
 
 pub mod auth;
-pub mod cli;
 pub mod config;
 pub mod home;
 pub mod issuer;
 pub mod push;
 pub mod secret;
 pub mod ssh;
-pub mod target;
+pub mod targets;
+pub mod text;
 pub mod tunnel;

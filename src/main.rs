@@ -2,7 +2,9 @@
 //! This is the only place that calls `process::exit` (through `ExitCode`).
 
 use clap::Parser;
-use llmx::cli::{Cli, Failure};
+mod cli;
+
+use cli::{Cli, Failure};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -12,7 +14,7 @@ fn main() -> ExitCode {
     // SAFETY: umask only sets the process file-mode mask; it has no failure mode.
     unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
-    match llmx::cli::run(cli) {
+    match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => report(&f),
     }

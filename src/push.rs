@@ -15,7 +15,7 @@ use crate::auth::claims::IdClaims;
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::status::StatusReport;
 use crate::config::AuthMethod;
-use crate::target::{Location, StepFn, Target, TargetError};
+use crate::targets::{Location, StepFn, Target, TargetError};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,9 @@
 #[path = "support/sshd.rs"]
 mod sshd_support;
 
+use llmx::ssh::SshAddress;
 use llmx::ssh::{ExecEvent, Session, SshOptions};
-use llmx::target::{Location, SshAddress, SshTarget, Target, TargetError};
+use llmx::targets::{Location, SshTarget, Target, TargetError};
 use sshd_support::{Agent, Key, Sshd, SshdOptions, User, free_port, run};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

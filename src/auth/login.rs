@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 /// The port llmx's OAuth client is registered with.
 pub const DEFAULT_PORT: u16 = 1455;
 /// How long a login waits for the browser by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 /// Eviction of a stale server: retry the bind this often, this many times (DESIGN.md §3).
 const BIND_RETRY_EVERY: Duration = Duration::from_millis(200);
 const BIND_RETRIES: u32 = 10;
@@ -72,7 +72,7 @@ pub enum LoginError {
     Exchange(OAuthError),
     #[error("saving the credentials failed: {0}")]
     Save(AuthFileError),
-    #[error("nobody completed the sign-in within {}", format_duration(*after))]
+    #[error("nobody completed the sign-in within {}", crate::text::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("the login was cancelled (a request to /cancel, typically a newer `llmx login` taking over the port)")]
     Cancelled,
@@ -104,16 +104,6 @@ fn describe_denial(error: &str, description: Option<&str>) -> String {
     match description {
         Some(d) => format!("{error} ({d})"),
         None => error.to_string(),
-    }
-}
-
-/// "10 min", "90 s", "1.5 s": how login messages show a duration.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match d.subsec_millis() {
-        0 if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
-        0 => format!("{s} s"),
-        _ => format!("{:.1} s", d.as_secs_f64()),
     }
 }
 

@@ -9,6 +9,7 @@
 //! port 0 and never sleep, and the caller decides what "shutdown" means (timeout, Ctrl-C). The
 //! server knows nothing of tokens or files: what a valid code turns into is the caller's closure.
 
+use crate::text::printable;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -269,11 +270,6 @@ impl CallbackQuery {
         q.error_description = q.error_description.map(|e| printable(&e)).filter(|e| !e.is_empty());
         q
     }
-}
-
-/// Text from the network made safe for a terminal line: no control characters, at most 300 chars.
-pub fn printable(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,9 +1,9 @@
 //! The one error type the binary reports: a one-line message, an optional `hint:` line with the
 //! command to run, and the exit code (1 failure, 2 usage or config error).
 
-use crate::auth::file::AuthFileError;
-use crate::config::ConfigError;
-use crate::home::HomeError;
+use llmx::auth::file::AuthFileError;
+use llmx::config::ConfigError;
+use llmx::home::HomeError;
 
 #[derive(Debug)]
 pub struct Failure {

@@ -4,11 +4,11 @@
 //! stderr (the URL always), or with `--json` one JSON object per line on stdout, flushed at once,
 //! which is the protocol `llmx auth tunnel` drives a remote login with.
 
-use crate::auth::file::AuthFile;
-use crate::auth::login::{self, LoginError, LoginEvent, LoginOptions, LoginSuccess};
 use crate::cli::{Ctx, Failure, output, status};
-use crate::secret::Secret;
 use clap::{Args, Subcommand};
+use llmx::auth::file::AuthFile;
+use llmx::auth::login::{self, LoginError, LoginEvent, LoginOptions, LoginSuccess};
+use llmx::secret::Secret;
 use std::io::{IsTerminal, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct LoginArgs {
     pub no_browser: bool,
 
     /// Give up when nobody completes the sign-in within SECS seconds
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400), conflicts_with = "with_api_key")]
+    #[arg(long, value_name = "SECS", default_value_t = login::DEFAULT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86400), conflicts_with = "with_api_key")]
     pub timeout: u64,
 
     /// Print machine-readable events (JSON lines) on stdout
@@ -122,7 +122,7 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
             "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\nWaiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },
-            login::format_duration(Duration::from_secs(*timeout_secs))
+            llmx::text::format_duration(Duration::from_secs(*timeout_secs))
         ),
         LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
         LoginEvent::CallbackReceived => "Signing in...".to_string(),

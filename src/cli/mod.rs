@@ -14,9 +14,9 @@ mod tunnel;
 
 pub use failure::Failure;
 
-use crate::config::{self, Override, Settings};
-use crate::home::Home;
 use clap::{Parser, Subcommand};
+use llmx::config::{self, Override, Settings};
+use llmx::home::Home;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -7,9 +7,9 @@
 use crate::cli::push_view::PushView;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure};
-use crate::push::{LocalCredential, LocalError, PushEvent, PushOptions};
-use crate::target::TargetSpec;
 use clap::Args;
+use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
+use llmx::targets::TargetSpec;
 use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
@@ -90,11 +90,11 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets = crate::target::resolve::resolve(&specs, &args.ssh.options()).await;
+        let targets = llmx::targets::resolve::resolve(&specs, &args.ssh.options()).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
-        let summary = crate::push::push(&local, targets, &opts, &on_event).await;
+        let summary = llmx::push::push(&local, targets, &opts, &on_event).await;
         view.finish(&summary).map(|()| summary)
     })?;
     Ok(if summary.all_ok() { 0 } else { 1 })

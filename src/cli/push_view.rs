@@ -4,8 +4,8 @@
 //! Progress and warnings go to stderr; results (outcome lines, recap, JSON) to stdout, so
 //! `llmx auth push ... --json | jq` sees only JSON.
 
-use crate::push::{Outcome, PushEvent, PushSummary, TargetReport, Warning};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use llmx::push::{Outcome, PushEvent, PushSummary, TargetReport, Warning};
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;

@@ -1,11 +1,11 @@
 //! `llmx auth refresh`: refresh the stored ChatGPT tokens now. auth.json is left untouched on any
 //! failure; a permanent one (the refresh token is no longer valid) says to log in again.
 
-use crate::auth::oauth::{OAuthClient, RefreshError};
-use crate::auth::refresh::{self, RefreshFailure};
-use crate::auth::status::format_unix;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
+use llmx::auth::oauth::{OAuthClient, RefreshError};
+use llmx::auth::refresh::{self, RefreshFailure};
+use llmx::auth::status::format_unix;
 
 #[derive(Debug, Args)]
 pub struct RefreshArgs {

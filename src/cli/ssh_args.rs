@@ -1,9 +1,9 @@
 //! The SSH flags shared by every command that reaches SSH hosts (`auth push`, `auth status`,
 //! `auth tunnel`), and the terminal prompt for the passphrase of an encrypted key.
 
-use crate::secret::Secret;
-use crate::ssh::{PassphrasePrompt, SshOptions};
 use clap::Args;
+use llmx::secret::Secret;
+use llmx::ssh::{PassphrasePrompt, SshOptions};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;

@@ -1,13 +1,13 @@
 //! `llmx login status` and `llmx auth status`: which credential is in use, without secrets.
 //! Exit 0 when logged in, 1 when not.
 
-use crate::auth::file::AuthFile;
-use crate::auth::select::Source;
-use crate::auth::status::StatusReport;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output, push};
-use crate::config::AuthMethod;
 use clap::Args;
+use llmx::auth::file::AuthFile;
+use llmx::auth::select::Source;
+use llmx::auth::status::StatusReport;
+use llmx::config::AuthMethod;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -55,7 +55,7 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, js
     push::check_remote_home(remote_home)?;
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
-        let mut targets = crate::target::resolve::resolve(std::slice::from_ref(&spec), &ssh.options()).await;
+        let mut targets = llmx::targets::resolve::resolve(std::slice::from_ref(&spec), &ssh.options()).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
                 "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",
@@ -63,7 +63,7 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, js
             )));
         }
         let mut target = targets.remove(0);
-        crate::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {}).await.map_err(|e| {
+        llmx::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {}).await.map_err(|e| {
             let f = Failure::new(format!("{spec}: {}", e.message));
             match e.hint {
                 Some(h) => f.hint(h),

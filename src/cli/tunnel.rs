@@ -1,5 +1,5 @@
 //! `llmx auth tunnel [ssh:][user@]host[:port]`: sign a headless host in with its own browser login,
-//! driven from this machine's browser. The work is `crate::tunnel`; this module parses the flags
+//! driven from this machine's browser. The work is `llmx::tunnel`; this module parses the flags
 //! and renders its events: human lines on stderr (the sign-in URL always, a spinner while waiting
 //! on a terminal) and the result on stdout, or with `--json` one JSON object per line on stdout.
 //!
@@ -9,10 +9,10 @@
 use crate::cli::login::has_display;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
-use crate::target::SshAddress;
-use crate::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use llmx::ssh::SshAddress;
+use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +46,7 @@ pub struct TunnelArgs {
     pub install: bool,
 
     /// Give up when nobody completes the sign-in within SECS seconds
-    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    #[arg(long, value_name = "SECS", default_value_t = llmx::auth::login::DEFAULT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub timeout: u64,
 
     /// Print machine-readable events (JSON lines) on stdout
@@ -225,7 +225,7 @@ impl Ui {
                     "{} this URL in a browser to sign in the host:\n\n  {authorize_url}\n\n\
                      localhost:{port} here is forwarded to the host's llmx login (gives up after {}; Ctrl-C to cancel).",
                     if self.open_browser { "Opening" } else { "Open" },
-                    crate::auth::login::format_duration(self.timeout)
+                    llmx::text::format_duration(self.timeout)
                 ));
                 self.spin("Waiting for the sign-in in the browser".into());
             }

@@ -5,24 +5,31 @@
 //!
 //! Every attempt is described in the final error, so "permission denied" says what was tried.
 
-use crate::ssh::connect::Destination;
 use crate::ssh::{SshError, SshOptions};
 use base64::Engine;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Default private-key names in `~/.ssh`, in OpenSSH's order (DSA and the security-key types
 /// are left out: libssh2 cannot use them).
 pub const DEFAULT_KEYS: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 
-/// Authenticate `dest.user` on `host` (`host` or `[host]:port`, for messages).
+/// Whom to authenticate and with what, once the config has been applied.
+pub struct Identity<'a> {
+    pub user: &'a str,
+    /// Identity files in the order to try.
+    pub keys: &'a [PathBuf],
+    pub use_agent: bool,
+}
+
+/// Authenticate `id.user` on `host` (`host` or `[host]:port`, for messages).
 pub fn authenticate(
     sess: &ssh2::Session,
     host: &str,
-    dest: &Destination,
+    id: &Identity<'_>,
     opts: &SshOptions,
     timeout_secs: u64,
 ) -> Result<(), SshError> {
-    let (user, keys, prompt) = (dest.user.as_str(), &dest.keys, opts.passphrase.as_ref());
+    let (user, keys, prompt) = (id.user, id.keys, opts.passphrase.as_ref());
     let timeout = || SshError::Timeout { host: host.to_string(), secs: timeout_secs, during: "authentication" };
     let mut tried: Vec<String> = Vec::new();
     let methods = sess.auth_methods(user).map(str::to_string).unwrap_or_default();
@@ -36,7 +43,7 @@ pub fn authenticate(
             tried: format!("nothing: the server offers only {methods}, and llmx authenticates with keys"),
         });
     }
-    if dest.use_agent && try_agent(sess, user, opts.agent_socket.as_deref(), &mut tried) {
+    if id.use_agent && try_agent(sess, user, opts.agent_socket.as_deref(), &mut tried) {
         return Ok(());
     }
     for key in keys {

@@ -2,9 +2,9 @@
 //! TCP connection within the connect timeout, do the handshake, verify the host key, authenticate.
 //! Blocking; runs on the thread that will own the session (see [`crate::ssh::session`]).
 
+use crate::ssh::SshAddress;
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
 use crate::ssh::{SshError, SshOptions, auth, config};
-use crate::target::SshAddress;
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -131,7 +131,8 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
         }
     }
 
-    auth::authenticate(&sess, &shown, dest, opts, secs)?;
+    let id = auth::Identity { user: &dest.user, keys: &dest.keys, use_agent: dest.use_agent };
+    auth::authenticate(&sess, &shown, &id, opts, secs)?;
     sess.set_timeout(millis(opts.io_timeout));
     Ok((sess, fd, fp))
 }

@@ -14,6 +14,7 @@
 //! Nothing here prints. Where the files live is injectable through [`SshOptions::ssh_dir`], so tests
 //! never touch the real `~/.ssh`.
 
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod connect;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use address::SshAddress;
 pub use connect::Destination;
 pub use session::{
     Conn, ExecEvent, ExecOutput, ExitStatus, ForwardStats, Forwarding, RemoteProcess, Session, SessionInfo,

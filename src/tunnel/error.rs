@@ -3,7 +3,6 @@
 
 use super::INSTALL_PATH;
 use super::remote_login::MAX_LINE;
-use crate::auth::login;
 use crate::ssh::SshError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +44,7 @@ pub enum TunnelError {
     RemoteLoginFailed { host: String, reason: String, error: String },
     #[error("{host}: `{llmx} login` exited ({status}) without a result{detail}")]
     RemoteExited { host: String, llmx: String, status: String, detail: String },
-    #[error("nobody completed the sign-in within {}", login::format_duration(*after))]
+    #[error("nobody completed the sign-in within {}", crate::text::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("interrupted; the remote login was cancelled")]
     Interrupted,

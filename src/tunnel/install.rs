@@ -3,8 +3,8 @@
 //! symbolic link) and check that it runs there.
 
 use super::{EventSink, INSTALL_PATH, TunnelError, TunnelEvent, TunnelOptions};
-use crate::auth::server::printable;
 use crate::ssh::{Session, shell_quote};
+use crate::text::printable;
 use std::path::PathBuf;
 
 /// `(os, arch)` in `std::env::consts` terms from `uname -s` and `uname -m`.

@@ -44,8 +44,8 @@ pub use error::TunnelError;
 pub use install::platform_from_uname;
 
 use crate::auth::login;
+use crate::ssh::SshAddress;
 use crate::ssh::{Session, SshOptions, shell_quote};
-use crate::target::SshAddress;
 use forward::Forwarder;
 use remote::{overrides_words, remote_llmx};
 use remote_login::RemoteLogin;

@@ -5,8 +5,8 @@
 
 use super::install::install;
 use super::{EventSink, INSTALL_PATH, RemoteStatus, Tunnel, TunnelError, TunnelEvent, TunnelOptions};
-use crate::auth::server::printable;
 use crate::ssh::{Session, shell_quote};
+use crate::text::printable;
 
 /// ` --config='K=V'` for each override, quoted for the remote shell. The `--config=` form keeps
 /// an override that starts with `-` one value for the remote clap, never a flag of its own.

@@ -3,8 +3,8 @@
 //! stderr kept for error messages; and a bounded wait for it to end.
 
 use crate::auth::login::LoginEvent;
-use crate::auth::server::printable;
 use crate::ssh::{ExecEvent, ExitStatus, RemoteProcess, SshError};
+use crate::text::printable;
 use std::collections::VecDeque;
 use std::time::Duration;
 

@@ -6,8 +6,8 @@ use super::forward::Forwarder;
 use super::remote_login::Msg;
 use super::{Tunnel, TunnelError, TunnelEvent, TunnelSuccess};
 use crate::auth::login::LoginEvent;
-use crate::auth::server::printable;
 use crate::ssh::{ExitStatus, SshError};
+use crate::text::printable;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -15,11 +15,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The underlying session, for what the helpers do not cover.
-    pub fn raw(&self) -> &ssh2::Session {
-        &self.sess
-    }
-
     /// `host` or `[host]:port`, for messages.
     pub fn host(&self) -> &str {
         &self.host

@@ -22,10 +22,10 @@ mod owner;
 mod pump;
 mod streams;
 
+use crate::ssh::SshAddress;
 use crate::ssh::connect::{self, Destination};
 use crate::ssh::known_hosts::host_port_name;
 use crate::ssh::{SshError, SshOptions};
-use crate::target::SshAddress;
 use owner::Owner;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -6,10 +6,10 @@
 //! the other targets still run. One engine connection is shared by every Docker target.
 
 use crate::ssh::SshOptions;
-use crate::target::SshTarget;
-use crate::target::docker::connect::Engine;
-use crate::target::docker::{DockerTarget, containers_with_label};
-use crate::target::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
+use crate::targets::SshTarget;
+use crate::targets::docker::connect::Engine;
+use crate::targets::docker::{DockerTarget, containers_with_label};
+use crate::targets::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
 
 /// Expand `specs` into targets, in order; the same container or host named twice is pushed once.

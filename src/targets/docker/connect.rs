@@ -7,7 +7,7 @@
 //! always negotiated (bollard's default is newer than most engines accept), and an engine that
 //! does not answer is an error within [`CONNECT_TIMEOUT`], not a hang.
 
-use crate::target::TargetError;
+use crate::targets::TargetError;
 use bollard::Docker;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@ pub mod ssh;
 
 use futures_util::future::BoxFuture;
 
-pub use spec::{DockerSelector, SshAddress, TargetSpec};
+pub use spec::{DockerSelector, TargetSpec};
 pub use ssh::SshTarget;
 
 /// Reports the step a target is on ("connecting", "resolving user", "uploading"...), for progress.

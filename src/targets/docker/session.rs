@@ -22,7 +22,7 @@
 
 use super::archive::{FileEntry, MAX_READ};
 use super::connect::error_text;
-use crate::target::TargetError;
+use crate::targets::TargetError;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;

@@ -13,8 +13,9 @@
 //! only inside the SFTP stream, never on a command line.
 
 use crate::home::AUTH_FILE;
+use crate::ssh::SshAddress;
 use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
-use crate::target::{Location, RemoteFile, SshAddress, StepFn, Target, TargetError};
+use crate::targets::{Location, RemoteFile, StepFn, Target, TargetError};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -33,11 +34,6 @@ impl SshTarget {
     /// Nothing connects until [`Target::locate`].
     pub fn new(addr: SshAddress, opts: SshOptions) -> SshTarget {
         SshTarget { addr, opts, session: None }
-    }
-
-    /// The connection, once `locate` made it (the tunnel and tests use it).
-    pub fn session(&self) -> Option<&Session> {
-        self.session.as_ref()
     }
 
     fn connected(&self) -> Result<&Session, TargetError> {

@@ -2,6 +2,7 @@
 //! `ssh:[user@]host[:port]` (IPv6 as `[::1]`). Validation happens here, before anything connects,
 //! so a malformed target is a usage error that touches nothing.
 
+use crate::ssh::SshAddress;
 use std::fmt;
 use std::str::FromStr;
 
@@ -25,14 +26,6 @@ pub enum DockerSelector {
     Container(String),
     /// Every running container with this label (and value, when given).
     Label { key: String, value: Option<String> },
-}
-
-/// `[user@]host[:port]`; `host` may be an `~/.ssh/config` alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshAddress {
-    pub user: Option<String>,
-    pub host: String,
-    pub port: Option<u16>,
 }
 
 impl FromStr for TargetSpec {
@@ -67,76 +60,6 @@ fn valid_container_ref(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-impl SshAddress {
-    /// Parse `[user@]host[:port]`, also accepting a leading `ssh:` (the tunnel takes either).
-    pub fn parse(s: &str) -> Result<SshAddress, String> {
-        let s = s.strip_prefix("ssh:").unwrap_or(s);
-        let (user, hostport) = match s.rsplit_once('@') {
-            Some((u, h)) => {
-                if u.is_empty()
-                    || u.starts_with('-')
-                    || u.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':')
-                {
-                    return Err("invalid user name".to_string());
-                }
-                (Some(u.to_string()), h)
-            }
-            None => (None, s),
-        };
-        let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
-            if h.parse::<std::net::Ipv6Addr>().is_err() {
-                return Err(format!("'{h}' is not an IPv6 address"));
-            }
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':').ok_or("expected ':PORT' after ']'")?),
-            };
-            (h.to_string(), port)
-        } else {
-            if hostport.matches(':').count() > 1 {
-                return Err("IPv6 addresses go in brackets, e.g. ssh:user@[::1]:22".to_string());
-            }
-            match hostport.split_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (hostport.to_string(), None),
-            }
-        };
-        if host.is_empty() {
-            return Err("missing host".to_string());
-        }
-        if host.starts_with('-') || host.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@'))
-        {
-            return Err(format!("invalid host '{host}'"));
-        }
-        let port = match port {
-            None => None,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 => Some(n),
-                _ => return Err(format!("invalid port '{p}' (1-65535)")),
-            },
-        };
-        Ok(SshAddress { user, host, port })
-    }
-}
-
-impl fmt::Display for SshAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(u) = &self.user {
-            write!(f, "{u}@")?;
-        }
-        if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
-        } else {
-            f.write_str(&self.host)?;
-        }
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        Ok(())
-    }
 }
 
 impl fmt::Display for TargetSpec {

@@ -38,7 +38,7 @@ pub mod connect;
 mod session;
 pub mod user;
 
-use crate::target::{Location, RemoteFile, StepFn, Target, TargetError};
+use crate::targets::{Location, RemoteFile, StepFn, Target, TargetError};
 use archive::{ArchiveError, FileEntry, Links, Upload};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
