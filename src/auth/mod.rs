@@ -4,6 +4,7 @@
 pub mod claims;
 pub mod file;
 pub mod login;
+pub mod logout;
 pub mod oauth;
 pub mod pkce;
 pub mod refresh;

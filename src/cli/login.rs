@@ -6,10 +6,9 @@
 
 use crate::cli::{Ctx, Failure, output, status};
 use clap::{Args, Subcommand};
-use llmx::auth::file::AuthFile;
-use llmx::auth::login::{self, LoginError, LoginEvent, LoginOptions, LoginSuccess};
-use llmx::secret::Secret;
-use std::io::{IsTerminal, Read, Write};
+use llmx::auth::login::browser::{self, LoginOptions};
+use llmx::auth::login::{self, LoginError, LoginEvent, LoginSucceeded, api_key};
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,14 +74,14 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
             std::future::pending::<()>().await;
         }
     };
-    let result = runtime.block_on(login::login(opts, sink, interrupt));
+    let result = runtime.block_on(browser::run(opts, sink, interrupt));
     if json {
         output::json_line(&LoginEvent::outcome(&result))?;
     }
     match result {
         Ok(s) => {
             if !json {
-                output::lines(&success_lines(&s))?;
+                output::lines(&browser_success_lines(&s))?;
             }
             Ok(0)
         }
@@ -131,12 +130,12 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
-fn success_lines(s: &LoginSuccess) -> Vec<String> {
+fn browser_success_lines(s: &LoginSucceeded) -> Vec<String> {
     let mut who = s.email.clone().unwrap_or_else(|| "(no email in id_token)".into());
     if let Some(p) = &s.plan {
         who.push_str(&format!(" ({p})"));
     }
-    let mut lines = vec![format!("Logged in using ChatGPT - {who}"), format!("  Saved to {}", s.auth_file.display())];
+    let mut lines = vec![format!("Logged in using ChatGPT - {who}"), format!("  Saved to {}", s.auth_file)];
     if !s.api_key_saved {
         lines.push("  (The issuer gave no API key; the agent will use the ChatGPT tokens.)".into());
     }
@@ -163,34 +162,23 @@ fn failure(e: LoginError) -> Failure {
 
 fn with_api_key(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
     let stdin = std::io::stdin();
+    let how = "printenv OPENAI_API_KEY | llmx login --with-api-key";
     if stdin.is_terminal() {
-        return Err(Failure::usage("--with-api-key reads the key from standard input, not from a terminal")
-            .hint("printenv OPENAI_API_KEY | llmx login --with-api-key"));
+        return Err(Failure::usage("--with-api-key reads the key from standard input, not from a terminal").hint(how));
     }
-    let mut text = String::new();
-    stdin
-        .lock()
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|e| Failure::new(format!("reading the API key from stdin: {e}")))?;
-    let key = text.trim();
-    if key.is_empty() {
-        return Err(
-            Failure::usage("no API key on standard input").hint("printenv OPENAI_API_KEY | llmx login --with-api-key")
-        );
-    }
-    if key.chars().any(char::is_whitespace) {
-        return Err(Failure::usage("the API key on standard input contains whitespace; pass exactly one key"));
-    }
-    let path = ctx.home.auth_path();
-    let key = Secret::new(key);
-    AuthFile::with_api_key(key.clone()).save(&path)?;
+    let obtained = api_key::read(stdin.lock()).map_err(|e| match e {
+        api_key::ApiKeyError::Read(_) => Failure::new(e.to_string()),
+        api_key::ApiKeyError::Empty => Failure::usage(e.to_string()).hint(how),
+        _ => Failure::usage(e.to_string()),
+    })?;
+    let result = login::save(&ctx.home.auth_path(), obtained);
     if json {
-        output::json_line(
-            &serde_json::json!({"event": "login_succeeded", "method": "apikey", "api_key": key.mask(), "auth_file": path.display().to_string()}),
-        )?;
-    } else {
-        output::lines(&[format!("Logged in using an API key - {} (saved to {})", key.mask(), path.display())])?;
+        output::json_line(&LoginEvent::outcome(&result))?;
+    }
+    let s = result.map_err(failure)?;
+    if !json {
+        let key = s.api_key.as_deref().unwrap_or("***");
+        output::lines(&[format!("Logged in using an API key - {key} (saved to {})", s.auth_file)])?;
     }
     Ok(0)
 }

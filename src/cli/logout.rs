@@ -1,4 +1,4 @@
-//! `llmx logout`: remove auth.json. Idempotent: logging out twice is not an error.
+//! `llmx logout`: renders `auth::logout` (idempotent: logging out twice is not an error).
 
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
@@ -12,11 +12,7 @@ pub struct LogoutArgs {
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
-    let removed = match std::fs::remove_file(&path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(Failure::new(format!("{}: {e}", path.display()))),
-    };
+    let removed = llmx::auth::logout::logout(&path)?;
     let env_key_set = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty());
     if args.json {
         output::json_line(

@@ -126,15 +126,15 @@ fn success_lines(s: &TunnelSuccess) -> Vec<String> {
         Some("apikey") => "an API key",
         _ => "ChatGPT",
     };
-    let mut who = status.email.or_else(|| s.email.clone()).unwrap_or_else(|| "(no email in id_token)".into());
-    if let Some(p) = status.plan.or_else(|| s.plan.clone()) {
+    let mut who = status.email.or_else(|| s.login.email.clone()).unwrap_or_else(|| "(no email in id_token)".into());
+    if let Some(p) = status.plan.or_else(|| s.login.plan.clone()) {
         who.push_str(&format!(" ({p})"));
     }
     let mut lines = vec![format!("Logged in on {} using {method} - {who}", s.host)];
-    if let Some(a) = status.account_id.or_else(|| s.account_id.clone()) {
+    if let Some(a) = status.account_id.or_else(|| s.login.account_id.clone()) {
         lines.push(format!("  Account ID: {a}"));
     }
-    lines.push(format!("  Saved to {} on {}", status.auth_file.as_deref().unwrap_or(&s.auth_file), s.host));
+    lines.push(format!("  Saved to {} on {}", status.auth_file.as_deref().unwrap_or(&s.login.auth_file), s.host));
     if s.status.is_some() && !status.logged_in {
         lines.push("  Note: `llmx login status` there does not report a login (check its config).".into());
     }

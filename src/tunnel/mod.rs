@@ -43,7 +43,7 @@ mod wait;
 pub use error::TunnelError;
 pub use install::platform_from_uname;
 
-use crate::auth::login;
+use crate::auth::login::{self, LoginSucceeded};
 use crate::ssh::SshAddress;
 use crate::ssh::{Session, SshOptions, shell_quote};
 use forward::Forwarder;
@@ -147,16 +147,10 @@ pub type EventSink = Arc<dyn Fn(TunnelEvent) + Send + Sync>;
 pub struct TunnelSuccess {
     /// The host as given (`user@host:port`).
     pub host: String,
-    /// The remote auth.json.
-    pub auth_file: String,
-    pub email: Option<String>,
-    pub plan: Option<String>,
-    pub account_id: Option<String>,
-    pub api_key_saved: bool,
-    /// As measured by the remote llmx: callback arrival → auth.json on disk, and the part spent
-    /// waiting for the issuer.
-    pub callback_to_saved_ms: f64,
-    pub issuer_ms: f64,
+    /// What the remote login reported (its `login_succeeded` event): the remote auth.json,
+    /// account, and the remote llmx's own timings.
+    #[serde(flatten)]
+    pub login: LoginSucceeded,
     /// `llmx login status --json` on the remote after the login; `None` if that failed (a
     /// [`TunnelEvent::Warning`] says why).
     pub status: Option<RemoteStatus>,

@@ -19,7 +19,7 @@ impl Tunnel {
         if !self.remote.ended {
             // Through our own listener, hence the tunnel, to the remote callback server; when it
             // acknowledges, the login stops by itself.
-            if self.forwarder.is_some() && login::cancel_stale_server(self.port).await {
+            if self.forwarder.is_some() && login::browser::cancel_stale_server(self.port).await {
                 self.remote.wait_end(CANCEL_WAIT).await;
             }
             if !self.remote.ended

@@ -71,28 +71,14 @@ impl Tunnel {
                 (self.events)(TunnelEvent::CallbackRejected { reason: printable(&reason) })
             }
             LoginEvent::CallbackReceived => (self.events)(TunnelEvent::CallbackReceived),
-            LoginEvent::LoginSucceeded {
-                auth_file,
-                email,
-                plan,
-                account_id,
-                api_key_saved,
-                callback_to_saved_ms,
-                issuer_ms,
-                ..
-            } => {
-                *result = Some(Ok(TunnelSuccess {
-                    host: self.host.clone(),
-                    auth_file,
-                    email,
-                    plan,
-                    account_id,
-                    api_key_saved,
-                    callback_to_saved_ms,
-                    issuer_ms,
-                    status: None,
-                    forward_failures: 0,
-                }));
+            LoginEvent::LoginSucceeded(mut login) => {
+                // From the other machine: shown on this terminal, so made printable.
+                for field in [&mut login.email, &mut login.plan, &mut login.account_id, &mut login.api_key] {
+                    *field = field.as_deref().map(printable);
+                }
+                login.auth_file = printable(&login.auth_file);
+                login.method = printable(&login.method);
+                *result = Some(Ok(TunnelSuccess { host: self.host.clone(), login, status: None, forward_failures: 0 }));
             }
             LoginEvent::LoginFailed { reason, error } => {
                 *result = Some(Err(TunnelError::RemoteLoginFailed {

@@ -1,0 +1,133 @@
+//! The browser login (DESIGN.md §3): bind the callback port (evicting a stale llmx login
+//! server), build the authorize URL, serve the callback, exchange the code and try the API-key
+//! exchange; the result is saved through [`super::save`] before the browser is sent to `/success`.
+
+use super::{EventSink, LoginError, LoginEvent, LoginSucceeded, Obtained, Timing, save};
+use crate::auth::oauth::OAuthClient;
+use crate::auth::pkce::{Pkce, new_state};
+use crate::auth::server::{self, CodeHandler, ServerEnd, ServerNote};
+use crate::secret::Secret;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Eviction of a stale server: retry the bind this often, this many times (DESIGN.md §3).
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(200);
+const BIND_RETRIES: u32 = 10;
+
+/// What a login needs. `port` 0 asks the OS for a free port (only useful with an issuer that
+/// accepts any loopback redirect URI, such as the test issuer).
+#[derive(Debug, Clone)]
+pub struct LoginOptions {
+    pub issuer: String,
+    pub client_id: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub auth_path: PathBuf,
+}
+
+enum Stop {
+    TimedOut,
+    Interrupted,
+}
+
+/// Run a browser login. `interrupt` ends it early (the CLI passes Ctrl-C).
+pub async fn run(
+    opts: LoginOptions,
+    events: EventSink,
+    interrupt: impl Future<Output = ()> + Send + 'static,
+) -> Result<LoginSucceeded, LoginError> {
+    let client = OAuthClient::new(&opts.issuer, &opts.client_id).map_err(LoginError::Issuer)?;
+    let pkce = Pkce::generate()?;
+    let state = new_state()?;
+    let listener = bind_callback_port(opts.port, &events).await?;
+    let port = listener.local_addr().map_err(LoginError::Server)?.port();
+    let redirect_uri = format!("http://localhost:{port}/auth/callback");
+    let authorize_url = client.authorize_url(&redirect_uri, &pkce, &state);
+
+    let on_code: CodeHandler<LoginSucceeded, LoginError> = {
+        let (client, redirect_uri, verifier, path) =
+            (client.clone(), redirect_uri.clone(), pkce.verifier.clone(), opts.auth_path.clone());
+        Arc::new(move |code, received| {
+            let (client, redirect_uri, verifier, path) =
+                (client.clone(), redirect_uri.clone(), verifier.clone(), path.clone());
+            Box::pin(async move { save(&path, exchange(&client, &code, &redirect_uri, &verifier, received).await?) })
+        })
+    };
+    let note_sink = events.clone();
+    let on_note = Arc::new(move |note: ServerNote| {
+        note_sink(match note {
+            ServerNote::Rejected { reason } => LoginEvent::CallbackRejected { reason: reason.into() },
+            ServerNote::CallbackReceived => LoginEvent::CallbackReceived,
+        })
+    });
+    let timeout = opts.timeout;
+    let stop = async move {
+        tokio::select! {
+            () = tokio::time::sleep(timeout) => Stop::TimedOut,
+            () = interrupt => Stop::Interrupted,
+        }
+    };
+    events(LoginEvent::Listening { authorize_url, port, redirect_uri, timeout_secs: timeout.as_secs() });
+    match server::serve(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE)
+        .await
+        .map_err(LoginError::Server)?
+    {
+        ServerEnd::Completed(s) => Ok(s),
+        ServerEnd::Failed(e) => Err(e),
+        ServerEnd::Denied { error, description } => Err(LoginError::Denied { error, description }),
+        ServerEnd::Cancelled => Err(LoginError::Cancelled),
+        ServerEnd::Shutdown(Stop::TimedOut) => Err(LoginError::TimedOut { after: timeout }),
+        ServerEnd::Shutdown(Stop::Interrupted) => Err(LoginError::Interrupted),
+    }
+}
+
+/// Exchange the code and try for an API key: what the browser method obtains.
+async fn exchange(
+    client: &OAuthClient,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &Secret,
+    received: Instant,
+) -> Result<Obtained, LoginError> {
+    let tokens = client.exchange_code(code, redirect_uri, verifier).await.map_err(LoginError::Exchange)?;
+    // Best effort: an issuer that does not hand out API keys still gives a working login.
+    let api_key = client.exchange_api_key(&tokens.id_token).await.ok();
+    let timing = Timing { started: received, issuer_time: client.issuer_time() };
+    Ok(Obtained::ChatGpt { tokens, api_key, timing: Some(timing) })
+}
+
+/// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` (a stale llmx login
+/// stops), then retry every 200 ms, 10 times, before giving up naming the port.
+pub async fn bind_callback_port(port: u16, events: &EventSink) -> Result<TcpListener, LoginError> {
+    match TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => return Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        Err(source) => return Err(LoginError::Bind { port, source }),
+    }
+    if cancel_stale_server(port).await {
+        events(LoginEvent::StaleServerCancelled { port });
+    }
+    for _ in 0..BIND_RETRIES {
+        tokio::time::sleep(BIND_RETRY_EVERY).await;
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(source) => return Err(LoginError::Bind { port, source }),
+        }
+    }
+    Err(LoginError::PortBusy { port })
+}
+
+/// `GET http://127.0.0.1:{port}/cancel`; true when an llmx login server acknowledged it.
+pub async fn cancel_stale_server(port: u16) -> bool {
+    let Ok(http) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() else {
+        return false;
+    };
+    match http.get(format!("http://127.0.0.1:{port}/cancel")).send().await {
+        Ok(r) => r.status().is_success(),
+        Err(_) => false,
+    }
+}

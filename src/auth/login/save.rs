@@ -1,0 +1,56 @@
+//! The one path that saves a login: whatever a method obtained becomes auth.json (replacing the
+//! whole file, as llmx does) and the [`LoginSucceeded`] report, without secrets.
+
+use super::{LoginError, LoginSucceeded, Obtained, millis};
+use crate::auth::claims::IdClaims;
+use crate::auth::file::{AuthFile, Tokens, now_rfc3339};
+use std::path::Path;
+
+/// Write `obtained` to `path` atomically (0600) and say what was saved.
+pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginError> {
+    let auth_file = path.display().to_string();
+    match obtained {
+        Obtained::ApiKey(key) => {
+            AuthFile::with_api_key(key.clone()).save(path).map_err(LoginError::Save)?;
+            Ok(LoginSucceeded {
+                method: "apikey".into(),
+                auth_file,
+                email: None,
+                plan: None,
+                account_id: None,
+                api_key: Some(key.mask()),
+                api_key_saved: true,
+                callback_to_saved_ms: None,
+                issuer_ms: None,
+            })
+        }
+        Obtained::ChatGpt { tokens, api_key, timing } => {
+            let claims = IdClaims::parse(tokens.id_token.expose()).unwrap_or_default();
+            let masked = api_key.as_ref().map(|k| k.mask());
+            let file = AuthFile {
+                openai_api_key: api_key,
+                tokens: Some(Tokens {
+                    id_token: tokens.id_token,
+                    access_token: tokens.access_token,
+                    refresh_token: tokens.refresh_token,
+                    account_id: claims.account_id.clone(),
+                    extra: Default::default(),
+                }),
+                last_refresh: Some(now_rfc3339()),
+                extra: Default::default(),
+            };
+            file.save(path).map_err(LoginError::Save)?;
+            Ok(LoginSucceeded {
+                method: "chatgpt".into(),
+                auth_file,
+                email: claims.email,
+                plan: claims.plan,
+                account_id: claims.account_id,
+                api_key_saved: masked.is_some(),
+                api_key: masked,
+                callback_to_saved_ms: timing.map(|t| millis(t.started.elapsed())),
+                issuer_ms: timing.map(|t| millis(t.issuer_time)),
+            })
+        }
+    }
+}
