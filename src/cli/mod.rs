@@ -55,7 +55,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuthCommand {
-    /// Show which credential is in use here, or on a target (docker:NAME, ssh:user@host)
+    /// Show which credential is in use here, or on a target (see `auth push --help` for targets)
     Status(status::AuthStatusArgs),
     /// Refresh the ChatGPT tokens in auth.json now
     Refresh(refresh::RefreshArgs),
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 /// A tokio runtime for one command. One thread is enough: the work is I/O-bound (concurrent
-/// pushes are futures polled together); blocking transports use `spawn_blocking`.
+/// pushes are futures polled together); the blocking SSH transport runs on its own session threads.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

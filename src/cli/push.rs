@@ -9,7 +9,8 @@ use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure};
 use clap::Args;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
-use llmx::targets::TargetSpec;
+use llmx::targets::resolve::ResolveOptions;
+use llmx::targets::{TargetSpec, spec};
 use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
@@ -28,10 +29,10 @@ Copying a ChatGPT login shares one refresh token: see `llmx auth tunnel` for a s
 login per machine, or push an API key.";
 
 #[derive(Debug, Args)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct PushArgs {
-    /// docker:NAME|ID, docker:label=KEY[=VALUE] or ssh:[user@]host[:port]
-    #[arg(required = true, value_name = "TARGET")]
+    /// Where to copy auth.json (one or more; the forms are listed below)
+    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}", spec::forms_list()))]
     pub targets: Vec<String>,
 
     /// How many targets to work on at the same time
@@ -90,7 +91,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets = llmx::targets::resolve::resolve(&specs, &args.ssh.options()).await;
+        let targets = llmx::targets::resolve::resolve(&specs, &ResolveOptions { ssh: args.ssh.options() }).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);

@@ -8,6 +8,7 @@ use llmx::auth::file::AuthFile;
 use llmx::auth::select::Source;
 use llmx::auth::status::StatusReport;
 use llmx::config::AuthMethod;
+use llmx::targets::resolve::ResolveOptions;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -25,10 +26,10 @@ Examples:
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
-#[command(after_help = AUTH_STATUS_EXAMPLES)]
+#[command(after_help = format!("{}\n\n{AUTH_STATUS_EXAMPLES}", llmx::targets::spec::forms_help()))]
 pub struct AuthStatusArgs {
-    /// Report on a target instead of this machine: docker:NAME|ID or ssh:[user@]host[:port]
-    #[arg(value_name = "TARGET")]
+    /// Report on a target instead of this machine
+    #[arg(value_name = "TARGET", help = format!("Report on a target instead of this machine: {}", llmx::targets::spec::forms_list()))]
     pub target: Option<String>,
 
     /// Credential directory on the target (default: its LLMX_HOME, else ~/.llmx)
@@ -55,7 +56,8 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, js
     push::check_remote_home(remote_home)?;
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
-        let mut targets = llmx::targets::resolve::resolve(std::slice::from_ref(&spec), &ssh.options()).await;
+        let mut targets =
+            llmx::targets::resolve::resolve(std::slice::from_ref(&spec), &ResolveOptions { ssh: ssh.options() }).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
                 "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",

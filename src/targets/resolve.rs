@@ -12,9 +12,15 @@ use crate::targets::docker::{DockerTarget, containers_with_label};
 use crate::targets::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
 
+/// What the kinds need to reach their targets: one field per kind that has options.
+#[derive(Clone, Default)]
+pub struct ResolveOptions {
+    /// How SSH targets connect.
+    pub ssh: SshOptions,
+}
+
 /// Expand `specs` into targets, in order; the same container or host named twice is pushed once.
-/// `ssh` is how SSH targets connect.
-pub async fn resolve(specs: &[TargetSpec], ssh: &SshOptions) -> Vec<Box<dyn Target>> {
+pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn Target>> {
     let mut engine: Option<Engine> = None;
     let mut seen: Vec<String> = Vec::new();
     let mut seen_ssh: Vec<String> = Vec::new();
@@ -52,7 +58,7 @@ pub async fn resolve(specs: &[TargetSpec], ssh: &SshOptions) -> Vec<Box<dyn Targ
                 let label = spec.to_string();
                 if !seen_ssh.contains(&label) {
                     seen_ssh.push(label);
-                    out.push(Box::new(SshTarget::new(addr.clone(), ssh.clone())));
+                    out.push(Box::new(SshTarget::new(addr.clone(), opts.ssh.clone())));
                 }
             }
         }

@@ -1,10 +1,66 @@
-//! Parsing of target specs: `docker:NAME|ID`, `docker:label=KEY[=VALUE]` and
-//! `ssh:[user@]host[:port]` (IPv6 as `[::1]`). Validation happens here, before anything connects,
-//! so a malformed target is a usage error that touches nothing.
+//! The target syntax, spelled once: [`KINDS`] lists every kind's prefix, its forms and what each
+//! means, and its parser. Parsing, `--help`, error messages and the docs (checked by a test) all
+//! come from this table. Validation happens here, before anything connects, so a malformed target
+//! is a usage error that touches nothing.
 
 use crate::ssh::SshAddress;
 use std::fmt;
 use std::str::FromStr;
+
+/// One kind of target as the user writes it.
+pub struct Kind {
+    /// What comes before the colon: `docker`, `ssh`.
+    pub prefix: &'static str,
+    /// Every form of this kind, with what it selects.
+    pub forms: &'static [Form],
+    /// Parse what follows `prefix:`; the error is a reason, without the input.
+    parse: fn(&str) -> Result<TargetSpec, String>,
+}
+
+/// One form of a kind: `docker:label=KEY[=VALUE]` and what it means.
+pub struct Form {
+    pub syntax: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every target kind. A new kind is a module under `targets/` plus one row here (and its variant
+/// of [`TargetSpec`], which the compiler then asks `resolve` to handle).
+pub const KINDS: &[Kind] = &[
+    Kind {
+        prefix: "docker",
+        forms: &[
+            Form { syntax: "docker:NAME|ID", meaning: "a container, running or stopped" },
+            Form { syntax: "docker:label=KEY[=VALUE]", meaning: "every running container with the label" },
+        ],
+        parse: parse_docker,
+    },
+    Kind {
+        prefix: "ssh",
+        forms: &[Form {
+            syntax: "ssh:[user@]host[:port]",
+            meaning: "an SSH host (an ~/.ssh/config alias works; IPv6 as [::1])",
+        }],
+        parse: parse_ssh,
+    },
+];
+
+/// Every form, for messages: "docker:NAME|ID, docker:label=KEY[=VALUE] or ssh:[user@]host[:port]".
+pub fn forms_list() -> String {
+    let all: Vec<&str> = KINDS.iter().flat_map(|k| k.forms.iter().map(|f| f.syntax)).collect();
+    match all.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The forms as an indented table, for `--help`.
+pub fn forms_help() -> String {
+    let width = KINDS.iter().flat_map(|k| k.forms).map(|f| f.syntax.len()).max().unwrap_or(0);
+    let rows: Vec<String> =
+        KINDS.iter().flat_map(|k| k.forms).map(|f| format!("  {:width$}  {}", f.syntax, f.meaning)).collect();
+    format!("Targets:\n{}", rows.join("\n"))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid target '{input}': {reason}")]
@@ -32,28 +88,35 @@ impl FromStr for TargetSpec {
     type Err = SpecError;
 
     fn from_str(s: &str) -> Result<TargetSpec, SpecError> {
-        let err = |reason: &str| SpecError { input: s.to_string(), reason: reason.to_string() };
-        if let Some(rest) = s.strip_prefix("docker:") {
-            if let Some(label) = rest.strip_prefix("label=") {
-                let (key, value) = match label.split_once('=') {
-                    Some((k, v)) => (k, Some(v.to_string())),
-                    None => (label, None),
-                };
-                if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(err("expected docker:label=KEY[=VALUE] with a non-empty KEY"));
-                }
-                return Ok(TargetSpec::Docker(DockerSelector::Label { key: key.to_string(), value }));
-            }
-            if !valid_container_ref(rest) {
-                return Err(err("expected docker:NAME or docker:ID (letters, digits, '_', '.', '-')"));
-            }
-            return Ok(TargetSpec::Docker(DockerSelector::Container(rest.to_string())));
+        let err = |reason: String| SpecError { input: s.to_string(), reason };
+        let kind =
+            s.split_once(':').and_then(|(prefix, rest)| KINDS.iter().find(|k| k.prefix == prefix).map(|k| (k, rest)));
+        match kind {
+            Some((k, rest)) => (k.parse)(rest).map_err(err),
+            None => Err(err(format!("expected {}", forms_list()))),
         }
-        if let Some(rest) = s.strip_prefix("ssh:") {
-            return SshAddress::parse(rest).map(TargetSpec::Ssh).map_err(|reason| err(&reason));
-        }
-        Err(err("expected docker:NAME, docker:label=KEY[=VALUE] or ssh:[user@]host[:port]"))
     }
+}
+
+fn parse_docker(rest: &str) -> Result<TargetSpec, String> {
+    if let Some(label) = rest.strip_prefix("label=") {
+        let (key, value) = match label.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (label, None),
+        };
+        if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("expected docker:label=KEY[=VALUE] with a non-empty KEY".into());
+        }
+        return Ok(TargetSpec::Docker(DockerSelector::Label { key: key.to_string(), value }));
+    }
+    if !valid_container_ref(rest) {
+        return Err("expected docker:NAME or docker:ID (letters, digits, '_', '.', '-')".into());
+    }
+    Ok(TargetSpec::Docker(DockerSelector::Container(rest.to_string())))
+}
+
+fn parse_ssh(rest: &str) -> Result<TargetSpec, String> {
+    SshAddress::parse(rest).map(TargetSpec::Ssh)
 }
 
 fn valid_container_ref(s: &str) -> bool {
@@ -101,6 +164,18 @@ mod tests {
             ok("ssh:deploy@[fe80::1]:2200"),
             TargetSpec::Ssh(SshAddress { user: Some("deploy".into()), host: "fe80::1".into(), port: Some(2200) })
         );
+    }
+
+    #[test]
+    fn every_form_in_the_table_is_in_the_docs_and_the_help() {
+        let docs = include_str!("../../docs/headless.md");
+        for f in KINDS.iter().flat_map(|k| k.forms) {
+            assert!(docs.contains(f.syntax), "docs/headless.md does not mention {}", f.syntax);
+            assert!(forms_help().contains(f.syntax) && forms_list().contains(f.syntax));
+        }
+        assert_eq!(forms_list(), "docker:NAME|ID, docker:label=KEY[=VALUE] or ssh:[user@]host[:port]");
+        let e = "kube:pod".parse::<TargetSpec>().unwrap_err().to_string();
+        assert!(e.contains(&forms_list()), "{e}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! 3. finds the remote `llmx` (`--remote-llmx`, else `llmx` on the PATH of a non-interactive shell,
 //!    else `~/.llmx/bin/llmx`), or with `--install` uploads this binary there after checking that
 //!    `uname -s`/`uname -m` match this build;
-//! 4. runs `echo $$ && exec llmx [-c K=V]... login --no-browser --json --port PORT` on the remote
+//! 4. runs `echo $$ && exec llmx [--config='K=V']... login --no-browser --json --port PORT` on the remote
 //!    (the pid lets teardown kill it if it will not stop), and reads its JSON events
 //!    ([`LoginEvent`], the `llmx login --json` protocol);
 //! 5. once the remote callback server listens, forwards every local connection to the remote's
@@ -82,7 +82,7 @@ pub struct TunnelOptions {
     pub install: bool,
     /// The binary `--install` uploads (the CLI passes `std::env::current_exe`).
     pub install_from: Option<PathBuf>,
-    /// `-c KEY=VALUE` overrides as typed, passed on to the remote llmx.
+    /// `-c KEY=VALUE` overrides as typed, passed on to the remote llmx as `--config='KEY=VALUE'`.
     pub overrides: Vec<String>,
     /// How long to wait for the sign-in once the remote login runs.
     pub timeout: Duration,
