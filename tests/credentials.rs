@@ -40,7 +40,9 @@ async fn api_key_login_and_status_mask_the_key() {
     let home = Home::new();
     let r = run_with_stdin(home.llmx(["login", "--with-api-key"]), format!("{KEY}\n").as_bytes()).await;
     assert_eq!(r.code(), 0, "{r:?}");
-    assert_eq!(home.read_auth().unwrap(), format!("{{\n  \"OPENAI_API_KEY\": \"{KEY}\"\n}}").as_bytes());
+    // auth_mode tells current Codex CLIs which credential the file is for (DESIGN.md §1).
+    let want = format!("{{\n  \"OPENAI_API_KEY\": \"{KEY}\",\n  \"auth_mode\": \"apikey\"\n}}");
+    assert_eq!(String::from_utf8(home.read_auth().unwrap()).unwrap(), want);
     assert_eq!(mode(&home.auth_path()), 0o600);
     assert_eq!(mode(&home.path()), 0o700);
 

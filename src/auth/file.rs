@@ -99,6 +99,34 @@ impl AuthFile {
     pub fn api_key(&self) -> Option<&Secret> {
         self.openai_api_key.as_ref().filter(|k| !k.is_empty())
     }
+
+    /// The `auth_mode` the file declares (current Codex CLIs write it; DESIGN.md §1): which of
+    /// its credentials the file is for. `None` when absent or not one of the two known modes.
+    pub fn auth_mode(&self) -> Option<AuthMode> {
+        match self.extra.get(AUTH_MODE_KEY).and_then(serde_json::Value::as_str) {
+            Some("apikey") => Some(AuthMode::ApiKey),
+            Some("chatgpt") => Some(AuthMode::ChatGpt),
+            _ => None,
+        }
+    }
+
+    /// Declare which credential the file is for; every login writes it.
+    pub fn set_auth_mode(&mut self, mode: AuthMode) {
+        let text = match mode {
+            AuthMode::ApiKey => "apikey",
+            AuthMode::ChatGpt => "chatgpt",
+        };
+        self.extra.insert(AUTH_MODE_KEY.into(), text.into());
+    }
+}
+
+const AUTH_MODE_KEY: &str = "auth_mode";
+
+/// The two values of `auth_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    ApiKey,
+    ChatGpt,
 }
 
 /// Now as RFC 3339 UTC with microseconds (`2025-08-06T20:41:36.232376Z`), the form llmx writes

@@ -1,5 +1,6 @@
 //! The client side of the issuer's OAuth endpoints (DESIGN.md §3): the authorize URL, the code
-//! exchange (form-encoded), the best-effort API-key token exchange, and the refresh (JSON body).
+//! exchange (form-encoded), the best-effort API-key token exchange, the refresh (JSON body), and
+//! the device-code endpoints (§8).
 //!
 //! Refresh failures are classified from the structured JSON error body — `error.code`, else
 //! `error` when it is a string, else a top-level `code` — never by matching error text.
@@ -216,6 +217,85 @@ pub fn error_code(body: &[u8]) -> Option<String> {
     .or_else(|| text(v.get("code")))
 }
 
+/// The device-code endpoints (DESIGN.md §8): OpenAI's own, not RFC 8628. Both take JSON.
+impl OAuthClient {
+    /// `POST {issuer}/api/accounts/deviceauth/usercode`; `Ok(None)` when the issuer answers 404
+    /// (device code is switched off for this issuer or workspace).
+    pub async fn device_usercode(&self) -> Result<Option<DeviceCode>, OAuthError> {
+        let body = serde_json::json!({ "client_id": self.client_id });
+        let url = self.endpoint("api/accounts/deviceauth/usercode");
+        let (status, body) = self.post(self.http.post(url).json(&body)).await?;
+        if status == 404 {
+            return Ok(None);
+        }
+        parse_success(status, &body).map(Some)
+    }
+
+    /// One poll of `POST {issuer}/api/accounts/deviceauth/token`.
+    pub async fn device_poll(&self, code: &DeviceCode) -> Result<DevicePoll, OAuthError> {
+        let body = serde_json::json!({ "device_auth_id": code.device_auth_id, "user_code": code.user_code });
+        let url = self.endpoint("api/accounts/deviceauth/token");
+        let (status, body) = self.post(self.http.post(url).json(&body)).await?;
+        match status {
+            403 | 404 => Ok(DevicePoll::Pending),
+            _ => parse_success(status, &body).map(DevicePoll::Approved),
+        }
+    }
+
+    /// Where the user enters the code: `{issuer}/codex/device`.
+    pub fn device_verification_url(&self) -> String {
+        self.endpoint("codex/device").to_string()
+    }
+
+    /// The redirect URI the device flow's code is exchanged with: `{issuer}/deviceauth/callback`.
+    pub fn device_redirect_uri(&self) -> String {
+        self.endpoint("deviceauth/callback").to_string()
+    }
+}
+
+/// The issuer's answer to a usercode request. `interval` is a string of seconds on the wire;
+/// a number is accepted too.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceCode {
+    pub device_auth_id: String,
+    #[serde(alias = "usercode")]
+    pub user_code: String,
+    #[serde(default, deserialize_with = "seconds")]
+    pub interval: Option<u64>,
+}
+
+/// One poll's answer.
+#[derive(Debug)]
+pub enum DevicePoll {
+    /// The user has not finished yet (403 or 404).
+    Pending,
+    /// Approved: an authorization code to exchange with this PKCE verifier.
+    Approved(DeviceGrant),
+}
+
+/// What an approved device code hands back: a normal authorization code and its PKCE pair.
+#[derive(Debug, Deserialize)]
+pub struct DeviceGrant {
+    pub authorization_code: Secret,
+    pub code_verifier: Secret,
+    #[serde(default)]
+    pub code_challenge: Option<String>,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Option::<Wire>::deserialize(d)? {
+        Some(Wire::Number(n)) => Some(n),
+        Some(Wire::Text(s)) => s.trim().parse().ok(),
+        None => None,
+    })
+}
+
 /// "error: cause: cause" for a reqwest error, whose top-level message alone is often vague.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -274,6 +354,20 @@ mod tests {
         for (k, v) in want {
             assert_eq!(q.get(k).map(String::as_str), Some(v), "{k}");
         }
+    }
+
+    #[test]
+    fn device_code_interval_is_a_string_or_a_number() {
+        let parse = |b: &[u8]| parse_success::<DeviceCode>(200, b);
+        assert_eq!(parse(br#"{"device_auth_id":"d","user_code":"AB-CD","interval":"7"}"#).unwrap().interval, Some(7));
+        assert_eq!(parse(br#"{"device_auth_id":"d","usercode":"AB-CD","interval":3}"#).unwrap().interval, Some(3));
+        let c = parse(br#"{"device_auth_id":"d","user_code":"X"}"#).unwrap();
+        assert_eq!((c.user_code.as_str(), c.interval), ("X", None));
+        assert_eq!(parse(br#"{"device_auth_id":"d","user_code":"X","interval":"soon"}"#).unwrap().interval, None);
+        assert!(parse(br#"{"user_code":"X"}"#).is_err());
+        let c = OAuthClient::new("http://127.0.0.1:9/base", "cid").unwrap();
+        assert_eq!(c.device_verification_url(), "http://127.0.0.1:9/base/codex/device");
+        assert_eq!(c.device_redirect_uri(), "http://127.0.0.1:9/base/deviceauth/callback");
     }
 
     #[test]

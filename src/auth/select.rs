@@ -1,7 +1,8 @@
 //! Which credential is in use (DESIGN.md §2): an API key from `OPENAI_API_KEY` (non-empty) or
-//! else from auth.json, ChatGPT tokens from auth.json, ordered by `preferred_auth_method`.
+//! else from auth.json, ChatGPT tokens from auth.json, ordered by `preferred_auth_method`. A file
+//! that declares `auth_mode` offers only the credential it names (as current Codex reads it).
 
-use crate::auth::file::{AuthFile, Tokens};
+use crate::auth::file::{AuthFile, AuthMode, Tokens};
 use crate::config::AuthMethod;
 use crate::secret::Secret;
 use serde::Serialize;
@@ -25,9 +26,15 @@ pub enum Selected<'a> {
 pub fn select<'a>(preferred: AuthMethod, env_key: Option<&str>, file: Option<&'a AuthFile>) -> Option<Selected<'a>> {
     let api_key = match env_key.filter(|k| !k.is_empty()) {
         Some(k) => Some(Selected::ApiKey { key: Secret::new(k), source: Source::Env }),
-        None => file.and_then(AuthFile::api_key).map(|k| Selected::ApiKey { key: k.clone(), source: Source::File }),
+        None => file
+            .filter(|f| f.auth_mode() != Some(AuthMode::ChatGpt))
+            .and_then(AuthFile::api_key)
+            .map(|k| Selected::ApiKey { key: k.clone(), source: Source::File }),
     };
-    let chatgpt = file.and_then(|f| f.tokens.as_ref()).map(|tokens| Selected::ChatGpt { tokens });
+    let chatgpt = file
+        .filter(|f| f.auth_mode() != Some(AuthMode::ApiKey))
+        .and_then(|f| f.tokens.as_ref())
+        .map(|tokens| Selected::ChatGpt { tokens });
     match preferred {
         AuthMethod::ApiKey => api_key.or(chatgpt),
         AuthMethod::ChatGpt => chatgpt.or(api_key),
@@ -101,6 +108,25 @@ mod tests {
             };
             assert_eq!(got, want, "env={env} file_key={fkey} tokens={ftok} pref={pref}");
         }
+    }
+
+    #[test]
+    fn auth_mode_decides_which_credential_a_file_is_for() {
+        let mut both = AuthFile {
+            openai_api_key: Some(Secret::new("sk-file")),
+            tokens: Some(tokens()),
+            last_refresh: None,
+            extra: Default::default(),
+        };
+        both.set_auth_mode(AuthMode::ChatGpt);
+        // An llmx ChatGPT login that also holds the exchanged key is a ChatGPT login...
+        assert!(matches!(select(AuthMethod::ApiKey, None, Some(&both)), Some(Selected::ChatGpt { .. })));
+        // ...but an API key in the environment still wins when preferred.
+        assert!(matches!(select(AuthMethod::ApiKey, Some("sk-env"), Some(&both)), Some(Selected::ApiKey { .. })));
+        both.set_auth_mode(AuthMode::ApiKey);
+        assert!(matches!(select(AuthMethod::ChatGpt, None, Some(&both)), Some(Selected::ApiKey { .. })));
+        both.extra.insert("auth_mode".into(), "something-new".into());
+        assert!(matches!(select(AuthMethod::ChatGpt, None, Some(&both)), Some(Selected::ChatGpt { .. })));
     }
 
     #[test]

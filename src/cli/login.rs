@@ -1,4 +1,5 @@
-//! `llmx login`: browser sign-in, `--with-api-key` from stdin, and `llmx login status`.
+//! `llmx login`: browser sign-in, `--device-auth`, `--with-api-key` from stdin, and
+//! `llmx login status`.
 //!
 //! The browser login itself is `auth::login`; this module renders its events: human text on
 //! stderr (the URL always), or with `--json` one JSON object per line on stdout, flushed at once,
@@ -7,6 +8,7 @@
 use crate::cli::{Ctx, Failure, output, status};
 use clap::{Args, Subcommand};
 use llmx::auth::login::browser::{self, LoginOptions};
+use llmx::auth::login::device::{self, DeviceOptions};
 use llmx::auth::login::{self, LoginError, LoginEvent, LoginSucceeded, api_key};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -30,9 +32,13 @@ pub struct LoginArgs {
     #[arg(long, conflicts_with = "with_api_key")]
     pub no_browser: bool,
 
-    /// Give up when nobody completes the sign-in within SECS seconds
-    #[arg(long, value_name = "SECS", default_value_t = login::DEFAULT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86400), conflicts_with = "with_api_key")]
-    pub timeout: u64,
+    /// Sign in with a code entered on the issuer's page, from any device: no callback port
+    #[arg(long, conflicts_with_all = ["with_api_key", "port"])]
+    pub device_auth: bool,
+
+    /// Give up when nobody completes the sign-in within SECS seconds [default: 600; device code: 900]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400), conflicts_with = "with_api_key")]
+    pub timeout: Option<u64>,
 
     /// Print machine-readable events (JSON lines) on stdout
     #[arg(long)]
@@ -52,29 +58,58 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if args.with_api_key {
         return with_api_key(ctx, args.json);
     }
-    browser(ctx, &args)
-}
-
-fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
-    let opts = LoginOptions {
-        issuer: settings.auth_issuer,
-        client_id: settings.auth_client_id,
-        port: args.port,
-        timeout: Duration::from_secs(args.timeout),
-        auth_path: ctx.home.auth_path(),
-    };
     let open_browser = !args.no_browser && has_display();
     let json = args.json;
     let sink: login::EventSink = Arc::new(move |event| render(&event, json, open_browser));
     let runtime = crate::cli::runtime()?;
-    let interrupt = async {
-        // If the signal handler cannot be installed, Ctrl-C simply keeps its default effect.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+    let browser_opts = |timeout: Option<u64>| LoginOptions {
+        issuer: settings.auth_issuer.clone(),
+        client_id: settings.auth_client_id.clone(),
+        port: args.port,
+        timeout: Duration::from_secs(timeout.unwrap_or(login::DEFAULT_TIMEOUT_SECS)),
+        auth_path: ctx.home.auth_path(),
     };
-    let result = runtime.block_on(browser::run(opts, sink, interrupt));
+    let result = if args.device_auth {
+        let opts = DeviceOptions {
+            issuer: settings.auth_issuer.clone(),
+            client_id: settings.auth_client_id.clone(),
+            timeout: args.timeout.map(Duration::from_secs),
+            auth_path: ctx.home.auth_path(),
+        };
+        match runtime.block_on(device::run(opts, sink.clone(), ctrl_c())) {
+            // As DESIGN §8 says: device code off → the browser login, printing the URL.
+            Err(LoginError::DeviceCodeOff) => {
+                sink(LoginEvent::DeviceCodeUnavailable);
+                let no_browser: login::EventSink = Arc::new(move |event| render(&event, json, false));
+                runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, ctrl_c()))
+            }
+            other => other,
+        }
+    } else {
+        if !open_browser && !json {
+            let _ = writeln!(std::io::stderr(), "{}", headless_note());
+        }
+        runtime.block_on(browser::run(browser_opts(args.timeout), sink, ctrl_c()))
+    };
+    finish(result, json)
+}
+
+/// Resolves on Ctrl-C. If the signal handler cannot be installed, Ctrl-C simply keeps its default
+/// effect (the process ends, nothing was written yet).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Where no browser can be opened: the ways that need none.
+fn headless_note() -> &'static str {
+    "No browser here. Open the URL below on any machine, or: `llmx login --device-auth` (a code \
+     to enter instead), or `llmx auth tunnel HOST` run from a machine with a browser."
+}
+
+fn finish(result: Result<LoginSucceeded, LoginError>, json: bool) -> Result<u8, Failure> {
     if json {
         output::json_line(&LoginEvent::outcome(&result))?;
     }
@@ -89,19 +124,25 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
     }
 }
 
-/// Whether a browser can be opened here: on Linux and the BSDs, only with a graphical session.
+/// Whether a browser can be opened here: never inside an SSH session (it would open on the remote
+/// machine's display, or nowhere); on Linux and the BSDs, only with a graphical session.
 pub(crate) fn has_display() -> bool {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+    if set("SSH_CONNECTION") || set("SSH_TTY") {
+        return false;
+    }
     if cfg!(any(target_os = "macos", target_os = "windows")) {
         return true;
     }
-    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+    set("DISPLAY") || set("WAYLAND_DISPLAY")
 }
 
 fn render(event: &LoginEvent, json: bool, open_browser: bool) {
-    if let LoginEvent::Listening { authorize_url, .. } = event
+    if let LoginEvent::Listening { authorize_url: url, .. } | LoginEvent::DeviceCode { verification_url: url, .. } =
+        event
         && open_browser
     {
-        let url = authorize_url.clone();
+        let url = url.clone();
         // webbrowser may wait for a text-mode browser; never let it hold up the login.
         std::thread::spawn(move || {
             if let Err(e) = webbrowser::open(&url) {
@@ -123,6 +164,15 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
             if open_browser { "Opening " } else { "Open " },
             llmx::text::format_duration(Duration::from_secs(*timeout_secs))
         ),
+        LoginEvent::DeviceCode { verification_url, user_code, expires_in } => format!(
+            "To sign in, open this page on any device:\n\n  {verification_url}\n\nand enter the code:\n\n  {user_code}\n\n\
+             The code expires in {}. Enter it only on that page, and only for a sign-in you started \
+             yourself: nobody who asks you for this code is from the provider.\nWaiting (Ctrl-C to cancel)...",
+            llmx::text::format_duration(Duration::from_secs(*expires_in))
+        ),
+        LoginEvent::DeviceCodeUnavailable => {
+            "This issuer does not offer device-code sign-in; signing in with the browser instead.".to_string()
+        }
         LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
@@ -149,6 +199,7 @@ fn failure(e: LoginError) -> Failure {
         )),
         LoginError::Denied { .. } | LoginError::Exchange(_) => Some("run `llmx login` again".to_string()),
         LoginError::TimedOut { .. } => Some("run `llmx login` again; `--timeout SECS` waits longer".to_string()),
+        LoginError::Declined => Some("run `llmx login --device-auth` again to get a new code".to_string()),
         LoginError::Issuer(_) => Some("check auth_issuer in config.toml or your -c override".to_string()),
         _ => None,
     };

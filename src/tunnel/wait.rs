@@ -90,6 +90,8 @@ impl Tunnel {
             LoginEvent::StaleServerCancelled { port } => (self.events)(TunnelEvent::Warning {
                 message: format!("stopped an earlier llmx login that was waiting on port {port} on {}", self.host),
             }),
+            // The tunnel runs the browser login; device-code events do not occur there.
+            LoginEvent::DeviceCode { .. } | LoginEvent::DeviceCodeUnavailable => {}
         }
         Ok(())
     }

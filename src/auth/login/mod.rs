@@ -1,6 +1,7 @@
 //! Signing in: one module per login method, one path that saves what a method obtained.
 //!
 //! - [`browser`]: OAuth authorization code + PKCE with a callback server on localhost (DESIGN §3).
+//! - [`device`]: a device code entered on the issuer's page, polled for (DESIGN §8).
 //! - [`api_key`]: a key read from standard input.
 //!
 //! Each method ends with an [`Obtained`] credential; [`save`] writes it to auth.json and returns
@@ -15,6 +16,7 @@
 
 pub mod api_key;
 pub mod browser;
+pub mod device;
 mod save;
 
 pub use save::save;
@@ -97,6 +99,14 @@ pub enum LoginError {
     Interrupted,
     #[error("the callback server failed: {0}")]
     Server(std::io::Error),
+    #[error("the issuer does not offer device-code sign-in (it answered 404)")]
+    DeviceCodeOff,
+    #[error("asking the issuer for a device code failed: {0}")]
+    DeviceStart(OAuthError),
+    #[error("waiting for the device code to be approved failed: {0}")]
+    DevicePoll(OAuthError),
+    #[error("the sign-in was declined")]
+    Declined,
 }
 
 impl LoginError {
@@ -113,6 +123,9 @@ impl LoginError {
             LoginError::TimedOut { .. } => "timeout",
             LoginError::Cancelled => "cancelled",
             LoginError::Interrupted => "interrupted",
+            LoginError::DeviceCodeOff => "device_code_off",
+            LoginError::DeviceStart(_) | LoginError::DevicePoll(_) => "issuer",
+            LoginError::Declined => "declined",
         }
     }
 }
@@ -133,6 +146,10 @@ pub enum LoginEvent {
     StaleServerCancelled { port: u16 },
     /// The callback server listens; open `authorize_url` in a browser.
     Listening { authorize_url: String, port: u16, redirect_uri: String, timeout_secs: u64 },
+    /// Device-code login: enter `user_code` at `verification_url` within `expires_in` seconds.
+    DeviceCode { verification_url: String, user_code: String, expires_in: u64 },
+    /// The issuer does not offer device code; the login continues as `--no-browser`.
+    DeviceCodeUnavailable,
     /// A callback was answered 400 and the login keeps waiting.
     CallbackRejected { reason: String },
     /// The browser came back with a code; the exchange is running.

@@ -1,9 +1,10 @@
 //! The one path that saves a login: whatever a method obtained becomes auth.json (replacing the
-//! whole file, as llmx does) and the [`LoginSucceeded`] report, without secrets.
+//! whole file, as llmx does) and the [`LoginSucceeded`] report, without secrets. Every login
+//! writes `auth_mode`, so the file means the same to the llmx fork and to current Codex CLIs.
 
 use super::{LoginError, LoginSucceeded, Obtained, millis};
 use crate::auth::claims::IdClaims;
-use crate::auth::file::{AuthFile, Tokens, now_rfc3339};
+use crate::auth::file::{AuthFile, AuthMode, Tokens, now_rfc3339};
 use std::path::Path;
 
 /// Write `obtained` to `path` atomically (0600) and say what was saved.
@@ -11,7 +12,9 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
     let auth_file = path.display().to_string();
     match obtained {
         Obtained::ApiKey(key) => {
-            AuthFile::with_api_key(key.clone()).save(path).map_err(LoginError::Save)?;
+            let mut file = AuthFile::with_api_key(key.clone());
+            file.set_auth_mode(AuthMode::ApiKey);
+            file.save(path).map_err(LoginError::Save)?;
             Ok(LoginSucceeded {
                 method: "apikey".into(),
                 auth_file,
@@ -27,7 +30,7 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
         Obtained::ChatGpt { tokens, api_key, timing } => {
             let claims = IdClaims::parse(tokens.id_token.expose()).unwrap_or_default();
             let masked = api_key.as_ref().map(|k| k.mask());
-            let file = AuthFile {
+            let mut file = AuthFile {
                 openai_api_key: api_key,
                 tokens: Some(Tokens {
                     id_token: tokens.id_token,
@@ -39,6 +42,7 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
                 last_refresh: Some(now_rfc3339()),
                 extra: Default::default(),
             };
+            file.set_auth_mode(AuthMode::ChatGpt);
             file.save(path).map_err(LoginError::Save)?;
             Ok(LoginSucceeded {
                 method: "chatgpt".into(),
