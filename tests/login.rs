@@ -50,7 +50,8 @@ async fn browser_login_saves_tokens_and_api_key_privately() {
     assert_eq!(mode(&home.path()), 0o700);
     let auth = home.auth_json();
     let keys: Vec<&String> = auth.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["OPENAI_API_KEY", "tokens", "last_refresh"], "the whole file is replaced");
+    assert_eq!(keys, ["OPENAI_API_KEY", "tokens", "last_refresh", "auth_mode"], "the whole file is replaced");
+    assert_eq!(auth["auth_mode"], "chatgpt", "current Codex CLIs read it (DESIGN.md §1)");
     assert!(auth["OPENAI_API_KEY"].as_str().unwrap().starts_with("sk-test-"));
     assert_eq!(auth["tokens"]["account_id"], "acc-test-0001");
     assert_eq!(issuer.issuer.stats().code_exchanges, 1);

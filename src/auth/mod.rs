@@ -6,6 +6,7 @@ pub mod file;
 pub mod login;
 pub mod logout;
 pub mod oauth;
+pub mod paste;
 pub mod pkce;
 pub mod refresh;
 pub mod select;

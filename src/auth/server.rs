@@ -5,10 +5,14 @@
 //! `/success`), `/success` (a page, then the server stops), `/cancel` (stops the server: a later
 //! login uses it to evict a stale one), anything else 404.
 //!
+//! With paste-back, lines the user pastes (the address the browser ended on, or the bare code) go
+//! through the same state check and the same code handler as a callback request.
+//!
 //! Like mini-redis, [`serve`] takes an already-bound listener and a shutdown future, so tests bind
 //! port 0 and never sleep, and the caller decides what "shutdown" means (timeout, Ctrl-C). The
 //! server knows nothing of tokens or files: what a valid code turns into is the caller's closure.
 
+use crate::auth::paste::{self, Pasted};
 use crate::text::printable;
 use axum::Router;
 use axum::extract::{RawQuery, State};
@@ -21,7 +25,7 @@ use std::future::{Future, IntoFuture};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 /// After a successful callback, how long to wait for the browser to fetch `/success` before the
 /// server stops anyway (a scripted browser may not follow the redirect).
@@ -38,7 +42,9 @@ pub type CodeHandler<T, E> = Arc<dyn Fn(String, Instant) -> BoxFuture<'static, R
 pub enum ServerNote {
     /// A callback arrived and was answered 400; the login keeps waiting.
     Rejected { reason: &'static str },
-    /// A callback with the right state and a code arrived; the exchange is starting.
+    /// A pasted line was not a usable code; the login keeps waiting.
+    PasteRejected { reason: String },
+    /// A callback (or pasted code) with the right state arrived; the exchange is starting.
     CallbackReceived,
 }
 
@@ -113,6 +119,26 @@ where
     E: Display + Send + 'static,
     S: Send + 'static,
 {
+    serve_with_paste(listener, expected_state, on_code, on_note, shutdown, grace, None).await
+}
+
+/// [`serve`], also taking pasted lines (paste-back, DESIGN.md §8): each line is the address the
+/// browser ended on or a bare code, checked like a callback. A bad line is a
+/// [`ServerNote::Rejected`] and the login keeps waiting; it never ends the login.
+pub async fn serve_with_paste<T, E, S>(
+    listener: TcpListener,
+    expected_state: String,
+    on_code: CodeHandler<T, E>,
+    on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
+    shutdown: impl Future<Output = S> + Send + 'static,
+    grace: Duration,
+    pasted: Option<mpsc::Receiver<String>>,
+) -> std::io::Result<ServerEnd<T, E, S>>
+where
+    T: Send + 'static,
+    E: Display + Send + 'static,
+    S: Send + 'static,
+{
     let shared = Arc::new(Shared {
         expected_state,
         on_code,
@@ -129,6 +155,7 @@ where
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
         .with_state(shared.clone());
 
+    let paste_task = pasted.map(|rx| tokio::spawn(read_pasted(shared.clone(), rx)));
     let stopper = shared.clone();
     let stop_signal = async move {
         tokio::select! {
@@ -149,8 +176,105 @@ where
         r = &mut server => r?,
         _ = async { let _ = stopped_rx.await; tokio::time::sleep(DRAIN).await } => {}
     }
+    if let Some(t) = paste_task {
+        t.abort();
+    }
     let end = shared.end.lock().unwrap_or_else(|p| p.into_inner()).take();
     Ok(end.unwrap_or(ServerEnd::Cancelled))
+}
+
+/// Take pasted lines until the login ends or the input does.
+async fn read_pasted<T, E, S>(sh: Arc<Shared<T, E, S>>, mut rx: mpsc::Receiver<String>)
+where
+    T: Send + 'static,
+    E: Display + Send + 'static,
+    S: Send + 'static,
+{
+    while let Some(line) = rx.recv().await {
+        let reject = |reason: String| (sh.on_note)(ServerNote::PasteRejected { reason });
+        let code = match paste::parse(&line) {
+            Ok(Pasted::Code(code)) => code,
+            Ok(Pasted::Callback(q)) => {
+                if !q.state.as_deref().is_some_and(|s| constant_time_eq(s.as_bytes(), sh.expected_state.as_bytes())) {
+                    reject("the pasted address belongs to another login (state mismatch)".into());
+                    continue;
+                }
+                if let Some(error) = q.error {
+                    reject(format!("the pasted address holds an error from the issuer ({error}), not a code"));
+                    continue;
+                }
+                match q.code.filter(|c| !c.is_empty()) {
+                    Some(c) => c,
+                    None => {
+                        reject("the pasted address holds no authorization code".into());
+                        continue;
+                    }
+                }
+            }
+            Err(reason) => {
+                reject(reason.into());
+                continue;
+            }
+        };
+        match accept_code(&sh, code, Instant::now(), Source::Pasted).await {
+            Accepted::Failed(text) => reject(format!("the pasted code did not work: {text}")),
+            Accepted::Succeeded | Accepted::Over => return,
+        }
+    }
+}
+
+/// Where a code came from: a failed callback ends the login (the browser shows why); a pasted
+/// code that fails is reported and the login keeps waiting (the user may have pasted the wrong
+/// line).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Callback,
+    Pasted,
+}
+
+/// What happened to a code that passed the state check.
+enum Accepted {
+    /// The handler succeeded (now, or earlier for a racing duplicate).
+    Succeeded,
+    /// The login had already ended another way.
+    Over,
+    /// The handler failed, with this message.
+    Failed(String),
+}
+
+/// Run the code handler once for the waiting login, and record how it ended.
+async fn accept_code<T, E, S>(sh: &Arc<Shared<T, E, S>>, code: String, received: Instant, from: Source) -> Accepted
+where
+    T: Send + 'static,
+    E: Display + Send + 'static,
+    S: Send + 'static,
+{
+    let _guard = sh.exchange.lock().await;
+    match sh.state() {
+        Phase::Succeeded => return Accepted::Succeeded,
+        Phase::Over => return Accepted::Over,
+        Phase::Waiting => {}
+    }
+    (sh.on_note)(ServerNote::CallbackReceived);
+    match (sh.on_code)(code, received).await {
+        Ok(value) => {
+            sh.finish(ServerEnd::Completed(value));
+            let stopper = sh.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(stopper.grace).await;
+                stopper.stop.notify_one();
+            });
+            Accepted::Succeeded
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if from == Source::Callback {
+                sh.finish(ServerEnd::Failed(e));
+                sh.stop.notify_one();
+            }
+            Accepted::Failed(text)
+        }
+    }
 }
 
 async fn callback<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>, RawQuery(query): RawQuery) -> Response
@@ -191,27 +315,10 @@ where
             "Missing authorization code. The login is still waiting.",
         );
     };
-    let _guard = sh.exchange.lock().await;
-    match sh.state() {
-        Phase::Succeeded => return redirect_to_success(),
-        Phase::Over => return page(StatusCode::GONE, "Sign-in over", "This login has already ended."),
-        Phase::Waiting => {}
-    }
-    (sh.on_note)(ServerNote::CallbackReceived);
-    match (sh.on_code)(code, received).await {
-        Ok(value) => {
-            sh.finish(ServerEnd::Completed(value));
-            let stopper = sh.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(stopper.grace).await;
-                stopper.stop.notify_one();
-            });
-            redirect_to_success()
-        }
-        Err(e) => {
-            let text = e.to_string();
-            sh.finish(ServerEnd::Failed(e));
-            sh.stop.notify_one();
+    match accept_code(&sh, code, received, Source::Callback).await {
+        Accepted::Succeeded => redirect_to_success(),
+        Accepted::Over => page(StatusCode::GONE, "Sign-in over", "This login has already ended."),
+        Accepted::Failed(text) => {
             page(StatusCode::INTERNAL_SERVER_ERROR, "Sign-in failed", &format!("{text}. Run `llmx login` again."))
         }
     }

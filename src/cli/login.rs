@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use llmx::auth::login::browser::{self, LoginOptions};
 use llmx::auth::login::device::{self, DeviceOptions};
 use llmx::auth::login::{self, LoginError, LoginEvent, LoginSucceeded, api_key};
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ pub struct LoginArgs {
     pub with_api_key: bool,
 
     /// Port of the local callback server (the redirect URI is http://localhost:PORT/auth/callback)
-    #[arg(long, default_value_t = login::DEFAULT_PORT, conflicts_with = "with_api_key")]
-    pub port: u16,
+    /// [default: 1455, or 1457 when another program holds 1455]
+    #[arg(long, conflicts_with = "with_api_key")]
+    pub port: Option<u16>,
 
     /// Print the sign-in URL but do not open a browser
     #[arg(long, conflicts_with = "with_api_key")]
@@ -66,7 +67,8 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     let browser_opts = |timeout: Option<u64>| LoginOptions {
         issuer: settings.auth_issuer.clone(),
         client_id: settings.auth_client_id.clone(),
-        port: args.port,
+        port: args.port.unwrap_or(login::DEFAULT_PORT),
+        port_fallback: args.port.is_none(),
         timeout: Duration::from_secs(timeout.unwrap_or(login::DEFAULT_TIMEOUT_SECS)),
         auth_path: ctx.home.auth_path(),
     };
@@ -82,7 +84,7 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
             Err(LoginError::DeviceCodeOff) => {
                 sink(LoginEvent::DeviceCodeUnavailable);
                 let no_browser: login::EventSink = Arc::new(move |event| render(&event, json, false));
-                runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, ctrl_c()))
+                runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, ctrl_c(), Some(stdin_lines())))
             }
             other => other,
         }
@@ -90,7 +92,9 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         if !open_browser && !json {
             let _ = writeln!(std::io::stderr(), "{}", headless_note());
         }
-        runtime.block_on(browser::run(browser_opts(args.timeout), sink, ctrl_c()))
+        // Paste-back: where no browser opens here, the user may paste the address it ends on.
+        let pasted = (!open_browser).then(stdin_lines);
+        runtime.block_on(browser::run(browser_opts(args.timeout), sink, ctrl_c(), pasted))
     };
     finish(result, json)
 }
@@ -101,6 +105,22 @@ async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }
+}
+
+/// Lines of standard input, read on a thread of their own (a blocking read must not hold up the
+/// login); the channel closes at end of input. The thread ends with the process.
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        // Bounded per line: a pasted address is a few hundred bytes.
+        while std::io::stdin().lock().take(16 * 1024).read_line(&mut line).is_ok_and(|n| n > 0) {
+            if tx.blocking_send(std::mem::take(&mut line)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Where no browser can be opened: the ways that need none.
@@ -160,8 +180,14 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
             format!("Stopped an earlier llmx login that was waiting on port {port}.")
         }
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
-            "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\nWaiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
+            "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\n{}Waiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },
+            if open_browser {
+                ""
+            } else {
+                "If the browser is on another machine, it ends on a page that does not load: paste \
+                 the address it shows (or the code in it) here and press Enter.\n"
+            },
             llmx::text::format_duration(Duration::from_secs(*timeout_secs))
         ),
         LoginEvent::DeviceCode { verification_url, user_code, expires_in } => format!(
@@ -174,6 +200,7 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
             "This issuer does not offer device-code sign-in; signing in with the browser instead.".to_string()
         }
         LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
+        LoginEvent::PasteRejected { reason } => format!("Ignored the pasted line: {reason}. Still waiting..."),
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };
@@ -196,6 +223,9 @@ fn failure(e: LoginError) -> Failure {
     let hint = match &e {
         LoginError::PortBusy { port } => Some(format!(
             "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or run `llmx login --port N`"
+        )),
+        LoginError::PortsBusy { first, second } => Some(format!(
+            "see who holds them with `ss -ltnp 'sport = :{first}' or 'sport = :{second}'`, or sign in without a port: `llmx login --device-auth`"
         )),
         LoginError::Denied { .. } | LoginError::Exchange(_) => Some("run `llmx login` again".to_string()),
         LoginError::TimedOut { .. } => Some("run `llmx login` again; `--timeout SECS` waits longer".to_string()),

@@ -67,7 +67,7 @@ impl Tunnel {
                 }
                 (self.events)(TunnelEvent::Listening { authorize_url, port });
             }
-            LoginEvent::CallbackRejected { reason } => {
+            LoginEvent::CallbackRejected { reason } | LoginEvent::PasteRejected { reason } => {
                 (self.events)(TunnelEvent::CallbackRejected { reason: printable(&reason) })
             }
             LoginEvent::CallbackReceived => (self.events)(TunnelEvent::CallbackReceived),

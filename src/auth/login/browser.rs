@@ -1,6 +1,7 @@
 //! The browser login (DESIGN.md §3): bind the callback port (evicting a stale llmx login
 //! server), build the authorize URL, serve the callback, exchange the code and try the API-key
 //! exchange; the result is saved through [`super::save`] before the browser is sent to `/success`.
+//! Pasted lines (paste-back) reach the same state check and exchange through the server.
 
 use super::{EventSink, LoginError, LoginEvent, LoginSucceeded, Obtained, Timing, save};
 use crate::auth::oauth::OAuthClient;
@@ -12,10 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 /// Eviction of a stale server: retry the bind this often, this many times (DESIGN.md §3).
 const BIND_RETRY_EVERY: Duration = Duration::from_millis(200);
 const BIND_RETRIES: u32 = 10;
+/// The issuer's second allowed redirect port (DESIGN.md §3).
+pub const FALLBACK_PORT: u16 = 1457;
 
 /// What a login needs. `port` 0 asks the OS for a free port (only useful with an issuer that
 /// accepts any loopback redirect URI, such as the test issuer).
@@ -24,6 +28,9 @@ pub struct LoginOptions {
     pub issuer: String,
     pub client_id: String,
     pub port: u16,
+    /// Fall back to [`FALLBACK_PORT`] when `port` is the default one and another program holds
+    /// it (not when the user, or the tunnel, named the port).
+    pub port_fallback: bool,
     pub timeout: Duration,
     pub auth_path: PathBuf,
 }
@@ -33,16 +40,18 @@ enum Stop {
     Interrupted,
 }
 
-/// Run a browser login. `interrupt` ends it early (the CLI passes Ctrl-C).
+/// Run a browser login. `interrupt` ends it early (the CLI passes Ctrl-C). `pasted` carries lines
+/// the user pastes (paste-back): the address the browser ended on, or the bare code.
 pub async fn run(
     opts: LoginOptions,
     events: EventSink,
     interrupt: impl Future<Output = ()> + Send + 'static,
+    pasted: Option<mpsc::Receiver<String>>,
 ) -> Result<LoginSucceeded, LoginError> {
     let client = OAuthClient::new(&opts.issuer, &opts.client_id).map_err(LoginError::Issuer)?;
     let pkce = Pkce::generate()?;
     let state = new_state()?;
-    let listener = bind_callback_port(opts.port, &events).await?;
+    let listener = bind_with_fallback(opts.port, opts.port_fallback, &events).await?;
     let port = listener.local_addr().map_err(LoginError::Server)?.port();
     let redirect_uri = format!("http://localhost:{port}/auth/callback");
     let authorize_url = client.authorize_url(&redirect_uri, &pkce, &state);
@@ -60,6 +69,7 @@ pub async fn run(
     let on_note = Arc::new(move |note: ServerNote| {
         note_sink(match note {
             ServerNote::Rejected { reason } => LoginEvent::CallbackRejected { reason: reason.into() },
+            ServerNote::PasteRejected { reason } => LoginEvent::PasteRejected { reason },
             ServerNote::CallbackReceived => LoginEvent::CallbackReceived,
         })
     });
@@ -71,7 +81,7 @@ pub async fn run(
         }
     };
     events(LoginEvent::Listening { authorize_url, port, redirect_uri, timeout_secs: timeout.as_secs() });
-    match server::serve(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE)
+    match server::serve_with_paste(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE, pasted)
         .await
         .map_err(LoginError::Server)?
     {
@@ -97,6 +107,20 @@ async fn exchange(
     let api_key = client.exchange_api_key(&tokens.id_token).await.ok();
     let timing = Timing { started: received, issuer_time: client.issuer_time() };
     Ok(Obtained::ChatGpt { tokens, api_key, timing: Some(timing) })
+}
+
+/// Bind the callback port; with `fallback`, a default port held by another program falls back to
+/// [`FALLBACK_PORT`], the issuer's second allowed redirect port, before giving up naming both.
+async fn bind_with_fallback(port: u16, fallback: bool, events: &EventSink) -> Result<TcpListener, LoginError> {
+    match bind_callback_port(port, events).await {
+        Err(LoginError::PortBusy { .. }) if fallback && port == super::DEFAULT_PORT => {
+            match bind_callback_port(FALLBACK_PORT, events).await {
+                Err(LoginError::PortBusy { .. }) => Err(LoginError::PortsBusy { first: port, second: FALLBACK_PORT }),
+                other => other,
+            }
+        }
+        other => other,
+    }
 }
 
 /// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` (a stale llmx login

@@ -83,6 +83,10 @@ pub enum LoginError {
         "port {port} on 127.0.0.1 is in use by another program (it is not an llmx login: it did not stop on /cancel)"
     )]
     PortBusy { port: u16 },
+    #[error(
+        "ports {first} and {second} on 127.0.0.1 are both in use by other programs (not llmx logins: they did not stop on /cancel)"
+    )]
+    PortsBusy { first: u16, second: u16 },
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Bind { port: u16, source: std::io::Error },
     #[error("the sign-in was refused by the issuer: {}", describe_denial(error, description.as_deref()))]
@@ -115,7 +119,7 @@ impl LoginError {
         match self {
             LoginError::Random(_) | LoginError::Server(_) => "internal",
             LoginError::Issuer(_) => "config",
-            LoginError::PortBusy { .. } => "port_busy",
+            LoginError::PortBusy { .. } | LoginError::PortsBusy { .. } => "port_busy",
             LoginError::Bind { .. } => "bind",
             LoginError::Denied { .. } => "denied",
             LoginError::Exchange(_) => "token_exchange",
@@ -150,6 +154,8 @@ pub enum LoginEvent {
     DeviceCode { verification_url: String, user_code: String, expires_in: u64 },
     /// The issuer does not offer device code; the login continues as `--no-browser`.
     DeviceCodeUnavailable,
+    /// A pasted line was not a usable address or code; the login keeps waiting.
+    PasteRejected { reason: String },
     /// A callback was answered 400 and the login keeps waiting.
     CallbackRejected { reason: String },
     /// The browser came back with a code; the exchange is running.
