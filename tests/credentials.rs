@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::*;
-use llmx::auth::claims::test_jwt;
+use llmx_test_issuer::jwt as test_jwt;
 use serde_json::json;
 
 const KEY: &str = "sk-proj-abcdefghijklmnop12345";

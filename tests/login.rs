@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::*;
-use llmx::issuer::IssuerConfig;
+use llmx_test_issuer::IssuerConfig;
 use serde_json::Value;
 
 fn secrets(auth: &Value) -> Vec<String> {
@@ -435,28 +435,4 @@ async fn junk_callback_queries_are_answered_and_never_crash_the_login() {
     assert!(rejected >= 10, "{rejected}");
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
-}
-
-#[tokio::test]
-async fn test_issuer_binary_prints_its_url_first_and_serves_logins() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmx-test-issuer"))
-        .args(["--listen", "127.0.0.1:0", "--email", "bin@example.com", "--plan", "team"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(LIMIT, lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-
-    let home = Home::new();
-    let (login, listening) = LoginProcess::start(&home, &url, free_port(), &[]).await;
-    assert!(listening["authorize_url"].as_str().unwrap().starts_with(&format!("{url}/oauth/authorize?")));
-    Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
-    let (status, events, stderr) = login.finish().await;
-    assert!(status.success(), "{stderr}");
-    assert_eq!(events.last().unwrap()["email"], "bin@example.com");
-    assert_eq!(events.last().unwrap()["plan"], "team");
-    child.start_kill().unwrap();
 }

@@ -12,7 +12,7 @@ mod netns;
 #[path = "support/sshd.rs"]
 mod sshd_support;
 
-use llmx::issuer::{Issuer, IssuerConfig, RunningIssuer};
+use llmx_test_issuer::{Issuer, IssuerConfig, RunningIssuer};
 use login_harness::{Browser, Home, LIMIT, collect_stderr};
 use netns::{Remote, has_port, listeners};
 use serde_json::Value;

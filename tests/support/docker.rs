@@ -381,12 +381,12 @@ pub struct Creds {
 pub const API_KEY: &str = "sk-test-SECRETKEYVALUE-0123456789abcdef";
 
 pub fn creds(account: &str, tag: &str) -> Creds {
-    let id_token = llmx::auth::claims::test_jwt(&serde_json::json!({
+    let id_token = llmx_test_issuer::jwt(&serde_json::json!({
         "email": "dev@example.com",
         llmx::auth::claims::AUTH_CLAIMS: {"chatgpt_account_id": account, "chatgpt_plan_type": "pro"},
     }));
     Creds {
-        access_token: llmx::auth::claims::test_jwt(
+        access_token: llmx_test_issuer::jwt(
             &serde_json::json!({"exp": 4_102_444_800i64, "nonce": format!("AT-SECRET-{tag}")}),
         ),
         refresh_token: format!("RT-SECRET-{tag}-{account}"),

@@ -5,7 +5,7 @@
 //! Included with `#[path]` by the test files that use it, so no shared `support/mod.rs` is needed.
 #![allow(dead_code)]
 
-use llmx::issuer::{Issuer, IssuerConfig, RunningIssuer};
+use llmx_test_issuer::{Issuer, IssuerConfig, RunningIssuer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
