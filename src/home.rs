@@ -74,7 +74,8 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), HomeError> {
     if !meta.is_dir() {
         return Err(HomeError::io(dir, io::Error::other("not a directory")));
     }
-    // SAFETY-free libc call: geteuid cannot fail.
+    // SAFETY: geteuid takes nothing and cannot fail.
+    #[allow(unsafe_code, reason = "geteuid: std has no safe wrapper")]
     let euid = unsafe { libc::geteuid() };
     let sticky = meta.mode() & 0o1000 != 0;
     if meta.uid() == euid && !sticky && meta.mode() & 0o777 != 0o700 {

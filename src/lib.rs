@@ -5,7 +5,6 @@
 pub mod auth;
 pub mod config;
 pub mod home;
-pub mod issuer;
 pub mod push;
 pub mod secret;
 pub mod ssh;

@@ -1,5 +1,6 @@
 //! The `llmx` binary: parse arguments, run the command, map the result to an exit code.
 //! This is the only place that calls `process::exit` (through `ExitCode`).
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary is where output is rendered")]
 
 use clap::Parser;
 mod cli;
@@ -12,7 +13,10 @@ fn main() -> ExitCode {
     // Secure default before anything can write a file (atuin's habit): nothing we create is
     // readable by others, whatever path a write takes.
     // SAFETY: umask only sets the process file-mode mask; it has no failure mode.
-    unsafe { libc::umask(0o077) };
+    #[allow(unsafe_code, reason = "umask: std has no safe wrapper")]
+    unsafe {
+        libc::umask(0o077)
+    };
     let cli = Cli::parse();
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -58,8 +58,10 @@ fn payload(jwt: &str) -> Result<serde_json::Map<String, Value>, ClaimsError> {
     }
 }
 
-/// An unsigned JWT with `claims` as payload (for tests and the test issuer).
-pub fn test_jwt(claims: &Value) -> String {
+/// An unsigned JWT with `claims` as payload, for unit tests (integration tests and the test issuer
+/// have their own: `llmx_test_issuer::jwt`).
+#[cfg(test)]
+pub(crate) fn test_jwt(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let body = URL_SAFE_NO_PAD.encode(claims.to_string());
     format!("{header}.{body}.sig")

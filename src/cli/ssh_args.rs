@@ -1,5 +1,6 @@
 //! The SSH flags shared by every command that reaches SSH hosts (`auth push`, `auth status`,
 //! `auth tunnel`), and the terminal prompt for the passphrase of an encrypted key.
+#![allow(unsafe_code, reason = "termios calls turn echo off for the passphrase prompt")]
 
 use clap::Args;
 use llmx::secret::Secret;

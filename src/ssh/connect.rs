@@ -1,6 +1,7 @@
 //! From `[user@]host[:port]` to an authenticated `ssh2::Session`: apply `~/.ssh/config`, open the
 //! TCP connection within the connect timeout, do the handshake, verify the host key, authenticate.
 //! Blocking; runs on the thread that will own the session (see [`crate::ssh::session`]).
+#![allow(unsafe_code, reason = "getpwuid_r for the local user name: std has no safe wrapper")]
 
 use crate::ssh::SshAddress;
 use crate::ssh::known_hosts::{self, KnownHosts, Verdict};

@@ -16,6 +16,7 @@
 //!
 //! The connection ends when the last handle (including those inside [`RemoteProcess`] and
 //! [`Forwarding`]) is dropped: the thread closes every channel, says goodbye and exits.
+#![allow(unsafe_code, reason = "write(2) on the wake-up pipe of the owner thread")]
 
 mod conn;
 mod owner;

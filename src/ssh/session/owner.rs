@@ -2,6 +2,7 @@
 //! requests of the [`Session`] handles (one-shot calls in blocking mode, new streams, stdin,
 //! closes), pumps the streams (see [`super::pump`]) in non-blocking mode, `poll`s when nothing
 //! moves, and says goodbye when the last handle is gone.
+#![allow(unsafe_code, reason = "pipe2(2), read(2) and poll(2) drive the session thread: std has no poll")]
 
 use super::pump::{
     EAGAIN, ExecState, ForwardState, Kind, PumpError, Pumped, Stream, describe, pump_exec, pump_forward,

@@ -1,11 +1,9 @@
 //! `llmx auth push docker:…` and `llmx auth status docker:…` against the real Docker Engine,
-//! with images built from local files (tests/support/docker.rs). Each test runs the real binary
+//! with images built from local files (tests/it/support/docker.rs). Each test runs the real binary
 //! with a temp LLMX_HOME and a clean environment, and removes its containers pass or fail.
 
-#[path = "support/docker.rs"]
-mod docker_support;
-
-use docker_support::*;
+use crate::support::docker::*;
+use crate::support::harness::{free_port, json_lines};
 use std::time::Duration;
 
 const OLD: &str = "2025-01-01T00:00:00Z";
@@ -19,16 +17,12 @@ fn chatgpt_local(tag: &str) -> (Local, Creds, String) {
     (local, c, text)
 }
 
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
-}
-
 #[test]
 fn root_container_gets_0600_file_in_0700_dir_owned_by_root() {
     let (local, c, text) = chatgpt_local("root");
     let ct = Container::run("root", IMAGE_ROOT, &[]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains(&format!("{}  created /root/.llmx/auth.json", ct.target())), "{}", r.stdout);
     assert!(r.stdout.contains("1 target: 1 created"), "{}", r.stdout);
     let (bytes, uid, gid, mode) = ct.stat("/root/.llmx/auth.json").expect("auth.json pushed");
@@ -44,7 +38,7 @@ fn non_root_container_file_is_owned_by_uid_1000() {
     let (local, c, text) = chatgpt_local("app");
     let ct = Container::run("app", IMAGE_APP, &[]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     let (bytes, uid, gid, mode) = ct.stat("/home/app/.llmx/auth.json").expect("pushed to the user's home");
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 1000, 1000, 0o600));
     let (_, uid, gid, mode) = ct.stat("/home/app/.llmx").unwrap();
@@ -53,7 +47,7 @@ fn non_root_container_file_is_owned_by_uid_1000() {
     assert_eq!(ct.exec(&["sh", "-c", "id -u; cat /home/app/.llmx/auth.json | wc -c"]).lines().next(), Some("1000"));
 
     let s = local.llmx(&["auth", "status", &ct.target()], &[]);
-    assert_eq!(s.code, 0, "{}", s.all());
+    assert_eq!(s.code(), 0, "{}", s.all());
     assert!(s.stdout.contains("Logged in using ChatGPT"), "{}", s.stdout);
     assert!(s.stdout.contains("dev@example.com") && s.stdout.contains("acc-1"), "{}", s.stdout);
     assert!(s.stdout.contains("owner 1000:1000, mode 0600"), "{}", s.stdout);
@@ -76,7 +70,7 @@ fn shell_less_container_is_written_through_the_archive_api() {
     // Prove the premise: there is no shell to exec.
     assert!(!docker_raw(&["exec", &ct.name, "/bin/sh", "-c", "true"], None).status.success());
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains("created /home/nonroot/.llmx/auth.json"), "{}", r.stdout);
     let (bytes, uid, gid, mode) = ct.stat("/home/nonroot/.llmx/auth.json").unwrap();
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 65532, 65532, 0o600));
@@ -96,12 +90,12 @@ fn stopped_container_is_written_and_read() {
     let (local, c, text) = chatgpt_local("stopped");
     let ct = Container::created("stopped", IMAGE_APP, &[]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains("created /home/app/.llmx/auth.json"), "{}", r.stdout);
     let (bytes, uid, _, mode) = ct.stat("/home/app/.llmx/auth.json").unwrap();
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (text.clone(), 1000, 0o600));
     let s = local.llmx(&["auth", "status", &ct.target()], &[]);
-    assert_eq!(s.code, 0, "{}", s.all());
+    assert_eq!(s.code(), 0, "{}", s.all());
     // Starting it afterwards: the agent's user sees the file.
     docker(&["start", &ct.name]);
     assert_eq!(ct.exec(&["cat", "/home/app/.llmx/auth.json"]), text.trim());
@@ -113,14 +107,14 @@ fn llmx_home_in_the_container_environment_is_honoured() {
     let (local, _, text) = chatgpt_local("envhome");
     let ct = Container::run("envhome", IMAGE_APP, &["-e", "LLMX_HOME=/data/creds/llmx"]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains("created /data/creds/llmx/auth.json"), "{}", r.stdout);
     let (bytes, uid, _, mode) = ct.stat("/data/creds/llmx/auth.json").unwrap();
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (text, 1000, 0o600));
     assert_eq!(ct.stat("/home/app/.llmx"), None, "nothing written to the default home");
     // --remote-home wins over the container's LLMX_HOME.
     let r = local.llmx(&["auth", "push", &ct.target(), "--remote-home", "/home/app/other"], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert_eq!(ct.stat("/home/app/other/auth.json").map(|s| (s.1, s.3)), Some((1000, 0o600)));
 }
 
@@ -134,7 +128,7 @@ fn label_selects_every_running_container_and_only_those() {
     let stopped = Container::created("lblstopped", IMAGE_ROOT, &["--label", &label]);
     let other = Container::run("lblother", IMAGE_ROOT, &["--label", "llmx.test=someone-else"]);
     let r = local.llmx(&["auth", "push", &format!("docker:label={label}"), "--json", "--jobs", "2"], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     let lines = json_lines(&r.stdout);
     let mut targets: Vec<String> =
         lines.iter().filter(|l| l["event"] == "target").map(|l| l["target"].as_str().unwrap().to_string()).collect();
@@ -156,7 +150,7 @@ fn label_selects_every_running_container_and_only_those() {
 
     // A label nothing carries is a failed target, exit 1.
     let none = local.llmx(&["auth", "push", &format!("docker:label=llmx.none={value}")], &[]);
-    assert_eq!(none.code, 1, "{}", none.all());
+    assert_eq!(none.code(), 1, "{}", none.all());
     assert!(none.stdout.contains("no running container has label=llmx.none="), "{}", none.stdout);
     assert_no_secret(&format!("{}{}", r.all(), none.all()), &c);
 }
@@ -168,12 +162,12 @@ fn missing_container_is_a_clear_error_naming_it() {
     let name = unique_name("missing");
     let ok = Container::run("besidemissing", IMAGE_ROOT, &[]);
     let r = local.llmx(&["auth", "push", &format!("docker:{name}"), &ok.target()], &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stdout.contains(&format!("docker:{name}  failed: no such container: {name}")), "{}", r.stdout);
     assert!(r.stdout.contains(&format!("{}  created", ok.target())), "the other target still runs: {}", r.stdout);
     assert!(r.stdout.contains("2 targets: 1 created, 1 failed"), "{}", r.stdout);
     let s = local.llmx(&["auth", "status", &format!("docker:{name}")], &[]);
-    assert_eq!(s.code, 1);
+    assert_eq!(s.code(), 1);
     assert!(s.stderr.contains(&format!("no such container: {name}")), "{}", s.stderr);
     assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
 }
@@ -181,10 +175,10 @@ fn missing_container_is_a_clear_error_naming_it() {
 #[test]
 fn unreachable_daemon_fails_clearly_within_seconds() {
     let (local, c, _) = chatgpt_local("unreach");
-    let tcp = format!("tcp://127.0.0.1:{}", closed_port());
+    let tcp = format!("tcp://127.0.0.1:{}", free_port());
     for host in ["unix:///nonexistent/docker.sock", tcp.as_str()] {
         let r = local.llmx(&["auth", "push", "docker:web", "docker:label=x"], &[("DOCKER_HOST", host)]);
-        assert_eq!(r.code, 1, "{}", r.all());
+        assert_eq!(r.code(), 1, "{}", r.all());
         assert!(r.elapsed < Duration::from_secs(10), "took {:?}", r.elapsed);
         assert!(
             r.stdout.contains(&format!("cannot reach the Docker daemon at {host} (from DOCKER_HOST)")),
@@ -193,7 +187,7 @@ fn unreachable_daemon_fails_clearly_within_seconds() {
         );
         assert!(r.stdout.contains("2 targets: 2 failed"), "{}", r.stdout);
         let s = local.llmx(&["auth", "status", "docker:web"], &[("DOCKER_HOST", host)]);
-        assert_eq!(s.code, 1);
+        assert_eq!(s.code(), 1);
         assert!(s.stderr.contains("cannot reach the Docker daemon"), "{}", s.stderr);
         assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
     }
@@ -220,10 +214,10 @@ fn current_docker_context_is_used_when_docker_host_is_unset() {
     let clear = [("DOCKER_HOST", "")];
     use_ctx("llmx-good");
     let r = local.llmx(&["auth", "push", &ct.target()], &clear);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     use_ctx("llmx-nowhere");
     let r = local.llmx(&["auth", "push", &ct.target()], &clear);
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stdout.contains("unix:///nonexistent/ctx.sock (from docker context 'llmx-nowhere')"), "{}", r.stdout);
 }
 
@@ -231,9 +225,9 @@ fn current_docker_context_is_used_when_docker_host_is_unset() {
 fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     let (local, c, text) = chatgpt_local("guard");
     let ct = Container::run("guard", IMAGE_APP, &[]);
-    assert_eq!(local.llmx(&["auth", "push", &ct.target()], &[]).code, 0);
+    assert_eq!(local.llmx(&["auth", "push", &ct.target()], &[]).code(), 0);
     let again = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(again.code(), 0, "{}", again.all());
     assert!(again.stdout.contains("unchanged /home/app/.llmx/auth.json"), "{}", again.stdout);
 
     // The container refreshed its copy since: same account, newer last_refresh.
@@ -241,13 +235,13 @@ fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     let fresher = chatgpt_auth(&theirs, "acc-1", NEW);
     ct.put("/home/app/.llmx", "auth.json", fresher.as_bytes(), 1000);
     let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(skip.code, 0, "skipped is not a failure: {}", skip.all());
+    assert_eq!(skip.code(), 0, "skipped is not a failure: {}", skip.all());
     assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
     assert!(skip.stdout.contains("--force"), "{}", skip.stdout);
     assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), fresher, "the fresher copy is kept");
 
     let forced = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
-    assert_eq!(forced.code, 0, "{}", forced.all());
+    assert_eq!(forced.code(), 0, "{}", forced.all());
     assert!(forced.stdout.contains("updated /home/app/.llmx/auth.json"), "{}", forced.stdout);
     assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), text);
     assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| (s.1, s.3)), Some((1000, 0o600)));
@@ -270,7 +264,7 @@ fn dry_run_reports_path_and_action_and_writes_nothing() {
     let (local, c, _) = chatgpt_local("dry");
     let ct = Container::run("dry", IMAGE_APP, &[]);
     let r = local.llmx(&["auth", "push", &ct.target(), "--dry-run"], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains("would create /home/app/.llmx/auth.json"), "{}", r.stdout);
     assert!(r.stdout.contains("dry run: nothing written"), "{}", r.stdout);
     assert_eq!(ct.stat("/home/app/.llmx"), None, "dry run created something");
@@ -291,7 +285,7 @@ fn malformed_local_auth_json_is_refused_before_any_target_is_touched() {
     );
     let ct = Container::run("malformed", IMAGE_ROOT, &[]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stderr.contains("auth.json: not a valid auth.json"), "{}", r.stderr);
     assert!(r.stdout.is_empty(), "no target reported: {}", r.stdout);
     assert_eq!(ct.stat("/root/.llmx"), None);
@@ -299,7 +293,7 @@ fn malformed_local_auth_json_is_refused_before_any_target_is_touched() {
     // Not logged in at all: also refused, with the fix.
     std::fs::remove_file(local.auth_path()).unwrap();
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code(), 1);
     assert!(r.stderr.contains("not logged in") && r.stderr.contains("llmx login"), "{}", r.stderr);
 }
 
@@ -308,13 +302,13 @@ fn malformed_target_is_a_usage_error_before_anything_connects() {
     let (local, _, _) = chatgpt_local("badspec");
     // An engine that would hang if contacted: the spec error must come first and fast.
     let r = local.llmx(&["auth", "push", "docker:ok", "docker:-bad"], &[("DOCKER_HOST", "unix:///nonexistent/x.sock")]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(r.code(), 2, "{}", r.all());
     assert!(r.stderr.contains("invalid target 'docker:-bad'"), "{}", r.stderr);
     assert!(r.stdout.is_empty());
     let r = local.llmx(&["auth", "push", "docker:ok", "--remote-home", "relative/path"], &[]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(r.code(), 2, "{}", r.all());
     let r = local.llmx(&["auth", "push", "docker:ok", "--jobs", "0"], &[]);
-    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(r.code(), 2, "{}", r.all());
 }
 
 #[test]
@@ -323,7 +317,7 @@ fn api_keys_push_without_the_rotation_warning() {
     local.write_auth(&api_key_auth());
     let ct = Container::run("apikey", IMAGE_ROOT, &[]);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(!r.stderr.contains("warning"), "{}", r.stderr);
     let s = local.llmx(&["auth", "status", &ct.target()], &[]);
     assert!(s.stdout.contains("Logged in using an API key - sk-test-***bcdef"), "{}", s.stdout);
@@ -344,7 +338,7 @@ fn status_of_a_container_without_credential_exits_1() {
     let local = Local::new();
     let ct = Container::run("nocred", IMAGE_APP, &[]);
     let s = local.llmx(&["auth", "status", &ct.target()], &[]);
-    assert_eq!(s.code, 1, "{}", s.all());
+    assert_eq!(s.code(), 1, "{}", s.all());
     assert!(s.stdout.contains("/home/app/.llmx/auth.json") && s.stdout.contains("No credential"), "{}", s.stdout);
     let j = local.llmx(&["auth", "status", &ct.target(), "--json"], &[]);
     let v: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
@@ -370,7 +364,7 @@ fn failed_move_in_a_container_leaves_no_temp_file() {
     let ct = Container::run("ebusy", IMAGE_ROOT, &["-v", &format!("{}:/root/.llmx/auth.json", path_of(&mounted))]);
     ct.put("/root/.llmx", ".auth.json.llmx-stale", b"a stale copy", 0);
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code(), 1, "{}", r.all());
     assert!(r.stdout.contains("failed: moving /root/.llmx/.auth.json.llmx-"), "{}", r.stdout);
     assert_eq!(entries(&ct, "/root/.llmx"), [".", "..", "auth.json"], "temp files left: {}", r.all());
     assert_eq!(std::fs::read_to_string(&mounted).unwrap(), api_key_auth());
@@ -386,7 +380,7 @@ fn shell_that_cannot_run_leaves_no_temp_file() {
     ct.put("/bin", "sh", b"not a shell\n", 0);
     assert_eq!(docker_raw(&["exec", &ct.name, "/bin/sh", "-c", "true"], None).status.code(), Some(126));
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stdout.contains("created /root/.llmx/auth.json"), "{}", r.stdout);
     assert_eq!(ct.read("/root/.llmx/auth.json").unwrap(), text);
     assert_eq!(entries(&ct, "/root/.llmx"), [".", "..", "auth.json"], "temp files left: {}", r.all());
@@ -421,11 +415,11 @@ fn symlinked_auth_json_in_a_container_is_refused() {
         let out = docker_raw(&["cp", "-", &format!("{}:/home/app", ct.name)], Some(&link_tar));
         assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
         let r = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
-        assert_eq!(r.code, 1, "{}", r.all());
+        assert_eq!(r.code(), 1, "{}", r.all());
         assert!(r.stdout.contains("refusing to write /home/app/.llmx/auth.json: it is a symbolic link"), "{}", r.all());
         assert_eq!(ct.read("/home/app/elsewhere.json").unwrap(), "someone else's file");
         let s = local.llmx(&["auth", "status", &ct.target()], &[]);
-        assert_eq!(s.code, 1, "{}", s.all());
+        assert_eq!(s.code(), 1, "{}", s.all());
         assert!(s.stderr.contains("it is a symbolic link"), "{}", s.all());
         assert_no_secret(&r.all(), &c);
     }
@@ -438,7 +432,7 @@ fn oversized_auth_json_in_a_container_is_refused() {
     for ct in [Container::run("huge", IMAGE_ROOT, &[]), Container::created("hugestopped", IMAGE_ROOT, &[])] {
         ct.put("/root", ".llmx/auth.json", &huge, 0);
         let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-        assert_eq!(r.code, 1, "{}", r.all());
+        assert_eq!(r.code(), 1, "{}", r.all());
         assert!(r.stdout.contains("larger than expected"), "{}", r.all());
         assert_eq!(ct.stat("/root/.llmx/auth.json").map(|s| s.0.len()), Some(huge.len()), "left as it was");
         assert_no_secret(&r.all(), &c);

@@ -1,7 +1,10 @@
 //! A test double of the real OAuth issuer (`auth.openai.com`), speaking the same protocol as far
-//! as llmx uses it. It is a real HTTP server used by the integration tests, `scripts/demo` and
-//! `scripts/bench-login` (through the `llmx-test-issuer` binary); it is not a production issuer:
-//! it approves everyone, signs nothing (JWTs carry `alg: none`) and keeps its state in memory.
+//! as llmx uses it. It is a real HTTP server used in process by llmx's integration tests, and as
+//! the `llmx-test-issuer` binary by `scripts/demo` and `scripts/bench-*`; it is not a production
+//! issuer: it approves everyone, signs nothing (JWTs carry `alg: none`) and keeps its state in
+//! memory. It is its own crate so that it is never installed with llmx, and it does not depend on
+//! llmx: the PKCE check and the JWTs here are written independently of llmx's, so that a bug in
+//! llmx's cannot hide by being on both sides of the conversation.
 //!
 //! - `GET /oauth/authorize` auto-approves: 302 to `redirect_uri` with `code` and `state`, or with
 //!   `error=access_denied` when [`Issuer::set_deny`] is on or the query carries
@@ -17,21 +20,43 @@
 //! `chatgpt_account_id`; access tokens are JWTs with `exp`. Every token response waits for the
 //! configured delay first, so benchmarks can tell the issuer's time from llmx's.
 
-use crate::auth::claims::{AUTH_CLAIMS, test_jwt};
-use crate::auth::pkce::{challenge_for, random_b64};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
+
+/// The OAuth client id the issuer accepts by default: the public id of the Codex CLI, which is
+/// also llmx's default (`llmx::config::DEFAULT_CLIENT_ID`; repeated here, not imported).
+pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
+
+/// The claim namespace OpenAI uses for ChatGPT details (plan, account id) in its JWTs.
+pub const AUTH_CLAIMS: &str = "https://api.openai.com/auth";
+
+/// An unsigned JWT (`alg: none`) with `claims` as its payload, shaped like the issuer's tokens:
+/// what the issuer hands out, and what tests write into auth.json fixtures.
+pub fn jwt(claims: &Value) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{header}.{body}.sig")
+}
+
+/// The PKCE `S256` code challenge of `verifier` (RFC 7636 §4.2): base64url without padding of its
+/// SHA-256.
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
 
 /// Who signs in and how the issuer behaves.
 #[derive(Debug, Clone)]
@@ -53,7 +78,7 @@ pub struct IssuerConfig {
 impl Default for IssuerConfig {
     fn default() -> Self {
         IssuerConfig {
-            client_id: crate::config::DEFAULT_CLIENT_ID.to_string(),
+            client_id: DEFAULT_CLIENT_ID.to_string(),
             email: "dev@example.com".into(),
             plan: "plus".into(),
             account_id: "acc-test-0001".into(),
@@ -159,7 +184,7 @@ impl Issuer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = Router::new()
-            .route("/", get(|| async { "llmx test issuer (a test double; see src/issuer)\n" }))
+            .route("/", get(|| async { "llmx test issuer (a test double; see crates/test-issuer)\n" }))
             .route("/oauth/authorize", get(authorize))
             .route("/oauth/token", post(token))
             .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
@@ -195,7 +220,7 @@ impl Issuer {
             "chatgpt_account_id": c.account_id,
             "chatgpt_user_id": "user-test-0001",
         });
-        let id_token = test_jwt(&json!({
+        let id_token = jwt(&json!({
             "iss": "llmx-test-issuer",
             "aud": c.client_id,
             "sub": "user-test-0001",
@@ -206,7 +231,7 @@ impl Issuer {
             "jti": nonce(),
             AUTH_CLAIMS: auth,
         }));
-        let access_token = test_jwt(&json!({
+        let access_token = jwt(&json!({
             "iss": "llmx-test-issuer",
             "aud": ["https://api.openai.com/v1"],
             "sub": "user-test-0001",
@@ -233,11 +258,15 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// 18 random bytes, base64url: codes, refresh tokens and `jti`s.
 fn nonce() -> String {
-    // A test double: when the OS has no randomness, a time-based value still makes tokens unique
-    // enough for tests.
-    random_b64(18)
-        .unwrap_or_else(|_| format!("t{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()))
+    let mut bytes = [0u8; 18];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => URL_SAFE_NO_PAD.encode(bytes),
+        // A test double: when the OS has no randomness, a time-based value still makes tokens
+        // unique enough for tests.
+        Err(_) => format!("t{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos()),
+    }
 }
 
 fn query_map(raw: &str) -> HashMap<String, String> {
@@ -345,7 +374,7 @@ fn code_grant(issuer: &Issuer, form: &HashMap<String, String>) -> Result<Value, 
     if get("redirect_uri") != grant.redirect_uri {
         return Err(invalid_grant("redirect_uri does not match the authorization request"));
     }
-    if challenge_for(get("code_verifier")) != grant.challenge {
+    if s256(get("code_verifier")) != grant.challenge {
         return Err(invalid_grant("code_verifier does not match the code_challenge"));
     }
     store.stats.code_exchanges += 1;
@@ -401,4 +430,26 @@ fn refresh_grant(issuer: &Issuer, body: &[u8]) -> Result<Value, Rejection> {
         StatusCode::UNAUTHORIZED,
         json!({"error": {"code": code, "message": "Your refresh token can no longer be used. Please sign in again.", "type": "invalid_request_error"}}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s256_matches_rfc7636_appendix_b() {
+        assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    }
+
+    #[test]
+    fn jwt_is_three_base64url_parts_with_the_claims_in_the_middle() {
+        let token = jwt(&json!({"email": "a@b.c", AUTH_CLAIMS: {"chatgpt_plan_type": "pro"}}));
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3, "{token}");
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], "none");
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(claims["email"], "a@b.c");
+        assert_eq!(claims[AUTH_CLAIMS]["chatgpt_plan_type"], "pro");
+    }
 }

@@ -1,21 +1,18 @@
 //! Status, logout, API-key login, `-c` overrides and corrupt files, through the real `llmx` binary
 //! with a temp `LLMX_HOME` and a cleared environment; plus garbage fed to every parser.
 
-#[path = "support/login_harness.rs"]
-mod harness;
-
-use harness::*;
-use llmx::auth::claims::test_jwt;
+use crate::support::login::{Home, mode};
+use llmx_test_issuer::jwt;
 use serde_json::json;
 
 const KEY: &str = "sk-proj-abcdefghijklmnop12345";
 
 fn chatgpt_file(api_key: Option<&str>) -> Vec<u8> {
-    let id = test_jwt(&json!({
+    let id = jwt(&json!({
         "email": "ana@example.com",
         "https://api.openai.com/auth": {"chatgpt_plan_type": "pro", "chatgpt_account_id": "acc-9"}
     }));
-    let access = test_jwt(&json!({"exp": 4102444800i64}));
+    let access = jwt(&json!({"exp": 4102444800i64}));
     serde_json::to_vec_pretty(&json!({
         "OPENAI_API_KEY": api_key,
         "tokens": {"id_token": id, "access_token": access, "refresh_token": "rt-secret-value", "account_id": "acc-9"},
@@ -27,10 +24,10 @@ fn chatgpt_file(api_key: Option<&str>) -> Vec<u8> {
 #[tokio::test]
 async fn not_logged_in_exits_1() {
     let home = Home::new();
-    let r = run(home.llmx(["login", "status"])).await;
+    let r = home.llmx(["login", "status"]).run().await;
     assert_eq!(r.code(), 1);
     assert!(r.stdout.starts_with("Not logged in."), "{r:?}");
-    let j = run(home.llmx(["auth", "status", "--json"])).await;
+    let j = home.llmx(["auth", "status", "--json"]).run().await;
     assert_eq!(j.code(), 1);
     assert_eq!(j.json()["logged_in"], false);
 }
@@ -38,7 +35,7 @@ async fn not_logged_in_exits_1() {
 #[tokio::test]
 async fn api_key_login_and_status_mask_the_key() {
     let home = Home::new();
-    let r = run_with_stdin(home.llmx(["login", "--with-api-key"]), format!("{KEY}\n").as_bytes()).await;
+    let r = home.llmx(["login", "--with-api-key"]).stdin(format!("{KEY}\n")).run().await;
     assert_eq!(r.code(), 0, "{r:?}");
     // auth_mode tells current Codex CLIs which credential the file is for (DESIGN.md §1).
     let want = format!("{{\n  \"OPENAI_API_KEY\": \"{KEY}\",\n  \"auth_mode\": \"apikey\"\n}}");
@@ -47,32 +44,28 @@ async fn api_key_login_and_status_mask_the_key() {
     assert_eq!(mode(&home.path()), 0o700);
 
     for args in [["login", "status"], ["auth", "status"]] {
-        let r = run(home.llmx(args)).await;
+        let r = home.llmx(args).run().await;
         assert_eq!(r.code(), 0);
         assert!(r.stdout.starts_with("Logged in using an API key - sk-proj-***12345"), "{r:?}");
         assert!(!r.stdout.contains(KEY));
     }
-    let j = run(home.llmx(["login", "status", "--json"])).await.json();
+    let j = home.llmx(["login", "status", "--json"]).run().await.json();
     assert_eq!(j["method"], "apikey");
     assert_eq!(j["source"], "file");
     assert_eq!(j["api_key"], "sk-proj-***12345");
 
-    let empty = run_with_stdin(home.llmx(["login", "--with-api-key"]), b"  \n").await;
+    let empty = home.llmx(["login", "--with-api-key"]).stdin(*b"  \n").run().await;
     assert_eq!(empty.code(), 2, "{empty:?}");
 }
 
 #[tokio::test]
 async fn env_key_is_reported_as_env_and_short_keys_are_fully_masked() {
     let home = Home::new();
-    let mut cmd = home.llmx(["login", "status", "--json"]);
-    cmd.env("OPENAI_API_KEY", "sk-env-0123456789-ZYXWV");
-    let r = run(cmd).await;
+    let r = home.llmx(["login", "status", "--json"]).env("OPENAI_API_KEY", "sk-env-0123456789-ZYXWV").run().await;
     assert_eq!(r.code(), 0);
     assert_eq!(r.json()["source"], "env");
     assert_eq!(r.json()["api_key"], "sk-env-0***ZYXWV");
-    let mut cmd = home.llmx(["login", "status"]);
-    cmd.env("OPENAI_API_KEY", "sk-short");
-    let r = run(cmd).await;
+    let r = home.llmx(["login", "status"]).env("OPENAI_API_KEY", "sk-short").run().await;
     assert!(r.stdout.contains("API key - ***") && r.stdout.contains("OPENAI_API_KEY environment variable"), "{r:?}");
     assert!(!r.stdout.contains("sk-short"));
 }
@@ -81,7 +74,7 @@ async fn env_key_is_reported_as_env_and_short_keys_are_fully_masked() {
 async fn chatgpt_status_and_preferred_auth_method() {
     let home = Home::new();
     home.write("auth.json", &chatgpt_file(Some(KEY)));
-    let r = run(home.llmx(["login", "status"])).await;
+    let r = home.llmx(["login", "status"]).run().await;
     assert_eq!(r.code(), 0);
     assert!(r.stdout.starts_with("Logged in using ChatGPT\n  Account: ana@example.com\n  Plan: pro\n"), "{r:?}");
     assert!(r.stdout.contains("Last refresh: 2025-08-06T20:41:36.232376Z"), "{r:?}");
@@ -89,15 +82,15 @@ async fn chatgpt_status_and_preferred_auth_method() {
     assert!(!r.stdout.contains("rt-secret-value"));
 
     // The API key wins with preferred_auth_method = "apikey", from the file or from -c.
-    let j = run(home.llmx(["-c", "preferred_auth_method=apikey", "login", "status", "--json"])).await.json();
+    let j = home.llmx(["-c", "preferred_auth_method=apikey", "login", "status", "--json"]).run().await.json();
     assert_eq!(j["method"], "apikey");
     home.write("config.toml", b"preferred_auth_method = \"apikey\"\nmodel = \"unknown keys are fine\"\n");
-    assert_eq!(run(home.llmx(["auth", "status", "--json"])).await.json()["method"], "apikey");
-    let j = run(home.llmx(["-c", "preferred_auth_method=\"chatgpt\"", "auth", "status", "--json"])).await.json();
+    assert_eq!(home.llmx(["auth", "status", "--json"]).run().await.json()["method"], "apikey");
+    let j = home.llmx(["-c", "preferred_auth_method=\"chatgpt\"", "auth", "status", "--json"]).run().await.json();
     assert_eq!(j["method"], "chatgpt", "the override wins over the file");
     assert_eq!(j["account_id"], "acc-9");
 
-    let bad = run(home.llmx(["-c", "preferred_auth_method=oauth", "login", "status"])).await;
+    let bad = home.llmx(["-c", "preferred_auth_method=oauth", "login", "status"]).run().await;
     assert_eq!(bad.code(), 2);
     assert!(
         bad.stderr.starts_with("llmx: override 'preferred_auth_method=oauth': invalid preferred_auth_method"),
@@ -110,16 +103,14 @@ async fn chatgpt_status_and_preferred_auth_method() {
 async fn logout_is_idempotent_and_mentions_the_env_key() {
     let home = Home::new();
     home.write("auth.json", &chatgpt_file(None));
-    let r = run(home.llmx(["logout"])).await;
+    let r = home.llmx(["logout"]).run().await;
     assert_eq!(r.code(), 0);
     assert!(home.read_auth().is_none());
-    let again = run(home.llmx(["logout", "--json"])).await;
+    let again = home.llmx(["logout", "--json"]).run().await;
     assert_eq!(again.code(), 0);
     assert_eq!(again.json()["removed"], false);
-    let mut cmd = home.llmx(["logout"]);
-    cmd.env("OPENAI_API_KEY", KEY);
-    assert!(run(cmd).await.stdout.contains("OPENAI_API_KEY is set"));
-    assert_eq!(run(home.llmx(["login", "status"])).await.code(), 1);
+    assert!(home.llmx(["logout"]).env("OPENAI_API_KEY", KEY).run().await.stdout.contains("OPENAI_API_KEY is set"));
+    assert_eq!(home.llmx(["login", "status"]).run().await.code(), 1);
 }
 
 #[tokio::test]
@@ -132,7 +123,7 @@ async fn malformed_overrides_exit_2_with_one_line() {
         ("auth_issuer=", "auth_issuer"),
         ("auth_issuer=not a url", "auth_issuer"),
     ] {
-        let r = run(home.llmx(["-c", arg, "login", "status"])).await;
+        let r = home.llmx(["-c", arg, "login", "status"]).run().await;
         assert_eq!(r.code(), 2, "{arg}: {r:?}");
         assert!(r.stderr.lines().next().unwrap().contains(want), "{arg}: {r:?}");
     }
@@ -149,7 +140,7 @@ async fn corrupt_auth_json_is_an_error_naming_the_file_and_left_alone() {
         vec!["auth", "status", "--json"],
         vec!["-c", "auth_issuer=http://127.0.0.1:9", "auth", "refresh"],
     ] {
-        let r = run(home.llmx(&args)).await;
+        let r = home.llmx(&args).run().await;
         assert_eq!(r.code(), 1, "{args:?}: {r:?}");
         assert!(r.stderr.starts_with(&format!("llmx: {path}: not a valid auth.json")), "{r:?}");
         assert!(r.stderr.contains("hint:"), "{r:?}");
@@ -161,7 +152,7 @@ async fn corrupt_auth_json_is_an_error_naming_the_file_and_left_alone() {
 async fn corrupt_config_toml_names_file_and_line_and_is_left_alone() {
     let home = Home::new();
     home.write("config.toml", b"model = \"x\"\npreferred_auth_method = = 1\n");
-    let r = run(home.llmx(["login", "status"])).await;
+    let r = home.llmx(["login", "status"]).run().await;
     assert_eq!(r.code(), 2, "{r:?}");
     let config = home.path().join("config.toml");
     assert!(r.stderr.starts_with(&format!("llmx: {}: line 2", config.display())), "{r:?}");
@@ -203,7 +194,7 @@ async fn garbage_never_panics() {
     ];
     let home = Home::new();
     for j in junk_strings {
-        let r = run(home.llmx(["-c", j, "login", "status", "--json"])).await;
+        let r = home.llmx(["-c", j, "login", "status", "--json"]).run().await;
         r.assert_orderly();
         if r.code() == 2 {
             assert!(r.stderr.starts_with("llmx: "), "{j:?}: {r:?}");
@@ -225,7 +216,7 @@ async fn garbage_never_panics() {
     for t in tomls {
         let home = Home::new();
         home.write("config.toml", t);
-        let r = run(home.llmx(["auth", "status"])).await;
+        let r = home.llmx(["auth", "status"]).run().await;
         r.assert_orderly();
         assert_eq!(r.code(), 2, "{:?}: {r:?}", String::from_utf8_lossy(t));
         assert_eq!(std::fs::read(home.path().join("config.toml")).unwrap(), t, "never rewritten");
@@ -270,7 +261,7 @@ async fn garbage_never_panics() {
         let home = Home::new();
         home.write("auth.json", &f);
         for args in [&["login", "status"][..], &["-c", "auth_issuer=http://127.0.0.1:9", "auth", "refresh"]] {
-            let r = run(home.llmx(args)).await;
+            let r = home.llmx(args).run().await;
             r.assert_orderly();
             assert_eq!(home.read_auth().unwrap(), f, "never rewritten: {r:?}");
         }

@@ -1,12 +1,12 @@
-//! `llmx-test-issuer`: run the test double of the OAuth issuer (`llmx::issuer`) as a process, for
-//! `scripts/demo`, `scripts/bench-login` and tests that need it in another network namespace.
+//! `llmx-test-issuer`: run the test double of the OAuth issuer (this crate's library) as a process,
+//! for `scripts/demo` and `scripts/bench-login` / `bench-tunnel`.
 //!
 //! The first line on stdout is the base URL (`http://ADDR:PORT`), to pass as
 //! `-c auth_issuer=...`; it serves until SIGINT or SIGTERM. Not a production issuer: it approves
 //! every sign-in.
 
 use clap::Parser;
-use llmx::issuer::{Issuer, IssuerConfig};
+use llmx_test_issuer::{DEFAULT_CLIENT_ID, Issuer, IssuerConfig};
 use std::io::Write;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, default_value = "acc-test-0001")]
     account_id: String,
     /// OAuth client id to accept
-    #[arg(long, default_value = llmx::config::DEFAULT_CLIENT_ID)]
+    #[arg(long, default_value = DEFAULT_CLIENT_ID)]
     client_id: String,
     /// Wait this long before every /oauth/token answer (for benchmarks)
     #[arg(long, default_value_t = 0)]

@@ -7,11 +7,8 @@
 //! (killed by the pids `ip netns pids` lists: sshd, its sessions, a remote llmx), the user
 //! (`userdel -r`), then the veth pair and the namespace. Needs root, iproute2, openssh-server and
 //! procps; without them the tests fail with the reason, they never skip.
-//!
-//! Included with `#[path]` by the tests that use it; it relies on `crate::sshd_support`.
-#![allow(dead_code)]
 
-use crate::sshd_support::{Key, Sshd, SshdOptions, User, require_sshd, run};
+use super::sshd::{Key, Sshd, SshdOptions, User, require_sshd, run};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,11 +1,9 @@
 //! Browser login and refresh, end to end: the real `llmx` binary, a temp `LLMX_HOME`, a cleared
 //! environment, the test issuer (a real HTTP server) and a scripted browser on 127.0.0.1.
 
-#[path = "support/login_harness.rs"]
-mod harness;
-
-use harness::*;
-use llmx::issuer::IssuerConfig;
+use crate::support::harness::LIMIT;
+use crate::support::login::*;
+use llmx_test_issuer::IssuerConfig;
 use serde_json::Value;
 
 fn secrets(auth: &Value) -> Vec<String> {
@@ -24,9 +22,10 @@ async fn browser_login_saves_tokens_and_api_key_privately() {
     let home = Home::new();
     // An earlier API-key login with a key from a newer client: a browser login replaces the file.
     home.write("auth.json", br#"{"OPENAI_API_KEY":"sk-old-key-0000000000","newer_client_key":1}"#);
-    let port = free_port();
-    let (login, listening) = LoginProcess::start(&home, &issuer.base_url(), port, &[]).await;
-    assert_eq!(listening["port"], port);
+    // Port 0: the OS picks one, and the listening event says which.
+    let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
+    let port = port_of(&listening);
+    assert_ne!(port, 0);
     assert_eq!(listening["redirect_uri"], format!("http://localhost:{port}/auth/callback"));
     assert_eq!(listening["timeout_secs"], 600);
 
@@ -38,8 +37,8 @@ async fn browser_login_saves_tokens_and_api_key_privately() {
     let (status, events, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(names, ["callback_received", "login_succeeded"]);
-    let done = &events[1];
+    assert_eq!(names, ["listening", "callback_received", "login_succeeded"]);
+    let done = &events[2];
     assert_eq!(done["email"], "dev@example.com");
     assert_eq!(done["plan"], "plus");
     assert_eq!(done["account_id"], "acc-test-0001");
@@ -57,14 +56,14 @@ async fn browser_login_saves_tokens_and_api_key_privately() {
     assert_eq!(issuer.issuer.stats().code_exchanges, 1);
     assert_eq!(issuer.issuer.stats().api_key_exchanges, 1);
 
-    let status = run(home.llmx(["login", "status", "--json"])).await;
+    let status = home.llmx(["login", "status", "--json"]).run().await;
     assert_eq!(status.code(), 0, "{status:?}");
     let report = status.json();
     assert_eq!(report["method"], "chatgpt");
     assert_eq!(report["email"], "dev@example.com");
     assert_eq!(report["plan"], "plus");
     assert!(report["access_token_expires_at"].is_string());
-    let human = run(home.llmx(["auth", "status"])).await;
+    let human = home.llmx(["auth", "status"]).run().await;
     assert!(human.stdout.contains("Logged in using ChatGPT"), "{human:?}");
 
     // No secret reached any output.
@@ -78,11 +77,7 @@ async fn browser_login_saves_tokens_and_api_key_privately() {
 async fn human_login_prints_the_url_on_stderr() {
     let issuer = issuer().await;
     let home = Home::new();
-    let port = free_port();
-    let mut cmd =
-        home.llmx(["-c", &format!("auth_issuer={}", issuer.base_url()), "login", "--port", &port.to_string()]);
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let mut child = home.llmx(["-c", &format!("auth_issuer={}", issuer.base_url()), "login", "--port", "0"]).spawn();
     // Read stderr until the URL line shows up, then play the browser.
     use tokio::io::AsyncBufReadExt;
     let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
@@ -104,7 +99,7 @@ async fn human_login_prints_the_url_on_stderr() {
 async fn wrong_state_is_rejected_and_the_login_keeps_waiting() {
     let issuer = issuer().await;
     let home = Home::new();
-    let (mut login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &[]).await;
+    let (mut login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
     let browser = Browser::new();
     let callback = browser.callback_url(listening["authorize_url"].as_str().unwrap()).await;
 
@@ -114,7 +109,7 @@ async fn wrong_state_is_rejected_and_the_login_keeps_waiting() {
     let hop = browser.get(forged.as_str()).await;
     assert_eq!(hop.status, 400, "{hop:?}");
     assert!(hop.body.contains("State mismatch"), "{hop:?}");
-    assert_eq!(login.expect_event("callback_rejected").await["reason"], "state mismatch");
+    assert_eq!(login.expect_next("callback_rejected").await["reason"], "state mismatch");
     assert!(home.read_auth().is_none());
 
     // The right callback still completes the login.
@@ -129,15 +124,15 @@ async fn wrong_state_is_rejected_and_the_login_keeps_waiting() {
 async fn callback_without_code_is_400_and_the_login_keeps_waiting() {
     let issuer = issuer().await;
     let home = Home::new();
-    let (mut login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &[]).await;
+    let (mut login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
     let browser = Browser::new();
     let callback = browser.callback_url(listening["authorize_url"].as_str().unwrap()).await;
     let state = param(&callback, "state").unwrap();
     let mut no_code = callback.clone();
     no_code.query_pairs_mut().clear().append_pair("state", &state);
     assert_eq!(browser.get(no_code.as_str()).await.status, 400);
-    assert_eq!(login.expect_event("callback_rejected").await["reason"], "missing authorization code");
-    let other = format!("http://127.0.0.1:{}/favicon.ico", login.port);
+    assert_eq!(login.expect_next("callback_rejected").await["reason"], "missing authorization code");
+    let other = format!("http://127.0.0.1:{}/favicon.ico", port_of(&listening));
     assert_eq!(browser.get(&other).await.status, 404);
     assert_eq!(browser.follow(callback.as_str()).await.last().unwrap().status, 200);
     let (status, _, stderr) = login.finish().await;
@@ -148,7 +143,7 @@ async fn callback_without_code_is_400_and_the_login_keeps_waiting() {
 async fn access_denied_fails_the_login_and_writes_nothing() {
     let issuer = issuer().await;
     let home = Home::new();
-    let (login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &[]).await;
+    let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
     let url = format!("{}&llmx_test_error=access_denied", listening["authorize_url"].as_str().unwrap());
     let hops = Browser::new().follow(&url).await;
     assert!(hops.last().unwrap().body.contains("access_denied"), "{hops:?}");
@@ -166,7 +161,7 @@ async fn access_denied_fails_the_login_and_writes_nothing() {
 async fn issuer_configured_to_deny_fails_the_login() {
     let issuer = issuer_with(IssuerConfig { deny: true, ..Default::default() }).await;
     let home = Home::new();
-    let (login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &[]).await;
+    let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
     Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, _) = login.finish().await;
     assert_eq!(status.code(), Some(1));
@@ -177,11 +172,12 @@ async fn issuer_configured_to_deny_fails_the_login() {
 async fn stale_llmx_login_on_the_port_is_evicted() {
     let issuer = issuer().await;
     let (home_a, home_b) = (Home::new(), Home::new());
-    let port = free_port();
-    let (stale, _) = LoginProcess::start(&home_a, &issuer.base_url(), port, &[]).await;
-    let mut fresh = LoginProcess::spawn(&home_b, &issuer.base_url(), port, &[]);
-    assert_eq!(fresh.expect_event("stale_server_cancelled").await["port"], port);
-    let listening = fresh.expect_event("listening").await;
+    // The first login gets a port from the OS; the second asks for that same port.
+    let (stale, stale_listening) = start_login(&home_a, &issuer.base_url(), 0, &[]).await;
+    let port = port_of(&stale_listening);
+    let mut fresh = spawn_login(&home_b, &issuer.base_url(), port, &[]);
+    assert_eq!(fresh.expect_next("stale_server_cancelled").await["port"], port);
+    let listening = fresh.expect_next("listening").await;
     assert_eq!(listening["port"], port);
 
     let (status, events, stderr) = stale.finish().await;
@@ -212,7 +208,7 @@ async fn foreign_server_on_the_port_is_a_clear_error() {
             });
         }
     });
-    let login = LoginProcess::spawn(&home, &issuer.base_url(), port, &[]);
+    let login = spawn_login(&home, &issuer.base_url(), port, &[]);
     let (status, events, stderr) = login.finish().await;
     assert_eq!(status.code(), Some(1));
     let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
@@ -232,7 +228,7 @@ async fn foreign_server_on_the_port_is_a_clear_error() {
 async fn login_times_out_when_nobody_signs_in() {
     let issuer = issuer().await;
     let home = Home::new();
-    let (login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &["--timeout", "1"]).await;
+    let (login, listening) = start_login(&home, &issuer.base_url(), 0, &["--timeout", "1"]).await;
     assert_eq!(listening["timeout_secs"], 1);
     let (status, events, stderr) = login.finish().await;
     assert_eq!(status.code(), Some(1));
@@ -384,7 +380,7 @@ async fn refresh_with_an_issuer_error_is_transient() {
 async fn refresh_without_a_chatgpt_login_says_what_to_do() {
     let home = Home::new();
     home.write("auth.json", br#"{"OPENAI_API_KEY":"sk-a-key-that-is-long"}"#);
-    let r = run(home.llmx(["-c", "auth_issuer=http://127.0.0.1:9", "auth", "refresh"])).await;
+    let r = home.llmx(["-c", "auth_issuer=http://127.0.0.1:9", "auth", "refresh"]).run().await;
     assert_eq!(r.code(), 1);
     assert!(
         r.stderr.contains("holds no ChatGPT login to refresh") && r.stderr.contains("hint: sign in with `llmx login`"),
@@ -396,9 +392,9 @@ async fn refresh_without_a_chatgpt_login_says_what_to_do() {
 async fn junk_callback_queries_are_answered_and_never_crash_the_login() {
     let issuer = issuer().await;
     let home = Home::new();
-    let (mut login, listening) = LoginProcess::start(&home, &issuer.base_url(), free_port(), &[]).await;
+    let (mut login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
     let browser = Browser::new();
-    let base = format!("http://127.0.0.1:{}", login.port);
+    let base = format!("http://127.0.0.1:{}", port_of(&listening));
     for q in [
         "",
         "?",
@@ -436,28 +432,4 @@ async fn junk_callback_queries_are_answered_and_never_crash_the_login() {
     assert!(rejected >= 10, "{rejected}");
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
-}
-
-#[tokio::test]
-async fn test_issuer_binary_prints_its_url_first_and_serves_logins() {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmx-test-issuer"))
-        .args(["--listen", "127.0.0.1:0", "--email", "bin@example.com", "--plan", "team"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(LIMIT, lines.next_line()).await.unwrap().unwrap().unwrap();
-    assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
-
-    let home = Home::new();
-    let (login, listening) = LoginProcess::start(&home, &url, free_port(), &[]).await;
-    assert!(listening["authorize_url"].as_str().unwrap().starts_with(&format!("{url}/oauth/authorize?")));
-    Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
-    let (status, events, stderr) = login.finish().await;
-    assert!(status.success(), "{stderr}");
-    assert_eq!(events.last().unwrap()["email"], "bin@example.com");
-    assert_eq!(events.last().unwrap()["plan"], "team");
-    child.start_kill().unwrap();
 }

@@ -3,10 +3,9 @@
 //! `useradd -m` (unique names, removed with `userdel -r` when the guard drops). Needs root and
 //! the openssh-server package: without them the test fails with the reason, it never skips.
 
-#![allow(dead_code)]
-
+use super::harness::free_port;
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -154,7 +153,7 @@ impl Sshd {
     }
 
     /// sshd inside the network namespace `netns` (which the test made), listening on its address
-    /// `addr`, port 22, with `extra` lines appended to its config (tests/support/netns.rs).
+    /// `addr`, port 22, with `extra` lines appended to its config (tests/it/support/netns.rs).
     pub fn start_in_netns(opts: SshdOptions, netns: &str, addr: std::net::IpAddr, extra: &str) -> Sshd {
         Sshd::launch(opts, Some((netns, addr)), extra)
     }
@@ -255,17 +254,6 @@ impl Sshd {
     pub fn spec(&self, user: &User) -> String {
         format!("ssh:{}@{}:{}", user.name, self.addr, self.port)
     }
-
-    /// SIGKILL every per-connection process under the listening sshd (not the listener itself).
-    /// Returns how many were killed.
-    pub fn kill_connections(&self) -> usize {
-        let victims = descendants(self.child.id());
-        for pid in &victims {
-            // SAFETY: kill with a pid we just found under our own sshd.
-            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-        }
-        victims.len()
-    }
 }
 
 impl Drop for Sshd {
@@ -322,11 +310,6 @@ pub fn descendants(root: u32) -> Vec<u32> {
         }
     }
     out
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// An ssh-agent for one test, on its own socket, stopped by pid on drop.

@@ -1,13 +1,10 @@
 //! SSH transport and `ssh:` target against a real OpenSSH sshd started by each test, logging in
-//! as a dedicated non-root user (see tests/support/sshd.rs). Needs root and openssh-server.
+//! as a dedicated non-root user (see tests/it/support/sshd.rs). Needs root and openssh-server.
 
-#[path = "support/sshd.rs"]
-mod sshd_support;
-
-use llmx::ssh::SshAddress;
-use llmx::ssh::{ExecEvent, Session, SshOptions};
+use crate::support::harness::{Llmx, free_port};
+use crate::support::sshd::{self as sshd_support, Agent, Key, Sshd, SshdOptions, User, run};
+use llmx::ssh::{ExecEvent, Session, SshAddress, SshOptions};
 use llmx::targets::{Location, SshTarget, Target, TargetError};
-use sshd_support::{Agent, Key, Sshd, SshdOptions, User, free_port, run};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -269,28 +266,15 @@ fn stuck_dns_resolver_is_bounded_by_the_connect_timeout() {
     login_api_key(&c, SECRET);
     // Only the llmx under test sees that resolv.conf: a private mount namespace for it alone.
     let started = Instant::now();
-    let out = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"",
-            "sh",
-        ])
-        .arg(&resolv)
-        .arg(env!("CARGO_BIN_EXE_llmx"))
+    let mount = "mount --bind \"$1\" /etc/resolv.conf && shift && exec \"$@\"";
+    let resolv = resolv.display().to_string();
+    let out = Llmx::via("unshare", ["--mount", "--propagation", "private", "sh", "-c", mount, "sh", &resolv])
         .args(["auth", "push", "ssh:nobody@llmx-stuck-resolver.test", "--connect-timeout", "1"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", c.home.path())
         .env("LLMX_HOME", c.home.path().join(".llmx"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+        .run_blocking();
     let elapsed = started.elapsed();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = out.all();
     // The premise: the lookup went to our silent resolver.
     resolver.set_nonblocking(true).unwrap();
     assert!(resolver.recv_from(&mut [0u8; 512]).is_ok(), "no query reached the stuck resolver: {all}");
@@ -608,22 +592,12 @@ fn llmx_stdin(c: &Client, args: &[&str], stdin: &str) -> (i32, String, String) {
 }
 
 fn llmx_env(c: &Client, args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> (i32, String, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmx"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", c.home.path())
-        .env("LLMX_HOME", c.home.path().join(".llmx"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let (so, se) =
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let mut cmd = Llmx::new(args).env("HOME", c.home.path()).env("LLMX_HOME", c.home.path().join(".llmx"));
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    let out = cmd.stdin(stdin).run_blocking();
+    let (so, se) = (out.stdout, out.stderr);
     assert!(!so.contains(SECRET) && !se.contains(SECRET), "secret leaked by {args:?}:\n{so}\n{se}");
     (out.status.code().unwrap_or(-1), so, se)
 }

@@ -1,5 +1,6 @@
 //! Test bed for the Docker target: images built from local files (no registry), containers that
-//! remove themselves, and a runner for the real `llmx` binary with a clean environment.
+//! remove themselves, and the `llmx` under test with its own temp homes (run through
+//! [`Llmx`](super::harness::Llmx), with the test run's `DOCKER_HOST`).
 //!
 //! Images (TESTBED.md): a busybox-static rootfs (root, and a `USER app` uid 1000 variant) and a
 //! shell-less image holding only a static C sleeper (uid 65532). Each is built once per tag:
@@ -7,8 +8,7 @@
 //! binaries build it once. Missing Docker, busybox-static or gcc is a test failure with the
 //! reason, never a skip.
 
-#![allow(dead_code)]
-
+use super::harness::{Llmx, Run};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -311,19 +311,6 @@ pub struct Local {
     pub dir: tempfile::TempDir,
 }
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: std::time::Duration,
-}
-
-impl Run {
-    pub fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
 impl Local {
     pub fn new() -> Local {
         let dir = tempfile::tempdir().unwrap();
@@ -347,27 +334,14 @@ impl Local {
     /// Run `llmx args` with a clean environment: PATH, HOME (temp), LLMX_HOME (temp) and the
     /// DOCKER_HOST of the test run (scripts/test may start a private engine), then `env`.
     pub fn llmx(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_llmx"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("LLMX_HOME", self.dir.path().join("llmx"))
-            .stdin(Stdio::null());
+        let mut cmd = Llmx::new(args).env("HOME", self.home()).env("LLMX_HOME", self.dir.path().join("llmx"));
         if let Ok(h) = std::env::var("DOCKER_HOST") {
-            cmd.env("DOCKER_HOST", h);
+            cmd = cmd.env("DOCKER_HOST", h);
         }
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd = cmd.env(k, v);
         }
-        let start = std::time::Instant::now();
-        let out = cmd.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            elapsed: start.elapsed(),
-        }
+        cmd.run_blocking()
     }
 }
 
@@ -381,12 +355,12 @@ pub struct Creds {
 pub const API_KEY: &str = "sk-test-SECRETKEYVALUE-0123456789abcdef";
 
 pub fn creds(account: &str, tag: &str) -> Creds {
-    let id_token = llmx::auth::claims::test_jwt(&serde_json::json!({
+    let id_token = llmx_test_issuer::jwt(&serde_json::json!({
         "email": "dev@example.com",
         llmx::auth::claims::AUTH_CLAIMS: {"chatgpt_account_id": account, "chatgpt_plan_type": "pro"},
     }));
     Creds {
-        access_token: llmx::auth::claims::test_jwt(
+        access_token: llmx_test_issuer::jwt(
             &serde_json::json!({"exp": 4_102_444_800i64, "nonce": format!("AT-SECRET-{tag}")}),
         ),
         refresh_token: format!("RT-SECRET-{tag}-{account}"),
@@ -421,12 +395,6 @@ pub fn assert_no_secret(text: &str, c: &Creds) {
     for marker in ["AT-SECRET", "RT-SECRET", "SECRETKEYVALUE"] {
         assert!(!text.contains(marker), "secret marker {marker} leaked into output:\n{text}");
     }
-}
-
-/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 pub fn path_of(p: &Path) -> &str {

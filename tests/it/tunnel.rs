@@ -1,28 +1,18 @@
 //! `llmx auth tunnel` end to end: the remote is a real sshd in a network namespace with its own
-//! loopback and its own non-root user (tests/support/netns.rs); the test issuer listens on this
+//! loopback and its own non-root user (tests/it/support/netns.rs); the test issuer listens on this
 //! side's veth address so the remote login can reach it; the "browser" is an HTTP client here
 //! that reads the authorize URL from the tunnel's `--json` events, asks the issuer, and follows
 //! the redirect to `localhost:PORT/auth/callback` through the tunnel. Needs root, iproute2,
 //! openssh-server and procps (fails loudly without them).
 
-#[path = "support/login_harness.rs"]
-mod login_harness;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/sshd.rs"]
-mod sshd_support;
-
-use llmx::issuer::{Issuer, IssuerConfig, RunningIssuer};
-use login_harness::{Browser, Home, LIMIT, collect_stderr};
-use netns::{Remote, has_port, listeners};
+use crate::support::harness::{Events, LIMIT, LLMX, free_port};
+use crate::support::login::{Browser, Home, port_of};
+use crate::support::netns::{Remote, has_port, listeners};
+use llmx_test_issuer::{Issuer, IssuerConfig, RunningIssuer};
 use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-
-const LLMX: &str = env!("CARGO_BIN_EXE_llmx");
+use tokio::io::AsyncReadExt;
 
 /// The test issuer on this side's veth address, reachable from inside the namespace.
 async fn issuer_for(remote: &Remote) -> RunningIssuer {
@@ -30,67 +20,17 @@ async fn issuer_for(remote: &Remote) -> RunningIssuer {
     Issuer::new(IssuerConfig::default()).spawn(listener).unwrap()
 }
 
-/// A running `llmx auth tunnel --json` whose events the test reads one by one.
-struct Tunnel {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    stderr: tokio::task::JoinHandle<String>,
-    events: Vec<Value>,
-    port: u16,
-}
-
-impl Tunnel {
-    /// `llmx -c auth_issuer=ISSUER auth tunnel --json --no-browser --port PORT -i KEY SPEC EXTRA...`
-    /// as this machine's user: HOME is the client home (its ~/.ssh), LLMX_HOME is `local`.
-    fn spawn(remote: &Remote, issuer: &str, local: &Home, port: u16, extra: &[&str]) -> Tunnel {
-        let mut cmd = Command::new(LLMX);
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", remote.client_home.path())
-            .env("LLMX_HOME", local.path())
-            .args(["-c", &format!("auth_issuer={issuer}"), "auth", "tunnel", "--json", "--no-browser"])
-            .args(["--port", &port.to_string(), "--connect-timeout", "10", "-i"])
-            .arg(&remote.key.path)
-            .arg(remote.spec())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let stderr = collect_stderr(&mut child);
-        Tunnel { child, lines, stderr, events: Vec::new(), port }
-    }
-
-    async fn next_event(&mut self) -> Option<Value> {
-        let line = tokio::time::timeout(LIMIT, self.lines.next_line()).await.expect("an event in time").unwrap()?;
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        self.events.push(v.clone());
-        Some(v)
-    }
-
-    /// Read events until one named `name`; panics (with everything seen) if the output ends first.
-    async fn expect(&mut self, name: &str) -> Value {
-        loop {
-            match self.next_event().await {
-                Some(e) if e["event"] == name => return e,
-                Some(_) => {}
-                None => {
-                    let _ = self.child.start_kill();
-                    let stderr = (&mut self.stderr).await.unwrap_or_default();
-                    panic!("no {name} event; events: {:?}; stderr: {stderr}", self.events)
-                }
-            }
-        }
-    }
-
-    /// Wait for the exit; every event and stderr.
-    async fn finish(mut self) -> (ExitStatus, Vec<Value>, String) {
-        while self.next_event().await.is_some() {}
-        let status = tokio::time::timeout(LIMIT, self.child.wait()).await.expect("llmx exits").unwrap();
-        (status, self.events, self.stderr.await.unwrap())
-    }
+/// `llmx -c auth_issuer=ISSUER auth tunnel --json --no-browser --port PORT -i KEY SPEC EXTRA...`
+/// as this machine's user: HOME is the client home (its ~/.ssh), LLMX_HOME is `local`.
+fn spawn_tunnel(remote: &Remote, issuer: &str, local: &Home, port: u16, extra: &[&str]) -> Events {
+    local
+        .llmx(["-c", &format!("auth_issuer={issuer}"), "auth", "tunnel", "--json", "--no-browser"])
+        .env("HOME", remote.client_home.path())
+        .args(["--port", &port.to_string(), "--connect-timeout", "10", "-i"])
+        .args([&remote.key.path])
+        .args([remote.spec()])
+        .args(extra)
+        .events()
 }
 
 /// The browser's part: ask the issuer to approve, then follow its redirect through the tunnel
@@ -142,33 +82,29 @@ fn assert_no_secrets(auth: &Value, text: &str) {
     }
 }
 
-fn port() -> u16 {
-    login_harness::free_port()
-}
-
 /// A remote with this build's llmx in `~/tools/llmx`, its issuer, an empty local home, and a
 /// tunnel to it (`--remote-llmx ~/tools/llmx EXTRA...`) whose remote login listens.
-async fn waiting_tunnel(extra: &[&str]) -> (Remote, RunningIssuer, Home, Tunnel, Value) {
+async fn waiting_tunnel(extra: &[&str]) -> (Remote, RunningIssuer, Home, Events, Value) {
     waiting_tunnel_to(Remote::start(), extra).await
 }
 
-async fn waiting_tunnel_to(remote: Remote, extra: &[&str]) -> (Remote, RunningIssuer, Home, Tunnel, Value) {
+async fn waiting_tunnel_to(remote: Remote, extra: &[&str]) -> (Remote, RunningIssuer, Home, Events, Value) {
     let issuer = issuer_for(&remote).await;
     remote.give_binary(Path::new(LLMX), "tools/llmx");
     let local = Home::new();
     let mut args = vec!["--remote-llmx", "~/tools/llmx"];
     args.extend_from_slice(extra);
-    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port(), &args);
-    let started = t.expect("remote_started").await;
+    let mut t = spawn_tunnel(&remote, &issuer.base_url(), &local, free_port(), &args);
+    let started = t.wait_for("remote_started").await;
     assert_eq!(started["llmx"], format!("{}/tools/llmx", remote.user().home.display()));
-    let listening = t.expect("listening").await;
+    let listening = t.wait_for("listening").await;
     (remote, issuer, local, t, listening)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     let (remote, issuer, local, t, listening) = waiting_tunnel(&[]).await;
-    let port = t.port;
+    let port = port_of(&listening);
     let url = listening["authorize_url"].as_str().unwrap().to_string();
     assert!(url.starts_with(&issuer.base_url()), "{url}");
     assert!(url.contains(&format!("localhost%3A{port}%2Fauth%2Fcallback")), "{url}");
@@ -212,9 +148,9 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     let local = Home::new();
     local.write("auth.json", b"{\n  \"OPENAI_API_KEY\": \"sk-local-untouched\"\n}");
     let before = local.read_auth().unwrap();
-    let port = port();
+    let port = free_port();
 
-    let t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &[]);
+    let t = spawn_tunnel(&remote, &issuer.base_url(), &local, port, &[]);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
     assert_eq!(events.last().unwrap()["reason"], "no_remote_llmx", "{events:?}");
@@ -223,11 +159,11 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     assert_torn_down(&remote, port);
 
     // --install: this build's binary goes to ~/.llmx/bin/llmx (0700, dirs 0700) and signs in.
-    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &["--install"]);
-    let installed = t.expect("installed").await;
+    let mut t = spawn_tunnel(&remote, &issuer.base_url(), &local, port, &["--install"]);
+    let installed = t.wait_for("installed").await;
     let bin = remote.user().home.join(".llmx/bin/llmx");
     assert_eq!(installed["path"], bin.display().to_string());
-    let listening = t.expect("listening").await;
+    let listening = t.wait_for("listening").await;
     sign_in(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "{events:?} {stderr}");
@@ -245,10 +181,10 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     assert_torn_down(&remote, port);
 
     // Next time the installed copy is found without any flag.
-    let mut t = Tunnel::spawn(&remote, &issuer.base_url(), &local, port, &[]);
-    let started = t.expect("remote_started").await;
+    let mut t = spawn_tunnel(&remote, &issuer.base_url(), &local, port, &[]);
+    let started = t.wait_for("remote_started").await;
     assert_eq!(started["llmx"], bin.display().to_string());
-    let listening = t.expect("listening").await;
+    let listening = t.wait_for("listening").await;
     sign_in(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "{events:?} {stderr}");
@@ -259,12 +195,12 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_while_waiting_cancels_the_remote_login_and_tears_down() {
-    let (remote, issuer, _local, t, _) = waiting_tunnel(&[]).await;
-    let port = t.port;
+    let (remote, issuer, _local, t, listening) = waiting_tunnel(&[]).await;
+    let port = port_of(&listening);
     // The remote login runs and listens, so the teardown has something to do.
     assert_eq!(remote.user_processes("llmx").len(), 1);
     assert!(has_port(&remote.ns.listeners(), port));
-    let pid = t.child.id().unwrap() as i32;
+    let pid = t.pid().unwrap() as i32;
     // SAFETY: signalling the child this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let (status, events, stderr) = t.finish().await;
@@ -280,8 +216,8 @@ async fn ctrl_c_while_waiting_cancels_the_remote_login_and_tears_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_while_waiting_tears_down() {
-    let (remote, issuer, _local, t, _) = waiting_tunnel(&["--timeout", "1"]).await;
-    let port = t.port;
+    let (remote, issuer, _local, t, listening) = waiting_tunnel(&["--timeout", "1"]).await;
+    let port = port_of(&listening);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
     assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
@@ -293,8 +229,8 @@ async fn timeout_while_waiting_tears_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forward_refused_by_the_host_is_reported_and_teardown_falls_back_to_killing_by_pid() {
     let remote = Remote::start_with("AllowTcpForwarding no\n");
-    let (remote, issuer, _local, mut t, _) = waiting_tunnel_to(remote, &["--timeout", "3"]).await;
-    let port = t.port;
+    let (remote, issuer, _local, mut t, listening) = waiting_tunnel_to(remote, &["--timeout", "3"]).await;
+    let port = port_of(&listening);
     // The browser's connection is accepted here, but the host refuses to forward it: closed.
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     use tokio::io::AsyncWriteExt;
@@ -302,7 +238,7 @@ async fn forward_refused_by_the_host_is_reported_and_teardown_falls_back_to_kill
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(LIMIT, s.read_to_end(&mut answer)).await.unwrap();
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-    let failed = t.expect("forward_failed").await;
+    let failed = t.wait_for("forward_failed").await;
     assert!(failed["error"].as_str().unwrap().contains("prohibited"), "{failed}");
     // Teardown: /cancel cannot get through either, so the remote login is signalled by pid.
     let (status, events, stderr) = t.finish().await;
@@ -320,16 +256,12 @@ async fn busy_local_port_is_a_clear_error_naming_it() {
     let port = holder.local_addr().unwrap().port();
     let local = Home::new();
     // Nothing listens on 127.0.0.1:9 for SSH: the port check must come first.
-    let out = Command::new(LLMX)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+    let out = local
+        .llmx(["auth", "tunnel", "--no-browser", "--port", &port.to_string(), "ssh:nobody@127.0.0.1:9"])
         .env("HOME", local.dir.path())
-        .env("LLMX_HOME", local.path())
-        .args(["auth", "tunnel", "--no-browser", "--port", &port.to_string(), "ssh:nobody@127.0.0.1:9"])
-        .stdin(Stdio::null())
-        .output();
-    let out = tokio::time::timeout(LIMIT, out).await.unwrap().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        .run()
+        .await;
+    let stderr = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("llmx: port {port} on 127.0.0.1 is already in use")), "{stderr}");
     assert!(stderr.contains("hint: "), "{stderr}");

@@ -1,0 +1,17 @@
+//! The llmx integration tests, in one test binary (so the dependency tree is linked once): each
+//! module is one area and runs the real `llmx` binary against real servers — the test issuer,
+//! sshd (as root), network namespaces, the Docker Engine. Missing root, Docker or sshd is a test
+//! failure with the reason, never a skip; `scripts/test` installs and starts what they need.
+#![allow(
+    unsafe_code,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "tests signal processes and report what they saw"
+)]
+
+mod credentials;
+mod docker;
+mod login;
+mod ssh;
+mod support;
+mod tunnel;
