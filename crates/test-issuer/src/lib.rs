@@ -16,9 +16,15 @@
 //! - `POST /oauth/token`, JSON `refresh_token` grant: rotates the refresh token; a used one gets
 //!   401 `{"error":{"code":"refresh_token_reused"}}` like the real issuer.
 //!
+//! - The device-code endpoints and a page to approve or decline a code: see [`device`].
+//!
 //! id_tokens carry `email` and, under `https://api.openai.com/auth`, `chatgpt_plan_type` and
 //! `chatgpt_account_id`; access tokens are JWTs with `exp`. Every token response waits for the
 //! configured delay first, so benchmarks can tell the issuer's time from llmx's.
+
+mod device;
+
+pub use device::DeviceState;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -120,6 +126,7 @@ struct Store {
 struct Inner {
     config: Mutex<IssuerConfig>,
     store: Mutex<Store>,
+    device: Mutex<device::DeviceStore>,
 }
 
 /// A handle on the issuer's state; clones share it. Serve it with [`Issuer::serve`] or
@@ -157,7 +164,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Issuer {
     pub fn new(config: IssuerConfig) -> Issuer {
-        Issuer { inner: Arc::new(Inner { config: Mutex::new(config), store: Mutex::new(Store::default()) }) }
+        Issuer {
+            inner: Arc::new(Inner {
+                config: Mutex::new(config),
+                store: Mutex::new(Store::default()),
+                device: Mutex::new(Default::default()),
+            }),
+        }
     }
 
     pub fn set_deny(&self, deny: bool) {
@@ -187,6 +200,9 @@ impl Issuer {
             .route("/", get(|| async { "llmx test issuer (a test double; see crates/test-issuer)\n" }))
             .route("/oauth/authorize", get(authorize))
             .route("/oauth/token", post(token))
+            .route("/api/accounts/deviceauth/usercode", post(device::usercode))
+            .route("/api/accounts/deviceauth/token", post(device::token))
+            .route("/codex/device", get(device::page).post(device::decide))
             .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
             .with_state(self);
         axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future().await
