@@ -7,6 +7,7 @@
 //! the stable `llmx login --json` protocol that `llmx auth tunnel` reads from a remote login, so
 //! the type derives `Deserialize` too: a driver parses lines with `serde_json::from_str`.
 
+use crate::auth::cancel::{self, CancelFile, CancelFileError};
 use crate::auth::claims::IdClaims;
 use crate::auth::file::{AuthFile, AuthFileError, Tokens, now_rfc3339};
 use crate::auth::oauth::{OAuthClient, OAuthError};
@@ -61,9 +62,11 @@ pub enum LoginError {
     #[error(transparent)]
     Issuer(OAuthError),
     #[error(
-        "port {port} on 127.0.0.1 is in use by another program (it is not an llmx login: it did not stop on /cancel)"
+        "port {port} on 127.0.0.1 is in use by another program (it did not stop on /cancel: it is not an llmx login of this LLMX_HOME)"
     )]
     PortBusy { port: u16 },
+    #[error(transparent)]
+    CancelFile(#[from] CancelFileError),
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Bind { port: u16, source: std::io::Error },
     #[error("the sign-in was refused by the issuer: {}", describe_denial(error, description.as_deref()))]
@@ -86,7 +89,7 @@ impl LoginError {
     /// A stable machine-readable name for the failure (the `reason` of `login_failed`).
     pub fn reason(&self) -> &'static str {
         match self {
-            LoginError::Random(_) | LoginError::Server(_) => "internal",
+            LoginError::Random(_) | LoginError::Server(_) | LoginError::CancelFile(_) => "internal",
             LoginError::Issuer(_) => "config",
             LoginError::PortBusy { .. } => "port_busy",
             LoginError::Bind { .. } => "bind",
@@ -175,8 +178,11 @@ pub async fn login(
     let client = OAuthClient::new(&opts.issuer, &opts.client_id).map_err(LoginError::Issuer)?;
     let pkce = Pkce::generate()?;
     let state = new_state()?;
-    let listener = bind_callback_port(opts.port, &events).await?;
+    let home = opts.auth_path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let listener = bind_callback_port(opts.port, &home, &events).await?;
     let port = listener.local_addr().map_err(LoginError::Server)?.port();
+    // Removed again when this function returns (the guard lives to the end of it).
+    let cancel_file = CancelFile::create(&home, port)?;
     let redirect_uri = format!("http://localhost:{port}/auth/callback");
     let authorize_url = client.authorize_url(&redirect_uri, &pkce, &state);
 
@@ -204,7 +210,8 @@ pub async fn login(
         }
     };
     events(LoginEvent::Listening { authorize_url, port, redirect_uri, timeout_secs: timeout.as_secs() });
-    match server::serve(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE)
+    let cancel_secret = cancel_file.secret().clone();
+    match server::serve(listener, state, cancel_secret, on_code, on_note, stop, server::SUCCESS_GRACE)
         .await
         .map_err(LoginError::Server)?
     {
@@ -254,15 +261,22 @@ async fn complete(
     })
 }
 
-/// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` (a stale llmx login
-/// stops), then retry every 200 ms, 10 times, before giving up naming the port.
-pub async fn bind_callback_port(port: u16, events: &EventSink) -> Result<TcpListener, LoginError> {
+/// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` with the secret a
+/// stale llmx login of this home left (`auth::cancel`; it stops), then retry every 200 ms, 10
+/// times, before giving up naming the port.
+pub async fn bind_callback_port(
+    port: u16,
+    home: &std::path::Path,
+    events: &EventSink,
+) -> Result<TcpListener, LoginError> {
     match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => return Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
         Err(source) => return Err(LoginError::Bind { port, source }),
     }
-    if cancel_stale_server(port).await {
+    if let Some(secret) = cancel::read_secret(home, port)
+        && cancel::request_cancel(port, &secret).await
+    {
         events(LoginEvent::StaleServerCancelled { port });
     }
     for _ in 0..BIND_RETRIES {
@@ -274,17 +288,6 @@ pub async fn bind_callback_port(port: u16, events: &EventSink) -> Result<TcpList
         }
     }
     Err(LoginError::PortBusy { port })
-}
-
-/// `GET http://127.0.0.1:{port}/cancel`; true when an llmx login server acknowledged it.
-pub async fn cancel_stale_server(port: u16) -> bool {
-    let Ok(http) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() else {
-        return false;
-    };
-    match http.get(format!("http://127.0.0.1:{port}/cancel")).send().await {
-        Ok(r) => r.status().is_success(),
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]

@@ -4,14 +4,18 @@
 //! stderr (the URL always), or with `--json` one JSON object per line on stdout, flushed at once,
 //! which is the protocol `llmx auth tunnel` drives a remote login with.
 
+use crate::cli::browser::Launcher;
 use crate::cli::{Ctx, Failure, output, status};
 use clap::{Args, Subcommand};
 use llmx::auth::file::AuthFile;
 use llmx::auth::login::{self, LoginError, LoginEvent, LoginOptions, LoginSuccess};
 use llmx::secret::Secret;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The most `--with-api-key` reads from stdin; more is an error, never a key cut short.
+const MAX_API_KEY_INPUT: u64 = 64 * 1024;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -67,7 +71,11 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
     };
     let open_browser = !args.no_browser && has_display();
     let json = args.json;
-    let sink: login::EventSink = Arc::new(move |event| render(&event, json, open_browser));
+    let launcher = Arc::new(Launcher::new(ctx.home.dir().to_path_buf()));
+    let sink: login::EventSink = {
+        let launcher = launcher.clone();
+        Arc::new(move |event| render(&event, json, open_browser.then_some(&*launcher)))
+    };
     let runtime = crate::cli::runtime()?;
     let interrupt = async {
         // If the signal handler cannot be installed, Ctrl-C simply keeps its default effect.
@@ -76,6 +84,7 @@ fn browser(ctx: &Ctx, args: &LoginArgs) -> Result<u8, Failure> {
         }
     };
     let result = runtime.block_on(login::login(opts, sink, interrupt));
+    launcher.close();
     if json {
         output::json_line(&LoginEvent::outcome(&result))?;
     }
@@ -98,37 +107,35 @@ pub(crate) fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
-fn render(event: &LoginEvent, json: bool, open_browser: bool) {
-    if let LoginEvent::Listening { authorize_url, .. } = event
-        && open_browser
-    {
-        let url = authorize_url.clone();
-        // webbrowser may wait for a text-mode browser; never let it hold up the login.
-        std::thread::spawn(move || {
-            if let Err(e) = webbrowser::open(&url) {
-                let _ = writeln!(std::io::stderr(), "Could not open a browser ({e}); open the URL above yourself.");
-            }
-        });
+fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
+    let open_browser = browser.is_some();
+    if let (LoginEvent::Listening { authorize_url, .. }, Some(b)) = (event, browser) {
+        b.open(authorize_url);
     }
     if json {
         // A closed stdout must not stop the login: the file is what matters.
         let _ = output::json_line(event);
         return;
     }
-    let text = match event {
+    let lines = match event {
         LoginEvent::StaleServerCancelled { port } => {
-            format!("Stopped an earlier llmx login that was waiting on port {port}.")
+            vec![format!("Stopped an earlier llmx login that was waiting on port {port}.")]
         }
-        LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
-            "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\nWaiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
-            if open_browser { "Opening " } else { "Open " },
-            llmx::text::format_duration(Duration::from_secs(*timeout_secs))
-        ),
-        LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
-        LoginEvent::CallbackReceived => "Signing in...".to_string(),
+        LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => vec![
+            format!("{}this URL in a browser to sign in:", if open_browser { "Opening " } else { "Open " }),
+            String::new(),
+            format!("  {authorize_url}"),
+            String::new(),
+            format!(
+                "Waiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
+                llmx::text::format_duration(Duration::from_secs(*timeout_secs))
+            ),
+        ],
+        LoginEvent::CallbackRejected { reason } => vec![format!("Ignored a callback: {reason}. Still waiting...")],
+        LoginEvent::CallbackReceived => vec!["Signing in...".to_string()],
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };
-    let _ = writeln!(std::io::stderr(), "{text}");
+    output::err_lines(&lines);
 }
 
 fn success_lines(s: &LoginSuccess) -> Vec<String> {
@@ -167,12 +174,19 @@ fn with_api_key(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
         return Err(Failure::usage("--with-api-key reads the key from standard input, not from a terminal")
             .hint("printenv OPENAI_API_KEY | llmx login --with-api-key"));
     }
+    // One byte more than the limit tells "too long" from "exactly the limit".
     let mut text = String::new();
     stdin
         .lock()
-        .take(64 * 1024)
+        .take(MAX_API_KEY_INPUT + 1)
         .read_to_string(&mut text)
         .map_err(|e| Failure::new(format!("reading the API key from stdin: {e}")))?;
+    if text.len() as u64 > MAX_API_KEY_INPUT {
+        return Err(Failure::usage(format!(
+            "standard input holds more than {} KiB; that is not one API key (nothing was saved)",
+            MAX_API_KEY_INPUT / 1024
+        )));
+    }
     let key = text.trim();
     if key.is_empty() {
         return Err(

@@ -1,4 +1,5 @@
-//! `llmx logout`: remove auth.json. Idempotent: logging out twice is not an error.
+//! `llmx logout`: remove auth.json, and any temp copy of it a crashed write left in the home.
+//! Idempotent: logging out twice is not an error.
 
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
@@ -17,6 +18,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(Failure::new(format!("{}: {e}", path.display()))),
     };
+    llmx::home::clean_stale_temps(ctx.home.dir(), llmx::home::AUTH_FILE);
     let env_key_set = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty());
     if args.json {
         output::json_line(
