@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_ISSUER: &str = "https://auth.openai.com";
 pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
+/// The most dotted segments a `-c` key may have: tables that deep are never real settings, and
+/// thousands of them would overflow the stack when the nested tables are dropped or printed.
+pub const MAX_KEY_DEPTH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -16,6 +19,8 @@ pub enum ConfigError {
     OverrideMissingEquals { raw: String },
     #[error("invalid override '{raw}': empty key")]
     OverrideEmptyKey { raw: String },
+    #[error("invalid override: the key has {depth} dotted parts; at most {MAX_KEY_DEPTH} are allowed")]
+    OverrideTooDeep { depth: usize },
     #[error("invalid override '{raw}': key '{key}' conflicts with a non-table value")]
     OverrideConflict { raw: String, key: String },
     #[error("{}: line {line}, column {column}: {message}", path.display())]
@@ -79,6 +84,10 @@ impl Override {
         let (key, value) =
             raw.split_once('=').ok_or_else(|| ConfigError::OverrideMissingEquals { raw: raw.to_string() })?;
         let key = key.trim();
+        let depth = key.split('.').count();
+        if depth > MAX_KEY_DEPTH {
+            return Err(ConfigError::OverrideTooDeep { depth });
+        }
         if key.is_empty() || key.split('.').any(|p| p.trim().is_empty()) {
             return Err(ConfigError::OverrideEmptyKey { raw: raw.to_string() });
         }
@@ -227,6 +236,21 @@ mod tests {
         assert!(matches!(Override::parse("novalue"), Err(ConfigError::OverrideMissingEquals { .. })));
         assert!(matches!(Override::parse(" =1"), Err(ConfigError::OverrideEmptyKey { .. })));
         assert!(matches!(Override::parse("a..b=1"), Err(ConfigError::OverrideEmptyKey { .. })));
+    }
+
+    #[test]
+    fn override_keys_deeper_than_the_bound_are_an_error_not_a_stack_overflow() {
+        let key = |n: usize| vec!["k"; n].join(".");
+        assert_eq!(ov(&format!("{}=1", key(MAX_KEY_DEPTH))).path.len(), MAX_KEY_DEPTH);
+        for n in [MAX_KEY_DEPTH + 1, 1000, 100_000] {
+            let raw = format!("{}=1", key(n));
+            let e = Override::parse(&raw).unwrap_err();
+            assert!(matches!(e, ConfigError::OverrideTooDeep { depth } if depth == n), "{n}");
+            assert!(e.to_string().len() < 200, "the message does not echo the key");
+        }
+        // Empty parts count too, and a deep value is a value, not a key.
+        assert!(Override::parse(&format!("{}=1", ".".repeat(5000))).is_err());
+        assert!(Override::parse(&format!("a={}", "b.".repeat(5000))).is_ok());
     }
 
     #[test]

@@ -2,11 +2,18 @@
 //!
 //! Every credential write in the project goes through [`write_private`]: a temp file created
 //! 0600 in the same directory, written, fsynced, renamed over the target, then the directory
-//! fsynced. A crash or a full disk leaves either the old file or the new one, never a torn one.
+//! fsynced. A crash or a full disk leaves either the old file or the new one, never a torn one;
+//! a temp file a crash left behind is removed by the next write (and by `llmx logout`):
+//! [`clean_stale_temps`].
+//!
+//! Every read of a file in the home goes through [`read_optional`]: opened non-blocking (a FIFO
+//! cannot hang us), a regular file only (checked on the open file, so a symlink to `/dev/zero` or
+//! a device is refused), at most [`MAX_FILE_BYTES`].
+#![allow(unsafe_code, reason = "geteuid(2) and kill(pid, 0): std has no safe wrappers")]
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -14,6 +21,11 @@ use std::path::{Path, PathBuf};
 pub const AUTH_FILE: &str = "auth.json";
 /// Name of the settings file inside the home.
 pub const CONFIG_FILE: &str = "config.toml";
+/// The largest file llmx reads from the home (auth.json, config.toml): far above any real one.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// A temp file of [`write_private`] whose writer is still alive is left alone unless it is older
+/// than this (a live pid may be a reused one).
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
@@ -75,7 +87,6 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), HomeError> {
         return Err(HomeError::io(dir, io::Error::other("not a directory")));
     }
     // SAFETY: geteuid takes nothing and cannot fail.
-    #[allow(unsafe_code, reason = "geteuid: std has no safe wrapper")]
     let euid = unsafe { libc::geteuid() };
     let sticky = meta.mode() & 0o1000 != 0;
     if meta.uid() == euid && !sticky && meta.mode() & 0o777 != 0o700 {
@@ -89,7 +100,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), HomeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_private_dir(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), random_suffix()));
+    clean_stale_temps(dir, &name);
+    let tmp = dir.join(format!("{}{}-{}", temp_prefix(&name), std::process::id(), random_suffix()));
     let result = write_then_rename(&tmp, path, bytes);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -111,6 +123,52 @@ fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(tmp, path)
 }
 
+/// `.{name}.tmp-`: how every temp file of [`write_private`] for `name` starts (then pid-random).
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Remove the temp files a crashed [`write_private`] of `name` left in `dir`: only names of our
+/// own pattern (`.{name}.tmp-PID-HEX`), only regular files (a symlink is not followed, nor
+/// removed), only files this user owns, and only when their writer is gone (no process PID) or
+/// the file is older than 10 minutes. Best effort: returns how many it removed, never fails.
+pub fn clean_stale_temps(dir: &Path, name: &str) -> usize {
+    let prefix = temp_prefix(name);
+    let Ok(entries) = fs::read_dir(dir) else { return 0 };
+    // SAFETY: geteuid has no failure mode.
+    let euid = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Some((pid, hex)) = rest.split_once('-') else { continue };
+        let Ok(pid) = pid.parse::<i32>() else { continue };
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        // symlink_metadata: the entry itself, never what a symlink points to.
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else { continue };
+        if !meta.file_type().is_file() || meta.uid() != euid {
+            continue;
+        }
+        let old = meta.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > STALE_TEMP_AGE);
+        if (old || !process_alive(pid)) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether a process `pid` exists (signal 0 probes without sending anything).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission; no signal is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// A random hex string for temp file names (here and on push targets).
 pub fn random_suffix() -> String {
     let mut b = [0u8; 6];
@@ -123,13 +181,29 @@ pub fn random_suffix() -> String {
     hex::encode(b)
 }
 
-/// Read a file that may be missing: `Ok(None)` when it does not exist.
+/// Read a file that may be missing: `Ok(None)` when it does not exist. Opened non-blocking, so
+/// a FIFO in its place cannot hang the read; refused unless the opened file is a regular file
+/// (a symlink to `/dev/zero`, a device, a directory); refused past [`MAX_FILE_BYTES`].
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, HomeError> {
-    match fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(HomeError::io(path, e)),
+    let file = match OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(HomeError::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| HomeError::io(path, e))?;
+    if !meta.file_type().is_file() {
+        let what = if meta.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+        return Err(HomeError::io(path, io::Error::other(format!("not a regular file (it is {what})"))));
     }
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_FILE_BYTES) as usize);
+    (&file).take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| HomeError::io(path, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(HomeError::io(
+            path,
+            io::Error::other(format!("larger than {} MiB; not read", MAX_FILE_BYTES / (1024 * 1024))),
+        ));
+    }
+    Ok(Some(bytes))
 }
 
 #[cfg(test)]
@@ -159,5 +233,73 @@ mod tests {
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn stale_temps_of_our_pattern_only_are_removed_on_the_next_write() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("h");
+        let file = dir.join("auth.json");
+        write_private(&file, b"one").unwrap();
+        let dead = "4194999"; // above any pid_max: no such process
+        let me = std::process::id();
+        let stale = [format!(".auth.json.tmp-{dead}-abc123"), format!(".auth.json.tmp-{dead}-0")];
+        for n in &stale {
+            fs::write(dir.join(n), b"credential").unwrap();
+        }
+        // Kept: a live writer's temp, other names, a symlink and a directory of our pattern.
+        let outside = t.path().join("outside");
+        fs::write(&outside, b"keep").unwrap();
+        let kept = [
+            format!(".auth.json.tmp-{me}-live"),
+            ".auth.json.tmp-x-1".to_string(),
+            format!(".auth.json.tmp-{dead}-"),
+            format!(".config.toml.tmp-{dead}-1"),
+            "auth.json.tmp-4194999-1".to_string(),
+        ];
+        for n in &kept {
+            fs::write(dir.join(n), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, dir.join(format!(".auth.json.tmp-{dead}-link"))).unwrap();
+        fs::create_dir(dir.join(format!(".auth.json.tmp-{dead}-dir"))).unwrap();
+        write_private(&file, b"two").unwrap();
+        for n in &stale {
+            assert!(!dir.join(n).exists(), "{n} removed");
+        }
+        for n in &kept {
+            assert!(dir.join(n).exists(), "{n} kept");
+        }
+        assert!(fs::symlink_metadata(dir.join(format!(".auth.json.tmp-{dead}-link"))).is_ok());
+        assert_eq!(fs::read(&outside).unwrap(), b"keep", "a symlink is never followed");
+        assert!(dir.join(format!(".auth.json.tmp-{dead}-dir")).is_dir());
+        assert_eq!(fs::read(&file).unwrap(), b"two");
+    }
+
+    #[test]
+    fn read_optional_refuses_fifos_devices_and_huge_files_without_hanging() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo on a path we own, with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = t.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let big = t.path().join("big");
+        fs::File::create(&big).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        let dir = t.path().join("dir");
+        fs::create_dir(&dir).unwrap();
+        for (p, want) in [
+            (&fifo, "not a regular file"),
+            (&zero, "not a regular file"),
+            (&big, "larger than 4 MiB"),
+            (&dir, "directory"),
+        ] {
+            let e = read_optional(p).unwrap_err().to_string();
+            assert!(e.contains(want), "{}: {e}", p.display());
+        }
+        let exact = t.path().join("exact");
+        fs::File::create(&exact).unwrap().set_len(MAX_FILE_BYTES).unwrap();
+        assert_eq!(read_optional(&exact).unwrap().unwrap().len() as u64, MAX_FILE_BYTES);
+        assert!(read_optional(&t.path().join("missing")).unwrap().is_none());
     }
 }

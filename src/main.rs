@@ -29,9 +29,11 @@ fn report(f: &Failure) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "llmx: {}", f.message);
+    // Messages can quote other machines (a container's error, a remote login's output): one
+    // line each, without terminal controls, like everything else the binary prints.
+    let _ = writeln!(err, "llmx: {}", llmx::text::terminal_safe(&f.message));
     if let Some(h) = &f.hint {
-        let _ = writeln!(err, "hint: {h}");
+        let _ = writeln!(err, "hint: {}", llmx::text::terminal_safe(h));
     }
     ExitCode::from(f.code)
 }

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The shortest key whose ends `mask` shows: 13 shown, at least 13 hidden.
+pub const MASK_MIN_CHARS: usize = 26;
+
 /// A secret string (API key, access/refresh/id token). Serialises transparently (auth.json needs
 /// the real value) but never formats itself.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -25,11 +28,13 @@ impl Secret {
         self.0.is_empty()
     }
 
-    /// The display form used by `status`: the first 8 characters, `***`, then the last 5; just
-    /// `***` when the key is 13 characters or fewer (showing both ends would reveal all of it).
+    /// The display form used by `status`: the first 8 characters, `***`, then the last 5, only
+    /// when at least half of the key stays hidden ([`MASK_MIN_CHARS`] or more); else just `***`.
+    /// (DESIGN.md §2 says "`***` when 13 or fewer", which shows 13 of a 14-character key; see
+    /// docs/security.md.)
     pub fn mask(&self) -> String {
         let chars: Vec<char> = self.0.chars().collect();
-        if chars.len() <= 13 {
+        if chars.len() < MASK_MIN_CHARS {
             return "***".to_string();
         }
         let head: String = chars[..8].iter().collect();
@@ -57,9 +62,23 @@ mod tests {
     #[test]
     fn mask_shows_ends_of_long_keys_only() {
         assert_eq!(Secret::new("sk-proj-abcdefghijklmnop12345").mask(), "sk-proj-***12345");
-        assert_eq!(Secret::new("1234567890123").mask(), "***");
-        assert_eq!(Secret::new("12345678901234").mask(), "12345678***01234");
         assert_eq!(Secret::new("").mask(), "***");
+        assert_eq!(Secret::new("abcdefghijklmnopqrstuvwxyz").mask(), "abcdefgh***vwxyz");
+    }
+
+    /// Every length, ASCII and multi-byte: the mask never shows more than half of the key.
+    #[test]
+    fn mask_never_reveals_half_of_a_key_of_any_length() {
+        for n in 0..80 {
+            for unit in ["k", "é", "😀"] {
+                let key = unit.repeat(n);
+                let mask = Secret::new(&key).mask();
+                let shown = mask.chars().count() - 3;
+                assert!(mask.contains("***"), "{n}");
+                assert!(2 * shown <= n, "{n} chars: {mask:?} shows {shown}");
+                assert_eq!(shown > 0, n >= MASK_MIN_CHARS, "{n}");
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use crate::auth::claims::{ClaimsError, IdClaims};
 use crate::home::{HomeError, read_optional, write_private};
 use crate::secret::Secret;
+use crate::text::json_error_summary;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
@@ -56,17 +57,18 @@ impl AuthFile {
     /// Parse and validate bytes that claim to be an auth.json. `origin` names them in errors.
     pub fn parse(origin: &Path, bytes: &[u8]) -> Result<AuthFile, AuthFileError> {
         let corrupt = |reason: String| AuthFileError::Corrupt { path: origin.to_path_buf(), reason };
-        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        // Errors never quote the file: serde_json's messages can contain a value (a key, a token
+        // in the wrong place), so only the kind of error and where it is are kept.
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(json_error_summary(&e)))?;
         if !value.is_object() {
             return Err(corrupt("expected a JSON object".into()));
         }
-        let file: AuthFile = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        let file: AuthFile = serde_json::from_value(value).map_err(|e| corrupt(shape_error(bytes, &e)))?;
         if let Some(t) = &file.tokens {
             IdClaims::parse(t.id_token.expose()).map_err(|e: ClaimsError| corrupt(format!("tokens.id_token: {e}")))?;
         }
         if let Some(lr) = &file.last_refresh {
-            OffsetDateTime::parse(lr, &Rfc3339)
-                .map_err(|_| corrupt(format!("last_refresh is not an RFC 3339 time: {lr:?}")))?;
+            OffsetDateTime::parse(lr, &Rfc3339).map_err(|_| corrupt("last_refresh is not an RFC 3339 time".into()))?;
         }
         Ok(file)
     }
@@ -127,6 +129,15 @@ const AUTH_MODE_KEY: &str = "auth_mode";
 pub enum AuthMode {
     ApiKey,
     ChatGpt,
+}
+
+/// Which key has the wrong shape, without its value. `from_value` has no position, so the typed
+/// parse is redone on the bytes for one (same input, same error, now with line and column).
+fn shape_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    match serde_json::from_slice::<AuthFile>(bytes) {
+        Err(positioned) => json_error_summary(&positioned),
+        Ok(_) => json_error_summary(e),
+    }
 }
 
 /// Now as RFC 3339 UTC with microseconds (`2025-08-06T20:41:36.232376Z`), the form llmx writes
@@ -193,6 +204,36 @@ mod tests {
         ] {
             let e = AuthFile::parse(Path::new("/h/auth.json"), bad.as_bytes()).unwrap_err().to_string();
             assert!(e.starts_with("/h/auth.json: "), "{bad}: {e}");
+        }
+    }
+
+    /// Values in the wrong place, in every shape serde could quote: none may appear in the error.
+    #[test]
+    fn shape_errors_never_echo_values_from_the_file() {
+        const V: &str = "sk-LEAKED-secret-value-123";
+        let id = test_jwt(&serde_json::json!({}));
+        for bad in [
+            format!(r#"{{"tokens": "{V}"}}"#),
+            format!(r#"{{"tokens": ["{V}"]}}"#),
+            format!(r#"{{"OPENAI_API_KEY": ["{V}"]}}"#),
+            format!(r#"{{"OPENAI_API_KEY": {{"{V}": 1}}}}"#),
+            format!(r#"{{"last_refresh": "{V}"}}"#),
+            format!(r#"{{"last_refresh": ["{V}"]}}"#),
+            format!(r#"{{"tokens": {{"id_token": "{id}", "access_token": ["{V}"], "refresh_token": "r"}}}}"#),
+            format!(r#"{{"tokens": {{"id_token": "{V}", "access_token": "a", "refresh_token": "r"}}}}"#),
+            format!(
+                r#"{{"tokens": {{"id_token": "{id}", "access_token": "a", "refresh_token": "r", "account_id": ["{V}"]}}}}"#
+            ),
+            format!(r#"{{"tokens": {{"id_token": "{id}", "access_token": "a"}}, "x": "{V}"}}"#),
+            format!(r#"{{"OPENAI_API_KEY": "{V}" "#),
+            format!(r#"{{"OPENAI_API_KEY": "{V}", }}"#),
+            format!("{{\"{V}\" 1}}"),
+            format!(r#"["{V}"]"#),
+            format!(r#""{V}""#),
+        ] {
+            let e = AuthFile::parse(Path::new("/h/auth.json"), bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.starts_with("/h/auth.json: not a valid auth.json: "), "{bad}: {e}");
+            assert!(!e.contains("LEAKED"), "the error quotes the file: {e}");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The credential library: the auth.json model, selection, claims, and the login and refresh
 //! flows. Nothing here prints; callers render what it returns.
 
+pub mod browser;
+pub mod cancel;
 pub mod claims;
 pub mod file;
 pub mod login;

@@ -2,6 +2,10 @@
 //! exchange (form-encoded), the best-effort API-key token exchange, the refresh (JSON body), and
 //! the device-code endpoints (§8).
 //!
+//! Every request goes to the issuer's own endpoints only: redirects are never followed (a 307/308
+//! would re-send the code and verifier, or the refresh token, to wherever it points; a 3xx is an
+//! error naming the status), and an answer's body is read up to [`MAX_BODY_BYTES`], no further.
+//!
 //! Refresh failures are classified from the structured JSON error body — `error.code`, else
 //! `error` when it is a string, else a top-level `code` — never by matching error text.
 
@@ -19,6 +23,9 @@ pub const REFRESH_SCOPE: &str = "openid profile email";
 pub const PERMANENT_REFRESH_CODES: [&str; 3] =
     ["refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated"];
 
+/// The largest issuer answer read (token answers are a few KiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
 
@@ -33,6 +40,12 @@ pub enum OAuthError {
     Status { status: u16, code: Option<String> },
     #[error("the issuer's answer is not the expected JSON: {0}")]
     Body(String),
+    #[error(
+        "the issuer answered {status} (a redirect to {location}); llmx does not follow redirects of the token endpoint"
+    )]
+    Redirect { status: u16, location: String },
+    #[error("the issuer's answer is larger than {} KiB; not read", MAX_BODY_BYTES / 1024)]
+    TooLarge,
 }
 
 /// Why a refresh failed, and whether trying again can help.
@@ -80,18 +93,12 @@ pub struct OAuthClient {
 impl OAuthClient {
     pub fn new(issuer: &str, client_id: &str) -> Result<OAuthClient, OAuthError> {
         let bad = |reason: String| OAuthError::Issuer { issuer: issuer.to_string(), reason };
-        let mut url = Url::parse(issuer).map_err(|e| bad(e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(bad("expected an http(s) URL".into()));
-        }
-        // Join relative paths under the issuer's path, whether or not it ends with '/'.
-        if !url.path().ends_with('/') {
-            url.set_path(&format!("{}/", url.path()));
-        }
+        let url = issuer_base(issuer)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("llmx/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| bad(e.to_string()))?;
         Ok(OAuthClient { http, issuer: url, client_id: client_id.to_string(), timing: Default::default() })
@@ -180,20 +187,61 @@ impl OAuthClient {
 
     async fn post(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), OAuthError> {
         let started = Instant::now();
+        let unreachable = |e: reqwest::Error| OAuthError::Unreachable {
+            url: self.endpoint("oauth/token").to_string(),
+            reason: error_chain(&e),
+        };
         let result = async {
-            let resp = req.send().await?;
+            let mut resp = req.send().await.map_err(unreachable)?;
             let status = resp.status().as_u16();
-            Ok::<_, reqwest::Error>((status, resp.bytes().await?.to_vec()))
+            if resp.status().is_redirection() {
+                let location = resp.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+                let location = crate::text::printable(location.unwrap_or("nowhere"));
+                return Err(OAuthError::Redirect { status, location });
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(OAuthError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok((status, body))
         }
         .await;
         if let Ok(mut t) = self.timing.lock() {
             *t += started.elapsed();
         }
-        result.map_err(|e| OAuthError::Unreachable {
-            url: self.endpoint("oauth/token").to_string(),
-            reason: error_chain(&e),
-        })
+        result
     }
+}
+
+/// The issuer as a base URL that relative endpoint paths join under (a trailing `/` added).
+fn issuer_base(issuer: &str) -> Result<Url, OAuthError> {
+    let bad = |reason: String| OAuthError::Issuer { issuer: issuer.to_string(), reason };
+    let mut url = Url::parse(issuer).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(bad("expected an http(s) URL".into()));
+    }
+    // Join relative paths under the issuer's path, whether or not it ends with '/'.
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
+/// Whether `url` is an authorize URL of `issuer`: the same origin (scheme, host, port) and the
+/// path `{issuer}/oauth/authorize`, with no user info. Returns the URL as `url` serialises it
+/// (controls percent-encoded), which is the form to show and open.
+pub fn check_authorize_url(url: &str, issuer: &str) -> Option<String> {
+    let want = issuer_base(issuer).ok()?.join("oauth/authorize").ok()?;
+    let got = Url::parse(url).ok()?;
+    let same = got.origin() == want.origin()
+        && got.scheme() == want.scheme()
+        && got.path() == want.path()
+        && got.username().is_empty()
+        && got.password().is_none();
+    same.then(|| got.to_string())
 }
 
 /// A 2xx body parsed as `T`; any other status is an [`OAuthError::Status`] with its error code.
@@ -201,8 +249,9 @@ fn parse_success<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Re
     if !(200..300).contains(&status) {
         return Err(OAuthError::Status { status, code: error_code(body) });
     }
-    // serde_json's message names a missing field or a type, never the token values.
-    serde_json::from_slice(body).map_err(|e| OAuthError::Body(e.to_string()))
+    // serde_json's message can quote a value ("invalid type: string \"...\""): keep only what
+    // kind of error it is and where, never the issuer's text.
+    serde_json::from_slice(body).map_err(|e| OAuthError::Body(crate::text::json_error_summary(&e)))
 }
 
 /// The OAuth error code of an error body: `error.code`, else `error` when a string, else `code`.
@@ -353,6 +402,39 @@ mod tests {
         assert_eq!(q.len(), want.len());
         for (k, v) in want {
             assert_eq!(q.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
+
+    /// What a tunnel peer could send as "the" sign-in URL: only the configured issuer's
+    /// `{issuer}/oauth/authorize` passes, and it comes back serialised (controls encoded).
+    #[test]
+    fn only_the_configured_issuers_authorize_endpoint_is_accepted() {
+        let issuer = "https://auth.example.com/base";
+        let ok = "https://auth.example.com/base/oauth/authorize?state=s&client_id=c";
+        assert_eq!(check_authorize_url(ok, issuer).as_deref(), Some(ok));
+        assert!(
+            check_authorize_url("https://auth.example.com/base/oauth/authorize", "https://auth.example.com/base/")
+                .is_some()
+        );
+        let fixed =
+            check_authorize_url("https://auth.example.com/base/oauth/authorize?x=\u{1b}[2J\nURL: y", issuer).unwrap();
+        assert!(!crate::text::has_terminal_controls(&fixed) && !fixed.contains('\n'), "{fixed}");
+        for bad in [
+            "https://evil.example/base/oauth/authorize",
+            "https://auth.example.com.evil.example/base/oauth/authorize",
+            "http://auth.example.com/base/oauth/authorize",
+            "https://auth.example.com:8443/base/oauth/authorize",
+            "https://auth.example.com/base/oauth/authorize/../../evil",
+            "https://auth.example.com/oauth/authorize",
+            "https://auth.example.com/base/oauth/authorizeX",
+            "https://user:pw@auth.example.com/base/oauth/authorize",
+            "https://auth.example.com@evil.example/base/oauth/authorize",
+            "javascript:alert(1)",
+            "file:///etc/passwd",
+            "\u{1b}]52;c;ZXZpbA==\u{7}",
+            "",
+        ] {
+            assert!(check_authorize_url(bad, issuer).is_none(), "{bad}");
         }
     }
 

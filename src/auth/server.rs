@@ -2,8 +2,10 @@
 //!
 //! Paths: `/auth/callback` (wrong state → 400 and keep waiting; missing code → 400; an OAuth
 //! `error=` → show it and end the login; success → run the caller's code handler, then 302 to
-//! `/success`), `/success` (a page, then the server stops), `/cancel` (stops the server: a later
-//! login uses it to evict a stale one), anything else 404.
+//! `/success`), `/success` (a page, then the server stops), `POST /cancel` with the login's cancel
+//! secret as the body (stops the server: a later login uses it to evict a stale one, see
+//! `auth::cancel`; a wrong or missing secret is 403, `GET /cancel` 405, so a web page cannot end
+//! a login), anything else 404.
 //!
 //! With paste-back, lines the user pastes (the address the browser ended on, or the bare code) go
 //! through the same state check and the same code handler as a callback request.
@@ -13,12 +15,13 @@
 //! server knows nothing of tokens or files: what a valid code turns into is the caller's closure.
 
 use crate::auth::paste::{self, Pasted};
+use crate::secret::Secret;
 use crate::text::printable;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures_util::future::BoxFuture;
 use std::fmt::Display;
 use std::future::{Future, IntoFuture};
@@ -65,6 +68,7 @@ pub enum ServerEnd<T, E, S> {
 
 struct Shared<T, E, S> {
     expected_state: String,
+    cancel_secret: Secret,
     on_code: CodeHandler<T, E>,
     on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
     /// The first terminal outcome wins; later ones are ignored.
@@ -105,10 +109,12 @@ enum Phase {
 
 /// Serve until the login ends. `shutdown` is raced against the login; its output is returned as
 /// [`ServerEnd::Shutdown`] when it wins. After a success the server waits up to `grace` (normally
-/// [`SUCCESS_GRACE`]) for the browser to fetch `/success`.
+/// [`SUCCESS_GRACE`]) for the browser to fetch `/success`. `POST /cancel` must carry
+/// `cancel_secret`.
 pub async fn serve<T, E, S>(
     listener: TcpListener,
     expected_state: String,
+    cancel_secret: Secret,
     on_code: CodeHandler<T, E>,
     on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
     shutdown: impl Future<Output = S> + Send + 'static,
@@ -119,7 +125,15 @@ where
     E: Display + Send + 'static,
     S: Send + 'static,
 {
-    serve_with_paste(listener, expected_state, on_code, on_note, shutdown, grace, None).await
+    let secrets = LoginSecrets { state: expected_state, cancel: cancel_secret };
+    serve_with_paste(listener, secrets, on_code, on_note, shutdown, grace, None).await
+}
+
+/// What only this login knows: the OAuth `state` a callback must carry, and the secret that
+/// `POST /cancel` must send.
+pub struct LoginSecrets {
+    pub state: String,
+    pub cancel: Secret,
 }
 
 /// [`serve`], also taking pasted lines (paste-back, DESIGN.md §8): each line is the address the
@@ -127,7 +141,7 @@ where
 /// [`ServerNote::Rejected`] and the login keeps waiting; it never ends the login.
 pub async fn serve_with_paste<T, E, S>(
     listener: TcpListener,
-    expected_state: String,
+    secrets: LoginSecrets,
     on_code: CodeHandler<T, E>,
     on_note: Arc<dyn Fn(ServerNote) + Send + Sync>,
     shutdown: impl Future<Output = S> + Send + 'static,
@@ -140,7 +154,8 @@ where
     S: Send + 'static,
 {
     let shared = Arc::new(Shared {
-        expected_state,
+        expected_state: secrets.state,
+        cancel_secret: secrets.cancel,
         on_code,
         on_note,
         end: Mutex::new(None),
@@ -151,7 +166,7 @@ where
     let app = Router::new()
         .route("/auth/callback", get(callback::<T, E, S>))
         .route("/success", get(success::<T, E, S>))
-        .route("/cancel", get(cancel::<T, E, S>))
+        .route("/cancel", post(cancel::<T, E, S>))
         .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
         .with_state(shared.clone());
 
@@ -338,7 +353,11 @@ async fn success<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>) -> Response {
     }
 }
 
-async fn cancel<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>) -> Response {
+async fn cancel<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>, body: axum::body::Bytes) -> Response {
+    let secret = sh.cancel_secret.expose().as_bytes();
+    if secret.is_empty() || !constant_time_eq(body.trim_ascii(), secret) {
+        return (StatusCode::FORBIDDEN, "Forbidden\n").into_response();
+    }
     sh.finish(ServerEnd::Cancelled);
     sh.stop.notify_one();
     (StatusCode::OK, "Login cancelled\n").into_response()
@@ -413,6 +432,7 @@ mod tests {
     use super::*;
 
     type End = ServerEnd<String, String, &'static str>;
+    const CANCEL: &str = "cancel-secret-of-this-login";
 
     /// A server on port 0 whose code handler echoes the code (or fails on "bad").
     async fn start(
@@ -427,6 +447,7 @@ mod tests {
         let task = tokio::spawn(serve(
             listener,
             "S1".into(),
+            Secret::new(CANCEL),
             on_code,
             Arc::new(|_| {}),
             async move {
@@ -494,11 +515,42 @@ mod tests {
     #[tokio::test]
     async fn cancel_and_shutdown_stop_the_server() {
         let (base, _tx, task) = start(Duration::from_secs(30)).await;
-        assert_eq!(get(&format!("{base}/cancel")).await.0, 200);
+        let r = client().post(format!("{base}/cancel")).body(CANCEL).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
         assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Cancelled));
         let (_base, tx, task) = start(Duration::from_secs(30)).await;
         tx.send(()).unwrap();
         assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Shutdown("shutdown")));
+    }
+
+    /// What a web page can send to `localhost:PORT/cancel`: a GET (link, image, fetch), a form
+    /// POST with no, an empty, a guessed or a near-miss secret, other methods. None ends the login.
+    #[tokio::test]
+    async fn cancel_without_the_login_secret_is_refused_and_the_login_keeps_waiting() {
+        let (base, _tx, task) = start(Duration::from_secs(30)).await;
+        let url = format!("{base}/cancel");
+        let near = format!("{CANCEL}x");
+        let short = &CANCEL[..CANCEL.len() - 1];
+        let c = client();
+        let attempts = [
+            (c.get(&url), 405),
+            (c.get(format!("{url}?secret={CANCEL}")), 405),
+            (c.head(&url), 405),
+            (c.put(&url).body(CANCEL), 405),
+            (c.post(&url), 403),
+            (c.post(&url).body(""), 403),
+            (c.post(&url).header("content-type", "application/x-www-form-urlencoded").body("secret=guess"), 403),
+            (c.post(&url).body(near.clone()), 403),
+            (c.post(&url).body(short.to_string()), 403),
+            (c.post(&url).body(CANCEL.to_uppercase()), 403),
+        ];
+        let n = attempts.len();
+        for (i, (req, want)) in attempts.into_iter().enumerate() {
+            assert_eq!(req.send().await.unwrap().status().as_u16(), want, "attempt {i} of {n}");
+        }
+        assert!(!task.is_finished(), "the login still waits");
+        assert_eq!(get(&format!("{base}/auth/callback?code=abc&state=S1")).await.0, 302);
+        assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Completed(c) if c == "abc"));
     }
 
     #[tokio::test]
@@ -513,7 +565,7 @@ mod tests {
         for junk in ["", "&&&", "=", "code", "code=%", "%ZZ=%ZZ", "state=%ff%fe&code=%00", "a=b=c", "error=%1b%5b31m"] {
             let _ = CallbackQuery::parse(junk);
         }
-        assert_eq!(CallbackQuery::parse("error=%1b%5b31mx%0a").error.as_deref(), Some("[31mx"));
+        assert_eq!(CallbackQuery::parse("error=%1b%5b31mx%0a").error.as_deref(), Some("x"));
         assert_eq!(CallbackQuery::parse("code=a&code=b").code.as_deref(), Some("a"));
     }
 }

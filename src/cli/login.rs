@@ -5,12 +5,13 @@
 //! stderr (the URL always), or with `--json` one JSON object per line on stdout, flushed at once,
 //! which is the protocol `llmx auth tunnel` drives a remote login with.
 
+use crate::cli::browser::Launcher;
 use crate::cli::{Ctx, Failure, output, status};
 use clap::{Args, Subcommand};
 use llmx::auth::login::browser::{self, LoginOptions};
 use llmx::auth::login::device::{self, DeviceOptions};
 use llmx::auth::login::{self, LoginError, LoginEvent, LoginSucceeded, api_key};
-use std::io::{BufRead, IsTerminal, Read, Write};
+use std::io::{BufRead, IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +63,11 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
     let open_browser = !args.no_browser && has_display();
     let json = args.json;
-    let sink: login::EventSink = Arc::new(move |event| render(&event, json, open_browser));
+    let launcher = Arc::new(Launcher::new(ctx.home.dir().to_path_buf()));
+    let sink: login::EventSink = {
+        let launcher = launcher.clone();
+        Arc::new(move |event| render(&event, json, open_browser.then_some(&*launcher)))
+    };
     let runtime = crate::cli::runtime()?;
     let browser_opts = |timeout: Option<u64>| LoginOptions {
         issuer: settings.auth_issuer.clone(),
@@ -83,19 +88,20 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
             // As DESIGN §8 says: device code off → the browser login, printing the URL.
             Err(LoginError::DeviceCodeOff) => {
                 sink(LoginEvent::DeviceCodeUnavailable);
-                let no_browser: login::EventSink = Arc::new(move |event| render(&event, json, false));
+                let no_browser: login::EventSink = Arc::new(move |event| render(&event, json, None));
                 runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, ctrl_c(), Some(stdin_lines())))
             }
             other => other,
         }
     } else {
         if !open_browser && !json {
-            let _ = writeln!(std::io::stderr(), "{}", headless_note());
+            output::err_lines(&[headless_note()]);
         }
         // Paste-back: where no browser opens here, the user may paste the address it ends on.
         let pasted = (!open_browser).then(stdin_lines);
         runtime.block_on(browser::run(browser_opts(args.timeout), sink, ctrl_c(), pasted))
     };
+    launcher.close();
     finish(result, json)
 }
 
@@ -157,18 +163,14 @@ pub(crate) fn has_display() -> bool {
     set("DISPLAY") || set("WAYLAND_DISPLAY")
 }
 
-fn render(event: &LoginEvent, json: bool, open_browser: bool) {
-    if let LoginEvent::Listening { authorize_url: url, .. } | LoginEvent::DeviceCode { verification_url: url, .. } =
-        event
-        && open_browser
+fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
+    let open_browser = browser.is_some();
+    if let (
+        LoginEvent::Listening { authorize_url: url, .. } | LoginEvent::DeviceCode { verification_url: url, .. },
+        Some(b),
+    ) = (event, browser)
     {
-        let url = url.clone();
-        // webbrowser may wait for a text-mode browser; never let it hold up the login.
-        std::thread::spawn(move || {
-            if let Err(e) = webbrowser::open(&url) {
-                let _ = writeln!(std::io::stderr(), "Could not open a browser ({e}); open the URL above yourself.");
-            }
-        });
+        b.open(url);
     }
     if json {
         // A closed stdout must not stop the login: the file is what matters.
@@ -204,7 +206,7 @@ fn render(event: &LoginEvent, json: bool, open_browser: bool) {
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };
-    let _ = writeln!(std::io::stderr(), "{text}");
+    output::err_lines(&text.split('\n').collect::<Vec<_>>());
 }
 
 fn browser_success_lines(s: &LoginSucceeded) -> Vec<String> {

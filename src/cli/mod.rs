@@ -1,6 +1,7 @@
 //! Command-line types (clap) and dispatch. Each command lives in its own module and only parses,
 //! calls the library and renders; the command tree mirrors the module tree.
 
+mod browser;
 mod failure;
 mod login;
 mod logout;

@@ -2,8 +2,11 @@
 //! terminal, plain lines otherwise, JSON lines with `--json`; then the recap.
 //!
 //! Progress and warnings go to stderr; results (outcome lines, recap, JSON) to stdout, so
-//! `llmx auth push ... --json | jq` sees only JSON.
+//! `llmx auth push ... --json | jq` sees only JSON. Every line and JSON string goes through
+//! `cli::output`'s terminal-safe cleaning: target names, reasons and hints carry text from the
+//! containers and hosts.
 
+use crate::cli::output::{clean, clean_json};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmx::push::{Outcome, PushEvent, PushSummary, TargetReport, Warning};
 use std::io::Write;
@@ -52,7 +55,7 @@ impl PushView {
                 if let Ok(style) = ProgressStyle::with_template(&template) {
                     bar.set_style(style.tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "✓"]));
                 }
-                bar.set_prefix(target.to_string());
+                bar.set_prefix(clean(target));
                 bar.set_message("waiting");
                 bar.enable_steady_tick(Duration::from_millis(100));
                 if let Ok(mut b) = bars.lock() {
@@ -62,7 +65,7 @@ impl PushView {
             }
             (Mode::Bars { bars, .. }, PushEvent::Step { index, step }) => {
                 if let Some(bar) = bars.lock().ok().and_then(|b| b.get(index).cloned()) {
-                    bar.set_message(step.to_string());
+                    bar.set_message(clean(step));
                 }
             }
             (Mode::Bars { bars, .. }, PushEvent::Done { index, report }) => {
@@ -72,7 +75,7 @@ impl PushView {
             }
             (Mode::Plain, PushEvent::Done { report, .. }) => {
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}  {}", report.target, outcome_text(report));
+                let _ = writeln!(out, "{}  {}", clean(&report.target), outcome_text(report));
             }
             (Mode::Json, PushEvent::Done { report, .. }) => {
                 #[derive(serde::Serialize)]
@@ -81,9 +84,10 @@ impl PushView {
                     #[serde(flatten)]
                     report: &'a TargetReport,
                 }
-                if let Ok(text) = serde_json::to_string(&Line { event: "target", report }) {
+                if let Ok(mut value) = serde_json::to_value(Line { event: "target", report }) {
+                    clean_json(&mut value);
                     let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{text}");
+                    let _ = writeln!(out, "{value}");
                 }
             }
             _ => {}
@@ -103,7 +107,7 @@ impl PushView {
                 .iter()
                 .map(|w| serde_json::json!({"code": w.code(), "message": w.message(), "hint": w.hint()}))
                 .collect();
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "event": "summary",
                 "targets": summary.reports.len(),
                 "counts": counts,
@@ -111,13 +115,14 @@ impl PushView {
                 "ok": summary.all_ok(),
                 "warnings": warnings,
             });
+            clean_json(&mut line);
             writeln!(out, "{line}")?;
             return out.flush();
         }
         if let Mode::Bars { multi, .. } = &self.mode {
             let _ = multi.clear();
             for r in &summary.reports {
-                writeln!(out, "{}  {}", r.target, outcome_text(r))?;
+                writeln!(out, "{}  {}", clean(&r.target), outcome_text(r))?;
             }
         }
         let parts: Vec<String> = Outcome::ALL
@@ -132,8 +137,9 @@ impl PushView {
     }
 }
 
+/// Two lines, each cleaned on its own (a newline inside the message cannot add a third).
 fn warning_text(w: &Warning) -> String {
-    format!("warning: {}\nhint: {}", w.message(), w.hint())
+    format!("warning: {}\nhint: {}", clean(&w.message()), clean(w.hint()))
 }
 
 /// `created /root/.llmx/auth.json`, `would update ...`, `failed: reason (hint: ...)`.
@@ -153,5 +159,5 @@ fn outcome_text(r: &TargetReport) -> String {
     if let Some(h) = &r.hint {
         text.push_str(&format!(" (hint: {h})"));
     }
-    text
+    clean(&text)
 }

@@ -6,6 +6,7 @@
 //! Exit codes: 0 signed in, 1 failure, 2 usage, 130 interrupted (Ctrl-C; the remote login is
 //! cancelled first).
 
+use crate::cli::browser::Launcher;
 use crate::cli::login::has_display;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
@@ -13,7 +14,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use llmx::ssh::SshAddress;
 use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -66,8 +67,9 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         install_from: if args.install { std::env::current_exe().ok() } else { None },
         overrides: ctx.overrides.iter().map(|o| o.raw.clone()).collect(),
         timeout: Duration::from_secs(args.timeout),
+        issuer: ctx.settings()?.auth_issuer,
     };
-    let ui = Arc::new(Ui::new(&args));
+    let ui = Arc::new(Ui::new(&args, ctx.home.dir().to_path_buf()));
     let sink: tunnel::EventSink = {
         let ui = ui.clone();
         Arc::new(move |event| ui.event(&event))
@@ -81,6 +83,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
     };
     let result = runtime.block_on(tunnel::run(opts, sink, interrupt));
     ui.done();
+    ui.browser.close();
     match result {
         Ok(s) => {
             if args.json {
@@ -146,13 +149,14 @@ fn success_lines(s: &TunnelSuccess) -> Vec<String> {
 struct Ui {
     json: bool,
     open_browser: bool,
+    browser: Launcher,
     timeout: Duration,
     spinner: Option<ProgressBar>,
     spinning: AtomicBool,
 }
 
 impl Ui {
-    fn new(args: &TunnelArgs) -> Ui {
+    fn new(args: &TunnelArgs, home: std::path::PathBuf) -> Ui {
         let spinner = (!args.json && std::io::stderr().is_terminal()).then(|| {
             let pb = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
@@ -163,16 +167,17 @@ impl Ui {
         Ui {
             json: args.json,
             open_browser: !args.no_browser && has_display(),
+            browser: Launcher::new(home),
             timeout: Duration::from_secs(args.timeout),
             spinner,
             spinning: AtomicBool::new(false),
         }
     }
 
+    /// Print `text` on stderr, one terminal-safe line per `\n` in it: the newlines are the fixed
+    /// text's own, since [`Ui::event`] cleans every value it puts in (which removes theirs).
     fn say(&self, text: &str) {
-        let print = || {
-            let _ = writeln!(std::io::stderr(), "{text}");
-        };
+        let print = || output::err_lines(&text.split('\n').collect::<Vec<_>>());
         match &self.spinner {
             // Once it spins, print above it.
             Some(pb) if self.spinning.load(Ordering::Relaxed) => pb.suspend(print),
@@ -182,7 +187,7 @@ impl Ui {
 
     fn spin(&self, message: String) {
         if let Some(pb) = &self.spinner {
-            pb.set_message(message);
+            pb.set_message(output::clean(&message));
             self.spinning.store(true, Ordering::Relaxed);
             pb.enable_steady_tick(Duration::from_millis(100));
         }
@@ -198,43 +203,44 @@ impl Ui {
         if let TunnelEvent::Listening { authorize_url, .. } = event
             && self.open_browser
         {
-            let url = authorize_url.clone();
-            // webbrowser may wait for a text-mode browser; never let it hold up the tunnel.
-            std::thread::spawn(move || {
-                if let Err(e) = webbrowser::open(&url) {
-                    let _ = writeln!(std::io::stderr(), "Could not open a browser ({e}); open the URL above yourself.");
-                }
-            });
+            self.browser.open(authorize_url);
         }
         if self.json {
             // A closed stdout must not stop the tunnel: the remote login is what matters.
             let _ = output::json_line(event);
             return;
         }
+        let c = |s: &str| output::clean(s);
         match event {
             TunnelEvent::Bound { .. } => {}
             TunnelEvent::Connected { host, host_key_fingerprint, .. } => {
-                self.say(&format!("Connected to {host} (host key {host_key_fingerprint})"));
+                self.say(&format!("Connected to {} (host key {})", c(host), c(host_key_fingerprint)));
             }
-            TunnelEvent::Installing { path, bytes, os, arch } => self
-                .say(&format!("Uploading this llmx ({:.1} MB, {os}/{arch}) to {path}...", *bytes as f64 / 1_048_576.0)),
-            TunnelEvent::Installed { path } => self.say(&format!("Installed {path}")),
+            TunnelEvent::Installing { path, bytes, os, arch } => self.say(&format!(
+                "Uploading this llmx ({:.1} MB, {}/{}) to {}...",
+                *bytes as f64 / 1_048_576.0,
+                c(os),
+                c(arch),
+                c(path)
+            )),
+            TunnelEvent::Installed { path } => self.say(&format!("Installed {}", c(path))),
             TunnelEvent::RemoteStarted { llmx, .. } => self.spin(format!("Starting {llmx} login on the host")),
             TunnelEvent::Listening { authorize_url, port } => {
                 self.say(&format!(
-                    "{} this URL in a browser to sign in the host:\n\n  {authorize_url}\n\n\
+                    "{} this URL in a browser to sign in the host:\n\n  {}\n\n\
                      localhost:{port} here is forwarded to the host's llmx login (gives up after {}; Ctrl-C to cancel).",
                     if self.open_browser { "Opening" } else { "Open" },
+                    c(authorize_url),
                     llmx::text::format_duration(self.timeout)
                 ));
                 self.spin("Waiting for the sign-in in the browser".into());
             }
             TunnelEvent::CallbackRejected { reason } => {
-                self.say(&format!("The host's login ignored a callback: {reason}. Still waiting..."))
+                self.say(&format!("The host's login ignored a callback: {}. Still waiting...", c(reason)))
             }
             TunnelEvent::CallbackReceived => self.spin("Signing in on the host".into()),
-            TunnelEvent::ForwardFailed { error } => self.say(&format!("warning: forwarding failed: {error}")),
-            TunnelEvent::Warning { message } => self.say(&format!("warning: {message}")),
+            TunnelEvent::ForwardFailed { error } => self.say(&format!("warning: forwarding failed: {}", c(error))),
+            TunnelEvent::Warning { message } => self.say(&format!("warning: {}", c(message))),
         }
     }
 }

@@ -34,8 +34,11 @@ pub enum TunnelError {
     InstallRefused { host: String, path: String, what: String },
     #[error("{host}: the uploaded {path} does not run there: {detail}")]
     InstalledDoesNotRun { host: String, path: String, detail: String },
-    #[error("{host}: the remote llmx sent an authorize URL that is not http(s): {url}")]
-    BadAuthorizeUrl { host: String, url: String },
+    #[error(
+        "{host}: the remote llmx sent a sign-in URL that is not the configured issuer's \
+         {issuer}/oauth/authorize; not opening it: {url}"
+    )]
+    BadAuthorizeUrl { host: String, issuer: String, url: String },
     #[error("{host}: the remote llmx listens on port {remote}, not {local}")]
     PortMismatch { host: String, local: u16, remote: u16 },
     #[error("{host}: the remote llmx sent an output line longer than {} KiB; it does not speak `login --json`", MAX_LINE / 1024)]
@@ -77,7 +80,8 @@ impl TunnelError {
         match self {
             TunnelError::PortBusy { port } => Some(format!(
                 "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it (an `llmx login` waiting here stops \
-                 with `curl http://127.0.0.1:{port}/cancel`), or use --port N with an issuer that accepts that port"
+                 when a new `llmx login --port {port}` of the same LLMX_HOME starts), or use --port N with an issuer \
+                 that accepts that port"
             )),
             TunnelError::Ssh(e) => e.hint(),
             TunnelError::NoRemoteLlmx { .. } | TunnelError::RemoteLlmxMissing { .. } => Some(
@@ -91,6 +95,11 @@ impl TunnelError {
             TunnelError::RemoteLoginFailed { reason, .. } if reason == "port_busy" => {
                 Some("another program holds that port on the host; stop it there, or choose another --port".to_string())
             }
+            TunnelError::BadAuthorizeUrl { .. } => Some(
+                "the host's llmx uses another issuer: set the same auth_issuer here (config.toml or \
+                 -c auth_issuer=URL, which the tunnel also passes to the host)"
+                    .to_string(),
+            ),
             TunnelError::RemoteExited { .. } => {
                 Some("the remote llmx may be too old for `login --json`; try --install or --remote-llmx".to_string())
             }

@@ -12,13 +12,14 @@
 //! 4. runs `echo $$ && exec llmx [--config='K=V']... login --no-browser --json --port PORT` on the remote
 //!    (the pid lets teardown kill it if it will not stop), and reads its JSON events
 //!    ([`LoginEvent`], the `llmx login --json` protocol);
-//! 5. once the remote callback server listens, forwards every local connection to the remote's
+//! 5. once the remote callback server listens and its authorize URL is this machine's configured
+//!    `{issuer}/oauth/authorize` (same origin and path; anything else fails the tunnel), forwards every local connection to the remote's
 //!    127.0.0.1:PORT over `direct-tcpip` (several at once: browsers open more than one), and hands
 //!    the authorize URL to the caller to open;
 //! 6. when the remote login ends, asks the remote `llmx login status --json` what it now holds.
 //!
 //! Teardown runs on every path out of the wait (success, failure, interrupt, timeout): a remote
-//! login still running is asked to stop with `GET /cancel` through the tunnel, then signalled by
+//! login still running is asked to stop with `POST /cancel` (and its secret) through the tunnel, then signalled by
 //! pid (INT, then KILL) if it lingers; its channel is closed, the accept loop and its listener are
 //! dropped, and open forwards are closed. Local and remote ports must be equal because the
 //! redirect URI (`http://localhost:PORT/auth/callback`) is fixed by the OAuth client.
@@ -86,6 +87,9 @@ pub struct TunnelOptions {
     pub overrides: Vec<String>,
     /// How long to wait for the sign-in once the remote login runs.
     pub timeout: Duration,
+    /// The issuer configured here (config.toml and `-c`): the remote's authorize URL must be
+    /// `{issuer}/oauth/authorize`, or the tunnel neither opens nor shows it.
+    pub issuer: String,
 }
 
 /// Progress of a tunnel, in order; the `llmx auth tunnel --json` lines. Consumers ignore events
@@ -215,6 +219,7 @@ pub async fn run(
         host,
         llmx,
         port,
+        issuer: opts.issuer.clone(),
         events,
         listener: Some(listener),
         forwarder: None,
@@ -263,6 +268,7 @@ struct Tunnel {
     host: String,
     llmx: String,
     port: u16,
+    issuer: String,
     events: EventSink,
     /// Bound at the start; moves into the forwarder when the remote listens.
     listener: Option<TcpListener>,

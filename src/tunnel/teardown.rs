@@ -1,9 +1,12 @@
 //! Teardown, on every path out of the wait: a remote login still running is asked to stop with
-//! `GET /cancel` through the tunnel, then signalled by pid (INT, then KILL) if it lingers; then its
-//! channel is closed, forwarding stops and the local port is released.
+//! `POST /cancel` through the tunnel, carrying the cancel secret that login wrote in its home
+//! (`auth::cancel`; read over SSH, never put in a command line), then signalled by pid (INT, then
+//! KILL) if it lingers; then its channel is closed, forwarding stops and the local port is
+//! released.
 
 use super::{Tunnel, TunnelEvent};
-use crate::auth::login;
+use crate::auth::cancel;
+use crate::secret::Secret;
 use std::time::Duration;
 
 /// After `/cancel`, how long the remote login gets to stop on its own (its server drains open
@@ -19,7 +22,10 @@ impl Tunnel {
         if !self.remote.ended {
             // Through our own listener, hence the tunnel, to the remote callback server; when it
             // acknowledges, the login stops by itself.
-            if self.forwarder.is_some() && login::browser::cancel_stale_server(self.port).await {
+            if self.forwarder.is_some()
+                && let Some(secret) = self.remote_cancel_secret().await
+                && cancel::request_cancel(self.port, &secret).await
+            {
                 self.remote.wait_end(CANCEL_WAIT).await;
             }
             if !self.remote.ended
@@ -51,5 +57,16 @@ impl Tunnel {
         while let Ok(f) = self.failures.1.try_recv() {
             self.forward_failed(f);
         }
+    }
+
+    /// The remote login's cancel secret, from its home as that login resolved it (`LLMX_HOME`
+    /// when set and non-empty, else `~/.llmx`, in the same environment the login was started in).
+    async fn remote_cancel_secret(&self) -> Option<Secret> {
+        let name = cancel::cancel_path(std::path::Path::new(""), self.port);
+        let cmd = format!("cat \"${{LLMX_HOME:-$HOME/.llmx}}\"/'{}' 2>/dev/null", name.display());
+        let out = self.session.call(move |c| c.exec(&cmd, b"")).await.ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let text = text.trim();
+        (out.status.code == 0 && !text.is_empty() && text.len() <= 256).then(|| Secret::new(text))
     }
 }

@@ -6,6 +6,7 @@ use super::forward::Forwarder;
 use super::remote_login::Msg;
 use super::{Tunnel, TunnelError, TunnelEvent, TunnelSuccess};
 use crate::auth::login::LoginEvent;
+use crate::auth::oauth::check_authorize_url;
 use crate::ssh::{ExitStatus, SshError};
 use crate::text::printable;
 use std::time::Duration;
@@ -54,13 +55,15 @@ impl Tunnel {
                 if port != self.port {
                     return Err(TunnelError::PortMismatch { host: self.host.clone(), local: self.port, remote: port });
                 }
-                let ok = url::Url::parse(&authorize_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-                if !ok {
+                // Only the configured issuer's authorize endpoint is opened or shown, in the form
+                // `url` serialises it (a raw newline or control in the remote's text is encoded).
+                let Some(authorize_url) = check_authorize_url(&authorize_url, &self.issuer) else {
                     return Err(TunnelError::BadAuthorizeUrl {
                         host: self.host.clone(),
+                        issuer: printable(&self.issuer),
                         url: printable(&authorize_url),
                     });
-                }
+                };
                 if let Some(listener) = self.listener.take() {
                     self.forwarder =
                         Some(Forwarder::start(listener, self.session.clone(), self.port, self.failures.0.clone()));

@@ -64,6 +64,9 @@ async fn env_key_is_reported_as_env_and_short_keys_are_fully_masked() {
     let r = home.llmx(["login", "status", "--json"]).env("OPENAI_API_KEY", "sk-env-0123456789-ZYXWV").run().await;
     assert_eq!(r.code(), 0);
     assert_eq!(r.json()["source"], "env");
+    // 23 characters: showing 8 + 5 of them would reveal more than half.
+    assert_eq!(r.json()["api_key"], "***");
+    let r = home.llmx(["login", "status", "--json"]).env("OPENAI_API_KEY", "sk-env-0123456789-abcd-ZYXWV").run().await;
     assert_eq!(r.json()["api_key"], "sk-env-0***ZYXWV");
     let r = home.llmx(["login", "status"]).env("OPENAI_API_KEY", "sk-short").run().await;
     assert!(r.stdout.contains("API key - ***") && r.stdout.contains("OPENAI_API_KEY environment variable"), "{r:?}");
@@ -272,5 +275,165 @@ async fn garbage_never_panics() {
         let _ = llmx::auth::claims::expiry(jwt);
         let _ = llmx::auth::server::CallbackQuery::parse(jwt);
         let _ = llmx::auth::oauth::error_code(jwt.as_bytes());
+    }
+}
+
+/// auth.json with values in the wrong place: the error names the file and where, never the value.
+#[tokio::test]
+async fn hostile_auth_json_shapes_never_echo_values_and_are_left_alone() {
+    const V: &str = "sk-LEAKED-0123456789abcdef";
+    let id = llmx_test_issuer::jwt(&json!({"email": "a@b.c"}));
+    let shapes = [
+        format!(r#"{{"tokens": "{V}"}}"#),
+        format!(r#"{{"tokens": ["{V}"]}}"#),
+        format!(r#"{{"OPENAI_API_KEY": {{"k": "{V}"}}}}"#),
+        format!(r#"{{"OPENAI_API_KEY": ["{V}"]}}"#),
+        format!(r#"{{"last_refresh": "{V}"}}"#),
+        format!(r#"{{"tokens": {{"id_token": "{V}", "access_token": "a", "refresh_token": "r"}}}}"#),
+        format!(r#"{{"tokens": {{"id_token": "{id}", "access_token": {{"{V}": 1}}, "refresh_token": "r"}}}}"#),
+        format!(r#"{{"OPENAI_API_KEY": "{V}" "tokens": 1}}"#),
+        format!("{{\"OPENAI_API_KEY\": \"{V}\u{1b}[2J\""),
+        format!(r#"["{V}"]"#),
+    ];
+    for shape in &shapes {
+        let home = Home::new();
+        home.write("auth.json", shape.as_bytes());
+        for args in [
+            &["login", "status"][..],
+            &["auth", "status", "--json"],
+            &["-c", "auth_issuer=http://127.0.0.1:9", "auth", "refresh"],
+        ] {
+            let r = home.llmx(args).run().await;
+            r.assert_orderly();
+            assert_ne!(r.code(), 0, "{shape}: {r:?}");
+            assert!(!r.stderr.contains("LEAKED") && !r.stdout.contains("LEAKED"), "{shape}: {r:?}");
+            assert!(!llmx::text::has_terminal_controls(&r.stderr), "{r:?}");
+            assert_eq!(home.read_auth().unwrap(), shape.as_bytes());
+        }
+    }
+}
+
+/// A FIFO, a symlink to /dev/zero, a directory, a device and a file past 4 MiB as auth.json or
+/// config.toml: a clear error at once, never a hang or a read of gigabytes.
+#[tokio::test]
+async fn special_or_huge_auth_json_and_config_are_refused_without_hanging() {
+    for name in ["auth.json", "config.toml"] {
+        for kind in ["fifo", "dev-zero", "dev-null", "dir", "huge"] {
+            let home = Home::new();
+            std::fs::create_dir_all(home.path()).unwrap();
+            let p = home.path().join(name);
+            match kind {
+                "fifo" => {
+                    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                    // SAFETY: mkfifo with a valid C string on a path in our temp dir.
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }
+                "dev-zero" => std::os::unix::fs::symlink("/dev/zero", &p).unwrap(),
+                "dev-null" => std::os::unix::fs::symlink("/dev/null", &p).unwrap(),
+                "dir" => std::fs::create_dir(&p).unwrap(),
+                _ => std::fs::File::create(&p).unwrap().set_len(5 * 1024 * 1024).unwrap(),
+            }
+            let started = std::time::Instant::now();
+            let r = home.llmx(["login", "status"]).run().await;
+            assert!(started.elapsed() < std::time::Duration::from_secs(10), "{name} {kind}: slow");
+            r.assert_orderly();
+            assert_ne!(r.code(), 0, "{name} {kind}: {r:?}");
+            let want = if kind == "huge" { "larger than 4 MiB" } else { "not a regular file" };
+            assert!(r.stderr.contains(want) && r.stderr.contains(name), "{name} {kind}: {r:?}");
+        }
+    }
+}
+
+/// `-c` keys with many dotted parts: a one-line usage error (exit 2), never a stack overflow.
+#[tokio::test]
+async fn deep_override_keys_are_a_usage_error_not_a_crash() {
+    let home = Home::new();
+    for key in [vec!["k"; 33].join("."), vec!["k"; 50_000].join("."), ".".repeat(60_000)] {
+        let r = home.llmx(["-c", &format!("{key}=1"), "login", "status"]).run().await;
+        assert_eq!(r.code(), 2, "{r:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+        assert!(r.stderr.len() < 300, "the key is not echoed: {}", r.stderr.len());
+    }
+    let ok = home.llmx(["-c", &format!("{}=1", vec!["k"; 32].join(".")), "login", "status"]).run().await;
+    assert_eq!(ok.code(), 1, "32 parts are fine: {ok:?}");
+    // Deeply nested values are values: parsed or taken as text, never a crash.
+    for v in ["[".repeat(50_000), "{a=".repeat(20_000)] {
+        home.llmx(["-c", &format!("x={v}"), "login", "status"]).run().await.assert_orderly();
+    }
+}
+
+/// API keys of every length up to where the ends may show: fully masked in text and JSON.
+#[tokio::test]
+async fn keys_shorter_than_26_chars_are_fully_masked() {
+    let home = Home::new();
+    for n in [9, 13, 14, 16, 20, 25, 26] {
+        let key: String = "sk-".chars().chain(('a'..='z').cycle()).take(n).collect();
+        let cmd = home.llmx(["login", "status", "--json"]).env("OPENAI_API_KEY", &key);
+        let shown = cmd.run().await.json()["api_key"].as_str().unwrap().to_string();
+        if n < 26 {
+            assert_eq!(shown, "***", "{n} chars");
+        } else {
+            assert_eq!(shown, format!("{}***{}", &key[..8], &key[n - 5..]), "{n} chars");
+        }
+    }
+}
+
+/// `--with-api-key` with more than 64 KiB on stdin: an error, nothing saved (an earlier file
+/// stays); exactly 64 KiB of one key still works.
+#[tokio::test]
+async fn api_key_on_stdin_past_64_kib_is_an_error_and_saves_nothing() {
+    let home = Home::new();
+    home.write("auth.json", br#"{"OPENAI_API_KEY":"sk-old-key-0000000000"}"#);
+    for n in [64 * 1024 + 1, 64 * 1024 + 100, 1024 * 1024] {
+        let r = home.llmx(["login", "--with-api-key"]).stdin("k".repeat(n).as_bytes()).run().await;
+        assert_eq!(r.code(), 2, "{n}: {r:?}");
+        assert!(r.stderr.contains("more than 64 KiB"), "{r:?}");
+        assert_eq!(home.read_auth().unwrap(), br#"{"OPENAI_API_KEY":"sk-old-key-0000000000"}"#);
+    }
+    let r = home.llmx(["login", "--with-api-key"]).stdin("k".repeat(64 * 1024).as_bytes()).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+}
+
+/// Temp copies of auth.json that a crashed write left (a dead writer's pid in the name) are
+/// removed by the next write and by logout; other files, symlinks and other users' files stay.
+#[tokio::test]
+async fn stale_temp_credentials_are_removed_by_the_next_write_and_by_logout() {
+    use std::os::unix::fs::MetadataExt;
+    let dead = 4_194_999; // above any pid_max
+    for how in ["write", "logout"] {
+        let home = Home::new();
+        home.write("auth.json", br#"{"OPENAI_API_KEY":"sk-a-0000000000000000000000"}"#);
+        let stale: Vec<_> = ["ab12", "0", "ffffffffffff"]
+            .iter()
+            .map(|h| home.path().join(format!(".auth.json.tmp-{dead}-{h}")))
+            .collect();
+        for p in &stale {
+            std::fs::write(p, b"{\"OPENAI_API_KEY\":\"sk-crashed\"}").unwrap();
+        }
+        let target = home.dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = home.path().join(format!(".auth.json.tmp-{dead}-link"));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let other = home.path().join(format!(".auth.json.tmp-{dead}-other"));
+        std::fs::write(&other, b"x").unwrap();
+        // SAFETY: chown of a file we created, to an unprivileged uid (tests run as root).
+        let c = std::ffi::CString::new(other.as_os_str().as_encoded_bytes()).unwrap();
+        let chowned = unsafe { libc::chown(c.as_ptr(), 65534, 65534) } == 0;
+        let unrelated = home.path().join("notes.tmp-1-1");
+        std::fs::write(&unrelated, b"x").unwrap();
+        let r = if how == "write" {
+            home.llmx(["login", "--with-api-key"]).stdin(b"sk-b-0000000000000000000000").run().await
+        } else {
+            home.llmx(["logout"]).run().await
+        };
+        assert_eq!(r.code(), 0, "{how}: {r:?}");
+        for p in &stale {
+            assert!(!p.exists(), "{how}: {} left", p.display());
+        }
+        assert!(std::fs::symlink_metadata(&link).is_ok() && std::fs::read(&target).unwrap() == b"keep", "{how}");
+        if chowned {
+            assert!(other.exists() && std::fs::metadata(&other).unwrap().uid() == 65534, "{how}");
+        }
+        assert!(unrelated.exists(), "{how}");
     }
 }

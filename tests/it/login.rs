@@ -1,7 +1,7 @@
 //! Browser login and refresh, end to end: the real `llmx` binary, a temp `LLMX_HOME`, a cleared
 //! environment, the test issuer (a real HTTP server) and a scripted browser on 127.0.0.1.
 
-use crate::support::harness::LIMIT;
+use crate::support::harness::{LIMIT, free_port};
 use crate::support::login::*;
 use llmx_test_issuer::IssuerConfig;
 use serde_json::Value;
@@ -171,11 +171,13 @@ async fn issuer_configured_to_deny_fails_the_login() {
 #[tokio::test]
 async fn stale_llmx_login_on_the_port_is_evicted() {
     let issuer = issuer().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    // The first login gets a port from the OS; the second asks for that same port.
-    let (stale, stale_listening) = start_login(&home_a, &issuer.base_url(), 0, &[]).await;
-    let port = port_of(&stale_listening);
-    let mut fresh = spawn_login(&home_b, &issuer.base_url(), port, &[]);
+    // The same home: eviction needs the cancel secret the stale login left there.
+    let home = Home::new();
+    let port = free_port();
+    let (stale, _) = start_login(&home, &issuer.base_url(), port, &[]).await;
+    let cancel_file = home.path().join(format!("login-{port}.cancel"));
+    assert_eq!(mode(&cancel_file), 0o600);
+    let mut fresh = spawn_login(&home, &issuer.base_url(), port, &[]);
     assert_eq!(fresh.expect_next("stale_server_cancelled").await["port"], port);
     let listening = fresh.expect_next("listening").await;
     assert_eq!(listening["port"], port);
@@ -187,7 +189,8 @@ async fn stale_llmx_login_on_the_port_is_evicted() {
     assert_eq!(Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await.last().unwrap().status, 200);
     let (status, _, stderr) = fresh.finish().await;
     assert!(status.success(), "{stderr}");
-    assert!(home_b.read_auth().is_some() && home_a.read_auth().is_none());
+    assert!(home.read_auth().is_some());
+    assert!(!cancel_file.exists(), "the cancel file is removed when the login ends");
 }
 
 #[tokio::test]
@@ -218,7 +221,7 @@ async fn foreign_server_on_the_port_is_a_clear_error() {
     assert_eq!(
         first,
         format!(
-            "llmx: port {port} on 127.0.0.1 is in use by another program (it is not an llmx login: it did not stop on /cancel)"
+            "llmx: port {port} on 127.0.0.1 is in use by another program (it did not stop on /cancel: it is not an llmx login of this LLMX_HOME)"
         )
     );
     assert!(stderr.contains(&format!("hint: see who holds it with `ss -ltnp 'sport = :{port}'`")), "{stderr}");
@@ -432,4 +435,187 @@ async fn junk_callback_queries_are_answered_and_never_crash_the_login() {
     assert!(rejected >= 10, "{rejected}");
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
+}
+
+/// What a web page in the user's browser can send to a waiting login's `/cancel`: a GET (link,
+/// image, fetch), form POSTs with no, a guessed or a near-miss secret. None ends the login; the
+/// login then completes normally.
+#[tokio::test]
+async fn cancel_needs_the_login_secret_so_web_pages_cannot_end_a_login() {
+    let issuer = issuer().await;
+    let home = Home::new();
+    let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
+    let port = port_of(&listening);
+    let secret = std::fs::read_to_string(home.path().join(format!("login-{port}.cancel"))).unwrap();
+    let url = format!("http://127.0.0.1:{port}/cancel");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let form = "application/x-www-form-urlencoded";
+    let attempts = [
+        (http.get(&url), 405),
+        (http.get(format!("{url}?secret={}", secret.trim())), 405),
+        (http.post(&url), 403),
+        (http.post(&url).header("content-type", form).body("cancel=1"), 403),
+        (http.post(&url).header("content-type", "text/plain").body("guess"), 403),
+        (http.post(&url).body(format!("{}x", secret.trim())), 403),
+        (http.post(&url).body(secret.trim()[1..].to_string()), 403),
+        (http.post(&url).header("origin", "https://evil.example").body(""), 403),
+    ];
+    for (i, (req, want)) in attempts.into_iter().enumerate() {
+        assert_eq!(req.send().await.unwrap().status().as_u16(), want, "attempt {i}");
+    }
+    let hops = Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
+    assert_eq!(hops.last().unwrap().status, 200, "the login still waited: {hops:?}");
+    let (status, events, stderr) = login.finish().await;
+    assert!(status.success(), "{events:?} {stderr}");
+}
+
+/// The issuer's token endpoint misbehaving: redirects to another origin (which would get the code
+/// and verifier), same-origin redirects, a body past the cap, non-JSON, JSON of the wrong shape
+/// quoting a value, an error code with terminal escapes. Each fails the login with a clear error,
+/// sends nothing to the other origin, leaves the earlier auth.json as it was and prints no controls.
+#[tokio::test]
+async fn hostile_token_answers_fail_the_login_and_leave_auth_json_intact() {
+    use llmx_test_issuer::TokenAnswer;
+    let issuer = issuer().await;
+    let elsewhere = crate::support::login::issuer().await;
+    let other = format!("{}/oauth/token", elsewhere.base_url());
+    let raw = |status: u16, ct: &str, body: &str| TokenAnswer::Raw {
+        status,
+        content_type: ct.into(),
+        body: body.as_bytes().to_vec(),
+    };
+    let answers = [
+        (TokenAnswer::Redirect { status: 307, location: other.clone() }, "answered 307 (a redirect to"),
+        (TokenAnswer::Redirect { status: 308, location: other.clone() }, "answered 308"),
+        (TokenAnswer::Redirect { status: 302, location: other.clone() }, "answered 302"),
+        (TokenAnswer::Redirect { status: 307, location: "/oauth/token".into() }, "answered 307"),
+        (TokenAnswer::Padded { bytes: 2 * 1024 * 1024 }, "larger than 1024 KiB"),
+        (raw(200, "application/json", &"x".repeat(1024 * 1024 + 1)), "larger than 1024 KiB"),
+        (raw(200, "text/html", "<html>hello</html>"), "not the expected JSON"),
+        (raw(200, "application/json", r#"{"id_token":["sk-LEAKED"],"access_token":1}"#), "wrong type"),
+        (raw(400, "application/json", "{\"error\":\"x\\u001b]52;c;ZXZpbA==\\u0007\\u001b[2J\"}"), "answered 400"),
+    ];
+    let n = answers.len();
+    for (answer, want) in answers {
+        let home = Home::new();
+        home.write("auth.json", br#"{"OPENAI_API_KEY":"sk-old-key-0000000000"}"#);
+        issuer.issuer.set_token_answer(Some(answer.clone()));
+        let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
+        let _ = Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
+        let (status, events, stderr) = login.finish().await;
+        assert_eq!(status.code(), Some(1), "{answer:?}: {stderr}");
+        let failed = events.last().unwrap();
+        assert_eq!(failed["reason"], "token_exchange", "{answer:?}: {events:?}");
+        assert!(failed["error"].as_str().unwrap().contains(want), "{answer:?}: want {want:?} in {failed}");
+        assert!(!llmx::text::has_terminal_controls(failed["error"].as_str().unwrap()), "{failed}");
+        assert!(stderr.contains("exchanging the authorization code failed"), "{answer:?}: {stderr}");
+        assert!(stderr.contains(want), "{answer:?}: want {want:?} in {stderr}");
+        assert!(!stderr.contains("LEAKED"), "{stderr}");
+        assert!(!llmx::text::has_terminal_controls(&stderr), "{answer:?}: {stderr:?}");
+        assert_eq!(home.read_auth().unwrap(), br#"{"OPENAI_API_KEY":"sk-old-key-0000000000"}"#, "{answer:?}");
+    }
+    assert_eq!(elsewhere.issuer.token_requests(), 0, "a redirect was followed");
+    assert_eq!(issuer.issuer.token_requests() as usize, n);
+}
+
+/// The same hostile answers to a refresh: transient failures, the refresh token never re-sent
+/// elsewhere, auth.json untouched.
+#[tokio::test]
+async fn hostile_refresh_answers_are_transient_and_never_follow_redirects() {
+    use llmx_test_issuer::TokenAnswer;
+    let (issuer, home) = logged_in().await;
+    let elsewhere = crate::support::login::issuer().await;
+    let other = format!("{}/oauth/token", elsewhere.base_url());
+    let before = home.read_auth().unwrap();
+    for answer in [
+        TokenAnswer::Redirect { status: 307, location: other.clone() },
+        TokenAnswer::Redirect { status: 308, location: other.clone() },
+        TokenAnswer::Padded { bytes: 2 * 1024 * 1024 },
+        TokenAnswer::Raw { status: 200, content_type: "text/plain".into(), body: b"\x1b[2Jnot json".to_vec() },
+    ] {
+        issuer.issuer.set_token_answer(Some(answer.clone()));
+        let r = refresh(&home, &issuer.base_url(), false).await;
+        assert_eq!(r.code(), 1, "{answer:?}: {r:?}");
+        assert!(!llmx::text::has_terminal_controls(&r.stderr), "{r:?}");
+        assert_eq!(home.read_auth().unwrap(), before, "{answer:?}");
+    }
+    assert_eq!(elsewhere.issuer.token_requests(), 0, "the refresh token went to another origin");
+}
+
+/// The browser launcher's command line (readable by every local user in /proc) holds only a
+/// `file://` URL of a 0600 page in the home; the page leads to the authorize URL and is removed
+/// when the login ends. `$BROWSER` is a script that records its argv, as xdg-open would get it.
+#[tokio::test]
+async fn browser_launcher_argv_never_holds_the_authorize_url() {
+    use std::os::unix::fs::PermissionsExt;
+    let issuer = issuer().await;
+    let home = Home::new();
+    let spy = home.dir.path().join("browser-spy");
+    let argv = home.dir.path().join("argv");
+    std::fs::write(
+        &spy,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done > '{}.tmp'\nmv '{0}.tmp' '{0}'\n",
+            argv.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&spy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let iss = format!("auth_issuer={}", issuer.base_url());
+    let cmd = home.llmx(["-c", &iss, "login", "--json", "--port", "0"]);
+    let mut child = cmd.env("DISPLAY", ":99").env("BROWSER", &spy).spawn();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let listening: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let authorize = listening["authorize_url"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !argv.exists() {
+        assert!(std::time::Instant::now() < deadline, "the browser was never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let args = std::fs::read_to_string(&argv).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!(args.len(), 1, "{args:?}");
+    let state = param(&url::Url::parse(&authorize).unwrap(), "state").unwrap();
+    for a in &args {
+        assert!(!a.contains(&state) && !a.contains("code_challenge") && !a.contains("authorize"), "{a}");
+    }
+    let page = url::Url::parse(args[0]).unwrap().to_file_path().unwrap();
+    assert!(page.starts_with(home.path()), "{}", page.display());
+    assert_eq!(mode(&page), 0o600);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains(&authorize.replace('&', "&amp;")), "{html}");
+    assert_eq!(Browser::new().follow(&authorize).await.last().unwrap().status, 200);
+    while lines.next_line().await.unwrap().is_some() {}
+    assert!(tokio::time::timeout(LIMIT, child.wait()).await.unwrap().unwrap().success());
+    assert!(!page.exists(), "the page is removed when the login ends");
+}
+
+/// Claims from an issuer (or a target's auth.json) carrying every hostile string class: the
+/// human lines and `--json` of `login` and `status` show none of their controls, and each JSON
+/// line still parses.
+#[tokio::test]
+async fn hostile_claims_are_printed_without_terminal_controls() {
+    for hostile in llmx::text::HOSTILE_STRINGS {
+        let issuer = issuer_with(IssuerConfig {
+            email: hostile.to_string(),
+            plan: hostile.to_string(),
+            account_id: hostile.to_string(),
+            ..IssuerConfig::default()
+        })
+        .await;
+        let home = Home::new();
+        let done = browser_login(&home, &issuer).await;
+        for k in ["email", "plan", "account_id"] {
+            let v = done[k].as_str().unwrap();
+            assert!(!llmx::text::has_terminal_controls(v) && !v.contains('\n'), "{hostile:?}: {v:?}");
+        }
+        for args in [&["login", "status"][..], &["auth", "status", "--json"]] {
+            let r = home.llmx(args).run().await;
+            assert_eq!(r.code(), 0, "{r:?}");
+            assert!(!llmx::text::has_terminal_controls(&r.stdout), "{hostile:?}: {:?}", r.stdout);
+            if args.contains(&"--json") {
+                assert!(!llmx::text::has_terminal_controls(r.json()["email"].as_str().unwrap()), "{r:?}");
+            }
+        }
+    }
 }

@@ -17,6 +17,8 @@
 //!   401 `{"error":{"code":"refresh_token_reused"}}` like the real issuer.
 //!
 //! - The device-code endpoints and a page to approve or decline a code: see [`device`].
+//! - Hostile answers for tests ([`Issuer::set_token_answer`]): every `/oauth/token` request gets
+//!   a [`TokenAnswer`] instead — a redirect, a raw body, or real tokens padded past any cap.
 //!
 //! id_tokens carry `email` and, under `https://api.openai.com/auth`, `chatgpt_plan_type` and
 //! `chatgpt_account_id`; access tokens are JWTs with `exp`. Every token response waits for the
@@ -96,6 +98,17 @@ impl Default for IssuerConfig {
     }
 }
 
+/// How the token endpoint misbehaves, when a test asks it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// `status` (a 3xx) with `Location: location`.
+    Redirect { status: u16, location: String },
+    /// Exactly this status, content type and body.
+    Raw { status: u16, content_type: String, body: Vec<u8> },
+    /// A real, valid token answer with a `padding` field of `bytes` bytes added.
+    Padded { bytes: usize },
+}
+
 /// Counters a test can check.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IssuerStats {
@@ -121,6 +134,10 @@ struct Store {
     stats: IssuerStats,
     /// When set, refresh requests get this status with a non-permanent error body.
     refresh_failure: Option<u16>,
+    /// When set, every token request gets this answer (see [`TokenAnswer`]).
+    token_answer: Option<TokenAnswer>,
+    /// Token requests received, whatever their answer.
+    token_requests: u32,
 }
 
 struct Inner {
@@ -184,6 +201,16 @@ impl Issuer {
     /// Make refresh requests fail with `status` (a transient failure), or succeed again (`None`).
     pub fn set_refresh_failure(&self, status: Option<u16>) {
         lock(&self.inner.store).refresh_failure = status;
+    }
+
+    /// Answer every `/oauth/token` request with `answer` (`None`: behave again).
+    pub fn set_token_answer(&self, answer: Option<TokenAnswer>) {
+        lock(&self.inner.store).token_answer = answer;
+    }
+
+    /// How many `/oauth/token` requests arrived, however they were answered.
+    pub fn token_requests(&self) -> u32 {
+        lock(&self.inner.store).token_requests
     }
 
     pub fn stats(&self) -> IssuerStats {
@@ -350,6 +377,14 @@ async fn token(State(issuer): State<Issuer>, headers: HeaderMap, body: Bytes) ->
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let answer = {
+        let mut store = lock(&issuer.inner.store);
+        store.token_requests += 1;
+        store.token_answer.clone()
+    };
+    if let Some(answer) = answer {
+        return hostile_answer(&issuer, answer);
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let response = if content_type.starts_with("application/json") {
         refresh_grant(&issuer, &body)
@@ -371,6 +406,21 @@ async fn token(State(issuer): State<Issuer>, headers: HeaderMap, body: Bytes) ->
         Err((status, body)) => {
             lock(&issuer.inner.store).stats.rejected_token_requests += 1;
             (status, axum::Json(body)).into_response()
+        }
+    }
+}
+
+fn hostile_answer(issuer: &Issuer, answer: TokenAnswer) -> Response {
+    let status = |s: u16| StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    match answer {
+        TokenAnswer::Redirect { status: s, location } => (status(s), [(header::LOCATION, location)]).into_response(),
+        TokenAnswer::Raw { status: s, content_type, body } => {
+            (status(s), [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        TokenAnswer::Padded { bytes } => {
+            let mut tokens = issuer.issue_tokens(&mut lock(&issuer.inner.store));
+            tokens["padding"] = Value::String("x".repeat(bytes));
+            axum::Json(tokens).into_response()
         }
     }
 }

@@ -4,12 +4,13 @@
 //! Pasted lines (paste-back) reach the same state check and exchange through the server.
 
 use super::{EventSink, LoginError, LoginEvent, LoginSucceeded, Obtained, Timing, save};
+use crate::auth::cancel::{self, CancelFile};
 use crate::auth::oauth::OAuthClient;
 use crate::auth::pkce::{Pkce, new_state};
 use crate::auth::server::{self, CodeHandler, ServerEnd, ServerNote};
 use crate::secret::Secret;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -51,8 +52,11 @@ pub async fn run(
     let client = OAuthClient::new(&opts.issuer, &opts.client_id).map_err(LoginError::Issuer)?;
     let pkce = Pkce::generate()?;
     let state = new_state()?;
-    let listener = bind_with_fallback(opts.port, opts.port_fallback, &events).await?;
+    let home = opts.auth_path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let listener = bind_with_fallback(opts.port, opts.port_fallback, &home, &events).await?;
     let port = listener.local_addr().map_err(LoginError::Server)?.port();
+    // Removed again when this function returns (the guard lives to the end of it).
+    let cancel_file = CancelFile::create(&home, port)?;
     let redirect_uri = format!("http://localhost:{port}/auth/callback");
     let authorize_url = client.authorize_url(&redirect_uri, &pkce, &state);
 
@@ -81,7 +85,8 @@ pub async fn run(
         }
     };
     events(LoginEvent::Listening { authorize_url, port, redirect_uri, timeout_secs: timeout.as_secs() });
-    match server::serve_with_paste(listener, state, on_code, on_note, stop, server::SUCCESS_GRACE, pasted)
+    let secrets = server::LoginSecrets { state, cancel: cancel_file.secret().clone() };
+    match server::serve_with_paste(listener, secrets, on_code, on_note, stop, server::SUCCESS_GRACE, pasted)
         .await
         .map_err(LoginError::Server)?
     {
@@ -111,10 +116,15 @@ async fn exchange(
 
 /// Bind the callback port; with `fallback`, a default port held by another program falls back to
 /// [`FALLBACK_PORT`], the issuer's second allowed redirect port, before giving up naming both.
-async fn bind_with_fallback(port: u16, fallback: bool, events: &EventSink) -> Result<TcpListener, LoginError> {
-    match bind_callback_port(port, events).await {
+async fn bind_with_fallback(
+    port: u16,
+    fallback: bool,
+    home: &Path,
+    events: &EventSink,
+) -> Result<TcpListener, LoginError> {
+    match bind_callback_port(port, home, events).await {
         Err(LoginError::PortBusy { .. }) if fallback && port == super::DEFAULT_PORT => {
-            match bind_callback_port(FALLBACK_PORT, events).await {
+            match bind_callback_port(FALLBACK_PORT, home, events).await {
                 Err(LoginError::PortBusy { .. }) => Err(LoginError::PortsBusy { first: port, second: FALLBACK_PORT }),
                 other => other,
             }
@@ -123,15 +133,18 @@ async fn bind_with_fallback(port: u16, fallback: bool, events: &EventSink) -> Re
     }
 }
 
-/// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` (a stale llmx login
-/// stops), then retry every 200 ms, 10 times, before giving up naming the port.
-pub async fn bind_callback_port(port: u16, events: &EventSink) -> Result<TcpListener, LoginError> {
+/// Bind 127.0.0.1:`port`. When it is busy, ask whoever holds it to `/cancel` with the secret a
+/// stale llmx login of this home left (`auth::cancel`; it stops), then retry every 200 ms, 10
+/// times, before giving up naming the port.
+pub async fn bind_callback_port(port: u16, home: &Path, events: &EventSink) -> Result<TcpListener, LoginError> {
     match TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => return Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
         Err(source) => return Err(LoginError::Bind { port, source }),
     }
-    if cancel_stale_server(port).await {
+    if let Some(secret) = cancel::read_secret(home, port)
+        && cancel::request_cancel(port, &secret).await
+    {
         events(LoginEvent::StaleServerCancelled { port });
     }
     for _ in 0..BIND_RETRIES {
@@ -143,15 +156,4 @@ pub async fn bind_callback_port(port: u16, events: &EventSink) -> Result<TcpList
         }
     }
     Err(LoginError::PortBusy { port })
-}
-
-/// `GET http://127.0.0.1:{port}/cancel`; true when an llmx login server acknowledged it.
-pub async fn cancel_stale_server(port: u16) -> bool {
-    let Ok(http) = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build() else {
-        return false;
-    };
-    match http.get(format!("http://127.0.0.1:{port}/cancel")).send().await {
-        Ok(r) => r.status().is_success(),
-        Err(_) => false,
-    }
 }

@@ -21,6 +21,7 @@ mod save;
 
 pub use save::save;
 
+use crate::auth::cancel::CancelFileError;
 use crate::auth::file::AuthFileError;
 use crate::auth::oauth::{OAuthError, TokenSet};
 use crate::auth::pkce::RandomError;
@@ -80,9 +81,11 @@ pub enum LoginError {
     #[error(transparent)]
     Issuer(OAuthError),
     #[error(
-        "port {port} on 127.0.0.1 is in use by another program (it is not an llmx login: it did not stop on /cancel)"
+        "port {port} on 127.0.0.1 is in use by another program (it did not stop on /cancel: it is not an llmx login of this LLMX_HOME)"
     )]
     PortBusy { port: u16 },
+    #[error(transparent)]
+    CancelFile(#[from] CancelFileError),
     #[error(
         "ports {first} and {second} on 127.0.0.1 are both in use by other programs (not llmx logins: they did not stop on /cancel)"
     )]
@@ -117,7 +120,7 @@ impl LoginError {
     /// A stable machine-readable name for the failure (the `reason` of `login_failed`).
     pub fn reason(&self) -> &'static str {
         match self {
-            LoginError::Random(_) | LoginError::Server(_) => "internal",
+            LoginError::Random(_) | LoginError::Server(_) | LoginError::CancelFile(_) => "internal",
             LoginError::Issuer(_) => "config",
             LoginError::PortBusy { .. } | LoginError::PortsBusy { .. } => "port_busy",
             LoginError::Bind { .. } => "bind",
