@@ -10,6 +10,7 @@ pub mod logout;
 pub mod oauth;
 pub mod paste;
 pub mod pkce;
+pub mod query;
 pub mod refresh;
 pub mod select;
 pub mod server;

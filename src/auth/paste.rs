@@ -3,7 +3,7 @@
 //! a machine without the listener) or just the code. No I/O; the server checks state and runs the
 //! exchange.
 
-use crate::auth::server::CallbackQuery;
+use crate::auth::query::CallbackQuery;
 
 /// A pasted line, understood.
 #[derive(Debug, PartialEq, Eq)]

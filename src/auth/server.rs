@@ -15,8 +15,8 @@
 //! server knows nothing of tokens or files: what a valid code turns into is the caller's closure.
 
 use crate::auth::paste::{self, Pasted};
+pub use crate::auth::query::CallbackQuery;
 use crate::secret::Secret;
-use crate::text::printable;
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -365,37 +365,6 @@ async fn cancel<T, E, S>(State(sh): State<Arc<Shared<T, E, S>>>, body: axum::bod
 
 fn redirect_to_success() -> Response {
     (StatusCode::FOUND, [(header::LOCATION, "/success")]).into_response()
-}
-
-/// The parameters of a callback. Never fails: junk yields `None`s.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct CallbackQuery {
-    pub code: Option<String>,
-    pub state: Option<String>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
-}
-
-impl CallbackQuery {
-    /// Parse a raw query string; the first occurrence of a key wins; shown values are cleaned.
-    pub fn parse(raw: &str) -> CallbackQuery {
-        let mut q = CallbackQuery::default();
-        for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-            let slot = match &*k {
-                "code" => &mut q.code,
-                "state" => &mut q.state,
-                "error" => &mut q.error,
-                "error_description" => &mut q.error_description,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(v.into_owned());
-            }
-        }
-        q.error = q.error.map(|e| printable(&e)).filter(|e| !e.is_empty());
-        q.error_description = q.error_description.map(|e| printable(&e)).filter(|e| !e.is_empty());
-        q
-    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

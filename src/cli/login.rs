@@ -35,7 +35,9 @@ pub struct LoginArgs {
     pub no_browser: bool,
 
     /// Sign in with a code entered on the issuer's page, from any device: no callback port
-    #[arg(long, conflicts_with_all = ["with_api_key", "port"])]
+    /// (`--port` is then only for the browser login it falls back to when the issuer has no
+    /// device code)
+    #[arg(long, conflicts_with = "with_api_key")]
     pub device_auth: bool,
 
     /// Give up when nobody completes the sign-in within SECS seconds [default: 600; device code: 900]

@@ -12,6 +12,7 @@
 mod credentials;
 mod docker;
 mod login;
+mod signin;
 mod ssh;
 mod support;
 mod tunnel;

@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// The binary under test.
 pub const LLMX: &str = env!("CARGO_BIN_EXE_llmx");
@@ -122,6 +122,14 @@ impl Llmx {
     /// Start a `--json` command that prints events while it runs, and read them as they come.
     pub fn events(self) -> Events {
         Events::of(self.spawn())
+    }
+
+    /// [`events`](Llmx::events), with stdin kept open for the test to type into (paste-back).
+    pub fn events_with_input(mut self) -> (Events, ChildStdin) {
+        self.cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("cannot start {LLMX}: {e}"));
+        let input = child.stdin.take().unwrap();
+        (Events::of(child), input)
     }
 }
 
