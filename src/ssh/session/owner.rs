@@ -7,8 +7,8 @@ use super::pump::{
     EAGAIN, ExecState, ForwardState, Kind, PumpError, Pumped, Stream, describe, pump_exec, pump_forward,
 };
 use super::{Conn, ExecEvent, ExitStatus, ForwardStats, Forwarding, Request, Session, SessionInfo, Shared};
-use crate::ssh::SshError;
 use crate::ssh::known_hosts::host_port_name;
+use crate::ssh::{SshError, posix_command};
 use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -47,7 +47,7 @@ impl Owner {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared { tx, wake: wake_tx, info });
         let weak = Arc::downgrade(&shared);
-        let conn = Conn { sess: sess.clone(), sftp: None, host };
+        let conn = Conn { sess: sess.clone(), sftp: None, host, sock };
         sess.set_blocking(false);
         let owner =
             Owner { sess, sock, wake_rx, rx, conn, streams: HashMap::new(), closing: Vec::new(), next_id: 1, weak };
@@ -92,7 +92,7 @@ impl Owner {
                 let r = self.blocking(|o| {
                     let what = "starting a remote command";
                     let mut ch = o.sess.channel_session().map_err(|e| o.conn.error(what, &e))?;
-                    ch.exec(&cmd).map_err(|e| o.conn.error(what, &e))?;
+                    ch.exec(&posix_command(&cmd)).map_err(|e| o.conn.error(what, &e))?;
                     Ok(ch)
                 });
                 match r {
