@@ -727,6 +727,43 @@ async fn fish_login_shell_runs_posix_commands_and_pushes() {
     assert_eq!(mode(&user.home.join("it's a $(dir)/auth.json")), 0o600);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_host_is_given_up_after_the_keepalive_count() {
+    // The host freezes (its sshd processes stopped): the TCP connection stays up and nothing ever
+    // says it is gone. Keepalives that get no answer end the streams in bounded time.
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let opts = SshOptions { keepalive_interval: Duration::from_secs(1), keepalive_count: 2, ..c.opts() };
+    let session = Session::connect(&addr(&sshd, user), &opts).await.unwrap();
+    let mut p = session.spawn("echo started; exec sleep 60").await.unwrap();
+    assert!(matches!(p.next().await, Some(ExecEvent::Stdout(b)) if b == b"started\n"));
+    // Alive and idle: keepalives are answered, the stream keeps running.
+    assert!(tokio::time::timeout(Duration::from_secs(4), p.next()).await.is_err(), "ended while the host answered");
+    let frozen = sshd_support::descendants(sshd.pid());
+    for v in &frozen {
+        // SAFETY: pids found under our own sshd.
+        unsafe { libc::kill(*v as i32, libc::SIGSTOP) };
+    }
+    let started = Instant::now();
+    let ev = tokio::time::timeout(Duration::from_secs(10), p.next()).await;
+    for v in &frozen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*v as i32, libc::SIGKILL) };
+    }
+    let ev = ev.expect("no end within 10 s of the host going silent");
+    match ev {
+        Some(ExecEvent::Error(e)) => assert!(e.to_string().contains("no answer from the host for 3 s"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    // Later calls fail fast instead of waiting the I/O timeout.
+    let t = Instant::now();
+    assert!(session.exec("true", Vec::new()).await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
+
 // ---- The real `llmx` binary ------------------------------------------------------------------
 
 const SECRET: &str = "sk-cli-secret-0123456789abcdefghij";

@@ -52,6 +52,11 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Limit for each blocking libssh2 call once connected.
     pub io_timeout: Duration,
+    /// While streams run (a tunnel), send an SSH keepalive this often (zero: never), and give the
+    /// connection up as lost when nothing at all has come back for `keepalive_count` intervals,
+    /// plus one (as OpenSSH's `ServerAliveInterval` / `ServerAliveCountMax`).
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
     /// Try the keys held by ssh-agent first.
     pub use_agent: bool,
     /// The agent's socket; `None`: `$SSH_AUTH_SOCK`.
@@ -68,6 +73,8 @@ impl Default for SshOptions {
             accept_new: false,
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count: 3,
             use_agent: true,
             agent_socket: None,
             passphrase: None,
