@@ -445,16 +445,20 @@ fn oversized_auth_json_in_a_container_is_refused() {
     }
 }
 
-/// Put a symbolic link `dir/name -> target` in the container (with `docker cp`, no shell needed).
-fn put_link(ct: &Container, dir: &str, name: &str, target: &str, uid: u64) {
+/// Put a directory (`link: None`) or a symbolic link `dir/name -> link` in the container, owned
+/// by `uid` (with `docker cp`, no shell needed).
+fn put_entry(ct: &Container, dir: &str, name: &str, mode: u32, uid: u64, link: Option<&str>) {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_mode(0o777);
+    h.set_entry_type(if link.is_some() { tar::EntryType::Symlink } else { tar::EntryType::Directory });
+    h.set_mode(mode);
     h.set_uid(uid);
     h.set_gid(uid);
     h.set_size(0);
-    b.append_link(&mut h, name, target).unwrap();
+    match link {
+        Some(target) => b.append_link(&mut h, name, target).unwrap(),
+        None => b.append_data(&mut h, format!("{name}/"), std::io::empty()).unwrap(),
+    }
     let out = docker_raw(&["cp", "-", &format!("{}:{dir}", ct.name)], Some(&b.into_inner().unwrap()));
     assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -484,18 +488,8 @@ fn shared_sticky_or_group_writable_credential_home_in_a_container_is_refused() {
             let uid = if image == IMAGE_APP { 1000 } else { 0 };
             if dir != "/tmp" {
                 // An existing directory of the user's, writable by the group.
-                let mut b = tar::Builder::new(Vec::new());
-                let mut h = tar::Header::new_gnu();
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o2775);
-                h.set_uid(uid);
-                h.set_gid(uid);
-                h.set_size(0);
                 let (parent, name) = dir.rsplit_once('/').unwrap();
-                b.append_data(&mut h, format!("{name}/"), std::io::empty()).unwrap();
-                let parent = if parent.is_empty() { "/" } else { parent };
-                let out = docker_raw(&["cp", "-", &format!("{}:{parent}", ct.name)], Some(&b.into_inner().unwrap()));
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                put_entry(&ct, if parent.is_empty() { "/" } else { parent }, name, 0o2775, uid, None);
             }
             let before = ct.stat(dir).map(|s| (s.1, s.3));
             let flag: &[&str] = if opts.is_empty() { &["--remote-home", dir] } else { &[] };
@@ -526,7 +520,7 @@ fn archive_fallback_never_follows_a_linked_or_foreign_credential_directory() {
     let root_auth = api_key_auth();
     for ct in [Container::run("dirlink", IMAGE_APP, &[]), Container::created("dirlinks", IMAGE_APP, &[])] {
         ct.put("/root", ".llmx/auth.json", root_auth.as_bytes(), 0);
-        put_link(&ct, "/home/app", ".llmx", "/root/.llmx", 1000);
+        put_entry(&ct, "/home/app", ".llmx", 0o777, 1000, Some("/root/.llmx"));
         let cases: [(&[&str], &str, &str); 4] = [
             (&[], "/home/app/.llmx", "symbolic link"),
             (&["--remote-home", "/etc"], "/etc", "belongs to uid 0"),

@@ -764,6 +764,55 @@ async fn silent_host_is_given_up_after_the_keepalive_count() {
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_new_records_a_hashed_name_in_a_hashed_known_hosts_or_with_hash_known_hosts() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let name = format!("[127.0.0.1]:{}", sshd.port);
+    // A file hashed by `ssh-keygen -H` (it holds another host), and an empty file with
+    // `HashKnownHosts yes` in the config.
+    for hashed_file in [true, false] {
+        let c = Client::new();
+        user.authorize(&c.key.public);
+        if hashed_file {
+            let line = sshd.known_hosts_line();
+            let key = line.split_once(' ').unwrap().1;
+            std::fs::write(c.known_hosts(), format!("other.example {key}")).unwrap();
+            run(std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(c.known_hosts()));
+        } else {
+            std::fs::write(c.ssh_dir().join("config"), "Host *\n  HashKnownHosts yes\n").unwrap();
+        }
+        let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new: true, ..c.opts() });
+        t.locate(None, &|_| {}).await.unwrap();
+        let kh = std::fs::read_to_string(c.known_hosts()).unwrap();
+        assert!(!kh.contains("127.0.0.1") && !kh.contains("other.example"), "a plain name was written: {kh}");
+        assert!(kh.lines().all(|l| l.starts_with("|1|")), "{kh}");
+        // OpenSSH finds it, and the next connection needs no --accept-new.
+        let found = run(std::process::Command::new("ssh-keygen").args(["-F", &name, "-f"]).arg(c.known_hosts()));
+        assert!(found.contains("ssh-ed25519"), "{found}");
+        let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+        t.locate(None, &|_| {}).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_or_world_readable_private_key_is_refused_as_ssh_refuses_it() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    for perm in [0o644, 0o640, 0o604, 0o660, 0o666] {
+        std::fs::set_permissions(&c.key.path, std::fs::Permissions::from_mode(perm)).unwrap();
+        let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+        let e = t.locate(None, &|_| {}).await.unwrap_err();
+        assert!(e.message.contains("UNPROTECTED PRIVATE KEY FILE"), "{perm:o}: {e:?}");
+        assert!(e.message.contains(&format!("Permissions {perm:04o} are too open")), "{e:?}");
+    }
+    std::fs::set_permissions(&c.key.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    t.locate(None, &|_| {}).await.unwrap();
+}
+
 // ---- The real `llmx` binary ------------------------------------------------------------------
 
 const SECRET: &str = "sk-cli-secret-0123456789abcdefghij";

@@ -415,6 +415,15 @@ mod tests {
         (child.wait().unwrap().code(), all)
     }
 
+    /// A temp dir holding `h`, an existing 0700 credential directory.
+    fn private_home() -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        (t, home)
+    }
+
     fn run_script(home: &std::path::Path, n: usize, body: &[u8]) -> Option<i32> {
         run_script_with(home, format!("write {n} t1\n").as_bytes(), b"keep\n", body).0
     }
@@ -483,10 +492,7 @@ mod tests {
 
     #[test]
     fn exec_write_removes_stale_temp_files_and_its_own_on_failure() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("h");
-        std::fs::create_dir(&home).unwrap();
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (_t, home) = private_home();
         std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
         // A failed write (short input) leaves neither the stale file nor its own.
         assert_eq!(run_script(&home, 9, b"new"), Some(3));
@@ -516,10 +522,7 @@ mod tests {
 
     #[test]
     fn exec_temp_file_is_created_exclusively_and_checked_before_the_move() {
-        let t = tempfile::tempdir().unwrap();
-        let home = t.path().join("h");
-        std::fs::create_dir(&home).unwrap();
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let (_t, home) = private_home();
         std::fs::write(home.join("auth.json"), "old").unwrap();
         // Hostile or malformed write lines: bad counts, suffixes that try to leave the directory
         // or inject words, a missing suffix. None writes.

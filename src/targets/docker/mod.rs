@@ -1,7 +1,8 @@
 //! The Docker target: a container reached through the Engine API (bollard), no `docker` CLI.
 //!
 //! * **Fast path.** A running container with `/bin/sh` is handled by one `exec` conversation
-//!   as the container's user ([`session`]): it reads, writes atomically and reads back. Each
+//!   as the container's user ([`session`], the bollard adapter of
+//!   [`crate::targets::conversation`]): it reads, writes atomically and reads back. Each
 //!   archive request costs the engine a helper process, so this is several times cheaper; the
 //!   archive path below is used when the container is stopped or paused, has no shell, or the
 //!   exec route fails (e.g. the credential directory is not writable by the container's user).
@@ -14,7 +15,10 @@
 //!   directory entry itself, so a missing directory is created (the engine answers 404 for a
 //!   missing destination; when the parent is missing too, the tar is extracted at `/` and the
 //!   engine creates the missing parents, root-owned 0755, as `mkdir -p` run by root would). An
-//!   existing sticky directory (`LLMX_HOME=/tmp`) is left as it is.
+//!   existing directory is judged first by [`judge_dir`] (read through the archive API without
+//!   following a link): a link, another user's directory or one others can write to (`/tmp`) is
+//!   refused, so root never re-owns or re-modes a directory that is not the user's; the directory
+//!   entry (0700) is only sent for a missing directory or the user's own that needs tightening.
 //! * **Atomicity.** On the fast path, and on the archive path when the container runs and has
 //!   `/bin/sh`, the file is written beside auth.json under a temporary name and moved over it
 //!   with `mv -f` (one `rename(2)`): a reader sees the old file or the new one. Otherwise (stopped container, no shell, exec refused) the
@@ -28,8 +32,8 @@
 //!   means an in-place upload with no temporary file; a failed `mv` removes its temporary file.
 //!   Only if exec stops working between those two steps is the temporary file overwritten with
 //!   an empty one (the archive API cannot delete), which the next push removes.
-//! * **Links.** An auth.json that is a symbolic link is refused, as on SSH hosts: writing
-//!   through it could overwrite another file.
+//! * **Links.** An auth.json or a credential directory that is a symbolic link is refused, as on
+//!   SSH hosts (and neither is read through): writing through it could overwrite another file.
 //! * **Verification.** The file is read back through the archive API and its SHA-256, owner and
 //!   mode are compared with what was sent.
 
