@@ -86,8 +86,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), HomeError> {
     if !meta.is_dir() {
         return Err(HomeError::io(dir, io::Error::other("not a directory")));
     }
-    // SAFETY: geteuid takes nothing and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = effective_uid();
     let sticky = meta.mode() & 0o1000 != 0;
     if meta.uid() == euid && !sticky && meta.mode() & 0o777 != 0o700 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| HomeError::io(dir, e))?;
@@ -135,8 +134,7 @@ fn temp_prefix(name: &str) -> String {
 pub fn clean_stale_temps(dir: &Path, name: &str) -> usize {
     let prefix = temp_prefix(name);
     let Ok(entries) = fs::read_dir(dir) else { return 0 };
-    // SAFETY: geteuid has no failure mode.
-    let euid = unsafe { libc::geteuid() };
+    let euid = effective_uid();
     let mut removed = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
@@ -204,6 +202,12 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, HomeError> {
         ));
     }
     Ok(Some(bytes))
+}
+
+/// This process's effective user id (the owner of what it creates).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ struct Tagged<'a, T> {
 
 fn failure(e: TunnelError) -> Failure {
     let code = match e {
-        TunnelError::Interrupted => 130,
+        TunnelError::Interrupted { .. } => 130,
         _ => 1,
     };
     let f = Failure { code, ..Failure::new(e.to_string()) };

@@ -3,7 +3,9 @@
 //! `id_ed25519`, `id_ecdsa`, `id_rsa` in `~/.ssh`). An encrypted key is only tried when the
 //! passphrase callback answers (the CLI asks on a terminal, and nobody otherwise).
 //!
-//! Every attempt is described in the final error, so "permission denied" says what was tried.
+//! A key file of ours that the group or others can read is refused, as ssh refuses it
+//! ("UNPROTECTED PRIVATE KEY FILE"). Every attempt is described in the final error, so
+//! "permission denied" says what was tried.
 
 use crate::ssh::{SshError, SshOptions};
 use base64::Engine;
@@ -51,6 +53,10 @@ pub fn authenticate(
             continue;
         }
         let shown = key.display().to_string();
+        if let Some(why) = too_open(key) {
+            tried.push(why);
+            continue;
+        }
         let public = key.with_extension(match key.extension() {
             Some(e) => format!("{}.pub", e.to_string_lossy()),
             None => "pub".to_string(),
@@ -121,6 +127,22 @@ fn try_agent(sess: &ssh2::Session, user: &str, socket: Option<&Path>, tried: &mu
     let _ = agent.disconnect();
     tried.push(format!("ssh-agent ({n} key{})", if n == 1 { "" } else { "s" }));
     false
+}
+
+/// As OpenSSH: a private key of ours that the group or others may read is not used. The note for
+/// the error, in ssh's words; `None` when the key is private enough.
+pub fn too_open(key: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(key).ok()?;
+    let me = crate::home::effective_uid();
+    (meta.uid() == me && meta.mode() & 0o077 != 0).then(|| {
+        format!(
+            "{} (WARNING: UNPROTECTED PRIVATE KEY FILE! Permissions {:04o} are too open; it is required that your \
+             private key files are NOT accessible by others: ignored, chmod 600 it)",
+            key.display(),
+            meta.mode() & 0o7777
+        )
+    })
 }
 
 /// Whether a private key file is protected by a passphrase: the old PEM header, PKCS#8

@@ -1,7 +1,7 @@
 //! The subset of `ssh_config(5)` that decides where and as whom we connect: `Host` sections with
 //! patterns (`*`, `?`, `!negation`), `HostName` (`%h`), `User`, `Port`, `IdentityFile` (`~`, `%d`,
-//! `%h`, `%r`, `%u`, `%%`) and `IdentitiesOnly`. As in OpenSSH the first value obtained for a
-//! keyword wins, except `IdentityFile`, which accumulates.
+//! `%h`, `%r`, `%u`, `%%`), `IdentitiesOnly` and `HashKnownHosts`. As in OpenSSH the first value
+//! obtained for a keyword wins, except `IdentityFile`, which accumulates.
 //!
 //! Not supported, on purpose for now: `Match` blocks (their settings are ignored, except
 //! `Match all`), `Include`, `ProxyCommand`/`ProxyJump` (a host that needs them fails to connect
@@ -19,6 +19,7 @@ pub struct HostConfig {
     /// Raw values, tokens not yet expanded (see [`expand_identity`]).
     pub identity_files: Vec<String>,
     pub identities_only: Option<bool>,
+    pub hash_known_hosts: Option<bool>,
 }
 
 /// Read `path` (missing: empty) and look up `alias`.
@@ -72,6 +73,9 @@ pub fn parse(text: &str, alias: &str) -> Result<HostConfig, String> {
             "identityfile" => out.identity_files.push(first()?),
             "identitiesonly" if out.identities_only.is_none() => {
                 out.identities_only = Some(first()?.eq_ignore_ascii_case("yes"))
+            }
+            "hashknownhosts" if out.hash_known_hosts.is_none() => {
+                out.hash_known_hosts = Some(first()?.eq_ignore_ascii_case("yes"))
             }
             _ => {}
         }

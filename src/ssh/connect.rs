@@ -26,6 +26,8 @@ pub struct Destination {
     pub use_agent: bool,
     /// Files consulted for host keys; the first one is where `accept_new` records.
     pub known_hosts: Vec<PathBuf>,
+    /// `HashKnownHosts yes`: record new hosts hashed.
+    pub hash_known_hosts: bool,
 }
 
 impl Destination {
@@ -59,6 +61,7 @@ impl Destination {
             keys,
             use_agent: opts.use_agent && cfg.identities_only != Some(true),
             known_hosts,
+            hash_known_hosts: cfg.hash_known_hosts == Some(true),
         })
     }
 }
@@ -119,7 +122,7 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
             });
         }
         Verdict::Unknown { .. } if opts.accept_new => {
-            known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob)?;
+            known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob, dest.hash_known_hosts)?;
         }
         Verdict::Unknown { .. } => {
             return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp });

@@ -170,7 +170,10 @@ pub fn fingerprint(blob: &[u8]) -> String {
 
 /// Append `host:port`'s key to `file` (creating it 0600, its directory 0700). One `write` of
 /// one line on an `O_APPEND` file, so concurrent pushes that accept several hosts do not interleave.
-pub fn record(file: &Path, host: &str, port: u16, blob: &[u8]) -> Result<(), SshError> {
+/// The name is hashed (`|1|salt|HMAC-SHA1`, as `ssh-keygen -H` writes it) when `hash` is set
+/// (`HashKnownHosts yes`) or the file already holds hashed entries: a hashed file must not start
+/// listing the hosts it exists to hide.
+pub fn record(file: &Path, host: &str, port: u16, blob: &[u8], hash: bool) -> Result<(), SshError> {
     let err = |e: std::io::Error| SshError::RecordHost { file: file.to_path_buf(), reason: e.to_string() };
     let key_type = blob_key_type(blob).unwrap_or_else(|| "unknown".to_string());
     if let Some(dir) = file.parent()
@@ -179,20 +182,24 @@ pub fn record(file: &Path, host: &str, port: u16, blob: &[u8]) -> Result<(), Ssh
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
     }
-    let needs_newline = match std::fs::read(file) {
-        Ok(b) => !b.is_empty() && !b.ends_with(b"\n"),
-        Err(_) => false,
-    };
-    let line = format!(
-        "{}{} {} {}\n",
-        if needs_newline { "\n" } else { "" },
-        host_port_name(host, port),
-        key_type,
-        STANDARD.encode(blob)
-    );
+    let existing = std::fs::read(file).unwrap_or_default();
+    let needs_newline = !existing.is_empty() && !existing.ends_with(b"\n");
+    let hashed_file = existing.split(|b| *b == b'\n').any(|l| l.starts_with(b"|1|"));
+    let name = host_port_name(host, port);
+    let name = if hash || hashed_file { hash_name(&name).map_err(err)? } else { name };
+    let line = format!("{}{name} {key_type} {}\n", if needs_newline { "\n" } else { "" }, STANDARD.encode(blob));
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).map_err(err)?;
     f.write_all(line.as_bytes()).map_err(err)
+}
+
+/// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))` with a fresh 20-byte salt.
+fn hash_name(name: &str) -> Result<String, std::io::Error> {
+    let mut salt = [0u8; 20];
+    getrandom::getrandom(&mut salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(&salt).map_err(|e| std::io::Error::other(e.to_string()))?;
+    mac.update(name.as_bytes());
+    Ok(format!("|1|{}|{}", STANDARD.encode(salt), STANDARD.encode(mac.finalize().into_bytes())))
 }
 
 #[cfg(test)]
@@ -276,14 +283,48 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("ssh/known_hosts");
         let a = blob("ssh-ed25519", b"AAAA");
-        record(&f, "127.0.0.1", 2200, &a).unwrap();
-        record(&f, "h", 22, &a).unwrap();
+        record(&f, "127.0.0.1", 2200, &a, false).unwrap();
+        record(&f, "h", 22, &a, false).unwrap();
         let k = KnownHosts::load(std::slice::from_ref(&f)).unwrap();
         assert_eq!(k.check("127.0.0.1", 2200, &a), Verdict::Known);
         assert_eq!(k.check("h", 22, &a), Verdict::Known);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(std::fs::read_to_string(&f).unwrap().starts_with("[127.0.0.1]:2200 ssh-ed25519 "));
+    }
+
+    #[test]
+    fn accept_new_hashes_names_in_a_hashed_file_or_when_asked() {
+        let t = tempfile::tempdir().unwrap();
+        let a = blob("ssh-ed25519", b"AAAA");
+        let kh_line = |f: &Path| std::fs::read_to_string(f).unwrap().lines().last().unwrap().to_string();
+        // Asked (HashKnownHosts yes), into a new file; then a plain file stays plain.
+        let asked = t.path().join("asked");
+        record(&asked, "10.0.0.9", 2222, &a, true).unwrap();
+        let plain = t.path().join("plain");
+        record(&plain, "h", 22, &a, false).unwrap();
+        assert!(kh_line(&plain).starts_with("h ssh-ed25519 "));
+        // A file that already holds hashed entries (with no newline at its end, and comments).
+        let mixed = t.path().join("mixed");
+        std::fs::write(&mixed, format!("# c\n{} ssh-ed25519 {}", hashed("other", b"s"), STANDARD.encode(&a))).unwrap();
+        for (f, host, port) in [(&asked, "10.0.0.9", 2222), (&mixed, "::1", 22), (&mixed, "Host.Example", 2200)] {
+            record(f, host, port, &a, false).unwrap();
+            let line = kh_line(f);
+            assert!(line.starts_with("|1|") && !line.to_lowercase().contains(&host.to_lowercase()), "{line}");
+            let k = KnownHosts::load(std::slice::from_ref(f)).unwrap();
+            assert_eq!(k.check(host, port, &a), Verdict::Known, "{line}");
+            assert_eq!(k.check("someone-else", port, &a), Verdict::Unknown { other_types: vec![] });
+        }
+        // Two hashes of one name differ (fresh salt), and ssh-keygen -F finds the entry.
+        let text = std::fs::read_to_string(&asked).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_ne!(lines[0].split(' ').next(), lines[1].split(' ').next());
+        let found = std::process::Command::new("ssh-keygen")
+            .args(["-F", "[10.0.0.9]:2222", "-f"])
+            .arg(&asked)
+            .output()
+            .expect("ssh-keygen is needed (openssh-client)");
+        assert!(String::from_utf8_lossy(&found.stdout).contains("ssh-ed25519"), "{found:?}");
     }
 
     #[test]

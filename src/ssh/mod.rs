@@ -52,6 +52,11 @@ pub struct SshOptions {
     pub connect_timeout: Duration,
     /// Limit for each blocking libssh2 call once connected.
     pub io_timeout: Duration,
+    /// While streams run (a tunnel), send an SSH keepalive this often (zero: never), and give the
+    /// connection up as lost when nothing at all has come back for `keepalive_count` intervals,
+    /// plus one (as OpenSSH's `ServerAliveInterval` / `ServerAliveCountMax`).
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
     /// Try the keys held by ssh-agent first.
     pub use_agent: bool,
     /// The agent's socket; `None`: `$SSH_AUTH_SOCK`.
@@ -68,6 +73,8 @@ impl Default for SshOptions {
             accept_new: false,
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_count: 3,
             use_agent: true,
             agent_socket: None,
             passphrase: None,
@@ -176,19 +183,28 @@ impl SshError {
     }
 }
 
-/// Quote `s` for a POSIX shell: one single-quoted word in which nothing is special.
+/// Quote `s` for a POSIX shell: one single-quoted word in which nothing is special. A `'` or a
+/// `\` is written outside the quotes, escaped (`'\''`, `'\\'`), so that fish, whose single quotes
+/// give `\` a meaning, reads the same word as sh, dash, bash and zsh.
 pub fn shell_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('\'');
     for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
+        match c {
+            '\'' => out.push_str("'\\''"),
+            '\\' => out.push_str("'\\\\'"),
+            c => out.push(c),
         }
     }
     out.push('\'');
     out
+}
+
+/// What is sent to the server for `cmd`, a POSIX shell command line. sshd hands it to the user's
+/// login shell, which may not be POSIX (fish has no `$$`; csh is another language), so the login
+/// shell is only asked to run `/bin/sh` on the quoted line.
+pub fn posix_command(cmd: &str) -> String {
+    format!("exec /bin/sh -c {}", shell_quote(cmd))
 }
 
 #[cfg(test)]
@@ -201,11 +217,41 @@ mod tests {
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote("$(rm -rf /)`x`;|&"), "'$(rm -rf /)`x`;|&'");
         assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote(r"a\b"), r"'a'\\'b'");
+    }
+
+    /// Words a remote command line must carry unchanged (the ssh tests run them through fish).
+    pub const HOSTILE_WORDS: [&str; 15] = [
+        "plain",
+        "with space",
+        "quote'in\"side",
+        "''''",
+        "$HOME",
+        "$(id)",
+        "`id`",
+        "a;b|c&d",
+        "-n",
+        "new\nline",
+        r"back\slash",
+        r"\'",
+        r"ends with \",
+        "glob * ? [a] ~ # {a,b}",
+        "\x1b]52;c;aGk=\x07",
+    ];
+
+    #[test]
+    fn posix_command_round_trips_hostile_words_through_two_shells() {
+        // As sshd runs it: the login shell (here sh) gets `exec /bin/sh -c '...'`.
+        for s in HOSTILE_WORDS {
+            let inner = format!("printf %s {}", shell_quote(s));
+            let out = std::process::Command::new("sh").arg("-c").arg(posix_command(&inner)).output().unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
     }
 
     #[test]
     fn shell_quote_round_trips_through_sh() {
-        for s in ["plain", "with space", "quote'in\"side", "$HOME", "-n", "new\nline", "back\\slash"] {
+        for s in HOSTILE_WORDS {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", shell_quote(s)))

@@ -3,7 +3,12 @@
 //! [`spec`] parses what the user types (`docker:web`, `ssh:deploy@host:2222`); each kind of
 //! target implements [`Target`]. This layer knows nothing of OAuth: it reads and writes the bytes
 //! of an auth.json and reports owner and mode; `push` decides what to write.
+//!
+//! Shared by every kind: [`conversation`] (write, move and read back through one shell on an exec
+//! API, whatever the runtime), the read cap [`MAX_READ`], and [`judge_dir`], the one rule for
+//! which existing credential directory may be written into (and when it is tightened to 0700).
 
+pub mod conversation;
 pub mod docker;
 pub mod resolve;
 pub mod spec;
@@ -51,6 +56,82 @@ impl Location {
     }
 }
 
+/// The largest file or remote command output read from a target (auth.json, passwd and group are
+/// a few KiB): a hostile target cannot make us buffer more.
+pub const MAX_READ: usize = 4 * 1024 * 1024;
+
+/// A regular file read from a target, with its owner and permission bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub bytes: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// What a target says about an existing credential directory, seen without following a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirFacts {
+    pub kind: DirKind,
+    /// The owner, when the target says.
+    pub uid: Option<u32>,
+    /// Permission bits with setuid/setgid/sticky (e.g. 0o1777 for `/tmp`).
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirKind {
+    Dir,
+    Link,
+    Other,
+}
+
+/// What to do with an acceptable existing credential directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirVerdict {
+    /// Already 0700 (or `/`, which is never re-moded).
+    Keep,
+    /// The user's own directory, not writable by others: chmod it 0700.
+    Tighten,
+}
+
+/// The rule for an existing credential directory `path`, on every kind of target: never through a
+/// symbolic link (a writer running as root would follow it anywhere), only the target user's own
+/// (`want_uid`), never one that others can write to (a shared or sticky directory such as `/tmp`:
+/// another user could read or swap the credential) — each refused with the reason, never
+/// silently re-owned or re-moded. The `Err` is the reason, for "refusing to write PATH: REASON".
+pub fn judge_dir(path: &str, facts: &DirFacts, want_uid: Option<u32>) -> Result<DirVerdict, String> {
+    match facts.kind {
+        DirKind::Dir => {}
+        DirKind::Link => {
+            return Err("the credential directory is a symbolic link, which llmx does not follow; \
+                        name the real directory with --remote-home"
+                .into());
+        }
+        DirKind::Other => return Err("it exists and is not a directory".into()),
+    }
+    let foreign = match (want_uid, facts.uid) {
+        (Some(want), Some(have)) if want != have => {
+            Some(format!("the directory belongs to uid {have}, not to the target user (uid {want})"))
+        }
+        _ => None,
+    };
+    let shared = (facts.mode & 0o022 != 0).then(|| {
+        let what = if facts.mode & 0o1000 != 0 { "a shared sticky directory such as /tmp" } else { "shared" };
+        format!(
+            "the directory is writable by other users (mode {:04o}, {what}): they could read or replace the \
+             credential; point LLMX_HOME or --remote-home at a private directory (llmx creates it 0700)",
+            facts.mode & 0o7777
+        )
+    });
+    match (foreign, shared) {
+        (Some(f), Some(s)) => return Err(format!("{f}; {s}")),
+        (Some(r), None) | (None, Some(r)) => return Err(r),
+        (None, None) => {}
+    }
+    if facts.mode & 0o7777 == 0o700 || path == "/" { Ok(DirVerdict::Keep) } else { Ok(DirVerdict::Tighten) }
+}
+
 /// The target's current auth.json and what its metadata says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -87,4 +168,38 @@ pub trait Target: Send {
         bytes: &'a [u8],
         step: StepFn<'a>,
     ) -> BoxFuture<'a, Result<(), TargetError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_directories_that_are_linked_foreign_or_shared_are_refused() {
+        let dir = |mode, uid| DirFacts { kind: DirKind::Dir, uid: Some(uid), mode };
+        // Refused: a link, not a directory, someone else's (root's /etc for uid 1000), and
+        // every mode that lets group or others write (sticky or not), even when it is ours.
+        let refused = [
+            (DirFacts { kind: DirKind::Link, uid: Some(1000), mode: 0o777 }, "symbolic link"),
+            (DirFacts { kind: DirKind::Other, uid: Some(1000), mode: 0o600 }, "not a directory"),
+            (dir(0o755, 0), "belongs to uid 0"),
+            (dir(0o700, 1001), "belongs to uid 1001"),
+            (dir(0o1777, 1000), "sticky"),
+            (dir(0o1777, 0), "belongs to uid 0"),
+            (dir(0o1777, 0), "writable by other users (mode 1777, a shared sticky"),
+            (dir(0o770, 1000), "writable by other users (mode 0770"),
+            (dir(0o702, 1000), "writable by other users"),
+            (dir(0o2775, 1000), "writable by other users"),
+        ];
+        for (facts, why) in refused {
+            let e = judge_dir("/x", &facts, Some(1000)).unwrap_err();
+            assert!(e.contains(why), "{facts:?}: {e}");
+        }
+        // Root's own sticky /tmp is refused too.
+        assert!(judge_dir("/tmp", &dir(0o1777, 0), Some(0)).unwrap_err().contains("sticky"));
+        // Accepted: ours and private (kept), ours and readable by others (tightened).
+        assert_eq!(judge_dir("/x", &dir(0o700, 1000), Some(1000)), Ok(DirVerdict::Keep));
+        assert_eq!(judge_dir("/x", &dir(0o755, 1000), Some(1000)), Ok(DirVerdict::Tighten));
+        assert_eq!(judge_dir("/", &dir(0o755, 0), Some(0)), Ok(DirVerdict::Keep));
+    }
 }

@@ -7,15 +7,18 @@
 //!
 //! A write never exposes a partial auth.json: the bytes go to `.auth.json.tmp-<random>` (0600,
 //! created exclusively, fsynced) beside it, which a remote `mv -f` renames over auth.json (libssh2's
-//! SFTP rename will not replace a file). Before that it refuses a symlinked auth.json, an auth.json
-//! or credential directory owned by another user, and removes temp files that an interrupted push
-//! left behind. After it, auth.json is read back and its SHA-256 compared. The credential travels
-//! only inside the SFTP stream, never on a command line.
+//! SFTP rename will not replace a file), after checking the temp file is still a private regular
+//! file with one link. Before that it refuses a symlinked auth.json, an auth.json owned by another
+//! user, and a credential directory that [`judge_dir`] refuses (a symbolic link, another user's, or
+//! one others can write to, such as `/tmp`), and removes temp files that an interrupted push left
+//! behind. After it, auth.json is read back (at most [`crate::targets::MAX_READ`]) and its SHA-256
+//! compared. The credential travels only inside the SFTP stream, never on a command line.
 
 use crate::home::AUTH_FILE;
 use crate::ssh::SshAddress;
 use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
-use crate::targets::{Location, RemoteFile, StepFn, Target, TargetError};
+use crate::targets::conversation::PRIVATE_FILE_FN;
+use crate::targets::{DirFacts, DirKind, DirVerdict, Location, RemoteFile, StepFn, Target, TargetError, judge_dir};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -196,24 +199,26 @@ fn read_remote(c: &mut Conn, path: &str) -> Result<Option<RemoteFile>, SshError>
     Ok(Some(RemoteFile { bytes, uid: st.uid, gid: st.gid, mode: st.perm.map(|p| p & 0o7777) }))
 }
 
-/// Make sure the credential directory exists, is ours and 0700; refuse an auth.json we must not
-/// replace; remove temp files left by an interrupted push.
+/// Make sure the credential directory exists and passes [`judge_dir`] (not a link, ours, not
+/// writable by others; tightened to 0700 when it is only readable by others); refuse an auth.json
+/// we must not replace; remove temp files left by an interrupted push.
 fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
-    match c.stat(home)? {
+    match c.lstat(home)? {
         None => mkdir_all(c, home)?,
         Some(st) => {
-            if kind(&st) != S_IFDIR {
-                return Err(refuse(c, home, "it is not a directory"));
-            }
-            if let (Some(want), Some(have)) = (uid, st.uid)
-                && want != have
-            {
-                return Err(refuse(c, home, format!("the directory belongs to uid {have}, not to you (uid {want})")));
-            }
-            let perm = st.perm.unwrap_or(0);
-            // Never chmod a shared sticky directory (LLMX_HOME=/tmp).
-            if perm & 0o777 != 0o700 && perm & 0o1000 == 0 {
-                c.chmod(home, 0o700)?;
+            let facts = DirFacts {
+                kind: match kind(&st) {
+                    S_IFDIR => DirKind::Dir,
+                    S_IFLNK => DirKind::Link,
+                    _ => DirKind::Other,
+                },
+                uid: st.uid,
+                mode: st.perm.unwrap_or(0) & 0o7777,
+            };
+            match judge_dir(home, &facts, uid) {
+                Ok(DirVerdict::Keep) => {}
+                Ok(DirVerdict::Tighten) => c.chmod(home, 0o700)?,
+                Err(reason) => return Err(refuse(c, home, reason)),
             }
         }
     }
@@ -269,16 +274,27 @@ fn upload(c: &mut Conn, home: &str, bytes: &[u8]) -> Result<String, SshError> {
     Ok(tmp)
 }
 
-/// `mv -f` on the host: rename(2) within one directory, atomic, replaces the old file.
+/// `mv -f` on the host: rename(2) within one directory, atomic, replaces the old file. Only a temp
+/// file that is still a regular file, 0600, ours and with one link is moved (the check the exec
+/// conversation makes too).
 fn replace(c: &mut Conn, from: &str, to: &str) -> Result<(), SshError> {
-    let out = c.exec(&format!("mv -f -- {} {}", shell_quote(from), shell_quote(to)), &[])?;
+    let script = format!(
+        "{PRIVATE_FILE_FN}U=$(id -u); private {f} || {{ echo 'the temp file is no longer a private regular file' >&2; \
+         exit 3; }}; exec mv -f -- {f} {t}",
+        f = shell_quote(from),
+        t = shell_quote(to)
+    );
+    let out = c.exec(&script, &[])?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let first = stderr.lines().next().unwrap_or("").trim();
-    let reason =
-        if first.is_empty() { format!("exit status {}", out.status.code) } else { first.chars().take(200).collect() };
+    let reason = if first.is_empty() {
+        format!("exit status {}", out.status.code)
+    } else {
+        crate::text::printable(&first.chars().take(200).collect::<String>())
+    };
     Err(SshError::Remote { host: c.host().to_string(), what: format!("moving the new file into place ({to})"), reason })
 }
 

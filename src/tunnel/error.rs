@@ -49,8 +49,9 @@ pub enum TunnelError {
     RemoteExited { host: String, llmx: String, status: String, detail: String },
     #[error("nobody completed the sign-in within {}", crate::text::format_duration(*after))]
     TimedOut { after: Duration },
-    #[error("interrupted; the remote login was cancelled")]
-    Interrupted,
+    /// `remote` says what became of the remote login (cancelled, or why it could not be).
+    #[error("interrupted; {remote}")]
+    Interrupted { remote: String },
 }
 
 impl TunnelError {
@@ -71,7 +72,7 @@ impl TunnelError {
             TunnelError::RemoteLoginFailed { .. } => "remote_login_failed",
             TunnelError::RemoteExited { .. } => "remote_exited",
             TunnelError::TimedOut { .. } => "timeout",
-            TunnelError::Interrupted => "interrupted",
+            TunnelError::Interrupted { .. } => "interrupted",
         }
     }
 

@@ -9,19 +9,24 @@
 //! 3. finds the remote `llmx` (`--remote-llmx`, else `llmx` on the PATH of a non-interactive shell,
 //!    else `~/.llmx/bin/llmx`), or with `--install` uploads this binary there after checking that
 //!    `uname -s`/`uname -m` match this build;
-//! 4. runs `echo $$ && exec llmx [--config='K=V']... login --no-browser --json --port PORT` on the remote
-//!    (the pid lets teardown kill it if it will not stop), and reads its JSON events
-//!    ([`LoginEvent`], the `llmx login --json` protocol);
+//! 4. runs `llmx [--config='K=V']... login --no-browser --json --port PORT` on the remote, bound
+//!    to the SSH session (see `bound_to_session`: it dies when sshd closes the session), prints its
+//!    pid first (teardown kills it by pid if it will not stop), and reads its JSON events
+//!    ([`LoginEvent`], the `llmx login --json` protocol); every remote command is run by `/bin/sh`,
+//!    whatever the user's login shell (fish included);
 //! 5. once the remote callback server listens and its authorize URL is this machine's configured
-//!    `{issuer}/oauth/authorize` (same origin and path; anything else fails the tunnel), forwards every local connection to the remote's
+//!    `{issuer}/oauth/authorize` (same origin and path; anything else fails the tunnel), forwards
+//!    every local connection to the remote's
 //!    127.0.0.1:PORT over `direct-tcpip` (several at once: browsers open more than one), and hands
 //!    the authorize URL to the caller to open;
 //! 6. when the remote login ends, asks the remote `llmx login status --json` what it now holds.
 //!
 //! Teardown runs on every path out of the wait (success, failure, interrupt, timeout): a remote
-//! login still running is asked to stop with `POST /cancel` (and its secret) through the tunnel, then signalled by
-//! pid (INT, then KILL) if it lingers; its channel is closed, the accept loop and its listener are
-//! dropped, and open forwards are closed. Local and remote ports must be equal because the
+//! login still running is asked to stop with `POST /cancel` (with the secret that login wrote in its home) through the tunnel, then signalled by
+//! pid (INT, then KILL) if it lingers, all within a few seconds; its channel is closed, the accept
+//! loop and its listener are dropped, and open forwards are closed. What became of the remote login
+//! is reported as it is (an interrupt on a dead network does not claim it was cancelled). SSH
+//! keepalives notice a dead network while waiting. Local and remote ports must be equal because the
 //! redirect URI (`http://localhost:PORT/auth/callback`) is fixed by the OAuth client.
 //!
 //! The library never prints: progress is a stream of [`TunnelEvent`]s; `cli::tunnel` renders them.
@@ -208,11 +213,9 @@ pub async fn run(
     let llmx = until(&cancel, remote_llmx(&session, &host, &opts, &events)).await??;
     let overrides = overrides_words(&opts.overrides);
     let remote_timeout = (opts.timeout + REMOTE_TIMEOUT_MARGIN).as_secs().min(LOGIN_MAX_TIMEOUT_SECS);
-    let cmd = format!(
-        "echo $$ && exec {}{overrides} login --no-browser --json --port {port} --timeout {remote_timeout}",
-        shell_quote(&llmx)
-    );
-    let proc = until(&cancel, session.spawn(&cmd)).await??;
+    let login =
+        format!("{}{overrides} login --no-browser --json --port {port} --timeout {remote_timeout}", shell_quote(&llmx));
+    let proc = until(&cancel, session.spawn(&bound_to_session(&login))).await??;
 
     let mut t = Tunnel {
         session,
@@ -228,12 +231,30 @@ pub async fn run(
         forward_failures: 0,
     };
     let outcome = t.wait(&cancel, opts.timeout).await;
-    t.teardown().await;
+    let end = t.teardown().await;
     drop(watcher);
-    let mut success = outcome?;
+    let mut success = match outcome {
+        Err(TunnelError::Interrupted { .. }) => return Err(TunnelError::Interrupted { remote: end.describe() }),
+        o => o?,
+    };
     success.forward_failures = t.forward_failures;
     success.status = t.status(&overrides).await;
     Ok(success)
+}
+
+/// The remote login command, run so that it dies with the SSH session: it runs in the background
+/// with stdin from /dev/null, its pid goes first on stdout (teardown signals it by pid), and a
+/// watchdog holds the channel's stdin; when sshd closes the session (the connection dropped, this
+/// process killed), that stdin ends and the watchdog stops the login (TERM, then KILL), so it does
+/// not keep the remote callback port until its own timeout. Chosen over a pty (SIGHUP on close):
+/// a pty would merge stderr into stdout, rewrite line ends and make the remote llmx think it
+/// talks to a terminal.
+fn bound_to_session(login: &str) -> String {
+    format!(
+        "exec 3<&0 </dev/null; {login} 3<&- & p=$!; echo $p; \
+         {{ cat <&3 >/dev/null 2>&1; kill -TERM $p 2>/dev/null; sleep 3; kill -KILL $p 2>/dev/null; }} \
+         >/dev/null 2>&1 & w=$!; exec 3<&-; wait $p; s=$?; kill $w 2>/dev/null; exit $s"
+    )
 }
 
 /// Bind 127.0.0.1:`port`. Unlike `llmx login`, never evicts whoever holds it: on this machine
@@ -250,7 +271,7 @@ async fn bind_local(port: u16) -> Result<TcpListener, TunnelError> {
 async fn until<T>(cancel: &CancellationToken, f: impl Future<Output = T>) -> Result<T, TunnelError> {
     tokio::select! {
         v = f => Ok(v),
-        () = cancel.cancelled() => Err(TunnelError::Interrupted),
+        () = cancel.cancelled() => Err(TunnelError::Interrupted { remote: "no remote login was started".into() }),
     }
 }
 

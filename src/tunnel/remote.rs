@@ -7,6 +7,10 @@ use super::install::install;
 use super::{EventSink, INSTALL_PATH, RemoteStatus, Tunnel, TunnelError, TunnelEvent, TunnelOptions};
 use crate::ssh::{Session, shell_quote};
 use crate::text::printable;
+use std::time::Duration;
+
+/// How long the final `llmx login status` may take.
+const STATUS_LIMIT: Duration = Duration::from_secs(10);
 
 /// ` --config='K=V'` for each override, quoted for the remote shell. The `--config=` form keeps
 /// an override that starts with `-` one value for the remote clap, never a flag of its own.
@@ -69,13 +73,15 @@ impl Tunnel {
     /// The remote's `llmx login status --json`.
     pub(super) async fn status(&self, overrides: &str) -> Option<RemoteStatus> {
         let cmd = format!("exec {}{overrides} login status --json", shell_quote(&self.llmx));
-        let r = self.session.call(move |c| c.exec(&cmd, b"")).await;
+        // Bounded: after a lost connection this must not wait for the I/O timeout.
+        let r = tokio::time::timeout(STATUS_LIMIT, self.session.call(move |c| c.exec(&cmd, b""))).await;
         let parsed = match r {
-            Ok(out) => serde_json::from_slice::<RemoteStatus>(&out.stdout).map_err(|e| {
+            Err(_) => Err(format!("no answer within {} s", STATUS_LIMIT.as_secs())),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(out)) => serde_json::from_slice::<RemoteStatus>(&out.stdout).map_err(|e| {
                 let err = String::from_utf8_lossy(&out.stderr);
                 format!("unexpected answer ({e}) {}", printable(err.trim()))
             }),
-            Err(e) => Err(e.to_string()),
         };
         match parsed {
             Ok(s) => Some(s),

@@ -32,6 +32,8 @@ pub(super) struct RemoteLogin {
     pub(super) proc: Option<RemoteProcess>,
     pub(super) pid: Option<u32>,
     pub(super) ended: bool,
+    /// It "ended" because the connection was lost: it may still run on the host.
+    pub(super) lost: bool,
     line: Vec<u8>,
     /// Dropping the rest of an over-long line, up to its newline.
     skipping: bool,
@@ -67,10 +69,12 @@ impl RemoteLogin {
                 }
                 Some(ExecEvent::Error(e)) => {
                     self.ended = true;
+                    self.lost = true;
                     self.queue.push_back(Msg::Lost(e));
                 }
                 None => {
                     self.ended = true;
+                    self.lost = true;
                     let e = SshError::Closed { host: String::new(), during: "the remote login".into() };
                     self.queue.push_back(Msg::Lost(e));
                 }

@@ -1,8 +1,10 @@
 //! Teardown, on every path out of the wait: a remote login still running is asked to stop with
 //! `POST /cancel` through the tunnel, carrying the cancel secret that login wrote in its home
 //! (`auth::cancel`; read over SSH, never put in a command line), then signalled by pid (INT, then
-//! KILL) if it lingers; then its channel is closed, forwarding stops and the local port is
-//! released.
+//! KILL) if it lingers — all of it within [`TEARDOWN_LIMIT`], so a dead network cannot hold it up;
+//! then its channel is closed, forwarding stops and the local port is released. It says what
+//! became of the remote login ([`RemoteEnd`]) so that the report never claims a cancellation that
+//! did not happen.
 
 use super::{Tunnel, TunnelEvent};
 use crate::auth::cancel;
@@ -14,40 +16,58 @@ use std::time::Duration;
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
 /// After each signal, how long to wait for the remote process to go.
 const SIGNAL_WAIT: Duration = Duration::from_secs(2);
+/// The most the remote part of the teardown may take.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(6);
+
+/// What became of the remote login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum RemoteEnd {
+    /// It had ended by itself before the teardown.
+    Ended,
+    /// The teardown stopped it (and saw it go).
+    Stopped,
+    /// It may still be running: why it could not be stopped.
+    Unknown(String),
+}
+
+impl RemoteEnd {
+    /// For "interrupted; …".
+    pub(super) fn describe(&self) -> String {
+        match self {
+            RemoteEnd::Ended => "the remote login had already ended".into(),
+            RemoteEnd::Stopped => "the remote login was cancelled".into(),
+            RemoteEnd::Unknown(why) => format!(
+                "the remote login could not be cancelled ({why}); it stops by itself when the host closes the SSH \
+                 session"
+            ),
+        }
+    }
+}
 
 impl Tunnel {
     /// Stop the remote login if it still runs, close its channel, stop forwarding and release the
     /// local port. Every step is bounded; what cannot be done is reported as a warning.
-    pub(super) async fn teardown(&mut self) {
-        if !self.remote.ended {
-            // Through our own listener, hence the tunnel, to the remote callback server; when it
-            // acknowledges, the login stops by itself.
-            if self.forwarder.is_some()
-                && let Some(secret) = self.remote_cancel_secret().await
-                && cancel::request_cancel(self.port, &secret).await
-            {
-                self.remote.wait_end(CANCEL_WAIT).await;
+    pub(super) async fn teardown(&mut self) -> RemoteEnd {
+        let end = if self.remote.lost {
+            RemoteEnd::Unknown("the connection was lost".into())
+        } else if self.remote.ended {
+            RemoteEnd::Ended
+        } else {
+            match tokio::time::timeout(TEARDOWN_LIMIT, self.stop_remote()).await {
+                Ok(true) => RemoteEnd::Stopped,
+                Ok(false) => RemoteEnd::Unknown("it did not stop".into()),
+                Err(_) => RemoteEnd::Unknown(format!("no answer from the host within {} s", TEARDOWN_LIMIT.as_secs())),
             }
-            if !self.remote.ended
-                && let Some(pid) = self.remote.pid
-            {
-                for sig in ["INT", "KILL"] {
-                    let cmd = format!("kill -{sig} {pid} 2>/dev/null");
-                    let _ = self.session.call(move |c| c.exec(&cmd, b"")).await;
-                    if self.remote.wait_end(SIGNAL_WAIT).await {
-                        break;
-                    }
-                }
-            }
-            if !self.remote.ended {
-                let pid = self.remote.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-                (self.events)(TunnelEvent::Warning {
-                    message: format!(
-                        "the remote llmx login{pid} on {} did not stop; it may still be running",
-                        self.host
-                    ),
-                });
-            }
+        };
+        if let RemoteEnd::Unknown(why) = &end {
+            let pid = self.remote.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            (self.events)(TunnelEvent::Warning {
+                message: format!(
+                    "the remote llmx login{pid} on {} may still be running ({why}); it stops when the host closes \
+                     the SSH session",
+                    self.host
+                ),
+            });
         }
         drop(self.remote.proc.take());
         if let Some(f) = self.forwarder.take() {
@@ -57,6 +77,31 @@ impl Tunnel {
         while let Ok(f) = self.failures.1.try_recv() {
             self.forward_failed(f);
         }
+        end
+    }
+
+    /// `/cancel` through the tunnel, then INT and KILL by pid; whether the login was seen to end.
+    async fn stop_remote(&mut self) -> bool {
+        // Through our own listener, hence the tunnel, to the remote callback server; when it
+        // acknowledges, the login stops by itself.
+        if self.forwarder.is_some()
+            && let Some(secret) = self.remote_cancel_secret().await
+            && cancel::request_cancel(self.port, &secret).await
+        {
+            self.remote.wait_end(CANCEL_WAIT).await;
+        }
+        if !self.remote.ended
+            && let Some(pid) = self.remote.pid
+        {
+            for sig in ["INT", "KILL"] {
+                let cmd = format!("kill -{sig} {pid} 2>/dev/null");
+                let _ = tokio::time::timeout(SIGNAL_WAIT, self.session.call(move |c| c.exec(&cmd, b""))).await;
+                if self.remote.wait_end(SIGNAL_WAIT).await {
+                    break;
+                }
+            }
+        }
+        self.remote.ended && !self.remote.lost
     }
 
     /// The remote login's cancel secret, from its home as that login resolved it (`LLMX_HOME`

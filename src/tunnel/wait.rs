@@ -40,7 +40,10 @@ impl Tunnel {
                 },
                 Some(f) = self.failures.1.recv() => self.forward_failed(f),
                 () = &mut deadline => return result.unwrap_or(Err(TunnelError::TimedOut { after: timeout })),
-                () = cancel.cancelled() => return result.unwrap_or(Err(TunnelError::Interrupted)),
+                () = cancel.cancelled() => {
+                    // `run` fills in what became of the remote login once teardown knows.
+                    return result.unwrap_or(Err(TunnelError::Interrupted { remote: String::new() }));
+                }
             }
         }
     }

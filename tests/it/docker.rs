@@ -438,3 +438,104 @@ fn oversized_auth_json_in_a_container_is_refused() {
         assert_no_secret(&r.all(), &c);
     }
 }
+
+/// Put a directory (`link: None`) or a symbolic link `dir/name -> link` in the container, owned
+/// by `uid` (with `docker cp`, no shell needed).
+fn put_entry(ct: &Container, dir: &str, name: &str, mode: u32, uid: u64, link: Option<&str>) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(if link.is_some() { tar::EntryType::Symlink } else { tar::EntryType::Directory });
+    h.set_mode(mode);
+    h.set_uid(uid);
+    h.set_gid(uid);
+    h.set_size(0);
+    match link {
+        Some(target) => b.append_link(&mut h, name, target).unwrap(),
+        None => b.append_data(&mut h, format!("{name}/"), std::io::empty()).unwrap(),
+    }
+    let out = docker_raw(&["cp", "-", &format!("{}:{dir}", ct.name)], Some(&b.into_inner().unwrap()));
+    assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Every file under `dir` in the container whose content holds `needle` (busybox grep).
+fn files_holding(ct: &Container, dir: &str, needle: &str) -> String {
+    let out = docker_raw(&["exec", &ct.name, "grep", "-rl", needle, dir], None);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn shared_sticky_or_group_writable_credential_home_in_a_container_is_refused() {
+    // LLMX_HOME=/tmp: any container user could pre-create or read the temp file there. Refused
+    // on the exec path (running) and the archive path (stopped), for a non-root and a root
+    // user, by LLMX_HOME and by --remote-home; and a shared directory of the user's own is
+    // refused too instead of being silently tightened to 0700.
+    let (local, c, _) = chatgpt_local("sticky");
+    let cases: [(&str, &str, &[&str], &str); 5] = [
+        ("stickyapp", IMAGE_APP, &["-e", "LLMX_HOME=/tmp"], "/tmp"),
+        ("stickyroot", IMAGE_ROOT, &["-e", "LLMX_HOME=/tmp/"], "/tmp"),
+        ("stickyflag", IMAGE_APP, &[], "/tmp"),
+        ("sharedown", IMAGE_APP, &[], "/home/app/shared"),
+        ("shareddeep", IMAGE_ROOT, &[], "/srv"),
+    ];
+    for (tag, image, opts, dir) in cases {
+        for ct in [Container::run(tag, image, opts), Container::created(&format!("{tag}s"), image, opts)] {
+            let uid = if image == IMAGE_APP { 1000 } else { 0 };
+            if dir != "/tmp" {
+                // An existing directory of the user's, writable by the group.
+                let (parent, name) = dir.rsplit_once('/').unwrap();
+                put_entry(&ct, if parent.is_empty() { "/" } else { parent }, name, 0o2775, uid, None);
+            }
+            let before = ct.stat(dir).map(|s| (s.1, s.3));
+            let flag: &[&str] = if opts.is_empty() { &["--remote-home", dir] } else { &[] };
+            let mut args = vec!["auth", "push", "--force"];
+            let target = ct.target();
+            args.push(&target);
+            args.extend(flag);
+            let r = local.llmx(&args, &[]);
+            assert_eq!(r.code(), 1, "{tag}: {}", r.all());
+            assert!(r.stdout.contains("writable by other users"), "{tag}: {}", r.all());
+            assert!(r.stdout.contains(&format!("refusing to write {dir}")), "{tag}: {}", r.all());
+            assert_eq!(ct.stat(dir).map(|s| (s.1, s.3)), before, "{tag}: {dir} was re-owned or re-moded");
+            assert_eq!(ct.stat(&format!("{dir}/auth.json")), None, "{tag}: written anyway");
+            docker(&["start", &ct.name]);
+            assert_eq!(files_holding(&ct, dir, &c.refresh_token), "", "{tag}: the credential landed in {dir}");
+            assert!(!entries(&ct, dir).iter().any(|n| n.starts_with(".auth.json")), "{tag}: temp file left");
+            assert_no_secret(&r.all(), &c);
+        }
+    }
+}
+
+#[test]
+fn archive_fallback_never_follows_a_linked_or_foreign_credential_directory() {
+    // A container user who links ~/.llmx to root's directory, or names /etc with --remote-home,
+    // must not get root's login replaced and handed to them, or /etc chowned to them: on the
+    // exec path (which used to fall back to the archive API as root) and on the archive path.
+    let (local, c, _) = chatgpt_local("dirlink");
+    let root_auth = api_key_auth();
+    for ct in [Container::run("dirlink", IMAGE_APP, &[]), Container::created("dirlinks", IMAGE_APP, &[])] {
+        ct.put("/root", ".llmx/auth.json", root_auth.as_bytes(), 0);
+        put_entry(&ct, "/home/app", ".llmx", 0o777, 1000, Some("/root/.llmx"));
+        let cases: [(&[&str], &str, &str); 4] = [
+            (&[], "/home/app/.llmx", "symbolic link"),
+            (&["--remote-home", "/etc"], "/etc", "belongs to uid 0"),
+            (&["--remote-home", "/root/.llmx"], "/root/.llmx", "belongs to uid 0"),
+            (&["--remote-home", "/home/app/.llmx/"], "/home/app/.llmx", "symbolic link"),
+        ];
+        for (flags, dir, why) in cases {
+            let before = (ct.stat("/etc").map(|s| (s.1, s.3)), ct.stat("/root/.llmx").map(|s| (s.1, s.3)));
+            let target = ct.target();
+            let mut args = vec!["auth", "push", "--force", target.as_str()];
+            args.extend(flags);
+            let r = local.llmx(&args, &[]);
+            assert_eq!(r.code(), 1, "{dir}: {}", r.all());
+            assert!(r.stdout.contains(&format!("refusing to write {dir}")) && r.stdout.contains(why), "{}", r.all());
+            let after = (ct.stat("/etc").map(|s| (s.1, s.3)), ct.stat("/root/.llmx").map(|s| (s.1, s.3)));
+            assert_eq!(after, before, "{dir}: /etc or /root/.llmx re-owned or re-moded");
+            assert_eq!(before.0, Some((0, 0o755)));
+            let (bytes, uid, _, mode) = ct.stat("/root/.llmx/auth.json").unwrap();
+            assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (root_auth.clone(), 0, 0o600));
+            assert_eq!(ct.stat("/etc/auth.json"), None);
+            assert_no_secret(&r.all(), &c);
+        }
+    }
+}

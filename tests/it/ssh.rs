@@ -577,6 +577,226 @@ async fn dropping_a_running_remote_process_does_not_stall_the_session() {
     assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_linked_or_foreign_remote_home_over_ssh_is_refused_and_left_as_it_was() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    // A shared directory of the user's own (group- or world-writable, sticky or not): refused
+    // and left as it is, never silently tightened to 0700.
+    for (name, perm) in [("team", 0o775), ("world", 0o777), ("sticky", 0o1777), ("setgid", 0o2770)] {
+        let d = user.home.join(name);
+        std::fs::create_dir(&d).unwrap();
+        user.chown(&d);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(perm)).unwrap();
+        let e = push(&mut t, Some(&format!("~/{name}")), b"{}").await.unwrap_err();
+        assert!(e.message.contains("writable by other users"), "{name}: {e:?}");
+        assert_eq!(mode(&d), perm, "{name} was re-moded");
+        assert!(std::fs::read_dir(&d).unwrap().next().is_none(), "{name}: something was written");
+    }
+    // /tmp (root's, sticky) and /etc (root's).
+    for dir in ["/tmp", "/etc"] {
+        let before = mode(Path::new(dir));
+        let e = push(&mut t, Some(dir), b"{}").await.unwrap_err();
+        assert!(e.message.contains("belongs to uid 0"), "{dir}: {e:?}");
+        assert_eq!(mode(Path::new(dir)), before);
+    }
+    assert!(!Path::new("/tmp/auth.json").exists());
+    // ~/.llmx linked to a directory of the user's: not followed (a root writer would follow a
+    // link anywhere; the rule is the same on every target).
+    let real = user.home.join("real-llmx");
+    std::fs::create_dir(&real).unwrap();
+    user.chown(&real);
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&real, user.home.join(".llmx")).unwrap();
+    user.chown(&user.home.join(".llmx"));
+    let e = push(&mut t, None, b"{}").await.unwrap_err();
+    assert!(e.message.contains("symbolic link"), "{e:?}");
+    assert!(!real.join("auth.json").exists());
+    // The real directory named directly works.
+    push(&mut t, Some("~/real-llmx"), b"{}").await.unwrap();
+    assert_eq!(mode(&real.join("auth.json")), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_remote_auth_json_and_command_output_are_capped() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let cap = llmx::targets::MAX_READ;
+    let dir = user.home.join(".llmx");
+    std::fs::create_dir(&dir).unwrap();
+    user.chown(&dir);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let loc = t.locate(None, &|_| {}).await.unwrap();
+    // Just over the cap and far over it: refused; at the cap exactly, and empty: read.
+    for (size, ok) in [(cap + 1, false), (3 * cap, false), (cap, true), (0, true)] {
+        let f = user.write(".llmx/auth.json", "", 0o600);
+        std::fs::write(&f, vec![b' '; size]).unwrap();
+        let r = t.read(&loc).await;
+        if ok {
+            assert_eq!(r.unwrap().unwrap().bytes.len(), size);
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.message.contains(&format!("larger than {} KiB", cap / 1024)), "{size}: {e:?}");
+        }
+    }
+    // Remote command output: endless stdout, endless stderr, and just over the cap; the session
+    // stays usable after each.
+    let session = Session::connect(&addr(&sshd, user), &c.opts()).await.unwrap();
+    for cmd in ["cat /dev/zero", "cat /dev/zero >&2", &format!("head -c {} /dev/zero", cap + 1)] {
+        let e = tokio::time::timeout(Duration::from_secs(30), session.exec(cmd, Vec::new())).await.unwrap();
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(&format!("larger than {} KiB", cap / 1024)), "{cmd}: {e}");
+        let out = session.exec("echo ok", Vec::new()).await;
+        assert!(out.as_ref().is_ok_and(|o| o.stdout == b"ok\n"), "{cmd}: then {out:?}");
+    }
+    let out = session.exec(&format!("head -c {cap} /dev/zero"), Vec::new()).await.unwrap();
+    assert_eq!(out.stdout.len(), cap);
+}
+
+/// Words a remote command line must carry unchanged, whatever the login shell.
+const HOSTILE_ARGS: [&str; 12] = [
+    "it's",
+    "\"double\"",
+    "$(touch /tmp/llmx-pwned)",
+    "`touch /tmp/llmx-pwned`",
+    "a; touch /tmp/llmx-pwned",
+    "x\ny\n",
+    r"back\slash \' \\",
+    "$HOME $$ %self",
+    "* ? [x] {a,b} ~",
+    "| & > <",
+    "-n",
+    "\x1b[2J\x1b]52;c;aGk=\x07",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fish_login_shell_runs_posix_commands_and_pushes() {
+    assert!(Path::new("/usr/bin/fish").exists(), "fish is needed for this test (apt-get install -y fish)");
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    run(std::process::Command::new("usermod").args(["-s", "/usr/bin/fish", &user.name]));
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let session = Session::connect(&addr(&sshd, user), &c.opts()).await.unwrap();
+    // POSIX-only syntax (`$$`, `VAR=x;`, `&&`, `$(...)`) as the tunnel and the push use it.
+    let out = session.exec("x=7; echo $$ >/dev/null && echo \"$x $(echo ok)\"", Vec::new()).await.unwrap();
+    assert_eq!((out.status.code, String::from_utf8_lossy(&out.stdout).as_ref()), (0, "7 ok\n"), "{out:?}");
+    for s in HOSTILE_ARGS {
+        let out = session.exec(&format!("printf %s {}", llmx::ssh::shell_quote(s)), Vec::new()).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), s, "{out:?}");
+    }
+    assert!(!Path::new("/tmp/llmx-pwned").exists());
+    // A streamed process too (the tunnel's remote login): its pid and exit code.
+    let mut p = session.spawn("echo $$; exit 3").await.unwrap();
+    let mut text = Vec::new();
+    let code = loop {
+        match p.next().await {
+            Some(ExecEvent::Stdout(b)) => text.extend(b),
+            Some(ExecEvent::Exit(s)) => break s.code,
+            Some(ExecEvent::Stderr(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, 3);
+    assert!(String::from_utf8_lossy(&text).trim().parse::<u32>().is_ok(), "{text:?}");
+    // And a push, end to end, into a home whose name needs quoting.
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    push(&mut t, Some("~/it's a $(dir)"), b"{}").await.unwrap();
+    assert_eq!(mode(&user.home.join("it's a $(dir)/auth.json")), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_host_is_given_up_after_the_keepalive_count() {
+    // The host freezes (its sshd processes stopped): the TCP connection stays up and nothing ever
+    // says it is gone. Keepalives that get no answer end the streams in bounded time.
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let opts = SshOptions { keepalive_interval: Duration::from_secs(1), keepalive_count: 2, ..c.opts() };
+    let session = Session::connect(&addr(&sshd, user), &opts).await.unwrap();
+    let mut p = session.spawn("echo started; exec sleep 60").await.unwrap();
+    assert!(matches!(p.next().await, Some(ExecEvent::Stdout(b)) if b == b"started\n"));
+    // Alive and idle: keepalives are answered, the stream keeps running.
+    assert!(tokio::time::timeout(Duration::from_secs(4), p.next()).await.is_err(), "ended while the host answered");
+    let frozen = sshd_support::descendants(sshd.pid());
+    for v in &frozen {
+        // SAFETY: pids found under our own sshd.
+        unsafe { libc::kill(*v as i32, libc::SIGSTOP) };
+    }
+    let started = Instant::now();
+    let ev = tokio::time::timeout(Duration::from_secs(10), p.next()).await;
+    for v in &frozen {
+        // SAFETY: as above.
+        unsafe { libc::kill(*v as i32, libc::SIGKILL) };
+    }
+    let ev = ev.expect("no end within 10 s of the host going silent");
+    match ev {
+        Some(ExecEvent::Error(e)) => assert!(e.to_string().contains("no answer from the host for 3 s"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+    // Later calls fail fast instead of waiting the I/O timeout.
+    let t = Instant::now();
+    assert!(session.exec("true", Vec::new()).await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_new_records_a_hashed_name_in_a_hashed_known_hosts_or_with_hash_known_hosts() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let name = format!("[127.0.0.1]:{}", sshd.port);
+    // A file hashed by `ssh-keygen -H` (it holds another host), and an empty file with
+    // `HashKnownHosts yes` in the config.
+    for hashed_file in [true, false] {
+        let c = Client::new();
+        user.authorize(&c.key.public);
+        if hashed_file {
+            let line = sshd.known_hosts_line();
+            let key = line.split_once(' ').unwrap().1;
+            std::fs::write(c.known_hosts(), format!("other.example {key}")).unwrap();
+            run(std::process::Command::new("ssh-keygen").arg("-H").arg("-f").arg(c.known_hosts()));
+        } else {
+            std::fs::write(c.ssh_dir().join("config"), "Host *\n  HashKnownHosts yes\n").unwrap();
+        }
+        let mut t = SshTarget::new(addr(&sshd, user), SshOptions { accept_new: true, ..c.opts() });
+        t.locate(None, &|_| {}).await.unwrap();
+        let kh = std::fs::read_to_string(c.known_hosts()).unwrap();
+        assert!(!kh.contains("127.0.0.1") && !kh.contains("other.example"), "a plain name was written: {kh}");
+        assert!(kh.lines().all(|l| l.starts_with("|1|")), "{kh}");
+        // OpenSSH finds it, and the next connection needs no --accept-new.
+        let found = run(std::process::Command::new("ssh-keygen").args(["-F", &name, "-f"]).arg(c.known_hosts()));
+        assert!(found.contains("ssh-ed25519"), "{found}");
+        let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+        t.locate(None, &|_| {}).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_or_world_readable_private_key_is_refused_as_ssh_refuses_it() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    for perm in [0o644, 0o640, 0o604, 0o660, 0o666] {
+        std::fs::set_permissions(&c.key.path, std::fs::Permissions::from_mode(perm)).unwrap();
+        let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+        let e = t.locate(None, &|_| {}).await.unwrap_err();
+        assert!(e.message.contains("UNPROTECTED PRIVATE KEY FILE"), "{perm:o}: {e:?}");
+        assert!(e.message.contains(&format!("Permissions {perm:04o} are too open")), "{e:?}");
+    }
+    std::fs::set_permissions(&c.key.path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    t.locate(None, &|_| {}).await.unwrap();
+}
+
 // ---- The real `llmx` binary ------------------------------------------------------------------
 
 const SECRET: &str = "sk-cli-secret-0123456789abcdefghij";

@@ -269,3 +269,53 @@ async fn busy_local_port_is_a_clear_error_naming_it() {
     let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     holder.accept().unwrap();
 }
+
+/// Poll `done` for up to `limit`; whether it came true.
+async fn within(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_login_dies_with_its_session_when_the_tunnel_is_killed() {
+    // The tunnel process is killed outright (no teardown at all): sshd closes the session, and
+    // the remote login must go with it instead of holding the callback port until its timeout.
+    let (remote, issuer, _local, mut t, listening) = waiting_tunnel(&[]).await;
+    let port = port_of(&listening);
+    assert_eq!(remote.user_processes("llmx").len(), 1);
+    t.kill().await;
+    let gone = within(std::time::Duration::from_secs(10), || {
+        remote.user_processes("llmx").is_empty() && !has_port(&remote.ns.listeners(), port)
+    })
+    .await;
+    assert!(gone, "the remote login outlived its session: {:?}", remote.user_processes("llmx"));
+    issuer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_on_a_dead_network_is_bounded_and_does_not_claim_a_cancellation() {
+    let (remote, issuer, _local, t, _) = waiting_tunnel(&[]).await;
+    // The network dies: nothing more reaches the host, and nothing says so.
+    crate::support::sshd::run(std::process::Command::new("ip").args(["link", "set", &remote.ns.host_if, "down"]));
+    let started = std::time::Instant::now();
+    let pid = t.pid().unwrap() as i32;
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let (status, events, stderr) = t.finish().await;
+    let took = started.elapsed();
+    crate::support::sshd::run(std::process::Command::new("ip").args(["link", "set", &remote.ns.host_if, "up"]));
+    assert!(took < std::time::Duration::from_secs(12), "teardown took {took:?}: {stderr}");
+    assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
+    assert!(stderr.contains("could not be cancelled"), "{stderr}");
+    assert!(!stderr.contains("remote login was cancelled"), "{stderr}");
+    let last = events.last().unwrap();
+    assert_eq!(last["reason"], "interrupted", "{events:?}");
+    assert!(events.iter().any(|e| e["event"] == "warning"), "{events:?}");
+    issuer.stop().await.unwrap();
+}

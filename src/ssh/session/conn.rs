@@ -3,7 +3,8 @@
 //! libssh2 errors to [`SshError`].
 
 use super::{ExecOutput, ExitStatus};
-use crate::ssh::SshError;
+use crate::ssh::{SshError, posix_command};
+use crate::targets::MAX_READ;
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -12,6 +13,8 @@ pub struct Conn {
     pub(super) sess: ssh2::Session,
     pub(super) sftp: Option<ssh2::Sftp>,
     pub(super) host: String,
+    /// The session's socket, to wait on while reading two streams at once.
+    pub(super) sock: std::os::fd::RawFd,
 }
 
 impl Conn {
@@ -42,23 +45,91 @@ impl Conn {
         SshError::Remote { host: self.host.clone(), what: what.into(), reason }
     }
 
-    /// Run `cmd`, write `stdin` to it, and collect stdout, stderr and the exit status.
+    /// Run `cmd` (a POSIX shell command line, run by `/bin/sh` whatever the login shell: see
+    /// [`posix_command`]), write `stdin` to it, and collect stdout, stderr (each at most
+    /// [`MAX_READ`], an error past that) and the exit status.
     pub fn exec(&mut self, cmd: &str, stdin: &[u8]) -> Result<ExecOutput, SshError> {
         let what = "running a remote command";
         let mut ch = self.sess.channel_session().map_err(|e| self.error(what, &e))?;
-        ch.exec(cmd).map_err(|e| self.error(what, &e))?;
+        ch.exec(&posix_command(cmd)).map_err(|e| self.error(what, &e))?;
         if !stdin.is_empty() {
             ch.write_all(stdin).map_err(|e| self.io_error(what, e))?;
         }
         ch.send_eof().map_err(|e| self.error(what, &e))?;
-        let mut stdout = Vec::new();
-        ch.read_to_end(&mut stdout).map_err(|e| self.io_error(what, e))?;
-        let mut stderr = Vec::new();
-        ch.stderr().read_to_end(&mut stderr).map_err(|e| self.io_error(what, e))?;
+        let (stdout, stderr) = self.read_both(&mut ch, what)?;
         ch.wait_close().map_err(|e| self.error(what, &e))?;
         let code = ch.exit_status().map_err(|e| self.error(what, &e))?;
         let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
         Ok(ExecOutput { status: ExitStatus { code, signal }, stdout, stderr })
+    }
+
+    /// Stdout and stderr of `ch` to their ends, read side by side (a command that fills one
+    /// while we wait on the other must not stall), each at most [`MAX_READ`].
+    fn read_both(&mut self, ch: &mut ssh2::Channel, what: &str) -> Result<(Vec<u8>, Vec<u8>), SshError> {
+        self.sess.set_blocking(false);
+        let r = self.read_both_nonblocking(ch, what);
+        self.sess.set_blocking(true);
+        r
+    }
+
+    fn read_both_nonblocking(&self, ch: &mut ssh2::Channel, what: &str) -> Result<(Vec<u8>, Vec<u8>), SshError> {
+        let timeout_ms = match self.sess.timeout() {
+            0 => -1,
+            t => i32::try_from(t).unwrap_or(i32::MAX),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut out_done, mut err_done) = (false, false);
+        let mut buf = [0u8; 32 * 1024];
+        while !(out_done && err_done) {
+            let mut moved = false;
+            for (done, acc, stderr) in [(&mut out_done, &mut out, false), (&mut err_done, &mut err, true)] {
+                if *done {
+                    continue;
+                }
+                let r = if stderr { ch.stderr().read(&mut buf) } else { ch.read(&mut buf) };
+                match r {
+                    Ok(0) => *done = true,
+                    Ok(n) => acc.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(self.io_error(what, e)),
+                }
+                moved = true;
+                if acc.len() > MAX_READ {
+                    let name = if stderr { "error output" } else { "output" };
+                    return Err(self.too_large(what, name));
+                }
+            }
+            if !moved {
+                let mut fd = libc::pollfd { fd: self.sock, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, for the socket this session owns.
+                if unsafe { libc::poll(&mut fd, 1, timeout_ms) } == 0 {
+                    return Err(SshError::Remote {
+                        host: self.host.clone(),
+                        what: what.into(),
+                        reason: "timed out".into(),
+                    });
+                }
+            }
+        }
+        Ok((out, err))
+    }
+
+    fn too_large(&self, what: &str, name: &str) -> SshError {
+        SshError::Remote {
+            host: self.host.clone(),
+            what: what.to_string(),
+            reason: format!("its {name} is larger than {} KiB", MAX_READ / 1024),
+        }
+    }
+
+    /// Everything `r` gives, or an error as soon as it passes [`MAX_READ`].
+    fn read_capped(&self, r: &mut impl Read, what: &str, name: &str) -> Result<Vec<u8>, SshError> {
+        let mut buf = Vec::new();
+        r.take(MAX_READ as u64 + 1).read_to_end(&mut buf).map_err(|e| self.io_error(what, e))?;
+        if buf.len() > MAX_READ {
+            return Err(self.too_large(what, name));
+        }
+        Ok(buf)
     }
 
     /// The SFTP subsystem, started on first use.
@@ -91,7 +162,8 @@ impl Conn {
         }
     }
 
-    /// The whole content of a file: `None` when it does not exist.
+    /// The whole content of a file, at most [`MAX_READ`] bytes (an error past that): `None` when
+    /// it does not exist.
     pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, SshError> {
         let r = self.sftp()?.open(Path::new(path));
         let mut f = match r {
@@ -99,9 +171,7 @@ impl Conn {
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(self.error(format!("opening {path}"), &e)),
         };
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(|e| self.io_error(&format!("reading {path}"), e))?;
-        Ok(Some(buf))
+        Ok(Some(self.read_capped(&mut f, &format!("reading {path}"), "content")?))
     }
 
     /// Create `path` (which must not exist) with `mode`, write `bytes`, fsync, close, and set the

@@ -14,6 +14,10 @@
 //!   forwarded sockets, and only sleeps after a pass that moved nothing while libssh2 holds no
 //!   queued data for any channel.
 //!
+//! While streams run, the thread sends SSH keepalives and gives the connection up (every stream
+//! ends with [`SshError::Closed`], later calls fail within a second) when nothing has come back
+//! for the configured number of intervals: a dead network is noticed in bounded time.
+//!
 //! The connection ends when the last handle (including those inside [`RemoteProcess`] and
 //! [`Forwarding`]) is dropped: the thread closes every channel, says goodbye and exits.
 #![allow(unsafe_code, reason = "write(2) on the wake-up pipe of the owner thread")]
@@ -127,7 +131,8 @@ impl Session {
                     user: dest.user.clone(),
                     host_key_fingerprint: fingerprint,
                 };
-                match Owner::new(sess, fd, info) {
+                let keepalive = (opts.keepalive_interval, opts.keepalive_count);
+                match Owner::new(sess, fd, info, keepalive) {
                     Ok((owner, handle)) => {
                         if ready_tx.send(Ok(handle)).is_ok() {
                             owner.run();

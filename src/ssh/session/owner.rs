@@ -8,16 +8,19 @@ use super::pump::{
     EAGAIN, ExecState, ForwardState, Kind, PumpError, Pumped, Stream, describe, pump_exec, pump_forward,
 };
 use super::{Conn, ExecEvent, ExitStatus, ForwardStats, Forwarding, Request, Session, SessionInfo, Shared};
-use crate::ssh::SshError;
 use crate::ssh::known_hosts::host_port_name;
+use crate::ssh::{SshError, posix_command};
 use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// How long the goodbye may take when the last handle goes.
 const CLOSE_TIMEOUT_MS: u32 = 2000;
+/// Once the peer is known lost, how long any further blocking call may wait.
+const LOST_TIMEOUT_MS: u32 = 1000;
 
 /// The thread's state.
 pub(super) struct Owner {
@@ -31,10 +34,23 @@ pub(super) struct Owner {
     closing: Vec<ssh2::Channel>,
     next_id: u64,
     weak: std::sync::Weak<Shared>,
+    /// Keepalive interval (zero: none) and how long silence may last before the connection is
+    /// given up.
+    keepalive: Duration,
+    silence_limit: Duration,
+    /// When the peer last sent anything (or a call was answered).
+    last_heard: Instant,
+    /// The peer stopped answering: every stream was ended.
+    lost: bool,
 }
 
 impl Owner {
-    pub(super) fn new(sess: ssh2::Session, sock: RawFd, info: SessionInfo) -> Result<(Owner, Session), SshError> {
+    pub(super) fn new(
+        sess: ssh2::Session,
+        sock: RawFd,
+        info: SessionInfo,
+        (keepalive, count): (Duration, u32),
+    ) -> Result<(Owner, Session), SshError> {
         let host = host_port_name(&info.host, info.port);
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: pipe2 fills the two-element array we pass.
@@ -48,10 +64,28 @@ impl Owner {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared { tx, wake: wake_tx, info });
         let weak = Arc::downgrade(&shared);
-        let conn = Conn { sess: sess.clone(), sftp: None, host };
+        let conn = Conn { sess: sess.clone(), sftp: None, host, sock };
+        if !keepalive.is_zero() {
+            // want_reply: the server must answer, which is what tells a live peer from a dead one.
+            sess.set_keepalive(true, u32::try_from(keepalive.as_secs().max(1)).unwrap_or(u32::MAX));
+        }
         sess.set_blocking(false);
-        let owner =
-            Owner { sess, sock, wake_rx, rx, conn, streams: HashMap::new(), closing: Vec::new(), next_id: 1, weak };
+        let owner = Owner {
+            sess,
+            sock,
+            wake_rx,
+            rx,
+            conn,
+            streams: HashMap::new(),
+            closing: Vec::new(),
+            next_id: 1,
+            weak,
+            keepalive,
+            // One interval more than the count: libssh2 schedules keepalives in whole seconds.
+            silence_limit: keepalive.saturating_mul(count.max(1).saturating_add(1)),
+            last_heard: Instant::now(),
+            lost: false,
+        };
         Ok((owner, Session { shared }))
     }
 
@@ -60,7 +94,10 @@ impl Owner {
             self.drain_wake();
             loop {
                 match self.rx.try_recv() {
-                    Ok(r) => self.handle(r),
+                    Ok(r) => {
+                        self.handle(r);
+                        self.last_heard = Instant::now();
+                    }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => return self.shutdown(),
                 }
@@ -68,6 +105,7 @@ impl Owner {
             if self.pump_all() || self.has_pending() {
                 continue;
             }
+            self.check_alive();
             self.wait();
         }
     }
@@ -93,7 +131,7 @@ impl Owner {
                 let r = self.blocking(|o| {
                     let what = "starting a remote command";
                     let mut ch = o.sess.channel_session().map_err(|e| o.conn.error(what, &e))?;
-                    ch.exec(&cmd).map_err(|e| o.conn.error(what, &e))?;
+                    ch.exec(&posix_command(&cmd)).map_err(|e| o.conn.error(what, &e))?;
                     Ok(ch)
                 });
                 match r {
@@ -280,6 +318,30 @@ impl Owner {
         })
     }
 
+    /// With streams running: send a keepalive when one is due, and give the connection up when
+    /// the peer has been silent for too long (a dead network never says so by itself).
+    fn check_alive(&mut self) {
+        if self.keepalive.is_zero() || self.lost || self.streams.is_empty() {
+            self.last_heard = Instant::now();
+            return;
+        }
+        let _ = self.sess.keepalive_send();
+        if self.last_heard.elapsed() <= self.silence_limit {
+            return;
+        }
+        self.lost = true;
+        // Calls queued behind this one must not each wait the full I/O timeout.
+        self.sess.set_timeout(LOST_TIMEOUT_MS);
+        let during = format!("waiting: no answer from the host for {} s", self.silence_limit.as_secs());
+        let ids: Vec<u64> = self.streams.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.streams.remove(&id) {
+                let e = SshError::Closed { host: self.conn.host.clone(), during: during.clone() };
+                self.finish(s, Some(e));
+            }
+        }
+    }
+
     fn wait(&mut self) {
         let mut fds = vec![libc::pollfd { fd: self.wake_rx.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let mut timeout = -1;
@@ -306,6 +368,9 @@ impl Owner {
         }
         // SAFETY: `fds` is a valid array of pollfd of the length given.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if fds.get(1).is_some_and(|f| f.revents & libc::POLLIN != 0) {
+            self.last_heard = Instant::now();
+        }
     }
 
     fn shutdown(mut self) {

@@ -12,15 +12,11 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 use std::io::Read;
 
-/// The largest file we read back (auth.json, passwd, group are a few KiB).
-pub const MAX_READ: usize = 4 * 1024 * 1024;
+use crate::targets::{DirFacts, DirKind};
+pub use crate::targets::{FileEntry, MAX_READ};
+
 /// Room in a download for the tar around the file (headers, PAX records, padding, end blocks).
 const TAR_SLACK: usize = 64 * 1024;
-
-/// Go's `os.FileMode` bits as the engine reports them in a path stat.
-const GO_MODE_DIR: u32 = 1 << 31;
-const GO_MODE_SYMLINK: u32 = 1 << 27;
-const GO_MODE_STICKY: u32 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -43,24 +39,6 @@ pub enum Links {
     Refuse,
 }
 
-/// A regular file read from a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEntry {
-    pub bytes: Vec<u8>,
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-}
-
-/// What a `HEAD` stat says about a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PathStat {
-    pub is_dir: bool,
-    pub is_symlink: bool,
-    pub sticky: bool,
-    pub perm: u32,
-}
-
 fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
@@ -69,19 +47,55 @@ fn engine(e: bollard::errors::Error) -> ArchiveError {
     ArchiveError::Engine(super::connect::error_text(&e))
 }
 
-/// Stat a path; `None` when it does not exist.
-pub async fn stat(docker: &Docker, id: &str, path: &str) -> Result<Option<PathStat>, ArchiveError> {
+/// Whether something exists at `path` (a `HEAD` stat).
+pub async fn exists(docker: &Docker, id: &str, path: &str) -> Result<bool, ArchiveError> {
     let opts = ContainerArchiveInfoOptionsBuilder::default().path(path).build();
     match docker.get_container_archive_info(id, Some(opts)).await {
-        Ok(s) => Ok(Some(PathStat {
-            is_dir: s.file_mode & GO_MODE_DIR != 0,
-            is_symlink: s.file_mode & GO_MODE_SYMLINK != 0,
-            sticky: s.file_mode & GO_MODE_STICKY != 0,
-            perm: s.file_mode & 0o777,
-        })),
-        Err(e) if is_not_found(&e) => Ok(None),
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(engine(e)),
     }
+}
+
+/// What the path is, without following a link at it (the engine archives a link as a link),
+/// with its owner and mode (the `HEAD` stat has no owner); `None` when it does not exist. Only
+/// the first tar header is read: the download of a large directory is dropped right after it.
+pub async fn lstat(docker: &Docker, id: &str, path: &str) -> Result<Option<DirFacts>, ArchiveError> {
+    let opts = DownloadFromContainerOptionsBuilder::default().path(path).build();
+    let mut stream = std::pin::pin!(docker.download_from_container(id, Some(opts)));
+    let mut acc: Vec<u8> = Vec::new();
+    loop {
+        let done = match stream.next().await {
+            Some(Ok(c)) => {
+                acc.extend_from_slice(&c);
+                false
+            }
+            Some(Err(e)) if is_not_found(&e) => return Ok(None),
+            Some(Err(e)) => return Err(engine(e)),
+            None => true,
+        };
+        // A header (and any long-name or PAX record before it) fits in the first 64 KiB.
+        if let Some(facts) = first_header(&acc) {
+            return Ok(Some(facts));
+        }
+        if done || acc.len() > TAR_SLACK {
+            return Err(ArchiveError::Content { path: path.to_string(), reason: "unreadable archive".into() });
+        }
+    }
+}
+
+/// The kind, owner and mode of the first entry of a (possibly partial) tar.
+fn first_header(tar_bytes: &[u8]) -> Option<DirFacts> {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let entry = archive.entries().ok()?.next()?.ok()?;
+    let h = entry.header();
+    let kind = match h.entry_type() {
+        k if k.is_dir() => DirKind::Dir,
+        k if k.is_symlink() => DirKind::Link,
+        _ => DirKind::Other,
+    };
+    let uid = h.uid().ok().and_then(|u| u32::try_from(u).ok());
+    Some(DirFacts { kind, uid, mode: h.mode().ok()? & 0o7777 })
 }
 
 /// Read a regular file; `None` when it does not exist. A symbolic link is followed or refused
@@ -255,6 +269,25 @@ mod tests {
             Entry::File(f) => assert_eq!(f, FileEntry { bytes: b"{}".to_vec(), uid: 1000, gid: 1001, mode: 0o600 }),
             Entry::Link(_) => panic!("expected a file"),
         }
+    }
+
+    #[test]
+    fn first_header_reads_kind_owner_and_mode_from_a_partial_tar() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o1777);
+        h.set_uid(0);
+        h.set_size(0);
+        b.append_data(&mut h, "tmp/", std::io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1 << 20);
+        b.append_data(&mut h, "tmp/big", &vec![0u8; 1 << 20][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        // Only the first blocks have arrived.
+        let facts = first_header(&tar[..1024]).unwrap();
+        assert_eq!(facts, DirFacts { kind: DirKind::Dir, uid: Some(0), mode: 0o1777 });
+        assert_eq!(first_header(&tar[..100]), None, "half a header");
     }
 
     #[tokio::test]

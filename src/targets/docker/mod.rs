@@ -1,7 +1,8 @@
 //! The Docker target: a container reached through the Engine API (bollard), no `docker` CLI.
 //!
 //! * **Fast path.** A running container with `/bin/sh` is handled by one `exec` conversation
-//!   as the container's user ([`session`]): it reads, writes atomically and reads back. Each
+//!   as the container's user ([`session`], the bollard adapter of
+//!   [`crate::targets::conversation`]): it reads, writes atomically and reads back. Each
 //!   archive request costs the engine a helper process, so this is several times cheaper; the
 //!   archive path below is used when the container is stopped or paused, has no shell, or the
 //!   exec route fails (e.g. the credential directory is not writable by the container's user).
@@ -14,7 +15,10 @@
 //!   directory entry itself, so a missing directory is created (the engine answers 404 for a
 //!   missing destination; when the parent is missing too, the tar is extracted at `/` and the
 //!   engine creates the missing parents, root-owned 0755, as `mkdir -p` run by root would). An
-//!   existing sticky directory (`LLMX_HOME=/tmp`) is left as it is.
+//!   existing directory is judged first by [`judge_dir`] (read through the archive API without
+//!   following a link): a link, another user's directory or one others can write to (`/tmp`) is
+//!   refused, so root never re-owns or re-modes a directory that is not the user's; the directory
+//!   entry (0700) is only sent for a missing directory or the user's own that needs tightening.
 //! * **Atomicity.** On the fast path, and on the archive path when the container runs and has
 //!   `/bin/sh`, the file is written beside auth.json under a temporary name and moved over it
 //!   with `mv -f` (one `rename(2)`): a reader sees the old file or the new one. Otherwise (stopped container, no shell, exec refused) the
@@ -28,8 +32,8 @@
 //!   means an in-place upload with no temporary file; a failed `mv` removes its temporary file.
 //!   Only if exec stops working between those two steps is the temporary file overwritten with
 //!   an empty one (the archive API cannot delete), which the next push removes.
-//! * **Links.** An auth.json that is a symbolic link is refused, as on SSH hosts: writing
-//!   through it could overwrite another file.
+//! * **Links.** An auth.json or a credential directory that is a symbolic link is refused, as on
+//!   SSH hosts (and neither is read through): writing through it could overwrite another file.
 //! * **Verification.** The file is read back through the archive API and its SHA-256, owner and
 //!   mode are compared with what was sent.
 
@@ -38,8 +42,11 @@ pub mod connect;
 mod session;
 pub mod user;
 
-use crate::targets::{Location, RemoteFile, StepFn, Target, TargetError};
-use archive::{ArchiveError, FileEntry, Links, Upload};
+use crate::targets::conversation::WriteError;
+use crate::targets::{
+    DirFacts, DirKind, DirVerdict, FileEntry, Location, RemoteFile, StepFn, Target, TargetError, judge_dir,
+};
+use archive::{ArchiveError, Links, Upload};
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::ListContainersOptionsBuilder;
@@ -125,6 +132,13 @@ fn symlink_refused(path: &str) -> TargetError {
     .with_hint("remove the link in the container and push again")
 }
 
+/// A credential directory that is a symbolic link, refused by the one rule ([`judge_dir`]).
+fn dir_link_refused(home: &str) -> TargetError {
+    let link = DirFacts { kind: DirKind::Link, uid: None, mode: 0 };
+    let reason = judge_dir(home, &link, None).err().unwrap_or_default();
+    TargetError::new(format!("refusing to write {home}: {reason}"))
+}
+
 /// Prefix of the temporary files written beside auth.json (the exec script uses it too).
 const TEMP_PREFIX: &str = ".auth.json.llmx-";
 
@@ -166,17 +180,19 @@ impl DockerTarget {
         let user_spec = config.user.unwrap_or_default();
         let env = config.env.unwrap_or_default();
 
-        if running
-            && archive::stat(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))?.is_some()
-        {
+        if running && archive::exists(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))? {
             step("reading through exec");
-            match Session::open(&docker, &id, remote_home, &crate::home::random_suffix()).await {
+            match session::open(&docker, &id, remote_home).await {
                 Ok((session, h)) => {
                     let home = clean_home(&h.home, "the credential home")?;
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
                     let auth = join(&home, crate::home::AUTH_FILE);
-                    self.prefetched = Some(if h.symlink { Err(symlink_refused(&auth)) } else { Ok(h.current) });
+                    self.prefetched = Some(match (h.dir_link, h.symlink) {
+                        (true, _) => Err(dir_link_refused(&home)),
+                        (_, true) => Err(symlink_refused(&auth)),
+                        _ => Ok(h.current),
+                    });
                     return Ok(Location { home, owner: Some((h.uid, h.gid)) });
                 }
                 Err(session::Unavailable(why)) => {
@@ -192,7 +208,7 @@ impl DockerTarget {
             async {
                 if want_group { archive::read_file(&docker, &id, "/etc/group", Links::Follow).await } else { Ok(None) }
             },
-            archive::stat(&docker, &id, "/bin/sh"),
+            archive::exists(&docker, &id, "/bin/sh"),
         )
         .map_err(archive_err("reading the container's user database"))?;
         let text = |f: &Option<archive::FileEntry>| f.as_ref().map(|f| String::from_utf8_lossy(&f.bytes).into_owned());
@@ -205,7 +221,7 @@ impl DockerTarget {
             (None, None, Some(h)) => join(&clean_home(h, "the container's HOME")?, ".llmx"),
             (None, None, None) => join(&clean_home(&who.home, "the user's home")?, ".llmx"),
         };
-        self.resolved = Some(Resolved { id, running, has_shell: shell.is_some(), uid: who.uid, gid: who.gid });
+        self.resolved = Some(Resolved { id, running, has_shell: shell, uid: who.uid, gid: who.gid });
         Ok(Location { home, owner: Some((who.uid, who.gid)) })
     }
 
@@ -215,6 +231,13 @@ impl DockerTarget {
             Some(f) => f?,
             None => {
                 let docker = self.engine.get().await?.clone();
+                // Never read through a linked directory either (it may lead to root's login).
+                let dir = archive::lstat(&docker, &r.id, &loc.home)
+                    .await
+                    .map_err(archive_err("checking the credential directory"))?;
+                if dir.is_some_and(|d| d.kind == DirKind::Link) {
+                    return Err(dir_link_refused(&loc.home));
+                }
                 archive::read_file(&docker, &r.id, &loc.auth_path(), Links::Refuse)
                     .await
                     .map_err(archive_err("reading the current credential"))?
@@ -230,28 +253,24 @@ impl DockerTarget {
             step("writing through exec");
             match session.write(bytes).await {
                 Ok(back) => return verify(&final_path, &back, bytes, &r),
-                Err(_) => step("exec write refused: using the archive API"),
+                // The directory itself is refused: the archive path (as root) must not try.
+                Err(WriteError::Refused(e)) => return Err(e),
+                Err(WriteError::Failed(_)) => step("exec write refused: using the archive API"),
             }
         }
         let docker = self.engine.get().await?.clone();
         let home = loc.home.clone();
+        // The archive API writes as root: judge the directory as it is, never through a link,
+        // and only re-apply 0700 (with the owner it already has) to the user's own directory.
         let dir =
-            archive::stat(&docker, &r.id, &home).await.map_err(archive_err("checking the credential directory"))?;
-        if let Some(d) = dir
-            && !d.is_dir
-            && !d.is_symlink
-        {
-            return Err(TargetError::new(format!("{home} exists and is not a directory")));
-        }
-        // Re-apply 0700 and the owner on every write, except on a shared sticky directory and on
-        // a symbolic link (a directory entry in the tar would replace the link by a directory;
-        // instead the tar is extracted at the link, which the engine follows).
+            archive::lstat(&docker, &r.id, &home).await.map_err(archive_err("checking the credential directory"))?;
         let dir_entry = match dir {
             None => true,
-            Some(d) if d.is_symlink => false,
-            Some(d) => !d.sticky && home != "/",
+            Some(facts) => match judge_dir(&home, &facts, Some(r.uid)) {
+                Ok(v) => v == DirVerdict::Tighten,
+                Err(reason) => return Err(TargetError::new(format!("refusing to write {home}: {reason}"))),
+            },
         };
-        let into_link = dir.is_some_and(|d| d.is_symlink);
 
         // A shell that runs is needed for the atomic replace; find out before a temporary file
         // exists (and remove those an earlier push left), so that no working shell means no
@@ -262,7 +281,7 @@ impl DockerTarget {
         if shell_works {
             let tmp_name = format!("{TEMP_PREFIX}{}", crate::home::random_suffix());
             step("uploading");
-            upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, bytes).await?;
+            upload_into(&docker, &r, &home, dir_entry, &tmp_name, bytes).await?;
             step("moving into place");
             let tmp_path = join(&home, &tmp_name);
             match exec(&docker, &r.id, &["/bin/sh", "-c", MOVE_SCRIPT, "sh", &tmp_path, &final_path]).await {
@@ -272,8 +291,8 @@ impl DockerTarget {
                     // the archive API cannot delete, so blank the temporary file, then upload
                     // in place. The next push removes the empty file.
                     step("uploading (no working shell)");
-                    upload_into(&docker, &r, &home, dir_entry, into_link, &tmp_name, b"").await?;
-                    upload_into(&docker, &r, &home, dir_entry, into_link, crate::home::AUTH_FILE, bytes).await?;
+                    upload_into(&docker, &r, &home, dir_entry, &tmp_name, b"").await?;
+                    upload_into(&docker, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
                 }
                 ExecResult::Failed(why) => {
                     return Err(TargetError::new(format!("moving {tmp_path} to {final_path}: {why}")));
@@ -281,7 +300,7 @@ impl DockerTarget {
             }
         } else {
             step("uploading");
-            upload_into(&docker, &r, &home, dir_entry, into_link, crate::home::AUTH_FILE, bytes).await?;
+            upload_into(&docker, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
         }
 
         step("verifying");
@@ -308,14 +327,12 @@ fn verify(path: &str, back: &FileEntry, sent: &[u8], r: &Resolved) -> Result<(),
 }
 
 /// Extract `{home}/{file_name}` into the container: at the directory's parent with the directory
-/// entry, or at `/` with the whole path when the parent is missing too; at `home` itself when it
-/// is a symbolic link.
+/// entry, or at `/` with the whole path when the parent is missing too.
 async fn upload_into(
     docker: &Docker,
     r: &Resolved,
     home: &str,
     dir_entry: bool,
-    into_link: bool,
     file_name: &str,
     bytes: &[u8],
 ) -> Result<(), TargetError> {
@@ -324,11 +341,7 @@ async fn upload_into(
         Some((p, n)) => (p, n),
         None => ("/", home),
     };
-    let attempts = if into_link {
-        vec![(home, String::new())]
-    } else {
-        vec![(parent, name.to_string()), ("/", home.trim_start_matches('/').to_string())]
-    };
+    let attempts = [(parent, name.to_string()), ("/", home.trim_start_matches('/').to_string())];
     for (at, dir_rel) in &attempts {
         let up = Upload { at, dir_rel, dir_entry, file_name, bytes, uid: r.uid, gid: r.gid };
         if archive::upload(docker, &r.id, &up).await.map_err(archive_err("uploading"))? {

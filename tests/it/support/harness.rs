@@ -206,6 +206,12 @@ impl Events {
         self.child.id()
     }
 
+    /// Kill the process outright (no chance to clean up) and reap it.
+    pub async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
     /// The next event, or `None` when stdout closed.
     pub async fn next_event(&mut self) -> Option<Value> {
         let line = tokio::time::timeout(LIMIT, self.lines.next_line()).await.expect("an event in time").unwrap()?;

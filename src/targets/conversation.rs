@@ -1,0 +1,567 @@
+//! The exec conversation: one shell, started through a container runtime's exec API as the
+//! target's own user, reads the current auth.json, then writes, moves and reads back the new one,
+//! talking over its stdin and stdout. This module owns the script and the parsing of its answers;
+//! it knows no runtime: it is generic over the exec's output (a stream of [`Chunk`]s: stdout and
+//! stderr) and its stdin (any `AsyncWrite`). `docker/session.rs` is the bollard adapter; a
+//! Kubernetes exec would be another.
+//!
+//! The protocol, in order:
+//!
+//! 1. The script prints `llmx1 UID GID HOME`, then the current auth.json (`ls -ln` line, byte
+//!    count, bytes), `none`, `symlink` or `dirlink` (auth.json or its directory is a symbolic link:
+//!    refused by the caller, never read through) or `unreadable`, then waits for one
+//!    line on stdin. Anything but `write N SUFFIX` ends it without a write. The temp file's
+//!    random SUFFIX travels on stdin, never in the exec's argv (which other users of the
+//!    container can read in /proc before the file exists).
+//! 2. On `write`, it creates the credential directory when missing (`mkdir -p` under umask 077:
+//!    0700) and prints `dir link`, or `dir MODE UID` of the directory (not following a link).
+//!    The caller applies [`judge_dir`] — the same rule as the SSH and archive paths — and answers
+//!    `keep`, `tighten` (chmod 700) or `no` (a refusal: nothing is written, and the caller must
+//!    not fall back to a path that writes as root).
+//! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`), creates the temp file
+//!    exclusively (`set -C`, umask 077: mode 0600 before any byte is written) on a descriptor it
+//!    keeps, copies stdin to end of input into it, and checks that exactly N bytes arrived (a
+//!    connection cut mid-transfer ends the input early: the short temp file is removed, auth.json
+//!    is untouched). Before the move it checks that the temp file is still a regular file (not a
+//!    link), 0600, owned by the user, with one link; then `mv -f`s it over auth.json (one
+//!    `rename(2)`: readers see the old file or the new one) and prints `done` and the file again.
+//!
+//! When a step fails for another reason (a directory the user cannot create) the script exits
+//! non-zero and [`WriteError::Failed`] lets the caller use another path.
+
+use crate::targets::{DirFacts, DirKind, DirVerdict, FileEntry, MAX_READ, TargetError, judge_dir};
+use crate::text::printable;
+use futures_util::{Stream, StreamExt};
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// How long the target may take to answer at each stage.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest protocol line we hold (an `ls -ln` line is under 200 bytes).
+const MAX_LINE: usize = 64 * 1024;
+/// How much of the script's stderr is kept for error messages.
+const STDERR_KEEP: usize = 4096;
+
+/// Checks that `$1` is a regular file (not a link), 0600, owned by `$U`, with one link.
+/// Shared with the SSH target's move.
+pub const PRIVATE_FILE_FN: &str = r#"private() { [ -f "$1" ] && [ ! -L "$1" ] && l=$(ls -ln "$1") || return 1
+set -f; set -- $l; set +f
+case $1 in -rw-------*) [ "$2" = 1 ] && [ "$3" = "$U" ];; *) return 1;; esac; }
+"#;
+
+const SCRIPT_BODY: &str = r#"umask 077
+d=$1; [ -n "$d" ] || d=$LLMX_HOME; [ -n "$d" ] || d=${HOME:-/}/.llmx
+d=${d%"${d##*[!/]}"}; [ -n "$d" ] || d=/
+f=${d%/}/auth.json
+U=$(id -u)
+printf 'llmx1 %s %s %s\n' "$U" "$(id -g)" "$d"
+if [ -L "$d" ]; then echo dirlink
+elif [ -L "$f" ]; then echo symlink
+elif [ ! -e "$f" ]; then echo none
+elif [ -f "$f" ] && [ -r "$f" ]; then ls -ln "$f"; wc -c < "$f"; cat "$f"
+else echo unreadable; fi
+read -r go n x || exit 0
+[ "$go" = write ] || exit 0
+case $n in ''|*[!0-9]*) exit 3;; esac
+case $x in ''|*[!A-Za-z0-9]*) exit 3;; esac
+if [ -L "$d" ]; then echo 'dir link'
+else
+  { [ -d "$d" ] || mkdir -p "$d"; } && l=$(ls -lnd "$d") || exit 3
+  set -f; set -- $l; set +f; echo "dir $1 $3"
+fi
+read -r v || exit 0
+case $v in keep) ;; tighten) chmod 700 "$d" || exit 3;; *) exit 0;; esac
+[ ! -L "$f" ] || exit 3
+t=${d%/}/.auth.json.llmx-$x
+rm -f -- "${d%/}"/.auth.json.llmx-* 2>/dev/null
+set -C
+command exec 3>"$t" || exit 3
+set +C
+cat >&3 && exec 3>&- && z=$(wc -c < "$t") && [ "$z" -eq "$n" ] && private "$t" &&
+mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 3; }
+echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
+"#;
+
+/// The whole script: the shared helper, then the conversation.
+pub fn script() -> String {
+    format!("{PRIVATE_FILE_FN}{SCRIPT_BODY}")
+}
+
+/// The exec's command line: `/bin/sh -c SCRIPT llmx HOME` (`HOME` empty: the target's own
+/// `LLMX_HOME`, else `$HOME/.llmx`). Nothing secret and no temp file name in it.
+pub fn command(remote_home: Option<&str>) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script(), "llmx".into(), remote_home.unwrap_or("").into()]
+}
+
+/// One piece of the exec's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// What the target said before any write.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub uid: u32,
+    pub gid: u32,
+    /// The credential directory as the shell computed it (not yet validated).
+    pub home: String,
+    pub current: Option<FileEntry>,
+    /// auth.json is a symbolic link (then `current` is `None`).
+    pub symlink: bool,
+    /// The credential directory is a symbolic link (then `current` is `None`).
+    pub dir_link: bool,
+}
+
+/// Why a write through the conversation did not happen.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The directory is refused by [`judge_dir`]: final, nothing was written; do not retry
+    /// another way.
+    Refused(TargetError),
+    /// The conversation broke or the script failed; another path may work.
+    Failed(TargetError),
+}
+
+/// A conversation in progress: dropped without `write`, the script reads end of input and exits.
+pub struct Conversation<O, I> {
+    output: O,
+    input: I,
+    buf: Vec<u8>,
+    stderr: String,
+    uid: u32,
+    home: String,
+}
+
+impl<O, I> Conversation<O, I>
+where
+    O: Stream<Item = Result<Chunk, String>> + Unpin + Send,
+    I: AsyncWrite + Unpin + Send,
+{
+    /// Read the header from a started script; `Err` (with the script's stderr) when it does not
+    /// answer as expected.
+    pub async fn start(output: O, input: I) -> Result<(Self, Header), String> {
+        let mut c = Conversation { output, input, buf: Vec::new(), stderr: String::new(), uid: 0, home: String::new() };
+        match c.header().await {
+            Ok(h) => {
+                c.uid = h.uid;
+                c.home = h.home.clone();
+                Ok((c, h))
+            }
+            Err(e) => Err(format!("{e}; {}", printable(c.stderr.trim()))),
+        }
+    }
+
+    async fn header(&mut self) -> Result<Header, String> {
+        let line = self.line().await?;
+        let f: Vec<&str> = line.splitn(4, ' ').collect();
+        let (uid, gid, home) = match f.as_slice() {
+            ["llmx1", u, g, h] => (
+                u.parse().map_err(|_| format!("bad uid {:?}", printable(u)))?,
+                g.parse().map_err(|_| format!("bad gid {:?}", printable(g)))?,
+                h.to_string(),
+            ),
+            _ => return Err("the target's shell did not run the script".into()),
+        };
+        let (mut dir_link, mut symlink) = (false, false);
+        let current = match self.line().await?.as_str() {
+            "none" => None,
+            "symlink" => {
+                symlink = true;
+                None
+            }
+            "dirlink" => {
+                dir_link = true;
+                None
+            }
+            "unreadable" => return Err("auth.json is not readable by the target's user".into()),
+            ls => Some(self.file(ls).await?),
+        };
+        Ok(Header { uid, gid, home, current, symlink, dir_link })
+    }
+
+    /// `ls -ln` line already read; then the byte count and the bytes.
+    async fn file(&mut self, ls: &str) -> Result<FileEntry, String> {
+        let e = parse_ls(ls).ok_or_else(|| format!("unexpected ls output {:?}", printable(ls)))?;
+        let size: usize = self.line().await?.trim().parse().map_err(|_| "bad byte count".to_string())?;
+        // The target says how much follows: never buffer more than any file we accept.
+        if size > MAX_READ {
+            return Err(format!("auth.json is larger than expected ({size} bytes, over {} KiB)", MAX_READ / 1024));
+        }
+        let bytes = self.exact(size).await?;
+        Ok(FileEntry { bytes, uid: e.uid, gid: e.gid, mode: e.mode })
+    }
+
+    /// Send `bytes` to be written; returns the file as read back after the move.
+    pub async fn write(mut self, bytes: &[u8]) -> Result<FileEntry, WriteError> {
+        let failed = |c: &Self, e: String| {
+            let why = printable(c.stderr.trim());
+            WriteError::Failed(TargetError::new(format!(
+                "writing through exec failed: {}",
+                if why.is_empty() { e } else { why }
+            )))
+        };
+        let suffix = crate::home::random_suffix();
+        if let Err(e) = self.send(format!("write {} {suffix}\n", bytes.len()).as_bytes(), false).await {
+            return Err(failed(&self, e));
+        }
+        let facts = match self.line().await.map(|l| parse_dir_line(&l)) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(failed(&self, "unexpected answer about the directory".into())),
+            Err(e) => return Err(failed(&self, e)),
+        };
+        let verdict = match judge_dir(&self.home, &facts, Some(self.uid)) {
+            Ok(v) => v,
+            Err(reason) => {
+                let _ = self.send(b"no\n", true).await;
+                return Err(WriteError::Refused(TargetError::new(format!(
+                    "refusing to write {}: {reason}",
+                    printable(&self.home)
+                ))));
+            }
+        };
+        let answer: &[u8] = if verdict == DirVerdict::Tighten { b"tighten\n" } else { b"keep\n" };
+        let sent = async {
+            self.send(answer, false).await?;
+            self.send(bytes, true).await
+        }
+        .await;
+        if let Err(e) = sent {
+            return Err(failed(&self, e));
+        }
+        let result = async {
+            if self.line().await? != "done" {
+                return Err("no confirmation".to_string());
+            }
+            let ls = self.line().await?;
+            self.file(&ls).await
+        }
+        .await;
+        result.map_err(|e| failed(&self, e))
+    }
+
+    async fn send(&mut self, bytes: &[u8], last: bool) -> Result<(), String> {
+        let send = async {
+            self.input.write_all(bytes).await?;
+            if last { self.input.shutdown().await } else { self.input.flush().await }
+        };
+        tokio::time::timeout(STAGE_TIMEOUT, send)
+            .await
+            .map_err(|_| "the target did not take the file in time".to_string())?
+            .map_err(|e| format!("sending to the target: {e}"))
+    }
+
+    async fn fill(&mut self) -> Result<(), String> {
+        loop {
+            let next = tokio::time::timeout(STAGE_TIMEOUT, self.output.next())
+                .await
+                .map_err(|_| "the target did not answer in time".to_string())?;
+            match next {
+                None => return Err("the script ended early".into()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Chunk::Stdout(message))) => {
+                    self.buf.extend_from_slice(&message);
+                    return Ok(());
+                }
+                Some(Ok(Chunk::Stderr(message))) => {
+                    if self.stderr.len() < STDERR_KEEP {
+                        let room = STDERR_KEEP - self.stderr.len();
+                        let text = String::from_utf8_lossy(&message[..message.len().min(room)]).into_owned();
+                        self.stderr.push_str(&text);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn line(&mut self) -> Result<String, String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Ok(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            if self.buf.len() > MAX_LINE {
+                return Err("unexpected output (a line over 64 KiB)".into());
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        while self.buf.len() < n {
+            self.fill().await?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+}
+
+/// The fields of an `ls -ln` line we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ls {
+    kind: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Permission string (`drwxrwxrwt`, `-rw-------.`) to type letter and mode bits.
+fn parse_mode(perms: &str) -> Option<(u8, u32)> {
+    let p = perms.as_bytes();
+    if p.len() < 10 {
+        return None;
+    }
+    let mut mode = 0;
+    for (i, c) in p[1..10].iter().enumerate() {
+        let bit = 1 << (8 - i);
+        match (i % 3, c) {
+            (_, b'-') | (2, b'S' | b'T') => {}
+            (0, b'r') | (1, b'w') | (2, b'x' | b's' | b't') => mode |= bit,
+            _ => return None,
+        }
+    }
+    match p[3] {
+        b's' | b'S' => mode |= 0o4000,
+        _ => {}
+    }
+    match p[6] {
+        b's' | b'S' => mode |= 0o2000,
+        _ => {}
+    }
+    match p[9] {
+        b't' | b'T' => mode |= 0o1000,
+        _ => {}
+    }
+    Some((p[0], mode))
+}
+
+/// `-rw-------    1 1000     1000    376 Nov 29 04:19 /path`.
+fn parse_ls(line: &str) -> Option<Ls> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (kind, mode) = parse_mode(f.first()?)?;
+    Some(Ls { kind, mode, uid: f.get(2)?.parse().ok()?, gid: f.get(3)?.parse().ok()? })
+}
+
+/// `dir link` or `dir MODE UID` from step 2 of the protocol.
+fn parse_dir_line(line: &str) -> Option<DirFacts> {
+    let rest = line.strip_prefix("dir ")?;
+    if rest == "link" {
+        return Some(DirFacts { kind: DirKind::Link, uid: None, mode: 0 });
+    }
+    let (perms, uid) = rest.split_once(' ')?;
+    let (kind, mode) = parse_mode(perms)?;
+    let kind = match kind {
+        b'd' => DirKind::Dir,
+        b'l' => DirKind::Link,
+        _ => DirKind::Other,
+    };
+    Some(DirFacts { kind, uid: Some(uid.trim().parse().ok()?), mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn ls_lines() {
+        let e = parse_ls("-rw-------    1 1000     1000   376 Nov 29 04:19 /a b").unwrap();
+        assert_eq!((e.kind, e.mode, e.uid, e.gid), (b'-', 0o600, 1000, 1000));
+        assert_eq!(parse_ls("-rwxr-x--x 1 0 0 1 Jan 1 2020 /x").map(|e| e.mode), Some(0o751));
+        assert_eq!(parse_ls("-rw-------. 1 0 0 1 Jan 1 2020 /x").map(|e| e.mode), Some(0o600));
+        assert_eq!(parse_ls("total 0"), None);
+        assert_eq!(parse_dir_line("dir drwxrwxrwt 0").map(|f| (f.kind, f.mode)), Some((DirKind::Dir, 0o1777)));
+        assert_eq!(parse_dir_line("dir drwxrwsr-T 5").map(|f| f.mode), Some(0o3774));
+        assert_eq!(parse_dir_line("dir link").map(|f| f.kind), Some(DirKind::Link));
+        assert_eq!(parse_dir_line("dir \x1b]52;c;x\x07 0"), None);
+        assert_eq!(parse_dir_line("done"), None);
+    }
+
+    /// Run the script in a local `sh` as the conversation would, answering the directory
+    /// question with `verdict`; the exit code and stdout.
+    fn run_script_with(home: &std::path::Path, write: &[u8], verdict: &[u8], body: &[u8]) -> (Option<i32>, String) {
+        use std::io::{BufRead, Read, Write};
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", &script(), "llmx", home.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        stdin.write_all(write).unwrap();
+        stdin.flush().unwrap();
+        let mut all = String::new();
+        if write.starts_with(b"write ") && write.ends_with(b"\n") {
+            // Wait for the `dir` line before answering, as the caller does.
+            loop {
+                let mut l = String::new();
+                if out.read_line(&mut l).unwrap() == 0 {
+                    break;
+                }
+                all.push_str(&l);
+                // (A file in the header has no newline of its own: its last line runs on.)
+                if l.contains("dir ") {
+                    let _ = stdin.write_all(verdict);
+                    let _ = stdin.write_all(body);
+                    break;
+                }
+            }
+        }
+        drop(stdin);
+        let mut rest = Vec::new();
+        out.read_to_end(&mut rest).unwrap();
+        all.push_str(&String::from_utf8_lossy(&rest));
+        (child.wait().unwrap().code(), all)
+    }
+
+    /// A temp dir holding `h`, an existing 0700 credential directory.
+    fn private_home() -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        (t, home)
+    }
+
+    fn run_script(home: &std::path::Path, n: usize, body: &[u8]) -> Option<i32> {
+        run_script_with(home, format!("write {n} t1\n").as_bytes(), b"keep\n", body).0
+    }
+
+    /// A conversation fed `output` as the target's stdout; its input goes nowhere.
+    fn conversation_with(
+        output: Vec<Vec<u8>>,
+        endless: bool,
+    ) -> (impl Stream<Item = Result<Chunk, String>> + Unpin + Send, tokio::io::Sink) {
+        let head = futures_util::stream::iter(output).map(|m| Ok(Chunk::Stdout(m)));
+        let tail = futures_util::stream::repeat_with(|| Ok(Chunk::Stdout(vec![b'x'; 65536]))).take(if endless {
+            usize::MAX
+        } else {
+            0
+        });
+        (Box::pin(head.chain(tail)), tokio::io::sink())
+    }
+
+    #[tokio::test]
+    async fn target_reported_size_is_capped_at_max_read() {
+        // The target claims a file just over MAX_READ and keeps sending: refused at once,
+        // before any of it is buffered.
+        let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 1 Jan 1 2020 /f\n{}\n", MAX_READ + 1);
+        let (o, i) = conversation_with(vec![head.into_bytes()], true);
+        let e = Conversation::start(o, i).await.err().unwrap();
+        assert!(e.contains("larger than expected"), "{e}");
+        // Up to the limit it is read.
+        let (o, i) = conversation_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n3\nabc".to_vec()], false);
+        assert_eq!(Conversation::start(o, i).await.unwrap().1.current.unwrap().bytes, b"abc");
+    }
+
+    #[tokio::test]
+    async fn hostile_target_output_is_refused_and_never_echoed_raw() {
+        // Escape sequences, a header line that never ends, a truncated file, garbage in the
+        // numbers, and a stream that stops mid-protocol: each is a clean error with nothing raw.
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![b"\x1b]52;c;aGk=\x07\x1b[2J llmx1\n".to_vec()],
+            vec![b"llmx1 \x1b[31m0 0 /h\n".to_vec()],
+            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n10\nabc".to_vec()],
+            vec![b"llmx1 0 0 /h\n\x1b]0;title\x07-rw------- x y\n".to_vec()],
+            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n-1\n".to_vec()],
+            vec![b"llmx1 0 0".to_vec()],
+            vec![vec![b'y'; MAX_LINE + 2]],
+        ];
+        for (n, output) in cases.into_iter().enumerate() {
+            let (o, i) = conversation_with(output, false);
+            let e = Conversation::start(o, i).await.err().unwrap_or_else(|| panic!("case {n} accepted"));
+            assert!(!e.contains('\x1b') && !e.contains('\x07'), "case {n}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn symlinked_auth_json_is_reported_and_never_written_through() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        std::fs::create_dir(&home).unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        std::fs::write(&elsewhere, "theirs").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, home.join("auth.json")).unwrap();
+        let (code, out) = run_script_with(&home, b"", b"", b"");
+        assert_eq!((code, out.lines().nth(1)), (Some(0), Some("symlink")));
+        assert_eq!(run_script(&home, 3, b"new"), Some(3));
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs");
+        assert!(std::fs::symlink_metadata(home.join("auth.json")).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn exec_write_removes_stale_temp_files_and_its_own_on_failure() {
+        let (_t, home) = private_home();
+        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        // A failed write (short input) leaves neither the stale file nor its own.
+        assert_eq!(run_script(&home, 9, b"new"), Some(3));
+        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 0);
+        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        assert_eq!(run_script(&home, 3, b"new"), Some(0));
+        let names: Vec<_> = std::fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["auth.json"]);
+    }
+
+    #[test]
+    fn truncated_exec_input_leaves_the_old_auth_json() {
+        let t = tempfile::tempdir().unwrap();
+        let home = t.path().join("h");
+        let auth = home.join("auth.json");
+        assert_eq!(run_script(&home, 9, b"old-login"), Some(0), "9 of 9 bytes: a complete write");
+        assert_eq!(std::fs::read(&auth).unwrap(), b"old-login");
+        assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o7777, 0o700, "created 0700");
+        // The connection dies after 3 of the 9 bytes announced: end of input comes early.
+        assert_eq!(run_script(&home, 9, b"new"), Some(3));
+        assert_eq!(std::fs::read(&auth).unwrap(), b"old-login");
+        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 1, "the short temp file was removed");
+        // A complete write replaces it.
+        assert_eq!(run_script(&home, 9, b"new-login"), Some(0));
+        assert_eq!(std::fs::read(&auth).unwrap(), b"new-login");
+    }
+
+    #[test]
+    fn exec_temp_file_is_created_exclusively_and_checked_before_the_move() {
+        let (_t, home) = private_home();
+        std::fs::write(home.join("auth.json"), "old").unwrap();
+        // Hostile or malformed write lines: bad counts, suffixes that try to leave the directory
+        // or inject words, a missing suffix. None writes.
+        for line in [
+            &b"write 3 ../../x\n"[..],
+            b"write 3 a/b\n",
+            b"write 3\n",
+            b"write 3 a;b\n",
+            b"write -3 ab\n",
+            b"write 3 $(id)\n",
+            b"write 3 `id`\n",
+        ] {
+            let (code, _) = run_script_with(&home, line, b"keep\n", b"new");
+            assert_eq!(code, Some(3), "{}", String::from_utf8_lossy(line));
+            assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"old");
+        }
+        // A verdict other than keep/tighten writes nothing.
+        let (code, out) = run_script_with(&home, b"write 3 t1\n", b"no\n", b"new");
+        assert_eq!(code, Some(0));
+        assert!(!out.contains("done"), "{out}");
+        assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"old");
+        // The check before the move: a regular file, 0600, ours, one link; not a link to one.
+        let private = |p: &std::path::Path| {
+            let check = format!("{PRIVATE_FILE_FN}U=$(id -u); private \"$1\" && echo private");
+            let out = std::process::Command::new("/bin/sh").args(["-c", &check, "sh"]).arg(p).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() == "private"
+        };
+        let auth = home.join("auth.json");
+        assert!(!private(&auth), "0644 is not private");
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(private(&auth));
+        std::fs::hard_link(&auth, home.join("second-link")).unwrap();
+        assert!(!private(&auth), "two links is not private");
+        std::fs::remove_file(home.join("second-link")).unwrap();
+        std::os::unix::fs::symlink(&auth, home.join("link")).unwrap();
+        assert!(!private(&home.join("link")), "a link is not private");
+        std::fs::create_dir(home.join("sub")).unwrap();
+        assert!(!private(&home.join("sub")), "a directory is not private");
+        // The temp file's name never appears in the command line.
+        assert!(command(None).iter().all(|w| !w.contains("llmx-t1")));
+    }
+}
