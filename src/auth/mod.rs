@@ -1,8 +1,9 @@
 //! The credential library: the auth.json model, selection, claims, and the login and refresh
-//! flows. Nothing here prints; callers render what it returns.
+//! flows, and the cross-process lock around auth.json. Nothing here prints; callers render what it returns.
 
 pub mod claims;
 pub mod file;
+pub mod lock;
 pub mod login;
 pub mod logout;
 pub mod oauth;

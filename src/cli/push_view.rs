@@ -92,6 +92,17 @@ impl PushView {
 
     /// The recap (and, on a terminal, the hints of failed targets) after the push.
     pub fn finish(&self, summary: &PushSummary) -> std::io::Result<()> {
+        self.finish_with(summary, serde_json::Map::new(), &[])
+    }
+
+    /// [`finish`](PushView::finish) for the family commands: `extra` fields join the JSON
+    /// summary; `lines` are printed before the human recap.
+    pub fn finish_with(
+        &self,
+        summary: &PushSummary,
+        extra: serde_json::Map<String, serde_json::Value>,
+        lines: &[String],
+    ) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         if let Mode::Json = self.mode {
             let mut counts = serde_json::Map::new();
@@ -103,7 +114,7 @@ impl PushView {
                 .iter()
                 .map(|w| serde_json::json!({"code": w.code(), "message": w.message(), "hint": w.hint()}))
                 .collect();
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "event": "summary",
                 "targets": summary.reports.len(),
                 "counts": counts,
@@ -111,6 +122,9 @@ impl PushView {
                 "ok": summary.all_ok(),
                 "warnings": warnings,
             });
+            if let Some(obj) = line.as_object_mut() {
+                obj.extend(extra);
+            }
             writeln!(out, "{line}")?;
             return out.flush();
         }
@@ -119,6 +133,9 @@ impl PushView {
             for r in &summary.reports {
                 writeln!(out, "{}  {}", r.target, outcome_text(r))?;
             }
+        }
+        for l in lines {
+            writeln!(out, "{l}")?;
         }
         let parts: Vec<String> = Outcome::ALL
             .iter()
@@ -142,6 +159,7 @@ fn outcome_text(r: &TargetReport) -> String {
     let verb = match (r.outcome, r.dry_run) {
         (Outcome::Created, true) => "would create",
         (Outcome::Updated, true) => "would update",
+        (Outcome::Removed, true) => "would remove",
         (o, _) => o.as_str(),
     };
     let mut text = match r.outcome {
@@ -150,6 +168,12 @@ fn outcome_text(r: &TargetReport) -> String {
         }
         _ => format!("{verb} {path}"),
     };
+    if let Some(first) = &r.same_as {
+        text.push_str(&format!(" (same destination as {first}: written once)"));
+    }
+    if let (Some(why), Outcome::Unchanged) = (&r.reason, r.outcome) {
+        text.push_str(&format!(" ({why})"));
+    }
     if let Some(h) = &r.hint {
         text.push_str(&format!(" (hint: {h})"));
     }

@@ -48,7 +48,7 @@ read -r go n || exit 0
 case $n in ''|*[!0-9]*) exit 3;; esac
 t=$d/.auth.json.llmx-$2
 mkdir -p "$d" && { [ -k "$d" ] || chmod 700 "$d"; } && [ ! -L "$f" ] &&
-{ rm -f -- "$d"/.auth.json.llmx-* 2>/dev/null; :; } &&
+{ find "$d" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} + 2>/dev/null; :; } &&
 cat > "$t" && s=$(wc -c < "$t") && [ $s -eq "$n" ] &&
 chmod 600 "$t" && mv -f "$t" "$f" || { rm -f -- "$t"; exit 3; }
 echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
@@ -299,14 +299,24 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("h");
         std::fs::create_dir(&home).unwrap();
-        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        let stale = |home: &std::path::Path| {
+            let f = std::fs::File::create(home.join(".auth.json.llmx-stale")).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+            // A young one belongs to a write under way: it stays.
+            std::fs::write(home.join(".auth.json.llmx-young"), "another write").unwrap();
+        };
+        stale(&home);
         // A failed write (short input) leaves neither the stale file nor its own.
         assert_eq!(run_script(&home, b"write 9\nnew"), Some(3));
-        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 0);
-        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        let names = |home: &std::path::Path| {
+            let mut n: Vec<_> = std::fs::read_dir(home).unwrap().map(|e| e.unwrap().file_name()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&home), [".auth.json.llmx-young"]);
+        stale(&home);
         assert_eq!(run_script(&home, b"write 3\nnew"), Some(0));
-        let names: Vec<_> = std::fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["auth.json"]);
+        assert_eq!(names(&home), [".auth.json.llmx-young", "auth.json"]);
     }
 
     #[test]
