@@ -3,7 +3,6 @@
 //! refuses unless `--everywhere` (remove those copies, then revoke) or `--local` (delete only
 //! the local file, revoke nothing).
 
-use crate::cli::push_view::PushView;
 use crate::cli::refresh::client;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
@@ -12,7 +11,6 @@ use llmx::auth::logout::Revocation;
 use llmx::family::logout::{FamilyLogoutError, Scope, logout};
 use llmx::push::{Outcome, PushEvent};
 use llmx::targets::resolve::ResolveOptions;
-use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -51,9 +49,8 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     };
     let client = client(ctx)?;
     let rt = crate::cli::runtime()?;
-    let view = PushView::new(args.json, std::io::stderr().is_terminal(), &[]);
-    let quiet = |_: PushEvent<'_>| {};
-    let on_event = |e: PushEvent<'_>| if args.json { quiet(e) } else { view.on_event(e) };
+    // The copies removed by --everywhere are listed after the fact, with the local result.
+    let on_event = |_: PushEvent<'_>| {};
     let resolve = ResolveOptions { ssh: args.ssh.options() };
     let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
