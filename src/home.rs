@@ -167,6 +167,60 @@ fn process_alive(pid: i32) -> bool {
     r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// A write prepared before the bytes exist: the temp file is created (0600, in the target's
+/// directory) first, which proves the directory is writable, then [`PendingWrite::commit`]
+/// fills it and renames it over the target. A refresh prepares one *before* it calls the issuer
+/// (DESIGN.md §9 "never burn a login"): an answer that cannot be saved is never asked for.
+/// Dropping an uncommitted one removes its temp file.
+#[derive(Debug)]
+pub struct PendingWrite {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingWrite {
+    pub fn create(path: &Path) -> Result<PendingWrite, HomeError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        ensure_private_dir(dir)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), random_suffix()));
+        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
+        let file = file.map_err(|e| HomeError::io(path, e))?;
+        Ok(PendingWrite { path: path.to_path_buf(), tmp, file: Some(file) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `bytes`, fsync, rename over the target, fsync the directory.
+    pub fn commit(mut self, bytes: &[u8]) -> Result<(), HomeError> {
+        let Some(mut f) = self.file.take() else {
+            return Err(HomeError::io(&self.path, io::Error::other("used twice")));
+        };
+        let result = (|| {
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&self.tmp, &self.path)
+        })();
+        result.map_err(|e| HomeError::io(&self.path, e))?;
+        if let Some(d) = self.path.parent().and_then(|d| File::open(d).ok()) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        // Committed: the temp name no longer exists; otherwise remove what we created.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
 /// A random hex string for temp file names (here and on push targets).
 pub fn random_suffix() -> String {
     let mut b = [0u8; 6];

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod family;
 pub mod home;
 pub mod push;
 pub mod secret;

@@ -15,10 +15,13 @@ use crate::auth::claims::IdClaims;
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::status::StatusReport;
 use crate::config::AuthMethod;
-use crate::targets::{Location, StepFn, Target, TargetError};
+use crate::targets::{Identity, Location, StepFn, Target, TargetError};
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
 
 /// The credential to push: the local auth.json, validated, and its exact bytes.
 #[derive(Debug, Clone)]
@@ -103,11 +106,13 @@ pub enum Outcome {
     Unchanged,
     Skipped,
     Failed,
+    /// `auth remove` deleted the file.
+    Removed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] =
-        [Outcome::Created, Outcome::Updated, Outcome::Unchanged, Outcome::Skipped, Outcome::Failed];
+    pub const ALL: [Outcome; 6] =
+        [Outcome::Created, Outcome::Updated, Outcome::Unchanged, Outcome::Skipped, Outcome::Removed, Outcome::Failed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -116,6 +121,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Skipped => "skipped",
             Outcome::Failed => "failed",
+            Outcome::Removed => "removed",
         }
     }
 }
@@ -133,6 +139,20 @@ pub struct TargetReport {
     pub reason: Option<String>,
     /// The command that fixes a failure, when known.
     pub hint: Option<String>,
+    /// When another target of this command resolved to the same destination (an alias of the
+    /// same host, a label matching a named container): that target's name. It was written once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
+    /// Who the target turned out to be (for the ledger; not part of `--json`).
+    #[serde(skip)]
+    pub identity: Option<Identity>,
+}
+
+impl TargetReport {
+    /// A report with only the target, the outcome and a reason.
+    pub fn new(target: String, outcome: Outcome, reason: Option<String>) -> TargetReport {
+        TargetReport { target, path: None, outcome, dry_run: false, reason, hint: None, same_as: None, identity: None }
+    }
 }
 
 /// Something the user should know about the whole push.
@@ -232,8 +252,10 @@ pub async fn push(
         on_event(PushEvent::Queued { index, target });
     }
     let mut reports: Vec<Option<TargetReport>> = vec![None; targets.len()];
+    let claims = Destinations::default();
+    let claims = &claims;
     let mut runs = futures_util::stream::iter(targets.into_iter().enumerate())
-        .map(|(index, target)| async move { (index, push_one(local, target, opts, index, on_event).await) })
+        .map(|(index, target)| async move { (index, push_one(local, target, opts, index, on_event, claims).await) })
         .buffer_unordered(opts.jobs.max(1));
     while let Some((index, report)) = runs.next().await {
         on_event(PushEvent::Done { index, report: &report });
@@ -248,36 +270,70 @@ async fn push_one(
     opts: &PushOptions,
     index: usize,
     on_event: EventFn<'_>,
+    claims: &Destinations,
 ) -> TargetReport {
     let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
     let label = target.label();
     let mut path = None;
-    let result = run_steps(local, target.as_mut(), opts, &step, &mut path).await;
+    let mut same_as = None;
+    let result = match target.locate(opts.remote_home.as_deref(), &step).await {
+        Err(e) => Err(e),
+        Ok(loc) => {
+            path = Some(loc.auth_path());
+            let identity = target.identity();
+            let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
+            same_as = first.filter(|f| *f != label);
+            if same_as.is_some() {
+                step("same destination as another target: waiting for it");
+            }
+            cell.get_or_init(|| write_steps(local, target.as_mut(), &loc, opts, &step)).await.clone()
+        }
+    };
     let (outcome, reason, hint) = match result {
         Ok(Decision::Write(o)) => (o, None, None),
         Ok(Decision::Unchanged) => (Outcome::Unchanged, None, None),
         Ok(Decision::Skip(why)) => (Outcome::Skipped, Some(why), Some("add --force to overwrite it".to_string())),
         Err(e) => (Outcome::Failed, Some(e.message), e.hint),
     };
-    TargetReport { target: label, path, outcome, dry_run: opts.dry_run, reason, hint }
+    let identity = target.identity();
+    TargetReport { target: label, path, outcome, dry_run: opts.dry_run, reason, hint, same_as, identity }
 }
 
-async fn run_steps(
+/// Targets of one push that resolve to the same destination (identity + path) share one write:
+/// the first one does it, the others wait for its result (DESIGN.md §9, issue 11 item 9).
+#[derive(Default)]
+struct Destinations {
+    cells: Mutex<HashMap<String, (Arc<DecisionCell>, String)>>,
+}
+
+type DecisionCell = OnceCell<Result<Decision, TargetError>>;
+
+impl Destinations {
+    /// The shared cell of this destination and the first target that claimed it (`None` for a
+    /// target without an identity: it is its own destination).
+    fn claim(&self, identity: Option<&Identity>, loc: &Location, label: &str) -> (Arc<DecisionCell>, Option<String>) {
+        let Some(identity) = identity else { return (Arc::new(OnceCell::new()), None) };
+        let key = format!("{identity:?} {}", loc.auth_path());
+        let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
+        let (cell, first) = cells.entry(key).or_insert_with(|| (Arc::new(OnceCell::new()), label.to_string()));
+        (cell.clone(), Some(first.clone()))
+    }
+}
+
+async fn write_steps(
     local: &LocalCredential,
     target: &mut dyn Target,
+    loc: &Location,
     opts: &PushOptions,
     step: StepFn<'_>,
-    path: &mut Option<String>,
 ) -> Result<Decision, TargetError> {
-    let loc: Location = target.locate(opts.remote_home.as_deref(), step).await?;
-    *path = Some(loc.auth_path());
     step("reading the current credential");
-    let current = target.read(&loc).await?;
+    let current = target.read(loc).await?;
     let decision = decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force);
     if let Decision::Write(_) = decision
         && !opts.dry_run
     {
-        target.write(&loc, local.bytes(), step).await?;
+        target.write(loc, local.bytes(), step).await?;
     }
     Ok(decision)
 }
@@ -304,7 +360,7 @@ pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str,
     // A target file we cannot parse is replaced: it is no working login.
     let Ok(theirs) = AuthFile::parse(Path::new(remote_path), remote) else { return Decision::Write(Outcome::Updated) };
     let ours = local.file();
-    let same = match (Identity::of(ours), Identity::of(&theirs)) {
+    let same = match (Owner::of(ours), Owner::of(&theirs)) {
         (Some(a), Some(b)) => a.same_account(&b),
         // One side holds no ChatGPT login (an API key): no rotation hazard between them.
         _ => Sameness::Different,
@@ -338,22 +394,22 @@ enum Sameness {
 
 /// Who a file with ChatGPT tokens belongs to: the account id (`tokens.account_id`, else the
 /// id_token claim) and the id_token's email claim.
-struct Identity {
+struct Owner {
     account: Option<String>,
     email: Option<String>,
 }
 
-impl Identity {
-    fn of(f: &AuthFile) -> Option<Identity> {
+impl Owner {
+    fn of(f: &AuthFile) -> Option<Owner> {
         let t = f.tokens.as_ref()?;
         let claims = IdClaims::parse(t.id_token.expose()).ok();
         let account = t.account_id.clone().or_else(|| claims.as_ref()?.account_id.clone());
         let email = claims.and_then(|c| c.email);
-        Some(Identity { account, email })
+        Some(Owner { account, email })
     }
 
     /// Account ids when both sides have one, else emails when both have one, else unknown.
-    fn same_account(&self, other: &Identity) -> Sameness {
+    fn same_account(&self, other: &Owner) -> Sameness {
         let verdict = |same: bool| if same { Sameness::Same } else { Sameness::Different };
         if let (Some(a), Some(b)) = (&self.account, &other.account) {
             return verdict(a == b);

@@ -97,6 +97,17 @@ impl AuthFile {
         self.last_refresh.as_deref().and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
     }
 
+    /// The ChatGPT account this login is for: `tokens.account_id`, else the id_token's claim.
+    pub fn account_id(&self) -> Option<String> {
+        let t = self.tokens.as_ref()?;
+        t.account_id.clone().or_else(|| IdClaims::parse(t.id_token.expose()).ok()?.account_id)
+    }
+
+    /// The email claim of the id_token.
+    pub fn email(&self) -> Option<String> {
+        IdClaims::parse(self.tokens.as_ref()?.id_token.expose()).ok()?.email
+    }
+
     /// The non-empty API key stored in the file.
     pub fn api_key(&self) -> Option<&Secret> {
         self.openai_api_key.as_ref().filter(|k| !k.is_empty())

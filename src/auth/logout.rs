@@ -1,19 +1,69 @@
-//! Logging out: remove auth.json, and any temp copy of it a crashed write left in the home.
-//! Idempotent: a home with nothing to remove is not an error.
-//! (Revoking the refresh token at the issuer belongs here too, DESIGN.md §9.)
+//! Logging out (DESIGN.md §9): under the home's lock, revoke a ChatGPT login's refresh token at
+//! the issuer (best effort, 10 s), then remove auth.json and any temp copy of it a crashed write
+//! left in the home. Idempotent: a home with nothing to
+//! remove is not an error. Whether other copies of the login must go first is the caller's
+//! decision (`family::logout` asks the ledger); this module knows no transport.
 
+use crate::auth::file::{AuthFile, AuthFileError};
+use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::auth::oauth::OAuthClient;
 use crate::home::HomeError;
 use std::path::Path;
 
-/// Remove the credential file at `auth_path`; `Ok(false)` when there was none.
-pub fn logout(auth_path: &Path) -> Result<bool, HomeError> {
-    let removed = match std::fs::remove_file(auth_path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(HomeError::io(auth_path, e)),
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Home(#[from] HomeError),
+}
+
+/// What happened to the refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The issuer confirmed.
+    Revoked,
+    /// Not asked: an API key, no file, `--local`, or an unreadable file.
+    NotAttempted,
+    /// The issuer could not be reached or refused; the reason (no secrets).
+    Failed(String),
+}
+
+/// What [`logout`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedOut {
+    pub removed: bool,
+    pub revocation: Revocation,
+}
+
+/// Remove the credential file at `auth_path`, first revoking its refresh token with `revoke_with`
+/// when it holds a ChatGPT login (`None`: delete only).
+pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Result<LoggedOut, LogoutError> {
+    let dir = auth_path.parent().unwrap_or(Path::new("."));
+    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
+    let revocation = match (revoke_with, AuthFile::load(auth_path)) {
+        (Some(client), Ok(Some(file))) => match &file.tokens {
+            Some(t) => match client.revoke(&t.refresh_token).await {
+                Ok(()) => Revocation::Revoked,
+                Err(e) => Revocation::Failed(e.to_string()),
+            },
+            None => Revocation::NotAttempted,
+        },
+        // A corrupt file is removed all the same: logging out must always be possible.
+        (_, Err(AuthFileError::Corrupt { .. })) | (_, Ok(_)) | (None, _) => Revocation::NotAttempted,
+        (_, Err(AuthFileError::Home(e))) => return Err(e.into()),
     };
-    if let Some(home) = auth_path.parent() {
-        crate::home::clean_stale_temps(home, crate::home::AUTH_FILE);
+    let removed = remove_file(auth_path)?;
+    // Temp copies a crashed write left behind hold the credential too.
+    crate::home::clean_stale_temps(dir, crate::home::AUTH_FILE);
+    Ok(LoggedOut { removed, revocation })
+}
+
+/// Remove `path`; `Ok(false)` when there was none.
+pub fn remove_file(path: &Path) -> Result<bool, HomeError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(HomeError::io(path, e)),
     }
-    Ok(removed)
 }

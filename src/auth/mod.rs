@@ -1,10 +1,11 @@
 //! The credential library: the auth.json model, selection, claims, and the login and refresh
-//! flows. Nothing here prints; callers render what it returns.
+//! flows, and the cross-process lock around auth.json. Nothing here prints; callers render what it returns.
 
 pub mod browser;
 pub mod cancel;
 pub mod claims;
 pub mod file;
+pub mod lock;
 pub mod login;
 pub mod logout;
 pub mod oauth;

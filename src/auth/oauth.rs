@@ -180,6 +180,27 @@ impl OAuthClient {
         parse_success(status, &body).map_err(RefreshError::Transient)
     }
 
+    /// Revoke a refresh token (DESIGN.md §9): POST `{issuer}/oauth/revoke`, JSON
+    /// `{"token","token_type_hint":"refresh_token","client_id"}`, within 10 seconds. Callers treat
+    /// it as best effort.
+    pub async fn revoke(&self, refresh_token: &Secret) -> Result<(), OAuthError> {
+        let body = serde_json::json!({
+            "token": refresh_token.expose(),
+            "token_type_hint": "refresh_token",
+            "client_id": self.client_id,
+        });
+        let url = self.endpoint("oauth/revoke");
+        let req = self.http.post(url.clone()).timeout(Duration::from_secs(10)).json(&body);
+        let resp =
+            req.send().await.map_err(|e| OAuthError::Unreachable { url: url.to_string(), reason: error_chain(&e) })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap_or_default();
+        if !(200..300).contains(&status) {
+            return Err(OAuthError::Status { status, code: error_code(&body) });
+        }
+        Ok(())
+    }
+
     /// Total time spent waiting on the issuer by this client (and its clones) so far.
     pub fn issuer_time(&self) -> Duration {
         self.timing.lock().map(|d| *d).unwrap_or_default()

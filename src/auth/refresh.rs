@@ -1,13 +1,24 @@
-//! Refreshing a ChatGPT login (DESIGN.md §3): trade the stored refresh token for new tokens,
+//! Refreshing a ChatGPT login (DESIGN.md §3, §9): trade the stored refresh token for new tokens,
 //! replace the ones the issuer returned, set `last_refresh`, keep every other key.
 //!
-//! auth.json is written only after the issuer answered with tokens; on any failure the file is
-//! left byte for byte as it was. A permanent failure (the refresh token was expired, reused or
-//! invalidated) means the user has to log in again; anything else may succeed later.
+//! The discipline, so that a refresh never burns a login:
+//! - **Lock, then re-read.** [`refresh_home`] takes the home's [`AuthLock`] and reads auth.json
+//!   again under it; when another process refreshed since the caller looked (the file changed
+//!   and its `last_refresh` is newer), it reports [`RefreshOutcome::AlreadyRefreshed`] and does
+//!   not call the issuer.
+//! - **Prove the save first.** The temp file of the new auth.json is created before the issuer
+//!   is called ([`PendingWrite`]); a home that cannot be written is an error that spent nothing.
+//! - **Validate the answer.** An access token and an id_token must be present and non-empty, the
+//!   id_token a decodable JWT of the same account; otherwise nothing is replaced.
+//! - **Never lose an accepted answer.** If the issuer accepted and the save still fails, the new
+//!   file is written to `auth.json.recovered` beside it (0600), and the error says how to restore.
 
 use crate::auth::claims::{IdClaims, expiry};
 use crate::auth::file::{AuthFile, AuthFileError, now_rfc3339};
-use crate::auth::oauth::{OAuthClient, RefreshError};
+use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::auth::oauth::{OAuthClient, RefreshError, RefreshedTokens};
+use crate::home::{HomeError, PendingWrite, read_optional, write_private};
+use crate::secret::Secret;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -15,15 +26,29 @@ use time::{Duration, OffsetDateTime};
 pub const REFRESH_AFTER: Duration = Duration::days(8);
 /// ...or when the access token expires within this.
 pub const EXPIRY_MARGIN: Duration = Duration::minutes(5);
+/// Name of the file a refresh that could not be saved leaves its tokens in, beside auth.json.
+pub const RECOVERY_FILE: &str = "auth.json.recovered";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshFailure {
     #[error(transparent)]
     File(#[from] AuthFileError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("{} holds no ChatGPT login to refresh", path.display())]
     NoTokens { path: PathBuf },
     #[error(transparent)]
     Issuer(#[from] RefreshError),
+    /// The new file could not even be prepared: the issuer was not called.
+    #[error("cannot write the refreshed login ({source}); the issuer was not called and the login still works")]
+    CannotSave { source: HomeError },
+    /// The issuer answered with tokens that must not be saved.
+    #[error("the issuer's refresh answer was refused: {reason}; auth.json was left unchanged")]
+    InvalidAnswer { reason: String },
+    /// The issuer accepted the refresh but the new auth.json could not be saved.
+    #[error("the refresh succeeded but {} could not be written ({source}){}", path.display(),
+        recovery.as_ref().map(|r| format!("; the new login is in {}", r.display())).unwrap_or_default())]
+    NotSaved { path: PathBuf, source: HomeError, recovery: Option<PathBuf> },
 }
 
 impl RefreshFailure {
@@ -44,48 +69,149 @@ pub struct Refreshed {
     pub refresh_token_rotated: bool,
 }
 
-/// Whether llmx would refresh this login now: `last_refresh` older than 8 days (or missing), or
-/// the access token expiring within 5 minutes.
-pub fn needs_refresh(file: &AuthFile, now: OffsetDateTime) -> bool {
-    let Some(tokens) = &file.tokens else { return false };
-    let stale = file.last_refresh_time().is_none_or(|t| now - t > REFRESH_AFTER);
-    let margin = EXPIRY_MARGIN.whole_seconds();
-    let expiring = expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin);
-    stale || expiring
+/// When [`refresh_home`] calls the issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Now (`llmx auth refresh`), unless another process refreshed meanwhile.
+    Always,
+    /// By llmx's rule ([`needs_refresh`]).
+    IfNeeded,
+    /// When the access token expires within this (`auth push`: [`EXPIRY_MARGIN`]).
+    ExpiresWithin(Duration),
 }
 
-/// Refresh the login stored at `path` using `client`.
-pub async fn refresh(path: &Path, client: &OAuthClient) -> Result<Refreshed, RefreshFailure> {
-    let mut file = AuthFile::load(path)?.ok_or_else(|| RefreshFailure::NoTokens { path: path.to_path_buf() })?;
+/// What [`refresh_home`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    Refreshed(Refreshed),
+    /// Another process refreshed while this one waited for the lock; the issuer was not called.
+    AlreadyRefreshed(Refreshed),
+    /// The rule said no.
+    NotNeeded,
+}
+
+/// Whether llmx would refresh this login now: the access token expiring within 5 minutes, or
+/// `last_refresh` older than 8 days (or missing).
+pub fn needs_refresh(file: &AuthFile, now: OffsetDateTime) -> bool {
+    if file.tokens.is_none() {
+        return false;
+    }
+    let stale = file.last_refresh_time().is_none_or(|t| now - t > REFRESH_AFTER);
+    stale || expires_within(file, EXPIRY_MARGIN, now)
+}
+
+/// Whether the access token of a ChatGPT login expires within `margin` of `now` (an opaque
+/// token, whose expiry is unknown, does not).
+pub fn expires_within(file: &AuthFile, margin: Duration, now: OffsetDateTime) -> bool {
+    let Some(tokens) = &file.tokens else { return false };
+    expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin.whole_seconds())
+}
+
+/// Refresh the login stored at `path` (locked, re-read, proven writable, validated).
+pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Result<RefreshOutcome, RefreshFailure> {
+    let before = read_optional(path).map_err(AuthFileError::from)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
+    let bytes = read_optional(path).map_err(AuthFileError::from)?;
+    let no_tokens = || RefreshFailure::NoTokens { path: path.to_path_buf() };
+    let file = AuthFile::parse(path, bytes.as_deref().ok_or_else(no_tokens)?)?;
+    if file.tokens.is_none() {
+        return Err(no_tokens());
+    }
+    if let Some(before) = before.as_deref()
+        && Some(before) != bytes.as_deref()
+        && let Ok(old) = AuthFile::parse(path, before)
+        && old.tokens.is_some()
+        && file.last_refresh_time() > old.last_refresh_time()
+    {
+        return Ok(RefreshOutcome::AlreadyRefreshed(describe(&file, false)));
+    }
+    let now = OffsetDateTime::now_utc();
+    let due = match when {
+        When::Always => true,
+        When::IfNeeded => needs_refresh(&file, now),
+        When::ExpiresWithin(margin) => expires_within(&file, margin, now),
+    };
+    if !due {
+        return Ok(RefreshOutcome::NotNeeded);
+    }
+    let (_, r) = refresh_and_save(&file, path, client).await?;
+    Ok(RefreshOutcome::Refreshed(r))
+}
+
+/// Refresh `file` (which may come from another holder) and save the result at `path`. The
+/// caller holds the home's lock. The temp file is created before the issuer is called.
+pub async fn refresh_and_save(
+    file: &AuthFile,
+    path: &Path,
+    client: &OAuthClient,
+) -> Result<(AuthFile, Refreshed), RefreshFailure> {
+    let pending = PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?;
+    let (new, r) = refresh_file(file, client).await?;
+    let bytes = new.to_bytes();
+    if let Err(source) = pending.commit(&bytes) {
+        let recovery = path.with_file_name(RECOVERY_FILE);
+        let recovery = write_private(&recovery, &bytes).ok().map(|()| recovery);
+        return Err(RefreshFailure::NotSaved { path: path.to_path_buf(), source, recovery });
+    }
+    Ok((new, r))
+}
+
+/// Call the issuer and build the refreshed file; nothing is written.
+pub async fn refresh_file(file: &AuthFile, client: &OAuthClient) -> Result<(AuthFile, Refreshed), RefreshFailure> {
+    let mut file = file.clone();
     let Some(tokens) = file.tokens.as_mut() else {
-        return Err(RefreshFailure::NoTokens { path: path.to_path_buf() });
+        return Err(RefreshFailure::NoTokens { path: PathBuf::from(crate::home::AUTH_FILE) });
     };
     let new = client.refresh(&tokens.refresh_token).await?;
+    let expected = tokens.account_id.clone().or_else(|| IdClaims::parse(tokens.id_token.expose()).ok()?.account_id);
+    let (id, access) =
+        validate(&new, expected.as_deref()).map_err(|reason| RefreshFailure::InvalidAnswer { reason })?;
     let rotated = new.refresh_token.as_ref().is_some_and(|r| *r != tokens.refresh_token);
-    if let Some(id) = new.id_token {
-        if tokens.account_id.is_none() {
-            tokens.account_id = IdClaims::parse(id.expose()).ok().and_then(|c| c.account_id);
-        }
-        tokens.id_token = id;
+    if tokens.account_id.is_none() {
+        tokens.account_id = IdClaims::parse(id.expose()).ok().and_then(|c| c.account_id);
     }
-    if let Some(a) = new.access_token {
-        tokens.access_token = a;
-    }
+    tokens.id_token = id;
+    tokens.access_token = access;
     if let Some(r) = new.refresh_token {
         tokens.refresh_token = r;
     }
-    let email = IdClaims::parse(tokens.id_token.expose()).ok().and_then(|c| c.email);
-    let access_token_expires_at = expiry(tokens.access_token.expose());
-    let last_refresh = now_rfc3339();
-    file.last_refresh = Some(last_refresh.clone());
-    file.save(path)?;
-    Ok(Refreshed { email, last_refresh, access_token_expires_at, refresh_token_rotated: rotated })
+    file.last_refresh = Some(now_rfc3339());
+    let r = describe(&file, rotated);
+    Ok((file, r))
+}
+
+/// The answer must carry a non-empty access token and an id_token that is a JWT of the expected
+/// account; a refresh token, when sent, must not be empty. The reason never quotes a token.
+fn validate(new: &RefreshedTokens, account: Option<&str>) -> Result<(Secret, Secret), String> {
+    let id = new.id_token.clone().filter(|t| !t.is_empty()).ok_or("it has no id_token")?;
+    let access = new.access_token.clone().filter(|t| !t.is_empty()).ok_or("it has no access token")?;
+    if new.refresh_token.as_ref().is_some_and(Secret::is_empty) {
+        return Err("its refresh token is empty".into());
+    }
+    let claims = IdClaims::parse(id.expose()).map_err(|e| format!("its id_token is {e}"))?;
+    if let (Some(want), Some(got)) = (account, claims.account_id.as_deref())
+        && want != got
+    {
+        return Err(format!("its id_token is for account {got}, not {want}"));
+    }
+    Ok((id, access))
+}
+
+fn describe(file: &AuthFile, rotated: bool) -> Refreshed {
+    let tokens = file.tokens.as_ref();
+    Refreshed {
+        email: tokens.and_then(|t| IdClaims::parse(t.id_token.expose()).ok()).and_then(|c| c.email),
+        last_refresh: file.last_refresh.clone().unwrap_or_default(),
+        access_token_expires_at: tokens.and_then(|t| expiry(t.access_token.expose())),
+        refresh_token_rotated: rotated,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::claims::test_jwt;
+    use crate::auth::claims::{AUTH_CLAIMS, test_jwt};
     use crate::auth::file::Tokens;
     use crate::secret::Secret;
     use time::macros::datetime;
@@ -119,5 +245,24 @@ mod tests {
         assert!(needs_refresh(&file(None, None), now), "never refreshed");
         assert!(!needs_refresh(&file(Some("2025-08-09T12:00:00Z"), None), now), "opaque token, fresh");
         assert!(!needs_refresh(&AuthFile::with_api_key(Secret::new("k")), now), "API key: nothing to refresh");
+    }
+
+    #[test]
+    fn answers_without_tokens_or_with_a_broken_id_token_are_refused() {
+        let id =
+            |acc: &str| Some(Secret::new(test_jwt(&serde_json::json!({ AUTH_CLAIMS: {"chatgpt_account_id": acc} }))));
+        let ok = RefreshedTokens { id_token: id("a"), access_token: Some(Secret::new("at")), refresh_token: None };
+        assert!(validate(&ok, Some("a")).is_ok());
+        let cases = [
+            RefreshedTokens { access_token: Some(Secret::new("")), ..ok.clone() },
+            RefreshedTokens { access_token: None, ..ok.clone() },
+            RefreshedTokens { id_token: Some(Secret::new("not-a-jwt")), ..ok.clone() },
+            RefreshedTokens { id_token: None, ..ok.clone() },
+            RefreshedTokens { refresh_token: Some(Secret::new("")), ..ok.clone() },
+            RefreshedTokens { id_token: id("b"), ..ok.clone() },
+        ];
+        for c in cases {
+            assert!(validate(&c, Some("a")).is_err());
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! command to run, and the exit code (1 failure, 2 usage or config error).
 
 use llmx::auth::file::AuthFileError;
+use llmx::auth::lock::LockError;
 use llmx::config::ConfigError;
+use llmx::family::ledger::LedgerError;
 use llmx::home::HomeError;
 
 #[derive(Debug)]
@@ -50,6 +52,25 @@ impl From<AuthFileError> for Failure {
                 f.hint("fix or remove the file, then run `llmx login` (the file was left as it is)")
             }
             AuthFileError::Home(_) => f,
+        }
+    }
+}
+
+impl From<LockError> for Failure {
+    fn from(e: LockError) -> Failure {
+        Failure::new(e.to_string()).hint("another llmx is working on this login; wait for it and try again")
+    }
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Failure {
+        match e {
+            LedgerError::Corrupt { ref path, .. } => {
+                let hint = format!("fix {} or move it away (it lists where this login was pushed)", path.display());
+                Failure::new(e.to_string()).hint(hint)
+            }
+            LedgerError::Lock(l) => l.into(),
+            LedgerError::Home(h) => h.into(),
         }
     }
 }

@@ -1,29 +1,105 @@
-//! `llmx logout`: renders `auth::logout` (idempotent: logging out twice is not an error).
+//! `llmx logout`: revoke a ChatGPT login's refresh token and remove auth.json (idempotent:
+//! logging out twice is not an error). When the ledger knows other copies of the login, it
+//! refuses unless `--everywhere` (remove those copies, then revoke) or `--local` (delete only
+//! the local file, revoke nothing).
 
+use crate::cli::refresh::client;
+use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
+use llmx::auth::logout::Revocation;
+use llmx::family::logout::{FamilyLogoutError, Scope, logout};
+use llmx::push::{Outcome, PushEvent};
+use llmx::targets::resolve::ResolveOptions;
+
+const EXAMPLES: &str = "\
+Examples:
+  llmx logout                    # revoke the login at the issuer and delete auth.json
+  llmx logout --everywhere       # first delete every pushed copy (see `llmx auth where`)
+  llmx logout --local            # delete only this machine's file; pushed copies keep working
+
+Revoking a ChatGPT login signs out every copy of it, so logout refuses while the ledger knows
+other copies, unless --everywhere or --local says which you mean.";
 
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct LogoutArgs {
     /// Print a JSON object instead of text
     #[arg(long)]
     pub json: bool,
+
+    /// Remove every pushed copy of this login first, then revoke it
+    #[arg(long, conflicts_with = "local")]
+    pub everywhere: bool,
+
+    /// Delete only the local auth.json; revoke nothing (pushed copies keep working)
+    #[arg(long)]
+    pub local: bool,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
 }
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
-    let removed = llmx::auth::logout::logout(&path)?;
+    let scope = match (args.everywhere, args.local) {
+        (true, _) => Scope::Everywhere,
+        (_, true) => Scope::Local,
+        _ => Scope::Default,
+    };
+    let client = client(ctx)?;
+    let rt = crate::cli::runtime()?;
+    // The copies removed by --everywhere are listed after the fact, with the local result.
+    let on_event = |_: PushEvent<'_>| {};
+    let resolve = ResolveOptions { ssh: args.ssh.options() };
+    let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, &on_event)).map_err(|e| match e {
+        FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
+            "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",
+        ),
+        FamilyLogoutError::Ledger(e) => e.into(),
+        FamilyLogoutError::Logout(e) => Failure::new(e.to_string()),
+    })?;
     let env_key_set = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty());
+    let (revoked, revoke_error) = match &done.local.revocation {
+        Revocation::Revoked => (true, None),
+        Revocation::NotAttempted => (false, None),
+        Revocation::Failed(why) => (false, Some(why.clone())),
+    };
+    let failed = done.remote.iter().filter(|r| r.outcome == Outcome::Failed).count();
     if args.json {
-        output::json_line(
-            &serde_json::json!({"removed": removed, "auth_file": path.display().to_string(), "env_api_key_set": env_key_set}),
-        )?;
+        output::json_line(&serde_json::json!({
+            "removed": done.local.removed,
+            "auth_file": path.display().to_string(),
+            "env_api_key_set": env_key_set,
+            "revoked": revoked,
+            "revoke_error": revoke_error,
+            "scope": match scope { Scope::Default => "default", Scope::Everywhere => "everywhere", Scope::Local => "local" },
+            "remote": done.remote,
+        }))?;
     } else {
-        let mut lines = vec![if removed {
+        let mut lines: Vec<String> = done
+            .remote
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}  {}{}",
+                    r.target,
+                    r.outcome.as_str(),
+                    r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        lines.push(if done.local.removed {
             "Logged out: removed ".to_string() + &path.display().to_string()
         } else {
             "Not logged in: nothing to remove".to_string()
-        }];
+        });
+        if revoked {
+            lines.push("Revoked the refresh token at the issuer: every copy of this login is signed out".into());
+        }
+        if let Some(why) = &revoke_error {
+            lines.push(format!("Note: could not revoke the refresh token ({why}); it stays valid until it expires"));
+        }
         if env_key_set {
             lines.push(
                 "Note: OPENAI_API_KEY is set in this environment and still applies; unset it to log out fully.".into(),
@@ -31,5 +107,5 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         }
         output::lines(&lines)?;
     }
-    Ok(0)
+    Ok(if failed > 0 { 1 } else { 0 })
 }

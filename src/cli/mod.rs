@@ -3,15 +3,21 @@
 
 mod browser;
 mod failure;
+mod family;
 mod login;
 mod logout;
 mod output;
+mod pull;
 mod push;
 mod push_view;
 mod refresh;
+mod remove;
 pub mod ssh_args;
 mod status;
+mod sync;
 mod tunnel;
+#[path = "where.rs"]
+mod where_;
 
 pub use failure::Failure;
 
@@ -27,6 +33,8 @@ Examples:
   llmx login status --json
   llmx auth push docker:web               # copy this machine's credential into a container
   llmx auth status docker:web             # what a container holds
+  llmx auth where                         # every place this login was pushed, and what it holds
+  llmx auth sync                          # one live copy everywhere (run it from cron)
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
@@ -47,7 +55,7 @@ pub struct Cli {
 pub enum Command {
     /// Sign in with the browser (OAuth + PKCE) or with an API key from stdin
     Login(login::LoginArgs),
-    /// Remove the stored credentials (auth.json)
+    /// Revoke the login and remove the stored credentials (auth.json)
     Logout(logout::LogoutArgs),
     /// Credential status, refresh, and provisioning to other machines
     #[command(subcommand)]
@@ -64,6 +72,14 @@ pub enum AuthCommand {
     Push(push::PushArgs),
     /// Sign a remote machine in with its own login, from this machine's browser (over SSH)
     Tunnel(tunnel::TunnelArgs),
+    /// Every place this login was pushed, and what each holds now
+    Where(where_::WhereArgs),
+    /// Adopt a target's fresher copy of this login
+    Pull(pull::PullArgs),
+    /// Keep one live copy of this login: newest copy, refreshed once, written everywhere
+    Sync(sync::SyncArgs),
+    /// Delete this login's copies from targets (and from the ledger)
+    Remove(remove::RemoveArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -91,6 +107,10 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Auth(AuthCommand::Refresh(args)) => refresh::run(&ctx, args),
         Command::Auth(AuthCommand::Push(args)) => push::run(&ctx, args),
         Command::Auth(AuthCommand::Tunnel(args)) => tunnel::run(&ctx, args),
+        Command::Auth(AuthCommand::Where(args)) => where_::run(&ctx, args),
+        Command::Auth(AuthCommand::Pull(args)) => pull::run(&ctx, args),
+        Command::Auth(AuthCommand::Sync(args)) => sync::run(&ctx, args),
+        Command::Auth(AuthCommand::Remove(args)) => remove::run(&ctx, args),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::cli::push_view::PushView;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure};
 use clap::Args;
+use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
@@ -22,6 +23,11 @@ Examples:
   llmx auth push docker:web --remote-home /srv/llmx
   llmx auth push ssh:deploy@build-01 ssh:ci@10.0.0.7:2222   # SSH hosts (~/.ssh/config aliases work)
   llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
+
+Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
+`llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
+refreshed before it is pushed. Targets that turn out to be the same destination (aliases of one
+host) are written once.
 
 Outcomes: created, updated, unchanged, skipped (the target holds a fresher login of the
 same account; --force overwrites it), failed. Exit status 0 only when no target failed.
@@ -74,9 +80,26 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
     }
 }
 
+/// A ChatGPT login whose access token expires within 5 minutes is refreshed (under the lock)
+/// before it is copied anywhere: a copy that must refresh at once is a copy about to race.
+fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
+    let path = ctx.home.auth_path();
+    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&path) else { return Ok(()) };
+    let now = time::OffsetDateTime::now_utc();
+    if dry_run || !refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now) {
+        return Ok(());
+    }
+    let client = crate::cli::refresh::client(ctx)?;
+    let rt = crate::cli::runtime()?;
+    rt.block_on(refresh::refresh_home(&path, &client, refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
+        .map(|_| ())
+        .map_err(|e| crate::cli::refresh::failure(e, &path))
+}
+
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
+    refresh_if_expiring(ctx, args.dry_run)?;
     let local = LocalCredential::load(&ctx.home.auth_path()).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } => {
             Failure::new(e.to_string()).hint("run `llmx login` (or `llmx login --with-api-key`) first")
@@ -98,5 +121,8 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         let summary = llmx::push::push(&local, targets, &opts, &on_event).await;
         view.finish(&summary).map(|()| summary)
     })?;
+    if !opts.dry_run {
+        llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports)?;
+    }
     Ok(if summary.all_ok() { 0 } else { 1 })
 }

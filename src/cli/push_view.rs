@@ -96,6 +96,17 @@ impl PushView {
 
     /// The recap (and, on a terminal, the hints of failed targets) after the push.
     pub fn finish(&self, summary: &PushSummary) -> std::io::Result<()> {
+        self.finish_with(summary, serde_json::Map::new(), &[])
+    }
+
+    /// [`finish`](PushView::finish) for the family commands: `extra` fields join the JSON
+    /// summary; `lines` are printed before the human recap.
+    pub fn finish_with(
+        &self,
+        summary: &PushSummary,
+        extra: serde_json::Map<String, serde_json::Value>,
+        lines: &[String],
+    ) -> std::io::Result<()> {
         let mut out = std::io::stdout().lock();
         if let Mode::Json = self.mode {
             let mut counts = serde_json::Map::new();
@@ -115,6 +126,9 @@ impl PushView {
                 "ok": summary.all_ok(),
                 "warnings": warnings,
             });
+            if let Some(obj) = line.as_object_mut() {
+                obj.extend(extra);
+            }
             clean_json(&mut line);
             writeln!(out, "{line}")?;
             return out.flush();
@@ -124,6 +138,9 @@ impl PushView {
             for r in &summary.reports {
                 writeln!(out, "{}  {}", clean(&r.target), outcome_text(r))?;
             }
+        }
+        for l in lines {
+            writeln!(out, "{l}")?;
         }
         let parts: Vec<String> = Outcome::ALL
             .iter()
@@ -148,6 +165,7 @@ fn outcome_text(r: &TargetReport) -> String {
     let verb = match (r.outcome, r.dry_run) {
         (Outcome::Created, true) => "would create",
         (Outcome::Updated, true) => "would update",
+        (Outcome::Removed, true) => "would remove",
         (o, _) => o.as_str(),
     };
     let mut text = match r.outcome {
@@ -156,6 +174,12 @@ fn outcome_text(r: &TargetReport) -> String {
         }
         _ => format!("{verb} {path}"),
     };
+    if let Some(first) = &r.same_as {
+        text.push_str(&format!(" (same destination as {first}: written once)"));
+    }
+    if let (Some(why), Outcome::Unchanged) = (&r.reason, r.outcome) {
+        text.push_str(&format!(" ({why})"));
+    }
     if let Some(h) = &r.hint {
         text.push_str(&format!(" (hint: {h})"));
     }

@@ -1,10 +1,13 @@
-//! `llmx auth refresh`: refresh the stored ChatGPT tokens now. auth.json is left untouched on any
-//! failure; a permanent one (the refresh token is no longer valid) says to log in again.
+//! `llmx auth refresh`: refresh the stored ChatGPT tokens now, under the home's lock. When
+//! another llmx refreshed while this one waited, its result is reported and the issuer is not
+//! called again. auth.json is left untouched on any failure; a permanent one (the refresh token
+//! is no longer valid) says to log in again; an accepted refresh that could not be saved names
+//! the recovery file.
 
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
 use llmx::auth::oauth::{OAuthClient, RefreshError};
-use llmx::auth::refresh::{self, RefreshFailure};
+use llmx::auth::refresh::{self, RefreshFailure, RefreshOutcome, When};
 use llmx::auth::status::format_unix;
 
 #[derive(Debug, Args)]
@@ -14,40 +17,29 @@ pub struct RefreshArgs {
     pub json: bool,
 }
 
-pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
+/// The OAuth client of the configured issuer (a bad `auth_issuer` is a config error, exit 2).
+pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
     let settings = ctx.settings()?;
-    let client = OAuthClient::new(&settings.auth_issuer, &settings.auth_client_id)
-        .map_err(|e| Failure::usage(e.to_string()).hint("check auth_issuer in config.toml or your -c override"))?;
+    OAuthClient::new(&settings.auth_issuer, &settings.auth_client_id)
+        .map_err(|e| Failure::usage(e.to_string()).hint("check auth_issuer in config.toml or your -c override"))
+}
+
+pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
+    let client = client(ctx)?;
     let path = ctx.home.auth_path();
     let runtime = crate::cli::runtime()?;
-    match runtime.block_on(refresh::refresh(&path, &client)) {
-        Ok(r) => {
-            let expires = r.access_token_expires_at.and_then(format_unix);
-            if args.json {
-                output::json_line(&serde_json::json!({
-                    "refreshed": true,
-                    "auth_file": path.display().to_string(),
-                    "email": r.email,
-                    "last_refresh": r.last_refresh,
-                    "access_token_expires_at": expires,
-                    "refresh_token_rotated": r.refresh_token_rotated,
-                }))?;
-            } else {
-                let mut lines = vec![format!(
-                    "Refreshed the ChatGPT login{}",
-                    r.email.as_deref().map(|e| format!(" of {e}")).unwrap_or_default()
-                )];
-                if let Some(t) = expires {
-                    lines.push(format!("  Access token expires: {t}"));
-                }
-                output::lines(&lines)?;
-            }
-            Ok(0)
-        }
+    let (r, by_other) = match runtime.block_on(refresh::refresh_home(&path, &client, When::Always)) {
+        Ok(RefreshOutcome::Refreshed(r)) => (r, false),
+        Ok(RefreshOutcome::AlreadyRefreshed(r)) => (r, true),
+        Ok(RefreshOutcome::NotNeeded) => return Err(Failure::new("nothing to refresh")),
         Err(e) => {
             if args.json {
                 let code = match &e {
                     RefreshFailure::Issuer(RefreshError::Permanent { code }) => Some(code.clone()),
+                    _ => None,
+                };
+                let recovery = match &e {
+                    RefreshFailure::NotSaved { recovery, .. } => recovery.as_ref().map(|p| p.display().to_string()),
                     _ => None,
                 };
                 output::json_line(&serde_json::json!({
@@ -55,22 +47,61 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
                     "permanent": e.is_permanent(),
                     "code": code,
                     "error": e.to_string(),
+                    "recovery_file": recovery,
                 }))?;
             }
-            Err(failure(e))
+            return Err(failure(e, &path));
         }
+    };
+    let expires = r.access_token_expires_at.and_then(format_unix);
+    if args.json {
+        output::json_line(&serde_json::json!({
+            "refreshed": true,
+            "by_another_process": by_other,
+            "auth_file": path.display().to_string(),
+            "email": r.email,
+            "last_refresh": r.last_refresh,
+            "access_token_expires_at": expires,
+            "refresh_token_rotated": r.refresh_token_rotated,
+        }))?;
+    } else {
+        let who = r.email.as_deref().map(|e| format!(" of {e}")).unwrap_or_default();
+        let mut lines = vec![if by_other {
+            format!("The ChatGPT login{who} was just refreshed by another llmx process; not refreshing again")
+        } else {
+            format!("Refreshed the ChatGPT login{who}")
+        }];
+        if let Some(t) = expires {
+            lines.push(format!("  Access token expires: {t}"));
+        }
+        output::lines(&lines)?;
     }
+    Ok(0)
 }
 
-fn failure(e: RefreshFailure) -> Failure {
+/// The one mapping of refresh failures to messages and hints (refresh, push, sync use it).
+pub fn failure(e: RefreshFailure, path: &std::path::Path) -> Failure {
     match e {
         RefreshFailure::File(e) => e.into(),
+        RefreshFailure::Lock(_) => Failure::new(e.to_string())
+            .hint("wait for the other llmx to finish, or find it with `fuser` on the lock file"),
         RefreshFailure::NoTokens { .. } => {
             Failure::new(e.to_string()).hint("sign in with `llmx login` first (an API key needs no refresh)")
         }
+        RefreshFailure::CannotSave { .. } => Failure::new(e.to_string())
+            .hint(format!("make {} writable, then refresh again", path.parent().unwrap_or(path).display())),
+        RefreshFailure::InvalidAnswer { .. } => Failure::new(e.to_string())
+            .hint("try `llmx auth refresh` again; if the login no longer works, run `llmx login`"),
+        RefreshFailure::NotSaved { ref recovery, .. } => {
+            let hint = match recovery {
+                Some(r) => format!("restore it with `mv {} {}`", r.display(), path.display()),
+                None => "the new tokens could not be kept; run `llmx login`".to_string(),
+            };
+            Failure::new(e.to_string()).hint(hint)
+        }
         RefreshFailure::Issuer(RefreshError::Permanent { ref code }) => {
             let why = if code == "refresh_token_reused" {
-                " (another copy of this login refreshed first: keep one live copy per machine, see docs/headless.md)"
+                " (another copy of this login refreshed first: run `llmx auth where`, or keep one live copy per machine, see docs/headless.md)"
             } else {
                 ""
             };

@@ -18,7 +18,8 @@
 //!    The caller applies [`judge_dir`] — the same rule as the SSH and archive paths — and answers
 //!    `keep`, `tighten` (chmod 700) or `no` (a refusal: nothing is written, and the caller must
 //!    not fall back to a path that writes as root).
-//! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`), creates the temp file
+//! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`, older than ten minutes: a
+//!    younger one may be another write's), creates the temp file
 //!    exclusively (`set -C`, umask 077: mode 0600 before any byte is written) on a descriptor it
 //!    keeps, copies stdin to end of input into it, and checks that exactly N bytes arrived (a
 //!    connection cut mid-transfer ends the input early: the short temp file is removed, auth.json
@@ -73,7 +74,7 @@ read -r v || exit 0
 case $v in keep) ;; tighten) chmod 700 "$d" || exit 3;; *) exit 0;; esac
 [ ! -L "$f" ] || exit 3
 t=${d%/}/.auth.json.llmx-$x
-rm -f -- "${d%/}"/.auth.json.llmx-* 2>/dev/null
+find "${d%/}" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} + 2>/dev/null
 set -C
 command exec 3>"$t" || exit 3
 set +C
@@ -493,14 +494,24 @@ mod tests {
     #[test]
     fn exec_write_removes_stale_temp_files_and_its_own_on_failure() {
         let (_t, home) = private_home();
-        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        let stale = |home: &std::path::Path| {
+            let f = std::fs::File::create(home.join(".auth.json.llmx-stale")).unwrap();
+            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+            // A young one belongs to a write under way (another alias of the host): it stays.
+            std::fs::write(home.join(".auth.json.llmx-young"), "another write").unwrap();
+        };
+        let names = |home: &std::path::Path| {
+            let mut n: Vec<_> = std::fs::read_dir(home).unwrap().map(|e| e.unwrap().file_name()).collect();
+            n.sort();
+            n
+        };
+        stale(&home);
         // A failed write (short input) leaves neither the stale file nor its own.
         assert_eq!(run_script(&home, 9, b"new"), Some(3));
-        assert_eq!(std::fs::read_dir(&home).unwrap().count(), 0);
-        std::fs::write(home.join(".auth.json.llmx-stale"), "old credential").unwrap();
+        assert_eq!(names(&home), [".auth.json.llmx-young"]);
+        stale(&home);
         assert_eq!(run_script(&home, 3, b"new"), Some(0));
-        let names: Vec<_> = std::fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["auth.json"]);
+        assert_eq!(names(&home), [".auth.json.llmx-young", "auth.json"]);
     }
 
     #[test]

@@ -132,6 +132,19 @@ pub fn judge_dir(path: &str, facts: &DirFacts, want_uid: Option<u32>) -> Result<
     if facts.mode & 0o7777 == 0o700 || path == "/" { Ok(DirVerdict::Keep) } else { Ok(DirVerdict::Tighten) }
 }
 
+/// Who a target is once resolved, independent of how it was named: aliases of one host, or a
+/// name and a label that match one container, have the same identity. Kept in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Identity {
+    Docker { container_id: String },
+    Ssh { host_key: String, user: String, port: u16 },
+}
+
+/// How old a temp file left beside auth.json must be before a write removes it: a younger one
+/// may belong to a push that is still running (another alias of the same host, another llmx).
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The target's current auth.json and what its metadata says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -168,6 +181,13 @@ pub trait Target: Send {
         bytes: &'a [u8],
         step: StepFn<'a>,
     ) -> BoxFuture<'a, Result<(), TargetError>>;
+
+    /// Who the target turned out to be, once `locate` succeeded.
+    fn identity(&self) -> Option<Identity>;
+
+    /// Delete auth.json (never through a symbolic link, never one owned by another user);
+    /// `Ok(false)` when there was none.
+    fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>>;
 }
 
 #[cfg(test)]

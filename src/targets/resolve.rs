@@ -9,7 +9,7 @@ use crate::ssh::SshOptions;
 use crate::targets::SshTarget;
 use crate::targets::docker::connect::Engine;
 use crate::targets::docker::{DockerTarget, containers_with_label};
-use crate::targets::{DockerSelector, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
+use crate::targets::{DockerSelector, Identity, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
 
 /// What the kinds need to reach their targets: one field per kind that has options.
@@ -94,6 +94,15 @@ impl Target for FailedTarget {
     }
 
     fn write<'a>(&'a mut self, _: &'a Location, _: &'a [u8], _: StepFn<'a>) -> BoxFuture<'a, Result<(), TargetError>> {
+        let e = self.error.clone();
+        Box::pin(async move { Err(e) })
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        None
+    }
+
+    fn remove<'a>(&'a mut self, _: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
         let e = self.error.clone();
         Box::pin(async move { Err(e) })
     }

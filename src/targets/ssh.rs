@@ -11,14 +11,18 @@
 //! file with one link. Before that it refuses a symlinked auth.json, an auth.json owned by another
 //! user, and a credential directory that [`judge_dir`] refuses (a symbolic link, another user's, or
 //! one others can write to, such as `/tmp`), and removes temp files that an interrupted push left
-//! behind. After it, auth.json is read back (at most [`crate::targets::MAX_READ`]) and its SHA-256
-//! compared. The credential travels only inside the SFTP stream, never on a command line.
+//! behind (only those older than ten minutes: a younger one may be another write's). After it,
+//! auth.json is read back (at most [`crate::targets::MAX_READ`]) and its SHA-256 compared. The
+//! credential travels only inside the SFTP stream, never on a command line.
 
 use crate::home::AUTH_FILE;
 use crate::ssh::SshAddress;
 use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
 use crate::targets::conversation::PRIVATE_FILE_FN;
-use crate::targets::{DirFacts, DirKind, DirVerdict, Location, RemoteFile, StepFn, Target, TargetError, judge_dir};
+use crate::targets::{
+    DirFacts, DirKind, DirVerdict, Identity, Location, RemoteFile, STALE_TEMP_AGE, StepFn, Target, TargetError,
+    judge_dir,
+};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -120,6 +124,38 @@ impl Target for SshTarget {
         }
         .boxed()
     }
+
+    fn identity(&self) -> Option<Identity> {
+        let info = self.session.as_ref()?.info();
+        Some(Identity::Ssh { host_key: info.host_key_fingerprint.clone(), user: info.user.clone(), port: info.port })
+    }
+
+    fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
+        async move {
+            let path = loc.auth_path();
+            let uid = loc.owner.map(|(u, _)| u);
+            Ok(self.connected()?.call(move |c| remove_remote(c, &path, uid)).await?)
+        }
+        .boxed()
+    }
+}
+
+/// Unlink auth.json (SFTP unlink is one `unlink(2)`): refuse a symbolic link, anything but a
+/// regular file, and a file owned by another user.
+fn remove_remote(c: &mut Conn, path: &str, uid: Option<u32>) -> Result<bool, SshError> {
+    let Some(st) = c.lstat(path)? else { return Ok(false) };
+    match kind(&st) {
+        S_IFREG => {}
+        S_IFLNK => return Err(refuse(c, path, "it is a symbolic link; remove it by hand")),
+        _ => return Err(refuse(c, path, "it is not a regular file")),
+    }
+    if let (Some(want), Some(have)) = (uid, st.uid)
+        && want != have
+    {
+        return Err(refuse(c, path, format!("it belongs to uid {have}, not to you (uid {want})")));
+    }
+    c.unlink(path)?;
+    Ok(true)
 }
 
 /// Login directory, uid/gid and `LLMX_HOME` as a non-interactive command sees them.
@@ -241,9 +277,17 @@ fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
             return Err(refuse(c, &auth, format!("it belongs to uid {have}, not to you (uid {want})")));
         }
     }
+    // Only old temp files: a young one belongs to a write still under way (another alias of this
+    // host in the same push, or another llmx), which removing it would break.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     for name in c.list_dir(home)? {
         if name.starts_with(TEMP_PREFIX) {
-            c.unlink(&format!("{}/{name}", home.trim_end_matches('/')))?;
+            let p = format!("{}/{name}", home.trim_end_matches('/'));
+            let old =
+                c.lstat(&p)?.and_then(|st| st.mtime).is_some_and(|m| now.saturating_sub(m) > STALE_TEMP_AGE.as_secs());
+            if old {
+                c.unlink(&p)?;
+            }
         }
     }
     Ok(())

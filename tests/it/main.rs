@@ -11,6 +11,7 @@
 
 mod credentials;
 mod docker;
+mod family;
 mod login;
 mod signin;
 mod ssh;

@@ -19,6 +19,9 @@
 //! - The device-code endpoints and a page to approve or decline a code: see [`device`].
 //! - Hostile answers for tests ([`Issuer::set_token_answer`]): every `/oauth/token` request gets
 //!   a [`TokenAnswer`] instead — a redirect, a raw body, or real tokens padded past any cap.
+//! - `POST /oauth/revoke`, JSON: revokes a refresh token (counted in [`IssuerStats::revocations`]).
+//! - Knobs: [`Issuer::set_refresh_answer`] makes an accepted refresh answer with an empty or
+//!   non-JWT token; [`Issuer::set_delay`] slows every token answer (concurrent-refresh tests).
 //!
 //! id_tokens carry `email` and, under `https://api.openai.com/auth`, `chatgpt_plan_type` and
 //! `chatgpt_account_id`; access tokens are JWTs with `exp`. Every token response waits for the
@@ -117,6 +120,21 @@ pub struct IssuerStats {
     pub api_key_exchanges: u32,
     pub refreshes: u32,
     pub rejected_token_requests: u32,
+    /// `POST /oauth/revoke` requests that revoked a refresh token this issuer handed out.
+    pub revocations: u32,
+}
+
+/// How the issuer answers a refresh that it accepts (the refresh token is used up either way):
+/// a test of "never burn a login" needs answers that a careful client must refuse to save.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefreshAnswer {
+    /// Three fresh tokens, as the real issuer does.
+    #[default]
+    Normal,
+    /// The access token is the empty string.
+    EmptyAccessToken,
+    /// The id_token is not a JWT.
+    NonJwtIdToken,
 }
 
 struct Grant {
@@ -138,6 +156,8 @@ struct Store {
     token_answer: Option<TokenAnswer>,
     /// Token requests received, whatever their answer.
     token_requests: u32,
+    refresh_answer: RefreshAnswer,
+    revoked: HashSet<String>,
 }
 
 struct Inner {
@@ -213,6 +233,16 @@ impl Issuer {
         lock(&self.inner.store).token_requests
     }
 
+    /// Answer accepted refreshes with `answer` (see [`RefreshAnswer`]).
+    pub fn set_refresh_answer(&self, answer: RefreshAnswer) {
+        lock(&self.inner.store).refresh_answer = answer;
+    }
+
+    /// Whether `refresh_token` was revoked through `POST /oauth/revoke`.
+    pub fn is_revoked(&self, refresh_token: &str) -> bool {
+        lock(&self.inner.store).revoked.contains(refresh_token)
+    }
+
     pub fn stats(&self) -> IssuerStats {
         lock(&self.inner.store).stats
     }
@@ -230,6 +260,7 @@ impl Issuer {
             .route("/api/accounts/deviceauth/usercode", post(device::usercode))
             .route("/api/accounts/deviceauth/token", post(device::token))
             .route("/codex/device", get(device::page).post(device::decide))
+            .route("/oauth/revoke", post(revoke))
             .fallback(|| async { (StatusCode::NOT_FOUND, "Not found\n") })
             .with_state(self);
         axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future().await
@@ -489,13 +520,41 @@ fn refresh_grant(issuer: &Issuer, body: &[u8]) -> Result<Value, Rejection> {
     if store.live_refresh.remove(token) {
         store.used_refresh.insert(token.to_string());
         store.stats.refreshes += 1;
-        return Ok(issuer.issue_tokens(&mut store));
+        let mut answer = issuer.issue_tokens(&mut store);
+        match store.refresh_answer {
+            RefreshAnswer::Normal => {}
+            RefreshAnswer::EmptyAccessToken => answer["access_token"] = json!(""),
+            RefreshAnswer::NonJwtIdToken => answer["id_token"] = json!("not-a-jwt"),
+        }
+        return Ok(answer);
     }
     let code = if store.used_refresh.contains(token) { "refresh_token_reused" } else { "refresh_token_invalidated" };
     Err(oauth_error(
         StatusCode::UNAUTHORIZED,
         json!({"error": {"code": code, "message": "Your refresh token can no longer be used. Please sign in again.", "type": "invalid_request_error"}}),
     ))
+}
+
+/// `POST /oauth/revoke`, JSON `{"token","token_type_hint":"refresh_token","client_id"}`: the
+/// refresh token stops working (a later refresh with it gets `refresh_token_invalidated`). As
+/// RFC 7009 says, an unknown token is not an error (200), but only a known one is counted.
+async fn revoke(State(issuer): State<Issuer>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let req = serde_json::from_slice::<Value>(&body).ok().filter(|_| content_type.starts_with("application/json"));
+    let Some(req) = req else {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
+    };
+    let get = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("");
+    if get("client_id") != issuer.config().client_id || get("token_type_hint") != "refresh_token" {
+        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_request"}))).into_response();
+    }
+    let token = get("token").to_string();
+    let mut store = lock(&issuer.inner.store);
+    if store.live_refresh.remove(&token) || store.used_refresh.contains(&token) {
+        store.stats.revocations += 1;
+        store.revoked.insert(token);
+    }
+    (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
 #[cfg(test)]

@@ -4,12 +4,20 @@
 
 use super::{LoginError, LoginSucceeded, Obtained, millis};
 use crate::auth::claims::IdClaims;
-use crate::auth::file::{AuthFile, AuthMode, Tokens, now_rfc3339};
+use crate::auth::file::{AuthFile, AuthFileError, AuthMode, Tokens, now_rfc3339};
+use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::home::HomeError;
 use std::path::Path;
 
-/// Write `obtained` to `path` atomically (0600) and say what was saved.
+/// Write `obtained` to `path` atomically (0600), under the home's lock (a concurrent refresh
+/// must not write the old login back over the new one), and say what was saved.
 pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginError> {
     let auth_file = path.display().to_string();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT).map_err(|e| match e {
+        LockError::Home(h) => LoginError::Save(h.into()),
+        other => LoginError::Save(AuthFileError::Home(HomeError::io(path, std::io::Error::other(other.to_string())))),
+    })?;
     match obtained {
         Obtained::ApiKey(key) => {
             let mut file = AuthFile::with_api_key(key.clone());

@@ -27,7 +27,7 @@
 //!   nothing runs, so nothing can observe that; in a running shell-less container the window is
 //!   one small write.
 //! * **No credential left behind.** Before a temporary file is written, temp files an earlier
-//!   push left (`.auth.json.llmx-*`) are removed. On the archive path a shell is run (as root,
+//!   push left (`.auth.json.llmx-*`, older than ten minutes) are removed. On the archive path a shell is run (as root,
 //!   as the engine writes) *before* the temporary file is uploaded, so a shell that cannot run
 //!   means an in-place upload with no temporary file; a failed `mv` removes its temporary file.
 //!   Only if exec stops working between those two steps is the temporary file overwritten with
@@ -44,7 +44,7 @@ pub mod user;
 
 use crate::targets::conversation::WriteError;
 use crate::targets::{
-    DirFacts, DirKind, DirVerdict, FileEntry, Location, RemoteFile, StepFn, Target, TargetError, judge_dir,
+    DirFacts, DirKind, DirVerdict, FileEntry, Identity, Location, RemoteFile, StepFn, Target, TargetError, judge_dir,
 };
 use archive::{ArchiveError, Links, Upload};
 use bollard::Docker;
@@ -353,7 +353,13 @@ async fn upload_into(
 
 /// Remove the temporary files earlier pushes left in `$1` (best effort; a missing directory
 /// is fine). Exit 0 means the shell runs.
-const CLEAN_SCRIPT: &str = r#"rm -f -- "$1"/.auth.json.llmx-* 2>/dev/null; exit 0"#;
+/// Only files older than ten minutes ([`crate::targets::STALE_TEMP_AGE`]): a younger one may
+/// belong to a write still under way.
+const CLEAN_SCRIPT: &str =
+    r#"find "$1" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} + 2>/dev/null; exit 0"#;
+
+/// Remove auth.json `$1`: exit 4 for a symbolic link, 5 when missing, 6 when not a regular file.
+const REMOVE_SCRIPT: &str = r#"[ -L "$1" ] && exit 4; [ -e "$1" ] || exit 5; [ -f "$1" ] || exit 6; rm -f -- "$1""#;
 
 /// Move `$1` over `$2`; on failure remove `$1` (it holds the credential) and exit 3, never 126 or
 /// 127 (which read as "could not run", after which the caller would blank the file again).
@@ -431,6 +437,41 @@ impl Target for DockerTarget {
         step: StepFn<'a>,
     ) -> BoxFuture<'a, Result<(), TargetError>> {
         Box::pin(self.do_write(loc, bytes, step))
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        self.resolved.as_ref().map(|r| Identity::Docker { container_id: r.id.clone() })
+    }
+
+    fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
+        Box::pin(self.do_remove(loc))
+    }
+}
+
+impl DockerTarget {
+    /// Deleting needs a command in the container (the archive API cannot delete): a running
+    /// container with `/bin/sh`.
+    async fn do_remove(&mut self, loc: &Location) -> Result<bool, TargetError> {
+        let r = self.resolved()?.clone();
+        // The exec conversation of the fast path ends when its input closes, writing nothing.
+        self.session = None;
+        let path = loc.auth_path();
+        if !(r.running && r.has_shell) {
+            return Err(TargetError::new(format!(
+                "cannot remove {path}: the container is not running or has no /bin/sh (the Engine API cannot delete files)"
+            ))
+            .with_hint(format!("start it and run `llmx auth remove docker:{}` again", self.container)));
+        }
+        let docker = self.engine.get().await?.clone();
+        match exec(&docker, &r.id, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
+            ExecResult::Ok => Ok(true),
+            ExecResult::Failed(why) if why.starts_with("exit status 5") => Ok(false),
+            ExecResult::Failed(why) if why.starts_with("exit status 4") => Err(symlink_refused(&path)),
+            ExecResult::Failed(why) => Err(TargetError::new(format!("removing {path}: {why}"))),
+            ExecResult::CannotRun => {
+                Err(TargetError::new(format!("removing {path}: the container's shell did not run")))
+            }
+        }
     }
 }
 

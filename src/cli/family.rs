@@ -1,0 +1,60 @@
+//! What the family commands (`auth where`, `pull`, `sync`, `remove`, `logout --everywhere`)
+//! share in the binary: reading the local login and the ledger, and a spinner on a terminal.
+
+use crate::cli::{Ctx, Failure};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use llmx::auth::file::AuthFile;
+use llmx::family::Progress;
+use llmx::family::ledger::Ledger;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// This machine's auth.json, parsed, and its bytes (`None` when there is none).
+pub fn local(ctx: &Ctx) -> Result<Option<(AuthFile, Vec<u8>)>, Failure> {
+    let path = ctx.home.auth_path();
+    match llmx::home::read_optional(&path)? {
+        None => Ok(None),
+        Some(b) => Ok(Some((AuthFile::parse(&path, &b)?, b))),
+    }
+}
+
+pub fn ledger(ctx: &Ctx) -> Result<Ledger, Failure> {
+    Ok(Ledger::load(ctx.home.dir())?)
+}
+
+/// "N of M checked" on stderr while holders are contacted, only on a terminal and without --json.
+pub struct Spinner {
+    bar: Option<ProgressBar>,
+    done: AtomicUsize,
+    total: usize,
+}
+
+impl Spinner {
+    pub fn new(json: bool, total: usize, what: &str) -> Spinner {
+        let bar = (!json && std::io::stderr().is_terminal() && total > 0).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            // A fixed template: it always parses.
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {
+                bar.set_style(style);
+            }
+            bar.set_message(format!("{what} 0 of {total}"));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Spinner { bar, done: AtomicUsize::new(0), total }
+    }
+
+    pub fn on_progress(&self, p: Progress<'_>) {
+        if let (Some(bar), Progress::Done { .. }) = (&self.bar, p) {
+            let n = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+            bar.set_message(format!("checked {n} of {}", self.total));
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! `llmx auth pull TARGET`: adopt a holder's fresher copy of this login.
+
+use crate::cli::family::ledger;
+use crate::cli::push::{check_remote_home, parse_targets};
+use crate::cli::ssh_args::SshArgs;
+use crate::cli::{Ctx, Failure, output};
+use clap::Args;
+use llmx::family::holders_from_specs;
+use llmx::family::pull::{PullError, pull};
+use llmx::targets::resolve::ResolveOptions;
+use llmx::targets::spec;
+
+const EXAMPLES: &str = "\
+Examples:
+  llmx auth pull docker:web        # the container refreshed on its own: take its copy
+  llmx auth pull ssh:build-01 --force --json
+
+The copy is taken only when it is the same account and fresher than this machine's (it has
+rotated the refresh token, so the local one no longer works); otherwise pull refuses and says
+why. --force takes it anyway (never a missing or invalid file).";
+
+#[derive(Debug, Args)]
+#[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
+pub struct PullArgs {
+    /// The holder to take the login from
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// Take its copy even when it is not fresher, or of another account, or an API key
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print a JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    /// Credential directory on the target (default: the one recorded when it was pushed)
+    #[arg(long, value_name = "PATH")]
+    pub remote_home: Option<String>,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
+    let specs = parse_targets(std::slice::from_ref(&args.target))?;
+    check_remote_home(args.remote_home.as_deref())?;
+    let ledger = ledger(ctx)?;
+    let rt = crate::cli::runtime()?;
+    let path = ctx.home.auth_path();
+    let result = rt.block_on(async {
+        let opts = ResolveOptions { ssh: args.ssh.options() };
+        let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
+        match holders.as_mut_slice() {
+            [one] => pull(&path, one, args.force, &|_| {}).await.map_err(failure),
+            [] => Err(Failure::new(format!("{}: nothing matches", args.target))),
+            many => Err(Failure::usage(format!("{} matches {} containers; pull takes one", args.target, many.len()))
+                .hint("name one container: `llmx auth pull docker:NAME`")),
+        }
+    });
+    let pulled = result?;
+    if args.json {
+        output::json_line(&serde_json::json!({
+            "target": pulled.target,
+            "path": pulled.path,
+            "state": pulled.state,
+            "adopted": pulled.adopted,
+            "last_refresh": pulled.last_refresh,
+            "auth_file": path.display().to_string(),
+        }))?;
+    } else if pulled.adopted {
+        output::lines(&[format!(
+            "Adopted the copy of {} ({}, last refresh {}) into {}",
+            pulled.target,
+            pulled.path,
+            pulled.last_refresh.as_deref().unwrap_or("never"),
+            path.display()
+        )])?;
+    } else {
+        output::lines(&[format!("{} already holds this machine's copy; nothing to do", pulled.target)])?;
+    }
+    Ok(0)
+}
+
+fn failure(e: PullError) -> Failure {
+    match e {
+        PullError::Refused { ref hint, .. } => {
+            let f = Failure::new(format!("not pulling from {e}"));
+            match hint {
+                Some(h) => f.hint(h.clone()),
+                None => f,
+            }
+        }
+        PullError::Target { ref source, .. } => {
+            let f = Failure::new(e.to_string());
+            match &source.hint {
+                Some(h) => f.hint(h.clone()),
+                None => f,
+            }
+        }
+        PullError::File(e) => e.into(),
+        PullError::Lock(e) => e.into(),
+        PullError::Ledger(e) => e.into(),
+    }
+}

@@ -1,0 +1,92 @@
+//! `llmx logout` across the family (DESIGN.md §9). Revoking a ChatGPT login's refresh token
+//! signs out every copy of the lineage, so when the ledger knows other copies of this account,
+//! logout refuses unless told which way to go: [`Scope::Everywhere`] removes those copies first,
+//! then revokes and deletes the local file; [`Scope::Local`] deletes only the local file and
+//! revokes nothing (the copies keep working).
+
+use super::ledger::{Ledger, LedgerError};
+use super::{Holder, holders_from_ledger};
+use crate::auth::file::AuthFile;
+use crate::auth::logout::{LoggedOut, LogoutError};
+use crate::auth::oauth::OAuthClient;
+use crate::home::read_optional;
+use crate::push::{EventFn, TargetReport};
+use crate::targets::resolve::ResolveOptions;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Revoke and delete, refusing while other copies are known.
+    Default,
+    Everywhere,
+    Local,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FamilyLogoutError {
+    #[error("{} other cop{} of this login {} known ({}): revoking it would sign {} out too",
+        targets.len(), if targets.len() == 1 { "y" } else { "ies" }, if targets.len() == 1 { "is" } else { "are" },
+        targets.join(", "), if targets.len() == 1 { "it" } else { "them" })]
+    LiveCopies { targets: Vec<String> },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Logout(#[from] LogoutError),
+}
+
+/// What logout did.
+#[derive(Debug, Clone)]
+pub struct FamilyLoggedOut {
+    pub local: LoggedOut,
+    /// The copies removed first (`--everywhere`).
+    pub remote: Vec<TargetReport>,
+}
+
+/// The ledger entries holding this account's login (the copies a revocation would kill).
+pub fn live_copies(ledger: &Ledger, local: &AuthFile) -> Vec<usize> {
+    let account = local.account_id();
+    if local.tokens.is_none() {
+        return Vec::new();
+    }
+    ledger
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| account.is_none() || e.account_id.is_none() || e.account_id == account)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+pub async fn logout(
+    auth_path: &Path,
+    client: &OAuthClient,
+    scope: Scope,
+    resolve: &ResolveOptions,
+    jobs: usize,
+    on_event: EventFn<'_>,
+) -> Result<FamilyLoggedOut, FamilyLogoutError> {
+    let dir = auth_path.parent().unwrap_or(Path::new("."));
+    if scope == Scope::Local {
+        let local = crate::auth::logout::logout(auth_path, None).await?;
+        return Ok(FamilyLoggedOut { local, remote: Vec::new() });
+    }
+    // A file that cannot be read or parsed holds no lineage to protect.
+    let bytes = read_optional(auth_path).ok().flatten();
+    let file = bytes.as_deref().and_then(|b| AuthFile::parse(auth_path, b).ok());
+    let mut remote = Vec::new();
+    if let (Some(file), Some(bytes)) = (&file, &bytes) {
+        let ledger = Ledger::load(dir)?;
+        let live = live_copies(&ledger, file);
+        if !live.is_empty() {
+            if scope == Scope::Default {
+                let targets = live.iter().map(|i| ledger.entries[*i].target.clone()).collect();
+                return Err(FamilyLogoutError::LiveCopies { targets });
+            }
+            let keep = Ledger { entries: live.iter().map(|i| ledger.entries[*i].clone()).collect(), ..ledger.clone() };
+            let mut holders: Vec<Holder> = holders_from_ledger(&keep, resolve).await;
+            remote = super::remove::remove(dir, Some((file, bytes)), &mut holders, false, jobs, on_event).await?;
+        }
+    }
+    let local = crate::auth::logout::logout(auth_path, Some(client)).await?;
+    Ok(FamilyLoggedOut { local, remote })
+}

@@ -1,0 +1,76 @@
+//! `llmx auth remove TARGET…`: delete the credential file from holders and forget them in the
+//! ledger. Only a copy of this machine's login (same account) is deleted unless `force`; the
+//! target does the deleting safely (no symbolic links, no file of another user; one unlink).
+
+use super::ledger::{Ledger, LedgerError};
+use super::{Holder, State, classify, concurrently, probe};
+use crate::auth::file::AuthFile;
+use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
+use std::path::Path;
+
+/// Remove auth.json from every holder, `jobs` at a time; `local` is this machine's login (file
+/// and bytes) that decides which copies are ours. The ledger in `home_dir` forgets the holders
+/// whose file is gone.
+pub async fn remove(
+    home_dir: &Path,
+    local: Option<(&AuthFile, &[u8])>,
+    holders: &mut [Holder],
+    force: bool,
+    jobs: usize,
+    on_event: EventFn<'_>,
+) -> Result<Vec<TargetReport>, LedgerError> {
+    let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
+    for (index, target) in labels.iter().enumerate() {
+        on_event(PushEvent::Queued { index, target });
+    }
+    let reports = concurrently(holders, jobs, |index, h| async move {
+        let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
+        let mut r = TargetReport::new(h.target.label(), Outcome::Failed, None);
+        match probe(h, &step).await {
+            Err(e) => {
+                r.reason = Some(e.message);
+                r.hint = e.hint;
+            }
+            Ok(p) => {
+                let path = p.loc.auth_path();
+                r.path = Some(path.clone());
+                let (state, _) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path);
+                if state == State::Missing {
+                    r.outcome = Outcome::Unchanged;
+                    r.reason = Some("nothing to remove".into());
+                } else if !(force || state.in_lineage()) {
+                    r.outcome = Outcome::Skipped;
+                    r.reason = Some(format!(
+                        "it holds {} (state {}), not this login",
+                        super::describe(&state),
+                        state.as_str()
+                    ));
+                    r.hint = Some("add --force to remove it anyway".into());
+                } else {
+                    step("removing");
+                    match h.target.remove(&p.loc).await {
+                        Ok(true) => r.outcome = Outcome::Removed,
+                        Ok(false) => r.outcome = Outcome::Unchanged,
+                        Err(e) => {
+                            r.reason = Some(e.message);
+                            r.hint = e.hint;
+                        }
+                    }
+                }
+            }
+        }
+        on_event(PushEvent::Done { index, report: &r });
+        r
+    })
+    .await;
+    Ledger::update(home_dir, |l| {
+        for r in &reports {
+            if matches!(r.outcome, Outcome::Removed | Outcome::Unchanged)
+                && let Some(path) = &r.path
+            {
+                l.forget(&r.target, path);
+            }
+        }
+    })?;
+    Ok(reports)
+}

@@ -1,0 +1,91 @@
+//! `llmx auth where`: every place the ledger says this login was pushed, and what each holds now
+//! (contacted concurrently): `same`, `fresher`, `older`, `other-account`, `api-key`, `missing`,
+//! `invalid` or `unreachable` with the reason. Reads only; writes nothing anywhere.
+
+use super::{Holder, Progress, ProgressFn, State, classify, concurrently, probe};
+use crate::auth::file::AuthFile;
+use serde::Serialize;
+
+/// One holder's answer. Nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holding {
+    pub target: String,
+    /// auth.json on the target (as recorded, or as located).
+    pub path: Option<String>,
+    pub state: State,
+    /// Why it is unreachable or invalid.
+    pub reason: Option<String>,
+    pub hint: Option<String>,
+    /// `last_refresh` of the copy it holds.
+    pub last_refresh: Option<String>,
+    pub account_id: Option<String>,
+    /// When this machine last wrote it (from the ledger).
+    pub pushed_at: Option<String>,
+}
+
+/// Every holder, in ledger order, and the local login's `last_refresh`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Survey {
+    pub local_last_refresh: Option<String>,
+    pub local_account_id: Option<String>,
+    pub holders: Vec<Holding>,
+}
+
+impl Survey {
+    /// The exit rule: every holder reachable and holding this login's lineage.
+    pub fn all_in_lineage(&self) -> bool {
+        self.holders.iter().all(|h| h.state.in_lineage())
+    }
+}
+
+/// Ask every holder, `jobs` at a time. `local` is this machine's auth.json (file and bytes).
+pub async fn survey(
+    local: Option<(&AuthFile, &[u8])>,
+    holders: &mut [Holder],
+    jobs: usize,
+    on_progress: ProgressFn<'_>,
+) -> Survey {
+    let holdings = concurrently(holders, jobs, |index, h| async move {
+        let step = move |s: &str| on_progress(Progress::Step { index, step: s });
+        let holding = look(local, h, &step).await;
+        on_progress(Progress::Done { index });
+        holding
+    })
+    .await;
+    Survey {
+        local_last_refresh: local.and_then(|(f, _)| f.last_refresh.clone()),
+        local_account_id: local.and_then(|(f, _)| f.account_id()),
+        holders: holdings,
+    }
+}
+
+async fn look(local: Option<(&AuthFile, &[u8])>, h: &mut Holder, step: crate::targets::StepFn<'_>) -> Holding {
+    let mut out = Holding {
+        target: h.target.label(),
+        path: h.entry.as_ref().map(|e| e.path.clone()),
+        state: State::Unreachable,
+        reason: None,
+        hint: None,
+        last_refresh: None,
+        account_id: None,
+        pushed_at: h.entry.as_ref().map(|e| e.written_at.clone()),
+    };
+    match probe(h, step).await {
+        Err(e) => {
+            out.reason = Some(e.message);
+            out.hint = e.hint;
+        }
+        Ok(p) => {
+            let path = p.loc.auth_path();
+            let (state, file) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path);
+            if state == State::Invalid {
+                out.reason = Some(format!("{path} is not a valid auth.json"));
+            }
+            out.last_refresh = file.as_ref().and_then(|f| f.last_refresh.clone());
+            out.account_id = file.as_ref().and_then(AuthFile::account_id);
+            out.path = Some(path);
+            out.state = state;
+        }
+    }
+    out
+}

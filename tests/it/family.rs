@@ -1,0 +1,378 @@
+//! The token family (issue 11): the ledger, `auth where`, `auth pull`, `auth sync`,
+//! `auth remove`, logout's revocation, the auth.json lock and the refresh discipline, against the
+//! in-process test issuer, real containers and a real sshd, through the real binary.
+
+use crate::support::docker::{Container, IMAGE_ROOT, Local, assert_no_secret, docker_raw};
+use crate::support::harness::{Llmx, json_lines};
+use crate::support::login::{self as login_support, Home, logged_in, refresh};
+use crate::support::sshd::{Key, Sshd, SshdOptions};
+use llmx_test_issuer::{RefreshAnswer, RunningIssuer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const ROOT_AUTH: &str = "/root/.llmx/auth.json";
+
+/// A machine signed in to a test issuer through the browser, as a docker-test [`Local`] (its own
+/// HOME and LLMX_HOME); the issuer serves from its own runtime while the test blocks.
+struct Signed {
+    rt: tokio::runtime::Runtime,
+    issuer: RunningIssuer,
+    local: Local,
+}
+
+impl Signed {
+    fn new() -> Signed {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let issuer = rt.block_on(login_support::issuer());
+        let home = Home::new();
+        rt.block_on(login_support::browser_login(&home, &issuer));
+        let local = Local::new();
+        std::fs::write(local.auth_path(), home.read_auth().unwrap()).unwrap();
+        Signed { rt, issuer, local }
+    }
+
+    fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
+        let iss = format!("auth_issuer={}", self.issuer.base_url());
+        let mut all = vec!["-c", &iss];
+        all.extend(args);
+        self.local.llmx(&all, &[])
+    }
+
+    fn auth(&self) -> Vec<u8> {
+        std::fs::read(self.local.auth_path()).unwrap()
+    }
+
+    fn refreshes(&self) -> u32 {
+        self.issuer.issuer.stats().refreshes
+    }
+
+    fn ledger(&self) -> String {
+        std::fs::read_to_string(self.local.auth_path().with_file_name("ledger.json")).unwrap_or_default()
+    }
+
+    /// The secrets of the current local login, for "no secret in any output".
+    fn secrets(&self) -> Vec<String> {
+        let v: Value = serde_json::from_slice(&self.auth()).unwrap();
+        ["id_token", "access_token", "refresh_token"]
+            .iter()
+            .map(|k| v["tokens"][k].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn assert_no_tokens(text: &str, secrets: &[String]) {
+    for s in secrets {
+        assert!(!text.contains(s.as_str()), "a token leaked:\n{text}");
+    }
+}
+
+fn holder_states(where_json: &Value) -> Vec<(String, String)> {
+    where_json["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["target"].as_str().unwrap().to_string(), h["state"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// "The container refreshed on its own": its copy is refreshed elsewhere (a scratch home, as the
+/// agent in the container would) and put back.
+fn refresh_inside(s: &Signed, ct: &Container) -> Vec<u8> {
+    let scratch = Home::new();
+    scratch.write("auth.json", ct.read(ROOT_AUTH).unwrap().as_bytes());
+    let r = s.rt.block_on(refresh(&scratch, &s.issuer.base_url(), false));
+    assert_eq!(r.code(), 0, "{r:?}");
+    let bytes = scratch.read_auth().unwrap();
+    ct.put("/root/.llmx", "auth.json", &bytes, 0);
+    bytes
+}
+
+#[test]
+fn a_container_that_refreshed_on_its_own_is_fresher_then_pulled_then_one_sync_leaves_one_lineage() {
+    let s = Signed::new();
+    let a = Container::run("fam-a", IMAGE_ROOT, &[]);
+    let b = Container::run("fam-b", IMAGE_ROOT, &[]);
+    let pushed = s.llmx(&["auth", "push", &a.target(), &b.target()]);
+    assert_eq!(pushed.code(), 0, "{}", pushed.all());
+    let mut secrets = s.secrets();
+
+    // The ledger: one entry per target, the container id, the path, the hash; no secret.
+    let ledger: Value = serde_json::from_str(&s.ledger()).unwrap();
+    let entries = ledger["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{ledger}");
+    assert_eq!(entries[0]["target"], a.target().as_str());
+    assert_eq!(entries[0]["path"], ROOT_AUTH);
+    assert_eq!(entries[0]["identity"]["kind"], "docker");
+    assert_eq!(entries[0]["account_id"], "acc-test-0001");
+    assert_eq!(login_support::mode(&s.local.auth_path().with_file_name("ledger.json")), 0o600);
+    assert_no_tokens(&s.ledger(), &secrets);
+
+    let w = s.llmx(&["auth", "where", "--json"]);
+    assert_eq!(w.code(), 0, "{}", w.all());
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(a.target(), "same".into()), (b.target(), "same".into())]);
+
+    // The container refreshes on its own: the local copy's refresh token is now dead.
+    let theirs = refresh_inside(&s, &a);
+    assert_eq!(s.refreshes(), 1);
+    let started = Instant::now();
+    let w = s.llmx(&["auth", "where", "--json"]);
+    let where_time = started.elapsed();
+    assert_eq!(w.code(), 0, "fresher is still this lineage: {}", w.all());
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(a.target(), "fresher".into()), (b.target(), "same".into())]);
+    let human = s.llmx(&["auth", "where"]);
+    assert!(human.stdout.contains("fresher") && human.stdout.contains("llmx auth sync"), "{}", human.all());
+    eprintln!("auth where over 2 containers: {where_time:?}");
+
+    // Pull adopts it; the other container now holds an older copy.
+    let p = s.llmx(&["auth", "pull", &a.target(), "--json"]);
+    assert_eq!(p.code(), 0, "{}", p.all());
+    assert_eq!(p.json()["adopted"], true);
+    assert_eq!(s.auth(), theirs);
+    let again = s.llmx(&["auth", "pull", &b.target()]);
+    assert_eq!(again.code(), 1, "an older copy is refused: {}", again.all());
+    assert!(again.stderr.contains("not fresher") && again.stderr.contains("--force"), "{}", again.stderr);
+    let v: Value = serde_json::from_str(s.llmx(&["auth", "where", "--json"]).stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(a.target(), "same".into()), (b.target(), "older".into())]);
+    secrets.extend(s.secrets());
+
+    // A dry run writes nothing and calls nobody.
+    let dry = s.llmx(&["auth", "sync", "--refresh", "--dry-run", "--json"]);
+    assert_eq!(dry.code(), 0, "{}", dry.all());
+    assert_eq!((s.refreshes(), s.auth()), (1, theirs.clone()));
+
+    // One sync: refreshed once here, then written everywhere, byte for byte.
+    let sync = s.llmx(&["auth", "sync", "--refresh", "--json"]);
+    assert_eq!(sync.code(), 0, "{}", sync.all());
+    assert_eq!(s.refreshes(), 2, "exactly one refresh during sync");
+    let lines = json_lines(&sync.stdout);
+    let summary = lines.last().unwrap();
+    assert_eq!((summary["refreshed"].clone(), summary["ok"].clone()), (Value::Bool(true), Value::Bool(true)));
+    let local = s.auth();
+    assert_ne!(local, theirs);
+    assert_eq!(a.read(ROOT_AUTH).unwrap().as_bytes(), local.as_slice());
+    assert_eq!(b.read(ROOT_AUTH).unwrap().as_bytes(), local.as_slice());
+    let v: Value = serde_json::from_str(s.llmx(&["auth", "where", "--json"]).stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(a.target(), "same".into()), (b.target(), "same".into())]);
+    // The synced copy is the one live login: it refreshes.
+    let r = s.llmx(&["auth", "refresh"]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    secrets.extend(s.secrets());
+    for out in [&pushed, &w, &human, &p, &again, &dry, &sync] {
+        assert_no_tokens(&out.all(), &secrets);
+    }
+    assert_no_tokens(&s.ledger(), &secrets);
+}
+
+#[test]
+fn sync_adopts_the_fresher_remote_copy_and_leaves_other_accounts_alone() {
+    let s = Signed::new();
+    let a = Container::run("fam-sa", IMAGE_ROOT, &[]);
+    let other = Container::run("fam-so", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target(), &other.target()]).code(), 0);
+    let theirs = refresh_inside(&s, &a);
+    let c = crate::support::docker::creds("acc-other", "famso");
+    let foreign = crate::support::docker::chatgpt_auth(&c, "acc-other", "2025-01-01T00:00:00Z");
+    other.put("/root/.llmx", "auth.json", foreign.as_bytes(), 0);
+    // The issuer's access tokens live an hour: 30 minutes is "far from expiry".
+    let sync = s.llmx(&["auth", "sync", "--refresh-within", "30m"]);
+    assert_eq!(sync.code(), 0, "{}", sync.all());
+    assert_eq!(s.refreshes(), 1, "a copy far from expiry is not refreshed");
+    assert_eq!(s.auth(), theirs, "the newest copy (the container's) won");
+    assert!(sync.stdout.contains(&format!("newest copy from {}", a.target())), "{}", sync.stdout);
+    assert!(sync.stdout.contains("skipped: it holds a login of another account"), "{}", sync.stdout);
+    assert_eq!(other.read(ROOT_AUTH).unwrap(), foreign, "left alone");
+    assert_no_secret(&sync.all(), &c);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_refreshes_make_one_issuer_call_and_both_succeed() {
+    let (issuer, home) = logged_in().await;
+    issuer.issuer.set_delay(Duration::from_millis(800));
+    let url = issuer.base_url();
+    let (a, b) = tokio::join!(refresh(&home, &url, true), refresh(&home, &url, true));
+    assert_eq!((a.code(), b.code()), (0, 0), "{a:?}\n{b:?}");
+    assert_eq!(issuer.issuer.stats().refreshes, 1, "the second one re-read under the lock");
+    let by_other = [a.json(), b.json()].iter().filter(|j| j["by_another_process"] == true).count();
+    assert_eq!(by_other, 1, "{a:?}\n{b:?}");
+    // The login still works.
+    issuer.issuer.set_delay(Duration::ZERO);
+    assert_eq!(refresh(&home, &url, false).await.code(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_on_a_read_only_home_spends_nothing_and_the_login_still_works() {
+    let (issuer, home) = logged_in().await;
+    let url = issuer.base_url();
+    assert_eq!(refresh(&home, &url, false).await.code(), 0, "creates the lock file");
+    let before = home.read_auth().unwrap();
+    let calls = issuer.issuer.stats().refreshes;
+    let iss = format!("auth_issuer={url}");
+    let script = r#"mount --bind "$H" "$H" && mount -o remount,ro,bind "$H" && exec "$0" "$@""#;
+    let r = Llmx::via("unshare", ["-m", "sh", "-c", script])
+        .args(["-c", &iss, "auth", "refresh"])
+        .env("H", home.path())
+        .env("LLMX_HOME", home.path())
+        .run()
+        .await;
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.stderr.contains("the issuer was not called and the login still works"), "{}", r.stderr);
+    assert!(r.stderr.contains("hint: make"), "{}", r.stderr);
+    assert_eq!(issuer.issuer.stats().refreshes, calls, "nothing spent");
+    assert_eq!(home.read_auth().unwrap(), before);
+    let r = refresh(&home, &url, false).await;
+    assert_eq!(r.code(), 0, "the login still works: {r:?}");
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_answer_with_an_empty_or_non_jwt_token_changes_nothing() {
+    for answer in [RefreshAnswer::EmptyAccessToken, RefreshAnswer::NonJwtIdToken] {
+        let (issuer, home) = logged_in().await;
+        let before = home.read_auth().unwrap();
+        issuer.issuer.set_refresh_answer(answer);
+        let r = refresh(&home, &issuer.base_url(), false).await;
+        assert_eq!(r.code(), 1, "{answer:?}: {r:?}");
+        assert!(r.stderr.contains("the issuer's refresh answer was refused"), "{}", r.stderr);
+        assert!(r.stderr.contains("auth.json was left unchanged"), "{}", r.stderr);
+        assert_eq!(home.read_auth().unwrap(), before, "{answer:?}: byte for byte");
+        assert!(!home.path().join("auth.json.recovered").exists());
+    }
+}
+
+#[test]
+fn logout_with_live_copies_refuses_and_everywhere_removes_them_and_revokes() {
+    let s = Signed::new();
+    let a = Container::run("fam-la", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target()]).code(), 0);
+    let rt: String =
+        serde_json::from_slice::<Value>(&s.auth()).unwrap()["tokens"]["refresh_token"].as_str().unwrap().to_string();
+    let r = s.llmx(&["logout"]);
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("not logging out") && r.stderr.contains(&a.target()), "{}", r.stderr);
+    assert!(r.stderr.contains("--everywhere") && r.stderr.contains("--local"), "{}", r.stderr);
+    assert!(s.local.auth_path().exists() && a.read(ROOT_AUTH).is_some());
+    assert_eq!(s.issuer.issuer.stats().revocations, 0);
+
+    let r = s.llmx(&["logout", "--everywhere", "--json"]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    let j = r.json();
+    assert_eq!((j["removed"].clone(), j["revoked"].clone()), (Value::Bool(true), Value::Bool(true)), "{j}");
+    assert_eq!(j["remote"][0]["outcome"], "removed");
+    assert!(a.read(ROOT_AUTH).is_none(), "the container's copy is gone");
+    assert!(!s.local.auth_path().exists());
+    assert_eq!(s.issuer.issuer.stats().revocations, 1);
+    assert!(s.issuer.issuer.is_revoked(&rt));
+    let ledger: Value = serde_json::from_str(&s.ledger()).unwrap();
+    assert_eq!(ledger["entries"].as_array().unwrap().len(), 0);
+    assert!(!r.all().contains(&rt));
+}
+
+#[test]
+fn logout_local_keeps_the_copies_and_revokes_nothing() {
+    let s = Signed::new();
+    let a = Container::run("fam-ll", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target()]).code(), 0);
+    let r = s.llmx(&["logout", "--local"]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(!s.local.auth_path().exists() && a.read(ROOT_AUTH).is_some());
+    assert_eq!(s.issuer.issuer.stats().revocations, 0);
+}
+
+#[test]
+fn remove_deletes_only_this_logins_copies_unless_forced() {
+    let s = Signed::new();
+    let mine = Container::run("fam-rm", IMAGE_ROOT, &[]);
+    let theirs = Container::run("fam-rt", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &mine.target()]).code(), 0);
+    let c = crate::support::docker::creds("acc-other", "famrt");
+    theirs.exec(&["mkdir", "-p", "/root/.llmx"]);
+    theirs.put(
+        "/root/.llmx",
+        "auth.json",
+        crate::support::docker::chatgpt_auth(&c, "acc-other", "2025-01-01T00:00:00Z").as_bytes(),
+        0,
+    );
+    let r = s.llmx(&["auth", "remove", &mine.target(), &theirs.target()]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains(&format!("{}  removed", mine.target())), "{}", r.stdout);
+    assert!(r.stdout.contains("skipped: it holds a login of another account"), "{}", r.stdout);
+    assert!(mine.read(ROOT_AUTH).is_none() && theirs.read(ROOT_AUTH).is_some());
+    assert!(!s.ledger().contains(&mine.target()), "forgotten in the ledger");
+    let f = s.llmx(&["auth", "remove", &theirs.target(), "--force"]);
+    assert_eq!(f.code(), 0, "{}", f.all());
+    assert!(theirs.read(ROOT_AUTH).is_none());
+    // A stopped container cannot have a file deleted: a clear failure.
+    let stopped = Container::created("fam-rs", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &stopped.target()]).code(), 0);
+    let r = s.llmx(&["auth", "remove", &stopped.target()]);
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stdout.contains("not running or has no /bin/sh"), "{}", r.stdout);
+    assert!(docker_raw(&["rm", "-f", &stopped.name], None).status.success());
+}
+
+#[test]
+fn a_corrupt_ledger_is_an_error_naming_the_file_and_is_kept() {
+    let s = Signed::new();
+    let path = s.local.auth_path().with_file_name("ledger.json");
+    std::fs::write(&path, "{\"entries\": 5}").unwrap();
+    for args in [&["auth", "where"][..], &["auth", "sync"][..], &["logout"][..]] {
+        let r = s.llmx(args);
+        assert_ne!(r.code(), 0, "{args:?}: {}", r.all());
+        assert!(r.stderr.contains("ledger.json: not a valid ledger"), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"entries\": 5}");
+    assert!(s.local.auth_path().exists(), "logout refused before deleting anything");
+}
+
+#[test]
+fn sixteen_aliases_of_one_host_are_written_once_and_all_succeed() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let local = Local::new();
+    let ssh_dir = local.home().join(".ssh");
+    let key = Key::generate(&ssh_dir, "id_ed25519", "");
+    user.authorize(&key.public);
+    std::fs::write(ssh_dir.join("known_hosts"), sshd.known_hosts_line()).unwrap();
+    let mut config = String::new();
+    let aliases: Vec<String> = (0..16).map(|i| format!("alias{i}")).collect();
+    for a in &aliases {
+        config.push_str(&format!(
+            "Host {a}\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n",
+            sshd.port,
+            user.name,
+            key.path.display()
+        ));
+    }
+    std::fs::write(ssh_dir.join("config"), config).unwrap();
+    let c = crate::support::docker::creds("acc-1", "aliases");
+    local.write_auth(&crate::support::docker::chatgpt_auth(&c, "acc-1", "2025-01-01T00:00:00Z"));
+    let targets: Vec<String> = aliases.iter().map(|a| format!("ssh:{a}")).collect();
+    let mut args = vec!["auth", "push", "--json", "-j", "16"];
+    args.extend(targets.iter().map(String::as_str));
+    let r = local.llmx(&args, &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    let lines = json_lines(&r.stdout);
+    let done: Vec<&Value> = lines.iter().filter(|l| l["event"] == "target").collect();
+    assert_eq!(done.len(), 16);
+    assert!(done.iter().all(|l| l["outcome"] == "created"), "{}", r.stdout);
+    assert_eq!(done.iter().filter(|l| l.get("same_as").is_some()).count(), 15, "{}", r.stdout);
+    let home = user.home.join(".llmx");
+    let names: Vec<String> =
+        std::fs::read_dir(&home).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["auth.json"], "no temp file left");
+    // Two pushes at once from two processes to the same host do not break each other.
+    local.write_auth(&crate::support::docker::chatgpt_auth(&c, "acc-1", "2025-02-01T00:00:00Z"));
+    let (a, b) = std::thread::scope(|sc| {
+        let one = sc.spawn(|| local.llmx(&["auth", "push", "ssh:alias0"], &[]));
+        let two = sc.spawn(|| local.llmx(&["auth", "push", "ssh:alias1"], &[]));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!((a.code(), b.code()), (0, 0), "{}\n{}", a.all(), b.all());
+    assert_no_secret(&format!("{}{}{}", r.all(), a.all(), b.all()), &c);
+}
