@@ -26,6 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The largest file or remote command output read from another machine (auth.json, passwd and
+/// group are a few KiB): a hostile host or container cannot make us buffer more. The SSH
+/// transport enforces it; the Docker target uses the same bound.
+pub const MAX_READ: usize = 4 * 1024 * 1024;
+
 pub use address::SshAddress;
 pub use connect::Destination;
 pub use session::{

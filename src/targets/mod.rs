@@ -56,9 +56,8 @@ impl Location {
     }
 }
 
-/// The largest file or remote command output read from a target (auth.json, passwd and group are
-/// a few KiB): a hostile target cannot make us buffer more.
-pub const MAX_READ: usize = 4 * 1024 * 1024;
+/// The largest file or remote command output read from a target (the transport's cap).
+pub use crate::ssh::MAX_READ;
 
 /// A regular file read from a target, with its owner and permission bits.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,8 @@
 //! libssh2 errors to [`SshError`].
 
 use super::{ExecOutput, ExitStatus};
+use crate::ssh::MAX_READ;
 use crate::ssh::{SshError, posix_command};
-use crate::targets::MAX_READ;
 use std::io::{Read, Write};
 use std::path::Path;
 
