@@ -519,6 +519,8 @@ mod tests {
         }
         assert!(!task.is_finished(), "the login still waits");
         assert_eq!(get(&format!("{base}/auth/callback?code=abc&state=S1")).await.0, 302);
+        // The browser fetches the success page; the server stops then, not after the grace.
+        assert_eq!(get(&format!("{base}/success")).await.0, 200);
         assert!(matches!(task.await.unwrap().unwrap(), ServerEnd::Completed(c) if c == "abc"));
     }
 
