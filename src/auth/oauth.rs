@@ -208,9 +208,10 @@ impl OAuthClient {
 
     async fn post(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), OAuthError> {
         let started = Instant::now();
+        // The endpoint that was asked, without any query (which never holds a secret here anyway).
         let unreachable = |e: reqwest::Error| OAuthError::Unreachable {
-            url: self.endpoint("oauth/token").to_string(),
-            reason: error_chain(&e),
+            url: e.url().map_or_else(|| self.issuer.to_string(), |u| u[..url::Position::AfterPath].to_string()),
+            reason: error_chain(&e.without_url()),
         };
         let result = async {
             let mut resp = req.send().await.map_err(unreachable)?;

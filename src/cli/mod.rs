@@ -53,7 +53,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sign in with the browser (OAuth + PKCE) or with an API key from stdin
+    /// Sign in: with the browser (OAuth + PKCE), a device code (--device-auth), or an API key from stdin
     Login(login::LoginArgs),
     /// Revoke the login and remove the stored credentials (auth.json)
     Logout(logout::LogoutArgs),
