@@ -20,7 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+const EXAMPLES: &str = "\
+Examples:
+  llmx auth tunnel deploy@build-01                # the host's own browser login, forwarded
+  llmx auth tunnel deploy@build-01 --install      # the host has no llmx: upload this one
+  llmx auth tunnel --device deploy@build-01       # a device code shown here; no port anywhere
+  llmx auth tunnel docker:web                     # a container's own login, callback relayed into it
+  llmx auth tunnel docker:web --device --json";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct TunnelArgs {
     /// The machine to sign in: [ssh:][user@]host[:port] (an ~/.ssh/config alias works) or
     /// docker:NAME (a running container: the login runs inside it, as its user)
