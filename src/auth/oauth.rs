@@ -256,7 +256,17 @@ fn issuer_base(issuer: &str) -> Result<Url, OAuthError> {
 /// path `{issuer}/oauth/authorize`, with no user info. Returns the URL as `url` serialises it
 /// (controls percent-encoded), which is the form to show and open.
 pub fn check_authorize_url(url: &str, issuer: &str) -> Option<String> {
-    let want = issuer_base(issuer).ok()?.join("oauth/authorize").ok()?;
+    check_issuer_url(url, issuer, "oauth/authorize")
+}
+
+/// Whether `url` is the device-code verification page of `issuer` (`{issuer}/codex/device`), by
+/// the same rule as [`check_authorize_url`]; returns the URL as `url` serialises it.
+pub fn check_device_url(url: &str, issuer: &str) -> Option<String> {
+    check_issuer_url(url, issuer, "codex/device")
+}
+
+fn check_issuer_url(url: &str, issuer: &str, endpoint: &str) -> Option<String> {
+    let want = issuer_base(issuer).ok()?.join(endpoint).ok()?;
     let got = Url::parse(url).ok()?;
     let same = got.origin() == want.origin()
         && got.scheme() == want.scheme()

@@ -47,6 +47,12 @@ pub struct LoginArgs {
     /// Print machine-readable events (JSON lines) on stdout
     #[arg(long)]
     pub json: bool,
+
+    /// End the login (as interrupted) when standard input closes: for `llmx auth tunnel
+    /// docker:NAME`, which runs this login through the Engine's exec API and holds its stdin, so
+    /// the login stops with the tunnel even when the container has no shell to signal it
+    #[arg(long, hide = true, conflicts_with = "with_api_key")]
+    pub end_on_stdin_eof: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +85,28 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         timeout: Duration::from_secs(timeout.unwrap_or(login::DEFAULT_TIMEOUT_SECS)),
         auth_path: ctx.home.auth_path(),
     };
+    // One reader of stdin for the whole login: paste-back lines, and (with --end-on-stdin-eof)
+    // its end, which stops the login like Ctrl-C.
+    let bound = args.end_on_stdin_eof;
+    let (mut lines, eof) = if bound || !open_browser || args.device_auth {
+        let (rx, eof) = stdin_lines();
+        (Some(rx), Some(eof))
+    } else {
+        (None, None)
+    };
+    let eof = std::sync::Mutex::new(if bound { eof } else { None });
+    let interrupt = || {
+        let eof = eof.lock().ok().and_then(|mut e| e.take());
+        async move {
+            match eof {
+                Some(eof) => tokio::select! {
+                    () = ctrl_c() => {}
+                    _ = eof => {}
+                },
+                None => ctrl_c().await,
+            }
+        }
+    };
     let result = if args.device_auth {
         let opts = DeviceOptions {
             issuer: settings.auth_issuer.clone(),
@@ -86,12 +114,12 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
             timeout: args.timeout.map(Duration::from_secs),
             auth_path: ctx.home.auth_path(),
         };
-        match runtime.block_on(device::run(opts, sink.clone(), ctrl_c())) {
+        match runtime.block_on(device::run(opts, sink.clone(), interrupt())) {
             // As DESIGN §8 says: device code off → the browser login, printing the URL.
             Err(LoginError::DeviceCodeOff) => {
                 sink(LoginEvent::DeviceCodeUnavailable);
                 let no_browser: login::EventSink = Arc::new(move |event| render(&event, json, None));
-                runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, ctrl_c(), Some(stdin_lines())))
+                runtime.block_on(browser::run(browser_opts(args.timeout), no_browser, interrupt(), lines.take()))
             }
             other => other,
         }
@@ -100,8 +128,8 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
             output::err_lines(&[headless_note()]);
         }
         // Paste-back: where no browser opens here, the user may paste the address it ends on.
-        let pasted = (!open_browser).then(stdin_lines);
-        runtime.block_on(browser::run(browser_opts(args.timeout), sink, ctrl_c(), pasted))
+        let pasted = if open_browser { None } else { lines.take() };
+        runtime.block_on(browser::run(browser_opts(args.timeout), sink, interrupt(), pasted))
     };
     launcher.close();
     finish(result, json)
@@ -116,19 +144,21 @@ async fn ctrl_c() {
 }
 
 /// Lines of standard input, read on a thread of their own (a blocking read must not hold up the
-/// login); the channel closes at end of input. The thread ends with the process.
-fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+/// login); the channel closes at end of input, and the second receiver fires then (also after a
+/// read error). Lines nobody takes (a device-code login) are dropped. The thread ends with the
+/// process.
+fn stdin_lines() -> (tokio::sync::mpsc::Receiver<String>, tokio::sync::oneshot::Receiver<()>) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
         // Bounded per line: a pasted address is a few hundred bytes.
         while std::io::stdin().lock().take(16 * 1024).read_line(&mut line).is_ok_and(|n| n > 0) {
-            if tx.blocking_send(std::mem::take(&mut line)).is_err() {
-                return;
-            }
+            let _ = tx.blocking_send(std::mem::take(&mut line));
         }
+        let _ = eof_tx.send(());
     });
-    rx
+    (rx, eof_rx)
 }
 
 /// Where no browser can be opened: the ways that need none.

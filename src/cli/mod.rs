@@ -38,6 +38,8 @@ Examples:
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
+  llmx auth tunnel --device deploy@build-01   # the same with a code: nothing forwarded
+  llmx auth tunnel docker:web             # a container's own login, from this browser
   llmx logout";
 
 #[derive(Debug, Parser)]
@@ -70,7 +72,7 @@ pub enum AuthCommand {
     Refresh(refresh::RefreshArgs),
     /// Copy this machine's auth.json to containers and hosts
     Push(push::PushArgs),
-    /// Sign a remote machine in with its own login, from this machine's browser (over SSH)
+    /// Sign a host (SSH) or a container in with its own login, from this machine's browser
     Tunnel(tunnel::TunnelArgs),
     /// Every place this login was pushed, and what each holds now
     Where(where_::WhereArgs),

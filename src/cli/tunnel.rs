@@ -1,7 +1,9 @@
-//! `llmx auth tunnel [ssh:][user@]host[:port]`: sign a headless host in with its own browser login,
-//! driven from this machine's browser. The work is `llmx::tunnel`; this module parses the flags
-//! and renders its events: human lines on stderr (the sign-in URL always, a spinner while waiting
-//! on a terminal) and the result on stdout, or with `--json` one JSON object per line on stdout.
+//! `llmx auth tunnel [ssh:][user@]host[:port] | docker:NAME [--device]`: sign a headless host or
+//! a container in with its own login, driven from this machine's browser (or, with `--device`,
+//! with a code shown here: nothing is forwarded). The work is `llmx::tunnel`; this module parses
+//! the flags and renders its events: human lines on stderr (the sign-in URL or code always, a
+//! spinner while waiting on a terminal) and the result on stdout, or with `--json` one JSON object
+//! per line on stdout.
 //!
 //! Exit codes: 0 signed in, 1 failure, 2 usage, 130 interrupted (Ctrl-C; the remote login is
 //! cancelled first).
@@ -12,43 +14,58 @@ use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use llmx::ssh::SshAddress;
-use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess};
+use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess, TunnelTarget};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+const EXAMPLES: &str = "\
+Examples:
+  llmx auth tunnel deploy@build-01                # the host's own browser login, forwarded
+  llmx auth tunnel deploy@build-01 --install      # the host has no llmx: upload this one
+  llmx auth tunnel --device deploy@build-01       # a device code shown here; no port anywhere
+  llmx auth tunnel docker:web                     # a container's own login, callback relayed into it
+  llmx auth tunnel docker:web --device --json";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct TunnelArgs {
-    /// The machine to sign in: [ssh:][user@]host[:port] (an ~/.ssh/config alias works)
-    #[arg(value_name = "HOST")]
+    /// The machine to sign in: [ssh:][user@]host[:port] (an ~/.ssh/config alias works) or
+    /// docker:NAME (a running container: the login runs inside it, as its user)
+    #[arg(value_name = "TARGET")]
     pub host: String,
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    /// Sign in with a device code instead: the code and its page are shown here (the page opens in
+    /// this browser) and nothing is forwarded; for hosts and containers no callback can reach
+    #[arg(long, conflicts_with = "port")]
+    pub device: bool,
 
     /// Callback port, the same here and on the host (the redirect URI is
     /// http://localhost:PORT/auth/callback)
     #[arg(long, default_value_t = tunnel::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
-    /// Print the sign-in URL but do not open a browser
+    /// Print the sign-in URL (or the device-code page) but do not open a browser
     #[arg(long)]
     pub no_browser: bool,
 
-    /// The llmx program on the host (`~/` is the remote home); default: `llmx` on its PATH, then
-    /// ~/.llmx/bin/llmx
+    /// The llmx program on the host or in the container (`~/` is the remote home); default:
+    /// `llmx` on its PATH, then ~/.llmx/bin/llmx
     #[arg(long, value_name = "PATH", conflicts_with = "install")]
     pub remote_llmx: Option<String>,
 
-    /// Upload this llmx to ~/.llmx/bin/llmx on the host (same OS and architecture only) and use it
+    /// Copy this llmx to ~/.llmx/bin/llmx there (same OS and architecture only; a container also
+    /// needs a glibc) and use it
     #[arg(long)]
     pub install: bool,
 
-    /// Give up when nobody completes the sign-in within SECS seconds
-    #[arg(long, value_name = "SECS", default_value_t = llmx::auth::login::DEFAULT_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    pub timeout: u64,
+    /// Give up when nobody completes the sign-in within SECS seconds [default: 600; --device: 900]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: Option<u64>,
 
     /// Print machine-readable events (JSON lines) on stdout
     #[arg(long)]
@@ -56,17 +73,17 @@ pub struct TunnelArgs {
 }
 
 pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
-    let address =
-        SshAddress::parse(&args.host).map_err(|e| Failure::usage(format!("invalid host '{}': {e}", args.host)))?;
+    let target = TunnelTarget::parse(&args.host).map_err(Failure::usage)?;
     let opts = TunnelOptions {
-        address,
+        target,
         ssh: args.ssh.options(),
+        device: args.device,
         port: args.port,
         remote_llmx: args.remote_llmx.clone(),
         install: args.install,
         install_from: if args.install { std::env::current_exe().ok() } else { None },
         overrides: ctx.overrides.iter().map(|o| o.raw.clone()).collect(),
-        timeout: Duration::from_secs(args.timeout),
+        timeout: Duration::from_secs(timeout_secs(&args)),
         issuer: ctx.settings()?.auth_issuer,
     };
     let ui = Arc::new(Ui::new(&args, ctx.home.dir().to_path_buf()));
@@ -102,6 +119,16 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
             Err(failure(e))
         }
     }
+}
+
+/// `--timeout`, else 600 s for the browser login and the device code's 15 minutes for `--device`.
+fn timeout_secs(args: &TunnelArgs) -> u64 {
+    let default = if args.device {
+        llmx::auth::login::device::CODE_LIFETIME.as_secs()
+    } else {
+        llmx::auth::login::DEFAULT_TIMEOUT_SECS
+    };
+    args.timeout.unwrap_or(default)
 }
 
 #[derive(serde::Serialize)]
@@ -168,7 +195,7 @@ impl Ui {
             json: args.json,
             open_browser: !args.no_browser && has_display(),
             browser: Launcher::new(home),
-            timeout: Duration::from_secs(args.timeout),
+            timeout: Duration::from_secs(timeout_secs(args)),
             spinner,
             spinning: AtomicBool::new(false),
         }
@@ -200,10 +227,11 @@ impl Ui {
     }
 
     fn event(&self, event: &TunnelEvent) {
-        if let TunnelEvent::Listening { authorize_url, .. } = event
+        if let TunnelEvent::Listening { authorize_url: url, .. } | TunnelEvent::DeviceCode { verification_url: url, .. } =
+            event
             && self.open_browser
         {
-            self.browser.open(authorize_url);
+            self.browser.open(url);
         }
         if self.json {
             // A closed stdout must not stop the tunnel: the remote login is what matters.
@@ -215,6 +243,24 @@ impl Ui {
             TunnelEvent::Bound { .. } => {}
             TunnelEvent::Connected { host, host_key_fingerprint, .. } => {
                 self.say(&format!("Connected to {} (host key {})", c(host), c(host_key_fingerprint)));
+            }
+            TunnelEvent::ContainerReady { container, id, user } => self.say(&format!(
+                "Container {} ({}) runs; signing in its user {}",
+                c(container),
+                c(id),
+                if user.is_empty() { "root".to_string() } else { c(user) }
+            )),
+            TunnelEvent::DeviceCode { verification_url, user_code, expires_in } => {
+                self.say(&format!(
+                    "To sign in the host, {} this page:\n\n  {}\n\nand enter the code:\n\n  {}\n\n\
+                     The code expires in {}. Enter it only on that page, and only for a sign-in you started \
+                     yourself: nobody who asks you for this code is from the provider.",
+                    if self.open_browser { "opening" } else { "open" },
+                    c(verification_url),
+                    c(user_code),
+                    llmx::text::format_duration(Duration::from_secs(*expires_in).min(self.timeout))
+                ));
+                self.spin("Waiting for the code to be entered".into());
             }
             TunnelEvent::Installing { path, bytes, os, arch } => self.say(&format!(
                 "Uploading this llmx ({:.1} MB, {}/{}) to {}...",

@@ -22,6 +22,23 @@ pub enum TunnelError {
         "{host}: no llmx found (looked for `llmx` on the PATH of a non-interactive shell and for ~/{INSTALL_PATH})"
     )]
     NoRemoteLlmx { host: String },
+    /// The Engine, or the container, refused (not running, no such container, an API error).
+    #[error("{target}: {message}")]
+    Container { target: String, message: String, hint: Option<String> },
+    #[error("{target}: no llmx found (looked on the container's PATH and for {home}/{INSTALL_PATH})")]
+    NoContainerLlmx { target: String, home: String },
+    #[error(
+        "{target}: cannot --install: the container has no {loader}; this llmx is a dynamically linked glibc \
+         program and needs that loader and glibc there"
+    )]
+    NoLoader { target: String, loader: String },
+    #[error("{host}: the issuer does not offer device-code sign-in (the remote login fell back to the browser)")]
+    DeviceCodeOff { host: String },
+    #[error(
+        "{host}: the remote llmx sent a device-code page that is not the configured issuer's \
+         {issuer}/codex/device; not opening it: {url}"
+    )]
+    BadVerificationUrl { host: String, issuer: String, url: String },
     #[error("{host}: --remote-llmx {path}: no such executable file there")]
     RemoteLlmxMissing { host: String, path: String },
     #[error("{host}: cannot --install: the host runs {remote}, this llmx is built for {local}")]
@@ -61,12 +78,19 @@ impl TunnelError {
             TunnelError::PortBusy { .. } => "port_busy",
             TunnelError::Bind { .. } => "bind",
             TunnelError::Ssh(_) => "ssh",
-            TunnelError::NoRemoteLlmx { .. } | TunnelError::RemoteLlmxMissing { .. } => "no_remote_llmx",
-            TunnelError::PlatformMismatch { .. } | TunnelError::UnknownPlatform { .. } => "platform_mismatch",
+            TunnelError::Container { .. } => "docker",
+            TunnelError::NoRemoteLlmx { .. }
+            | TunnelError::RemoteLlmxMissing { .. }
+            | TunnelError::NoContainerLlmx { .. } => "no_remote_llmx",
+            TunnelError::PlatformMismatch { .. }
+            | TunnelError::UnknownPlatform { .. }
+            | TunnelError::NoLoader { .. } => "platform_mismatch",
+            TunnelError::DeviceCodeOff { .. } => "device_code_off",
             TunnelError::ReadBinary { .. }
             | TunnelError::InstallRefused { .. }
             | TunnelError::InstalledDoesNotRun { .. } => "install",
             TunnelError::BadAuthorizeUrl { .. }
+            | TunnelError::BadVerificationUrl { .. }
             | TunnelError::PortMismatch { .. }
             | TunnelError::LineTooLong { .. } => "protocol",
             TunnelError::RemoteLoginFailed { .. } => "remote_login_failed",
@@ -85,6 +109,20 @@ impl TunnelError {
                  that accepts that port"
             )),
             TunnelError::Ssh(e) => e.hint(),
+            TunnelError::Container { hint, .. } => hint.clone(),
+            TunnelError::NoContainerLlmx { target, .. } => Some(format!(
+                "copy an llmx into the container and name it with --remote-llmx PATH, or pass --install to copy \
+                 this one to ~/.llmx/bin/llmx there (same architecture and a glibc only): \
+                 `llmx auth tunnel {target} --install`"
+            )),
+            TunnelError::NoLoader { .. } => Some(
+                "put an llmx built for that container in it (a static or musl build) and name it with --remote-llmx \
+                 PATH, or push this machine's login instead: `llmx auth push docker:NAME`"
+                    .to_string(),
+            ),
+            TunnelError::DeviceCodeOff { .. } => Some(
+                "sign in through the browser instead: run the same `llmx auth tunnel` without --device".to_string(),
+            ),
             TunnelError::NoRemoteLlmx { .. } | TunnelError::RemoteLlmxMissing { .. } => Some(
                 "install llmx on the host, name it with --remote-llmx PATH, or pass --install to upload this llmx \
                  to ~/.llmx/bin/llmx there (same OS and architecture only)"
@@ -96,7 +134,7 @@ impl TunnelError {
             TunnelError::RemoteLoginFailed { reason, .. } if reason == "port_busy" => {
                 Some("another program holds that port on the host; stop it there, or choose another --port".to_string())
             }
-            TunnelError::BadAuthorizeUrl { .. } => Some(
+            TunnelError::BadAuthorizeUrl { .. } | TunnelError::BadVerificationUrl { .. } => Some(
                 "the host's llmx uses another issuer: set the same auth_issuer here (config.toml or \
                  -c auth_issuer=URL, which the tunnel also passes to the host)"
                     .to_string(),

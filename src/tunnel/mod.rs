@@ -1,15 +1,22 @@
-//! `llmx auth tunnel`: sign a headless machine in with its *own* browser login, driven from this
+//! `llmx auth tunnel`: sign a headless machine in with its *own* login, driven from this
 //! machine's browser (DESIGN.md §6) — what `ssh -L 1455:localhost:1455 host` plus a remote
-//! `llmx login` and a copied URL do by hand, as one command.
+//! `llmx login` and a copied URL do by hand, as one command; also for containers, and with a
+//! device code where nothing can be forwarded.
 //!
-//! Under the hood, [`run`]:
+//! Where the login runs ([`Link`]): on an SSH host, or in a container through the Engine's exec
+//! API. What it is ([`TunnelOptions::device`]): the browser login, whose callback reaches it from
+//! this machine's 127.0.0.1:PORT, or the device-code login (`llmx login --device-auth`), which
+//! needs no port at all: its code and page are shown here and the page opened in the browser.
 //!
-//! 1. binds 127.0.0.1:PORT here first (a busy port fails before anything else happens);
+//! Over SSH, [`run`]:
+//!
+//! 1. binds 127.0.0.1:PORT here first (browser login only; a busy port fails before anything else);
 //! 2. connects over SSH (`crate::ssh`: config, agent, keys, strict host keys);
 //! 3. finds the remote `llmx` (`--remote-llmx`, else `llmx` on the PATH of a non-interactive shell,
 //!    else `~/.llmx/bin/llmx`), or with `--install` uploads this binary there after checking that
 //!    `uname -s`/`uname -m` match this build;
-//! 4. runs `llmx [--config='K=V']... login --no-browser --json --port PORT` on the remote, bound
+//! 4. runs `llmx [--config='K=V']... login --no-browser --json --port PORT` (or
+//!    `login --device-auth --json`) on the remote, bound
 //!    to the SSH session (see `bound_to_session`: it dies when sshd closes the session), prints its
 //!    pid first (teardown kills it by pid if it will not stop), and reads its JSON events
 //!    ([`LoginEvent`], the `llmx login --json` protocol); every remote command is run by `/bin/sh`,
@@ -18,12 +25,21 @@
 //!    `{issuer}/oauth/authorize` (same origin and path; anything else fails the tunnel), forwards
 //!    every local connection to the remote's
 //!    127.0.0.1:PORT over `direct-tcpip` (several at once: browsers open more than one), and hands
-//!    the authorize URL to the caller to open;
+//!    the authorize URL to the caller to open; a device code is shown only when its page is the
+//!    configured `{issuer}/codex/device`;
 //! 6. when the remote login ends, asks the remote `llmx login status --json` what it now holds.
+//!
+//! In a container (`docker:NAME`, `container`), the same steps run through the Engine API: the
+//! container's user and llmx are found through the archive API (no shell needed), the login runs
+//! as that user in one exec with `--end-on-stdin-eof` (its stdin is held here; closing it, or this
+//! process dying, stops it), and the browser's callback is not forwarded but relayed (`relay`):
+//! 127.0.0.1:PORT here hands it to the login as a paste-back line on that stdin, so the state
+//! check and the exchange (with the PKCE verifier) happen in the container.
 //!
 //! Teardown runs on every path out of the wait (success, failure, interrupt, timeout): a remote
 //! login still running is asked to stop with `POST /cancel` (with the secret that login wrote in its home) through the tunnel, then signalled by
-//! pid (INT, then KILL) if it lingers, all within a few seconds; its channel is closed, the accept
+//! pid (INT, then KILL) if it lingers, all within a few seconds (a container's login: its stdin is
+//! closed); its channel or exec is closed, the accept
 //! loop and its listener are dropped, and open forwards are closed. What became of the remote login
 //! is reported as it is (an interrupt on a dead network does not claim it was cancelled). SSH
 //! keepalives notice a dead network while waiting. Local and remote ports must be equal because the
@@ -31,16 +47,20 @@
 //!
 //! The library never prints: progress is a stream of [`TunnelEvent`]s; `cli::tunnel` renders them.
 //! Nothing secret passes through here — the tokens are written by the remote llmx on the remote
-//! host and only the status report (no secrets) comes back.
+//! host and only the status report (no secrets) comes back; a relayed callback's code is only
+//! passed on.
 //!
 //! The parts: [`run`] and the types it shares live here; `remote` finds the remote llmx and asks
-//! it for its status, `install` uploads this one, `remote_login` reads the running login's output,
-//! `wait` follows it, `forward` carries the browser's connections, `teardown` stops what is left,
-//! and `error` says what went wrong.
+//! it for its status, `install` uploads this one, `container` is the Engine side, `remote_login`
+//! reads the running login's output whichever way it runs, `wait` follows it, `forward` carries
+//! the browser's connections over SSH and `relay` hands them to a container, `teardown` stops what
+//! is left, and `error` says what went wrong.
 
+mod container;
 mod error;
 mod forward;
 mod install;
+mod relay;
 mod remote;
 mod remote_login;
 mod teardown;
@@ -53,9 +73,11 @@ use crate::auth::login::{self, LoginSucceeded};
 use crate::ssh::SshAddress;
 use crate::ssh::{Session, SshOptions, shell_quote};
 use forward::Forwarder;
+use relay::{Relay, Relayed};
 use remote::{overrides_words, remote_llmx};
 use remote_login::RemoteLogin;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,11 +97,47 @@ const REMOTE_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 /// The longest `--timeout` `llmx login` accepts.
 const LOGIN_MAX_TIMEOUT_SECS: u64 = 86_400;
 
+/// The forms `llmx auth tunnel` takes, for messages and `--help`.
+pub const TARGET_FORMS: &str = "[ssh:][user@]host[:port] or docker:NAME";
+
+/// Where the login runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelTarget {
+    Ssh(SshAddress),
+    /// A running container, by name or ID.
+    Docker(String),
+}
+
+impl TunnelTarget {
+    /// `[ssh:][user@]host[:port]` or `docker:NAME`; the error is one line naming those forms.
+    pub fn parse(s: &str) -> Result<TunnelTarget, String> {
+        if let Some(rest) = s.strip_prefix("docker:") {
+            return match s.parse::<crate::targets::TargetSpec>() {
+                Ok(crate::targets::TargetSpec::Docker(crate::targets::DockerSelector::Container(c))) => {
+                    Ok(TunnelTarget::Docker(c))
+                }
+                Ok(_) => Err(format!(
+                    "'{s}': the tunnel signs in one container, by name or ID (docker:NAME), not docker:{rest}; \
+                     it takes {TARGET_FORMS}"
+                )),
+                Err(e) => Err(format!("{e}; the tunnel takes {TARGET_FORMS}")),
+            };
+        }
+        let rest = s.strip_prefix("ssh:").unwrap_or(s);
+        SshAddress::parse(rest)
+            .map(TunnelTarget::Ssh)
+            .map_err(|e| format!("invalid host '{s}': {e}; the tunnel takes {TARGET_FORMS}"))
+    }
+}
+
 /// What a tunnel needs.
 #[derive(Debug, Clone)]
 pub struct TunnelOptions {
-    pub address: SshAddress,
+    pub target: TunnelTarget,
+    /// How to reach an SSH target (unused for a container).
     pub ssh: SshOptions,
+    /// The device-code login (`--device`): no port here or there.
+    pub device: bool,
     /// Local and remote callback port.
     pub port: u16,
     /// `--remote-llmx`: the remote program (`~/` is the remote login directory).
@@ -112,6 +170,12 @@ pub enum TunnelEvent {
         user: String,
         host_key_fingerprint: String,
     },
+    /// The container runs; the login will run as its user (`Config.User`, `""`: root).
+    ContainerReady {
+        container: String,
+        id: String,
+        user: String,
+    },
     /// `--install`: the platforms match; uploading this binary.
     Installing {
         path: String,
@@ -131,6 +195,13 @@ pub enum TunnelEvent {
     Listening {
         authorize_url: String,
         port: u16,
+    },
+    /// The remote device-code login has its code: enter `user_code` at `verification_url` (the
+    /// configured issuer's page) within `expires_in` seconds.
+    DeviceCode {
+        verification_url: String,
+        user_code: String,
+        expires_in: u64,
     },
     /// The remote login answered a callback 400 and keeps waiting.
     CallbackRejected {
@@ -189,8 +260,13 @@ pub async fn run(
     interrupt: impl Future<Output = ()> + Send + 'static,
 ) -> Result<TunnelSuccess, TunnelError> {
     let port = opts.port;
-    let listener = bind_local(port).await?;
-    events(TunnelEvent::Bound { port });
+    let listener = if opts.device {
+        None
+    } else {
+        let l = bind_local(port).await?;
+        events(TunnelEvent::Bound { port });
+        Some(l)
+    };
 
     let cancel = CancellationToken::new();
     let watcher = {
@@ -201,32 +277,63 @@ pub async fn run(
         }))
     };
 
-    let host = opts.address.to_string();
-    let session = until(&cancel, Session::connect(&opts.address, &opts.ssh)).await??;
-    let info = session.info().clone();
-    events(TunnelEvent::Connected {
-        host: host.clone(),
-        user: info.user.clone(),
-        host_key_fingerprint: info.host_key_fingerprint.clone(),
-    });
-
-    let llmx = until(&cancel, remote_llmx(&session, &host, &opts, &events)).await??;
     let overrides = overrides_words(&opts.overrides);
     let remote_timeout = (opts.timeout + REMOTE_TIMEOUT_MARGIN).as_secs().min(LOGIN_MAX_TIMEOUT_SECS);
-    let login =
-        format!("{}{overrides} login --no-browser --json --port {port} --timeout {remote_timeout}", shell_quote(&llmx));
-    let proc = until(&cancel, session.spawn(&bound_to_session(&login))).await??;
+    let (link, host, llmx, remote) = match &opts.target {
+        TunnelTarget::Ssh(address) => {
+            let host = address.to_string();
+            let session = until(&cancel, Session::connect(address, &opts.ssh)).await??;
+            let info = session.info().clone();
+            events(TunnelEvent::Connected {
+                host: host.clone(),
+                user: info.user.clone(),
+                host_key_fingerprint: info.host_key_fingerprint.clone(),
+            });
+            let llmx = until(&cancel, remote_llmx(&session, &host, &opts, &events)).await??;
+            let method = if opts.device {
+                "--device-auth --json".to_string()
+            } else {
+                format!("--no-browser --json --port {port}")
+            };
+            let login = format!("{}{overrides} login {method} --timeout {remote_timeout}", shell_quote(&llmx));
+            let proc = until(&cancel, session.spawn(&bound_to_session(&login))).await??;
+            (Link::Ssh(session), host, llmx, RemoteLogin::new(proc))
+        }
+        TunnelTarget::Docker(name) => {
+            let c = until(&cancel, container::open(name)).await??;
+            events(TunnelEvent::ContainerReady { container: name.clone(), id: c.id_short(), user: c.user.clone() });
+            let llmx = until(&cancel, c.llmx(&opts, &events)).await??;
+            let mut cmd = vec![llmx.clone()];
+            cmd.extend(opts.overrides.iter().map(|o| format!("--config={o}")));
+            cmd.push("login".into());
+            if opts.device {
+                cmd.push("--device-auth".into());
+            } else {
+                cmd.extend(["--no-browser".into(), "--port".into(), port.to_string()]);
+            }
+            cmd.extend(["--json", "--end-on-stdin-eof", "--timeout"].map(String::from));
+            cmd.push(remote_timeout.to_string());
+            let (exec, pid) = until(&cancel, c.spawn(cmd)).await??;
+            events(TunnelEvent::RemoteStarted { llmx: llmx.clone(), pid });
+            (Link::Container(Box::new(c)), format!("docker:{name}"), llmx, RemoteLogin::exec(exec, pid))
+        }
+    };
 
+    let relay = mpsc::channel(4);
     let mut t = Tunnel {
-        session,
+        link,
         host,
         llmx,
         port,
+        device: opts.device,
         issuer: opts.issuer.clone(),
         events,
-        listener: Some(listener),
+        listener,
         forwarder: None,
-        remote: RemoteLogin::new(proc),
+        relay: None,
+        relayed: (Some(relay.0), relay.1),
+        pending: VecDeque::new(),
+        remote,
         failures: mpsc::unbounded_channel(),
         forward_failures: 0,
     };
@@ -238,7 +345,7 @@ pub async fn run(
         o => o?,
     };
     success.forward_failures = t.forward_failures;
-    success.status = t.status(&overrides).await;
+    success.status = t.status(&opts.overrides).await;
     Ok(success)
 }
 
@@ -283,17 +390,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where the remote login runs, and how commands reach it there.
+enum Link {
+    Ssh(Session),
+    Container(Box<container::Container>),
+}
+
 /// One tunnel's moving parts, for the wait and the teardown.
 struct Tunnel {
-    session: Session,
+    link: Link,
     host: String,
     llmx: String,
     port: u16,
+    device: bool,
     issuer: String,
     events: EventSink,
-    /// Bound at the start; moves into the forwarder when the remote listens.
+    /// Bound at the start (browser login); moves into the forwarder or relay when the remote listens.
     listener: Option<TcpListener>,
     forwarder: Option<Forwarder>,
+    relay: Option<Relay>,
+    /// Callbacks the relay hands over (the sender moves into the relay when it starts).
+    relayed: (Option<mpsc::Sender<Relayed>>, mpsc::Receiver<Relayed>),
+    /// Relayed callbacks written to the login's stdin, waiting for what it makes of them (in order).
+    pending: VecDeque<tokio::sync::oneshot::Sender<relay::Answer>>,
     remote: RemoteLogin,
     failures: (mpsc::UnboundedSender<String>, mpsc::UnboundedReceiver<String>),
     forward_failures: usize,

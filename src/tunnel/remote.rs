@@ -4,7 +4,7 @@
 //! once the login is over.
 
 use super::install::install;
-use super::{EventSink, INSTALL_PATH, RemoteStatus, Tunnel, TunnelError, TunnelEvent, TunnelOptions};
+use super::{EventSink, INSTALL_PATH, Link, RemoteStatus, Tunnel, TunnelError, TunnelEvent, TunnelOptions};
 use crate::ssh::{Session, shell_quote};
 use crate::text::printable;
 use std::time::Duration;
@@ -70,16 +70,14 @@ pub(super) async fn remote_llmx(
 }
 
 impl Tunnel {
-    /// The remote's `llmx login status --json`.
-    pub(super) async fn status(&self, overrides: &str) -> Option<RemoteStatus> {
-        let cmd = format!("exec {}{overrides} login status --json", shell_quote(&self.llmx));
+    /// The remote's `llmx login status --json` (with the same `-c` overrides as the login).
+    pub(super) async fn status(&self, overrides: &[String]) -> Option<RemoteStatus> {
         // Bounded: after a lost connection this must not wait for the I/O timeout.
-        let r = tokio::time::timeout(STATUS_LIMIT, self.session.call(move |c| c.exec(&cmd, b""))).await;
-        let parsed = match r {
+        let parsed = match tokio::time::timeout(STATUS_LIMIT, self.status_output(overrides)).await {
             Err(_) => Err(format!("no answer within {} s", STATUS_LIMIT.as_secs())),
-            Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(out)) => serde_json::from_slice::<RemoteStatus>(&out.stdout).map_err(|e| {
-                let err = String::from_utf8_lossy(&out.stderr);
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((stdout, stderr))) => serde_json::from_slice::<RemoteStatus>(&stdout).map_err(|e| {
+                let err = String::from_utf8_lossy(&stderr);
                 format!("unexpected answer ({e}) {}", printable(err.trim()))
             }),
         };
@@ -90,6 +88,24 @@ impl Tunnel {
                     message: format!("{}: `llmx login status` after the login failed: {e}", self.host),
                 });
                 None
+            }
+        }
+    }
+
+    /// `llmx login status --json` run where the login ran: its stdout and stderr.
+    async fn status_output(&self, overrides: &[String]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        match &self.link {
+            Link::Ssh(session) => {
+                let cmd = format!("exec {}{} login status --json", shell_quote(&self.llmx), overrides_words(overrides));
+                let out = session.call(move |c| c.exec(&cmd, b"")).await.map_err(|e| e.to_string())?;
+                Ok((out.stdout, out.stderr))
+            }
+            Link::Container(c) => {
+                let mut cmd = vec![self.llmx.clone()];
+                cmd.extend(overrides.iter().map(|o| format!("--config={o}")));
+                cmd.extend(["login", "status", "--json"].map(String::from));
+                let (_, out, err) = c.run(cmd).await.map_err(|e| e.to_string())?;
+                Ok((out, err))
             }
         }
     }

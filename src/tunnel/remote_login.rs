@@ -1,7 +1,10 @@
-//! The running remote `llmx login`: its stdout read line by line, with a bounded buffer, as its pid
-//! and then its JSON events ([`LoginEvent`], the `llmx login --json` protocol); the tail of its
-//! stderr kept for error messages; and a bounded wait for it to end.
+//! The running remote `llmx login`, however it runs ([`Proc`]: an SSH channel or a container's
+//! exec): its stdout read line by line, with a bounded buffer, as its pid (SSH: the wrapper prints
+//! it first) and then its JSON events ([`LoginEvent`], the `llmx login --json` protocol); the tail
+//! of its stderr kept for error messages; lines written to its stdin (the container's paste-back
+//! relay); and a bounded wait for it to end.
 
+use super::container::Exec;
 use crate::auth::login::LoginEvent;
 use crate::ssh::{ExecEvent, ExitStatus, RemoteProcess, SshError};
 use crate::text::printable;
@@ -14,12 +17,53 @@ const STDERR_TAIL: usize = 2048;
 /// a program that never sends a newline must not grow our buffer without end.
 pub(super) const MAX_LINE: usize = 64 * 1024;
 
+/// How the remote login runs.
+pub(super) enum Proc {
+    /// Over SSH, wrapped so that it dies with the session (`bound_to_session`).
+    Ssh(RemoteProcess),
+    /// Through the Engine's exec API in a container, its stdin held by us.
+    Exec(Exec),
+}
+
+/// One thing a [`Proc`] says.
+pub(super) enum Out {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(ExitStatus),
+    Lost(Lost),
+}
+
+/// The connection to the remote login was lost: it may still run.
+#[derive(Debug)]
+pub(super) enum Lost {
+    Ssh(SshError),
+    /// The Engine's exec stream failed or ended without an exit status.
+    Engine(String),
+}
+
+impl Proc {
+    async fn next(&mut self) -> Out {
+        match self {
+            Proc::Ssh(p) => match p.next().await {
+                Some(ExecEvent::Stdout(b)) => Out::Stdout(b),
+                Some(ExecEvent::Stderr(b)) => Out::Stderr(b),
+                Some(ExecEvent::Exit(s)) => Out::Exit(s),
+                Some(ExecEvent::Error(e)) => Out::Lost(Lost::Ssh(e)),
+                None => {
+                    Out::Lost(Lost::Ssh(SshError::Closed { host: String::new(), during: "the remote login".into() }))
+                }
+            },
+            Proc::Exec(e) => e.next().await,
+        }
+    }
+}
+
 /// What the remote login process says, parsed.
 pub(super) enum Msg {
     Pid(u32),
     Event(LoginEvent),
     Exit(ExitStatus),
-    Lost(SshError),
+    Lost(Lost),
     /// A stdout line passed [`MAX_LINE`]; it was dropped.
     LineTooLong,
 }
@@ -29,7 +73,7 @@ pub(super) enum Msg {
 /// process yet: `new` gives it one; the tests feed its stdout by hand.
 #[derive(Default)]
 pub(super) struct RemoteLogin {
-    pub(super) proc: Option<RemoteProcess>,
+    pub(super) proc: Option<Proc>,
     pub(super) pid: Option<u32>,
     pub(super) ended: bool,
     /// It "ended" because the connection was lost: it may still run on the host.
@@ -42,8 +86,30 @@ pub(super) struct RemoteLogin {
 }
 
 impl RemoteLogin {
+    /// An SSH login: its first stdout line is its pid.
     pub(super) fn new(proc: RemoteProcess) -> RemoteLogin {
-        RemoteLogin { proc: Some(proc), ..RemoteLogin::default() }
+        RemoteLogin { proc: Some(Proc::Ssh(proc)), ..RemoteLogin::default() }
+    }
+
+    /// A container's login: its pid is known (`pid`, as the engine reports it), every stdout line
+    /// is an event.
+    pub(super) fn exec(exec: Exec, pid: u32) -> RemoteLogin {
+        RemoteLogin { proc: Some(Proc::Exec(exec)), pid: Some(pid), ..RemoteLogin::default() }
+    }
+
+    /// Write `line` (and a newline) to the login's stdin; whether it went out.
+    pub(super) async fn send_line(&mut self, line: &str) -> bool {
+        match &mut self.proc {
+            Some(Proc::Exec(e)) if !self.ended => e.send_line(line).await,
+            _ => false,
+        }
+    }
+
+    /// Close the login's stdin: a container's login (`--end-on-stdin-eof`) then stops.
+    pub(super) async fn close_input(&mut self) {
+        if let Some(Proc::Exec(e)) = &mut self.proc {
+            e.close_input().await;
+        }
     }
 
     pub(super) async fn next(&mut self) -> Msg {
@@ -56,26 +122,20 @@ impl RemoteLogin {
                 _ => return std::future::pending().await,
             };
             match ev {
-                Some(ExecEvent::Stdout(b)) => self.stdout(&b),
-                Some(ExecEvent::Stderr(b)) => {
+                Out::Stdout(b) => self.stdout(&b),
+                Out::Stderr(b) => {
                     self.stderr.extend_from_slice(&b);
                     if self.stderr.len() > STDERR_TAIL {
                         self.stderr.drain(..self.stderr.len() - STDERR_TAIL);
                     }
                 }
-                Some(ExecEvent::Exit(s)) => {
+                Out::Exit(s) => {
                     self.ended = true;
                     self.queue.push_back(Msg::Exit(s));
                 }
-                Some(ExecEvent::Error(e)) => {
+                Out::Lost(e) => {
                     self.ended = true;
                     self.lost = true;
-                    self.queue.push_back(Msg::Lost(e));
-                }
-                None => {
-                    self.ended = true;
-                    self.lost = true;
-                    let e = SshError::Closed { host: String::new(), during: "the remote login".into() };
                     self.queue.push_back(Msg::Lost(e));
                 }
             }

@@ -2,11 +2,14 @@
 //! `POST /cancel` through the tunnel, carrying the cancel secret that login wrote in its home
 //! (`auth::cancel`; read over SSH, never put in a command line), then signalled by pid (INT, then
 //! KILL) if it lingers — all of it within [`TEARDOWN_LIMIT`], so a dead network cannot hold it up;
-//! then its channel is closed, forwarding stops and the local port is released. It says what
+//! then its channel is closed, forwarding stops and the local port is released. A container's
+//! login is stopped by closing its stdin (it runs with `--end-on-stdin-eof`), which needs no
+//! shell in the container; callbacks still waiting in the relay are answered. It says what
 //! became of the remote login ([`RemoteEnd`]) so that the report never claims a cancellation that
 //! did not happen.
 
-use super::{Tunnel, TunnelEvent};
+use super::relay::Answer;
+use super::{Link, Tunnel, TunnelEvent};
 use crate::auth::cancel;
 use crate::secret::Secret;
 use std::time::Duration;
@@ -30,16 +33,21 @@ pub(super) enum RemoteEnd {
     Unknown(String),
 }
 
+/// What ends a remote login the teardown could not stop.
+fn stops_by_itself(link: &Link) -> &'static str {
+    match link {
+        Link::Ssh(_) => "it stops by itself when the host closes the SSH session",
+        Link::Container(_) => "it stops by itself when the engine closes its input, or at its own timeout",
+    }
+}
+
 impl RemoteEnd {
     /// For "interrupted; …".
     pub(super) fn describe(&self) -> String {
         match self {
             RemoteEnd::Ended => "the remote login had already ended".into(),
             RemoteEnd::Stopped => "the remote login was cancelled".into(),
-            RemoteEnd::Unknown(why) => format!(
-                "the remote login could not be cancelled ({why}); it stops by itself when the host closes the SSH \
-                 session"
-            ),
+            RemoteEnd::Unknown(why) => format!("the remote login could not be cancelled ({why})"),
         }
     }
 }
@@ -63,15 +71,23 @@ impl Tunnel {
             let pid = self.remote.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             (self.events)(TunnelEvent::Warning {
                 message: format!(
-                    "the remote llmx login{pid} on {} may still be running ({why}); it stops when the host closes \
-                     the SSH session",
-                    self.host
+                    "the remote llmx login{pid} on {} may still be running ({why}); {}",
+                    self.host,
+                    stops_by_itself(&self.link)
                 ),
             });
         }
         drop(self.remote.proc.take());
         if let Some(f) = self.forwarder.take() {
             f.stop().await;
+        }
+        for reply in self.pending.drain(..) {
+            let _ = reply.send(Answer::Failed("the tunnel ended".into()));
+        }
+        self.relayed.0 = None;
+        self.relayed.1.close();
+        if let Some(r) = self.relay.take() {
+            r.stop().await;
         }
         self.listener = None;
         while let Ok(f) = self.failures.1.try_recv() {
@@ -82,10 +98,18 @@ impl Tunnel {
 
     /// `/cancel` through the tunnel, then INT and KILL by pid; whether the login was seen to end.
     async fn stop_remote(&mut self) -> bool {
+        let session = match &self.link {
+            Link::Ssh(session) => session.clone(),
+            Link::Container(_) => {
+                self.remote.close_input().await;
+                self.remote.wait_end(CANCEL_WAIT).await;
+                return self.remote.ended && !self.remote.lost;
+            }
+        };
         // Through our own listener, hence the tunnel, to the remote callback server; when it
         // acknowledges, the login stops by itself.
         if self.forwarder.is_some()
-            && let Some(secret) = self.remote_cancel_secret().await
+            && let Some(secret) = remote_cancel_secret(&session, self.port).await
             && cancel::request_cancel(self.port, &secret).await
         {
             self.remote.wait_end(CANCEL_WAIT).await;
@@ -95,7 +119,7 @@ impl Tunnel {
         {
             for sig in ["INT", "KILL"] {
                 let cmd = format!("kill -{sig} {pid} 2>/dev/null");
-                let _ = tokio::time::timeout(SIGNAL_WAIT, self.session.call(move |c| c.exec(&cmd, b""))).await;
+                let _ = tokio::time::timeout(SIGNAL_WAIT, session.call(move |c| c.exec(&cmd, b""))).await;
                 if self.remote.wait_end(SIGNAL_WAIT).await {
                     break;
                 }
@@ -103,15 +127,15 @@ impl Tunnel {
         }
         self.remote.ended && !self.remote.lost
     }
+}
 
-    /// The remote login's cancel secret, from its home as that login resolved it (`LLMX_HOME`
-    /// when set and non-empty, else `~/.llmx`, in the same environment the login was started in).
-    async fn remote_cancel_secret(&self) -> Option<Secret> {
-        let name = cancel::cancel_path(std::path::Path::new(""), self.port);
-        let cmd = format!("cat \"${{LLMX_HOME:-$HOME/.llmx}}\"/'{}' 2>/dev/null", name.display());
-        let out = self.session.call(move |c| c.exec(&cmd, b"")).await.ok()?;
-        let text = String::from_utf8(out.stdout).ok()?;
-        let text = text.trim();
-        (out.status.code == 0 && !text.is_empty() && text.len() <= 256).then(|| Secret::new(text))
-    }
+/// The remote login's cancel secret, from its home as that login resolved it (`LLMX_HOME`
+/// when set and non-empty, else `~/.llmx`, in the same environment the login was started in).
+async fn remote_cancel_secret(session: &crate::ssh::Session, port: u16) -> Option<Secret> {
+    let name = cancel::cancel_path(std::path::Path::new(""), port);
+    let cmd = format!("cat \"${{LLMX_HOME:-$HOME/.llmx}}\"/'{}' 2>/dev/null", name.display());
+    let out = session.call(move |c| c.exec(&cmd, b"")).await.ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let text = text.trim();
+    (out.status.code == 0 && !text.is_empty() && text.len() <= 256).then(|| Secret::new(text))
 }

@@ -1,12 +1,15 @@
-//! Following the remote login until it ends: its pid and events become [`TunnelEvent`]s, forwarding
-//! starts when it listens, and the wait ends with its result, its exit, a lost connection, the
-//! timeout or the interrupt.
+//! Following the remote login until it ends, whichever way it runs: its pid and events become
+//! [`TunnelEvent`]s, forwarding (SSH) or the relay (container) starts when it listens, a device
+//! code is shown once its page is the configured issuer's, relayed callbacks go to its stdin and
+//! get its answer, and the wait ends with its result, its exit, a lost connection, the timeout or
+//! the interrupt.
 
 use super::forward::Forwarder;
-use super::remote_login::Msg;
-use super::{Tunnel, TunnelError, TunnelEvent, TunnelSuccess};
+use super::relay::{Answer, Relay, Relayed};
+use super::remote_login::{Lost, Msg};
+use super::{Link, Tunnel, TunnelError, TunnelEvent, TunnelSuccess};
 use crate::auth::login::LoginEvent;
-use crate::auth::oauth::check_authorize_url;
+use crate::auth::oauth::{check_authorize_url, check_device_url};
 use crate::ssh::{ExitStatus, SshError};
 use crate::text::printable;
 use std::time::Duration;
@@ -31,14 +34,22 @@ impl Tunnel {
                         return result.unwrap_or_else(|| Err(self.exited_without_result(&status)));
                     }
                     Msg::LineTooLong => return Err(TunnelError::LineTooLong { host: self.host.clone() }),
-                    Msg::Lost(e) => {
+                    Msg::Lost(Lost::Ssh(e)) => {
                         return result.unwrap_or(Err(TunnelError::Ssh(match e {
                             SshError::Closed { during, .. } => SshError::Closed { host: self.host.clone(), during },
                             e => e,
                         })));
                     }
+                    Msg::Lost(Lost::Engine(message)) => {
+                        return result.unwrap_or(Err(TunnelError::Container {
+                            target: self.host.clone(),
+                            message: format!("the login's exec failed: {}", printable(&message)),
+                            hint: None,
+                        }));
+                    }
                 },
                 Some(f) = self.failures.1.recv() => self.forward_failed(f),
+                Some(r) = self.relayed.1.recv() => self.relay_callback(r).await,
                 () = &mut deadline => return result.unwrap_or(Err(TunnelError::TimedOut { after: timeout })),
                 () = cancel.cancelled() => {
                     // `run` fills in what became of the remote login once teardown knows.
@@ -67,11 +78,50 @@ impl Tunnel {
                         url: printable(&authorize_url),
                     });
                 };
+                if self.device {
+                    // A device login fell back to the browser (no device code at the issuer).
+                    return Err(TunnelError::DeviceCodeOff { host: self.host.clone() });
+                }
                 if let Some(listener) = self.listener.take() {
-                    self.forwarder =
-                        Some(Forwarder::start(listener, self.session.clone(), self.port, self.failures.0.clone()));
+                    match &self.link {
+                        Link::Ssh(session) => {
+                            self.forwarder =
+                                Some(Forwarder::start(listener, session.clone(), self.port, self.failures.0.clone()));
+                        }
+                        Link::Container(_) => {
+                            if let Some(tx) = self.relayed.0.take() {
+                                self.relay = Some(Relay::start(listener, self.port, tx));
+                            }
+                        }
+                    }
                 }
                 (self.events)(TunnelEvent::Listening { authorize_url, port });
+            }
+            LoginEvent::DeviceCode { verification_url, user_code, expires_in } if self.device => {
+                // Only the configured issuer's page is opened or shown; the code is the remote's
+                // text, so made printable.
+                let Some(verification_url) = check_device_url(&verification_url, &self.issuer) else {
+                    return Err(TunnelError::BadVerificationUrl {
+                        host: self.host.clone(),
+                        issuer: printable(&self.issuer),
+                        url: printable(&verification_url),
+                    });
+                };
+                (self.events)(TunnelEvent::DeviceCode {
+                    verification_url,
+                    user_code: printable(&user_code),
+                    expires_in,
+                });
+            }
+            LoginEvent::DeviceCodeUnavailable if self.device => {
+                return Err(TunnelError::DeviceCodeOff { host: self.host.clone() });
+            }
+            LoginEvent::PasteRejected { reason } if !self.pending.is_empty() => {
+                let reason = printable(&reason);
+                if let Some(reply) = self.pending.pop_front() {
+                    let _ = reply.send(Answer::Rejected(reason.clone()));
+                }
+                (self.events)(TunnelEvent::CallbackRejected { reason });
             }
             LoginEvent::CallbackRejected { reason } | LoginEvent::PasteRejected { reason } => {
                 (self.events)(TunnelEvent::CallbackRejected { reason: printable(&reason) })
@@ -85,8 +135,10 @@ impl Tunnel {
                 login.auth_file = printable(&login.auth_file);
                 login.method = printable(&login.method);
                 *result = Some(Ok(TunnelSuccess { host: self.host.clone(), login, status: None, forward_failures: 0 }));
+                self.answer_all(&Answer::Succeeded);
             }
             LoginEvent::LoginFailed { reason, error } => {
+                self.answer_all(&Answer::Failed(printable(&error)));
                 *result = Some(Err(TunnelError::RemoteLoginFailed {
                     host: self.host.clone(),
                     reason: printable(&reason),
@@ -96,10 +148,26 @@ impl Tunnel {
             LoginEvent::StaleServerCancelled { port } => (self.events)(TunnelEvent::Warning {
                 message: format!("stopped an earlier llmx login that was waiting on port {port} on {}", self.host),
             }),
-            // The tunnel runs the browser login; device-code events do not occur there.
+            // Device-code events of a browser login do not occur.
             LoginEvent::DeviceCode { .. } | LoginEvent::DeviceCodeUnavailable => {}
         }
         Ok(())
+    }
+
+    /// A callback from the relay: to the container login's stdin as a paste-back line; its answer
+    /// follows from the login's next events.
+    async fn relay_callback(&mut self, r: Relayed) {
+        if self.remote.send_line(&r.line).await {
+            self.pending.push_back(r.reply);
+        } else {
+            let _ = r.reply.send(Answer::Failed("the container's login no longer reads its input".into()));
+        }
+    }
+
+    fn answer_all(&mut self, answer: &Answer) {
+        for reply in self.pending.drain(..) {
+            let _ = reply.send(answer.clone());
+        }
     }
 
     fn exited_without_result(&self, status: &ExitStatus) -> TunnelError {

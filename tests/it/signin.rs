@@ -17,7 +17,7 @@ fn device_login(home: &Home, issuer_url: &str, extra: &[&str]) -> crate::support
 }
 
 /// What a person does on the issuer's page: enter the code and press a button.
-async fn decide_on_page(issuer_url: &str, user_code: &str, action: &str) {
+pub(crate) async fn decide_on_page(issuer_url: &str, user_code: &str, action: &str) {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let r = http
         .post(format!("{issuer_url}/codex/device"))

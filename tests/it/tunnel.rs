@@ -23,14 +23,31 @@ async fn issuer_for(remote: &Remote) -> RunningIssuer {
 /// `llmx -c auth_issuer=ISSUER auth tunnel --json --no-browser --port PORT -i KEY SPEC EXTRA...`
 /// as this machine's user: HOME is the client home (its ~/.ssh), LLMX_HOME is `local`.
 fn spawn_tunnel(remote: &Remote, issuer: &str, local: &Home, port: u16, extra: &[&str]) -> Events {
+    let mut args = vec!["--port".to_string(), port.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_tunnel_with(remote, issuer, local, &args)
+}
+
+/// The same without `--port` (`--device` takes none).
+fn spawn_tunnel_with(remote: &Remote, issuer: &str, local: &Home, extra: &[String]) -> Events {
     local
         .llmx(["-c", &format!("auth_issuer={issuer}"), "auth", "tunnel", "--json", "--no-browser"])
         .env("HOME", remote.client_home.path())
-        .args(["--port", &port.to_string(), "--connect-timeout", "10", "-i"])
+        .args(["--connect-timeout", "10", "-i"])
         .args([&remote.key.path])
         .args([remote.spec()])
         .args(extra)
         .events()
+}
+
+/// TCP listeners here that belong to process `pid`.
+pub(crate) fn listeners_of(pid: u32) -> Vec<String> {
+    let out = std::process::Command::new("ss").arg("-ltnpH").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The browser's part: ask the issuer to approve, then follow its redirect through the tunnel
@@ -57,6 +74,13 @@ fn assert_torn_down(remote: &Remote, port: u16) {
 
 /// The remote user's auth.json: tokens, 0600, owned by the user, in a 0700 directory.
 fn assert_remote_login(remote: &Remote) -> Value {
+    let json = assert_remote_tokens(remote);
+    assert!(json["OPENAI_API_KEY"].as_str().is_some_and(|k| !k.is_empty()), "{json}");
+    json
+}
+
+/// As [`assert_remote_login`], for a device-code login (which exchanges no API key).
+fn assert_remote_tokens(remote: &Remote) -> Value {
     let path = remote.user().home.join(".llmx/auth.json");
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(meta.mode() & 0o777, 0o600, "auth.json mode");
@@ -69,7 +93,7 @@ fn assert_remote_login(remote: &Remote) -> Value {
         assert!(json["tokens"][k].as_str().is_some_and(|t| t.len() > 10), "tokens.{k}: {json}");
     }
     assert_eq!(json["tokens"]["account_id"], "acc-test-0001");
-    assert!(json["OPENAI_API_KEY"].as_str().is_some_and(|k| !k.is_empty()), "{json}");
+    assert_eq!(json["auth_mode"], "chatgpt", "{json}");
     json
 }
 
@@ -318,4 +342,114 @@ async fn ctrl_c_on_a_dead_network_is_bounded_and_does_not_claim_a_cancellation()
     assert_eq!(last["reason"], "interrupted", "{events:?}");
     assert!(events.iter().any(|e| e["event"] == "warning"), "{events:?}");
     issuer.stop().await.unwrap();
+}
+
+/// A device-code tunnel to a remote with this build's llmx in `~/tools/llmx`, up to its code
+/// (whose `elapsed_ms` is the time from starting the tunnel to it).
+async fn device_tunnel(extra: &[&str]) -> (Remote, RunningIssuer, Home, Events, Value) {
+    let remote = Remote::start();
+    let issuer = issuer_for(&remote).await;
+    remote.give_binary(Path::new(LLMX), "tools/llmx");
+    let local = Home::new();
+    let mut args: Vec<String> = ["--device", "--remote-llmx", "~/tools/llmx"].map(String::from).to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let started = std::time::Instant::now();
+    let mut t = spawn_tunnel_with(&remote, &issuer.base_url(), &local, &args);
+    t.wait_for("remote_started").await;
+    let mut code = t.wait_for("device_code").await;
+    code["elapsed_ms"] = (started.elapsed().as_millis() as u64).into();
+    (remote, issuer, local, t, code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tunnel_shows_the_remote_code_here_and_signs_the_remote_in_without_a_port() {
+    let (remote, issuer, local, t, code) = device_tunnel(&[]).await;
+    let to_code = std::time::Duration::from_millis(code["elapsed_ms"].as_u64().unwrap());
+    assert_eq!(code["verification_url"], format!("{}/codex/device", issuer.base_url()), "{code}");
+    let user_code = code["user_code"].as_str().unwrap().to_string();
+    assert!(!user_code.is_empty());
+    // Nothing bound or forwarded: no listener of the tunnel here, none of the login there.
+    assert_eq!(listeners_of(t.pid().unwrap()), Vec::<String>::new());
+    assert_eq!(remote.ns.listeners().iter().filter(|l| !l.ends_with(":22")).count(), 0, "{:?}", remote.ns.listeners());
+
+    let approved = std::time::Instant::now();
+    crate::signin::decide_on_page(&issuer.base_url(), &user_code, "approve").await;
+    let (status, events, stderr) = t.finish().await;
+    let to_exit = approved.elapsed();
+    assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
+
+    // The same login run here, for the overhead of the tunnel (printed; see the changelog).
+    let here = Home::new();
+    let started = std::time::Instant::now();
+    let mut login =
+        here.llmx(["-c", &format!("auth_issuer={}", issuer.base_url()), "login", "--device-auth", "--json"]).events();
+    let c = login.expect_next("device_code").await;
+    let local_to_code = started.elapsed();
+    let approved = std::time::Instant::now();
+    crate::signin::decide_on_page(&issuer.base_url(), c["user_code"].as_str().unwrap(), "approve").await;
+    let (ok, _, _) = login.finish().await;
+    assert!(ok.success());
+    let local_to_exit = approved.elapsed();
+    eprintln!(
+        "tunnel --device over ssh: start→code {to_code:?}, approve→exit {to_exit:?}; \
+         local device login: start→code {local_to_code:?}, approve→exit {local_to_exit:?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "tunnel_succeeded", "{events:?}");
+    assert_eq!(done["status"]["method"], "chatgpt", "{done}");
+    assert_eq!(done["status"]["email"], "dev@example.com", "{done}");
+    assert!(!events.iter().any(|e| e["event"] == "bound" || e["event"] == "listening"), "{events:?}");
+    let auth = assert_remote_tokens(&remote);
+    assert_no_secrets_but_key(&auth, &format!("{events:?}{stderr}"));
+    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    assert_torn_down(&remote, 1455);
+    issuer.stop().await.unwrap();
+}
+
+/// No token of `auth` appears in `text` (a device login holds no API key).
+fn assert_no_secrets_but_key(auth: &Value, text: &str) {
+    let t = &auth["tokens"];
+    for s in [&t["id_token"], &t["access_token"], &t["refresh_token"]] {
+        assert!(!text.contains(s.as_str().unwrap()), "a secret leaked into the output");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_during_a_device_tunnel_stops_the_remote_login() {
+    let (remote, issuer, _local, t, _code) = device_tunnel(&[]).await;
+    assert_eq!(remote.user_processes("llmx").len(), 1);
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(t.pid().unwrap() as i32, libc::SIGINT) }, 0);
+    let (status, events, stderr) = t.finish().await;
+    assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
+    assert_eq!(events.last().unwrap()["reason"], "interrupted", "{events:?}");
+    assert!(stderr.contains("the remote login was cancelled"), "{stderr}");
+    assert_torn_down(&remote, 1455);
+    assert!(!remote.user().home.join(".llmx/auth.json").exists());
+    issuer.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_tunnel_refuses_a_verification_page_of_another_issuer() {
+    // The remote llmx is told another issuer than this side's: its page is not shown or opened.
+    let remote = Remote::start();
+    let issuer = issuer_for(&remote).await;
+    let other = issuer_for(&remote).await;
+    remote.give_binary(Path::new(LLMX), "tools/llmx");
+    let local = Home::new();
+    // Its own override comes last, so it wins over the one the tunnel passes.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    let text = format!("#!/bin/sh\nexec \"$HOME/tools/llmx\" \"$@\" -c auth_issuer={}\n", other.base_url());
+    std::fs::write(script.path(), text).unwrap();
+    remote.give_binary(script.path(), "tools/llmx-other");
+    let args: Vec<String> = ["--device", "--remote-llmx", "~/tools/llmx-other"].map(String::from).to_vec();
+    let t = spawn_tunnel_with(&remote, &issuer.base_url(), &local, &args);
+    let (status, events, stderr) = t.finish().await;
+    assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
+    assert_eq!(events.last().unwrap()["reason"], "protocol", "{events:?}");
+    assert!(stderr.contains("/codex/device"), "{stderr}");
+    assert!(!events.iter().any(|e| e["event"] == "device_code"), "{events:?}");
+    assert_torn_down(&remote, 1455);
+    issuer.stop().await.unwrap();
+    other.stop().await.unwrap();
 }

@@ -191,12 +191,17 @@ fn first_entry(path: &str, tar_bytes: &[u8]) -> Result<Entry, ArchiveError> {
 pub struct Upload<'a> {
     /// Directory (inside the container) the tar is extracted into; it must exist.
     pub at: &'a str,
+    /// Directories above `dir_rel` to include as entries (0700, the owner), relative to `at`,
+    /// outermost first: `--install`'s `.llmx` above `.llmx/bin`. Credentials pass none.
+    pub parents: &'a [&'a str],
     /// Path of the credential directory relative to `at` (`""` when it is `at` itself).
     pub dir_rel: &'a str,
     /// Whether to include an entry for the directory (creating it, or re-applying 0700 and the
     /// owner when it exists).
     pub dir_entry: bool,
     pub file_name: &'a str,
+    /// The file's mode: 0600 for a credential, 0700 for a program.
+    pub file_mode: u32,
     pub bytes: &'a [u8],
     pub uid: u32,
     pub gid: u32,
@@ -218,10 +223,13 @@ impl Upload<'_> {
         };
         let mut b = tar::Builder::new(Vec::new());
         let prefix = if self.dir_rel.is_empty() { String::new() } else { format!("{}/", self.dir_rel) };
+        for p in self.parents {
+            b.append_data(&mut header(tar::EntryType::Directory, 0o700, 0), format!("{p}/"), std::io::empty())?;
+        }
         if self.dir_entry && !self.dir_rel.is_empty() {
             b.append_data(&mut header(tar::EntryType::Directory, 0o700, 0), &prefix, std::io::empty())?;
         }
-        let mut h = header(tar::EntryType::Regular, 0o600, self.bytes.len() as u64);
+        let mut h = header(tar::EntryType::Regular, self.file_mode, self.bytes.len() as u64);
         b.append_data(&mut h, format!("{prefix}{}", self.file_name), self.bytes)?;
         b.into_inner()
     }
@@ -246,9 +254,11 @@ mod tests {
     fn upload_tar_carries_owner_and_modes() {
         let up = Upload {
             at: "/home/app",
+            parents: &[],
             dir_rel: ".llmx",
             dir_entry: true,
             file_name: "auth.json",
+            file_mode: 0o600,
             bytes: b"{}",
             uid: 1000,
             gid: 1001,

@@ -37,7 +37,7 @@
 //! * **Verification.** The file is read back through the archive API and its SHA-256, owner and
 //!   mode are compared with what was sent.
 
-mod archive;
+pub(crate) mod archive;
 pub mod connect;
 mod session;
 pub mod user;
@@ -115,6 +115,20 @@ pub async fn containers_with_label(
     names.sort();
     names.dedup();
     Ok(names)
+}
+
+/// The container's user (`Config.User` as `user_spec`) resolved from its own `/etc/passwd` and
+/// `/etc/group`, read through the archive API (no shell needed).
+pub async fn container_user(docker: &Docker, id: &str, user_spec: &str) -> Result<user::ResolvedUser, TargetError> {
+    let want_group = user::needs_group_file(user_spec);
+    let (passwd, group) =
+        futures_util::try_join!(archive::read_file(docker, id, "/etc/passwd", Links::Follow), async {
+            if want_group { archive::read_file(docker, id, "/etc/group", Links::Follow).await } else { Ok(None) }
+        },)
+        .map_err(archive_err("reading the container's user database"))?;
+    let text = |f: &Option<archive::FileEntry>| f.as_ref().map(|f| String::from_utf8_lossy(&f.bytes).into_owned());
+    user::resolve(user_spec, text(&passwd).as_deref(), text(&group).as_deref())
+        .map_err(|e| TargetError::new(format!("container user: {e}")))
 }
 
 fn archive_err(what: &str) -> impl Fn(ArchiveError) -> TargetError + '_ {
@@ -202,18 +216,9 @@ impl DockerTarget {
             }
         }
         step("resolving user");
-        let want_group = user::needs_group_file(&user_spec);
-        let (passwd, group, shell) = futures_util::try_join!(
-            archive::read_file(&docker, &id, "/etc/passwd", Links::Follow),
-            async {
-                if want_group { archive::read_file(&docker, &id, "/etc/group", Links::Follow).await } else { Ok(None) }
-            },
-            archive::exists(&docker, &id, "/bin/sh"),
-        )
-        .map_err(archive_err("reading the container's user database"))?;
-        let text = |f: &Option<archive::FileEntry>| f.as_ref().map(|f| String::from_utf8_lossy(&f.bytes).into_owned());
-        let who = user::resolve(&user_spec, text(&passwd).as_deref(), text(&group).as_deref())
-            .map_err(|e| TargetError::new(format!("container user: {e}")))?;
+        let (who, shell) = futures_util::try_join!(container_user(&docker, &id, &user_spec), async {
+            archive::exists(&docker, &id, "/bin/sh").await.map_err(archive_err("looking for a shell"))
+        })?;
 
         let home = match (remote_home, env_value(&env, "LLMX_HOME"), env_value(&env, "HOME")) {
             (Some(h), _, _) => clean_home(h, "--remote-home")?,
@@ -343,7 +348,8 @@ async fn upload_into(
     };
     let attempts = [(parent, name.to_string()), ("/", home.trim_start_matches('/').to_string())];
     for (at, dir_rel) in &attempts {
-        let up = Upload { at, dir_rel, dir_entry, file_name, bytes, uid: r.uid, gid: r.gid };
+        let up =
+            Upload { at, parents: &[], dir_rel, dir_entry, file_name, file_mode: 0o600, bytes, uid: r.uid, gid: r.gid };
         if archive::upload(docker, &r.id, &up).await.map_err(archive_err("uploading"))? {
             return Ok(());
         }

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const IMAGE_ROOT: &str = "llmx-test-busybox:1";
 pub const IMAGE_APP: &str = "llmx-test-busybox-app:1";
 pub const IMAGE_NOSHELL: &str = "llmx-test-noshell:1";
+/// The busybox rootfs plus this machine's glibc and the libraries the llmx under test links
+/// (from `ldd`), `USER app`: a container llmx itself can run in.
+pub const IMAGE_GLIBC: &str = "llmx-test-glibc-app:1";
 
 /// Run `docker` with `args`; panic with its stderr when it fails.
 pub fn docker(args: &[&str]) -> String {
@@ -71,6 +74,9 @@ fn build_images() -> Result<(), String> {
         let rootfs = busybox_rootfs()?;
         import(&rootfs, IMAGE_ROOT, &["CMD [\"/bin/sleep\",\"infinity\"]"])?;
         import(&rootfs, IMAGE_APP, &["CMD [\"/bin/sleep\",\"infinity\"]", "USER app"])?;
+    }
+    if !exists(IMAGE_GLIBC) {
+        import(&glibc_rootfs()?, IMAGE_GLIBC, &["CMD [\"/bin/sleep\",\"infinity\"]", "USER app"])?;
     }
     if !exists(IMAGE_NOSHELL) {
         import(&noshell_rootfs()?, IMAGE_NOSHELL, &["ENTRYPOINT [\"/sleeper\"]", "USER 65532:65532"])?;
@@ -146,6 +152,47 @@ fn is_static_elf(bytes: &[u8]) -> bool {
 }
 
 fn busybox_rootfs() -> Result<Vec<u8>, String> {
+    Ok(busybox_fs()?.finish())
+}
+
+/// The busybox rootfs with the loader and every library `ldd` names for the llmx under test, at
+/// the paths `ldd` gives (contents of the files they resolve to), and /usr/local/bin.
+fn glibc_rootfs() -> Result<Vec<u8>, String> {
+    let out = Command::new("ldd").arg(super::harness::LLMX).output().map_err(|e| format!("ldd: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ldd {}: {}", super::harness::LLMX, String::from_utf8_lossy(&out.stderr)));
+    }
+    let libs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect();
+    let mut fs = busybox_fs()?;
+    let mut dirs = std::collections::BTreeSet::new();
+    for p in libs.iter().map(String::as_str).chain(["/usr/local/bin/x"]) {
+        let mut parent = Path::new(p.trim_start_matches('/')).parent();
+        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            parent = d.parent();
+        }
+    }
+    for d in dirs.iter().filter(|d| !["bin", "etc", "tmp", "root", "home"].contains(&d.as_str())) {
+        fs.dir(d, 0o755, 0);
+    }
+    for lib in &libs {
+        let bytes = std::fs::read(lib).map_err(|e| format!("{lib}: {e}"))?;
+        fs.file(lib.trim_start_matches('/'), 0o755, &bytes);
+    }
+    Ok(fs.finish())
+}
+
+fn busybox_fs() -> Result<Rootfs, String> {
     let path = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -174,7 +221,7 @@ fn busybox_rootfs() -> Result<Vec<u8>, String> {
     }
     fs.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
     fs.file("etc/group", 0o644, b"root:x:0:\napp:x:1000:\n");
-    Ok(fs.finish())
+    Ok(fs)
 }
 
 const SLEEPER_C: &str = r#"
@@ -297,6 +344,35 @@ impl Container {
         let mut args = vec!["exec", self.name.as_str()];
         args.extend(cmd);
         docker(&args)
+    }
+}
+
+impl Container {
+    /// The container's main process id (for joining its network namespace).
+    pub fn pid(&self) -> u32 {
+        docker(&["inspect", "-f", "{{.State.Pid}}", &self.name]).parse().unwrap()
+    }
+
+    /// Command lines of the container's processes (`docker top`, no exec needed).
+    pub fn processes(&self) -> Vec<String> {
+        docker(&["top", &self.name, "-o", "pid,args"]).lines().skip(1).map(str::to_string).collect()
+    }
+
+    /// The execs the engine knows for the container (`null` when none was ever made).
+    pub fn exec_ids(&self) -> String {
+        docker(&["inspect", "-f", "{{json .ExecIDs}}", &self.name])
+    }
+
+    /// Copy `bin` to `path` in the container (the directory must exist), 0755.
+    pub fn give_binary(&self, bin: &Path, dir: &str, name: &str) {
+        let data = std::fs::read(bin).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, &data[..]).unwrap();
+        let out = docker_raw(&["cp", "-", &format!("{}:{dir}", self.name)], Some(&b.into_inner().unwrap()));
+        assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 

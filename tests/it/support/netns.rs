@@ -38,6 +38,17 @@ pub struct Netns {
 
 impl Netns {
     pub fn create() -> Netns {
+        Netns::make(None)
+    }
+
+    /// The network namespace of process `pid` (a container's, run with `--network none`), named
+    /// for `ip -n` by `ip netns attach` and joined to this machine the same way. Dropping it
+    /// kills what runs in it: the container's processes.
+    pub fn of_process(pid: u32) -> Netns {
+        Netns::make(Some(pid))
+    }
+
+    fn make(attach: Option<u32>) -> Netns {
         require_netns();
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -47,7 +58,10 @@ impl Netns {
         let (host_ip, ns_ip) = free_subnet(pid, n);
         // From here on the guard removes whatever was made, even if a later step fails.
         let ns = Netns { name, host_if, host_ip, ns_ip };
-        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        match attach {
+            Some(p) => run(Command::new("ip").args(["netns", "attach", &ns.name, &p.to_string()])),
+            None => run(Command::new("ip").args(["netns", "add", &ns.name])),
+        };
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
         run(Command::new("ip").args([
             "link",
