@@ -10,6 +10,7 @@ use crate::cli::{Ctx, Failure};
 use clap::Args;
 use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
+use llmx::ssh::{Destination, Route, SshAddress, SshOptions};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
 use std::io::IsTerminal;
@@ -23,6 +24,8 @@ Examples:
   llmx auth push docker:web --remote-home /srv/llmx
   llmx auth push ssh:deploy@build-01 ssh:ci@10.0.0.7:2222   # SSH hosts (~/.ssh/config aliases work)
   llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
+  llmx auth push -J bastion ssh:10.1.2.3         # through a jump host, as ssh -J
+  llmx auth push --explain ssh:inner             # how ~/.ssh/config resolves it; connects nowhere
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -61,6 +64,11 @@ pub struct PushArgs {
     #[arg(long, value_name = "PATH")]
     pub remote_home: Option<String>,
 
+    /// Print how each SSH target would be reached (HostName, Port, User, jump hosts,
+    /// known_hosts files, …, as ~/.ssh/config resolves it) and exit without connecting
+    #[arg(long)]
+    pub explain: bool,
+
     #[command(flatten)]
     pub ssh: SshArgs,
 }
@@ -68,6 +76,57 @@ pub struct PushArgs {
 /// Parse target arguments; a malformed one is a usage error (exit 2).
 pub fn parse_targets(raw: &[String]) -> Result<Vec<TargetSpec>, Failure> {
     raw.iter().map(|t| t.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))).collect()
+}
+
+/// `--explain`: what `~/.ssh/config` (and `-J`, `--accept-new`, …) make of each SSH target, and
+/// of each jump host on its way; nothing connects. Docker targets are listed as such.
+fn explain(specs: &[TargetSpec], opts: &SshOptions, json: bool) -> Result<u8, Failure> {
+    let resolve = |addr: &SshAddress, jump: Option<Vec<SshAddress>>| {
+        Destination::resolve_with(addr, opts, jump).map_err(|e| {
+            let hint = e.hint();
+            let f = Failure::usage(e.to_string());
+            match hint {
+                Some(h) => f.hint(h),
+                None => f,
+            }
+        })
+    };
+    for spec in specs {
+        let TargetSpec::Ssh(addr) = spec else {
+            if !json {
+                crate::cli::output::lines(&[format!("{spec}: not an SSH target, nothing to explain")])?;
+            }
+            continue;
+        };
+        let dest = resolve(addr, opts.jump.clone())?;
+        let mut hops = vec![(format!("{spec}"), dest.clone())];
+        if let Route::Jump(chain) = &dest.route {
+            for (i, hop) in chain.iter().enumerate() {
+                let before = if i == 0 { None } else { Some(chain[..i].to_vec()) };
+                hops.push((format!("  jump host {} ({hop})", i + 1), resolve(hop, before)?));
+            }
+        }
+        if json {
+            let steps: Vec<serde_json::Value> = hops
+                .iter()
+                .map(|(_, d)| {
+                    serde_json::Value::Object(
+                        d.explain().into_iter().map(|(k, v)| (k.replace(' ', "_"), v.into())).collect(),
+                    )
+                })
+                .collect();
+            crate::cli::output::json_line(&serde_json::json!({ "target": spec.to_string(), "hops": steps }))?;
+            continue;
+        }
+        let mut out = Vec::new();
+        for (title, d) in &hops {
+            let indent = if title.starts_with(' ') { "    " } else { "  " };
+            out.push(format!("{title}:"));
+            out.extend(d.explain().into_iter().map(|(k, v)| format!("{indent}{k}: {v}")));
+        }
+        crate::cli::output::lines(&out)?;
+    }
+    Ok(0)
 }
 
 /// Check `--remote-home`: an absolute path (exit 2 otherwise).
@@ -99,6 +158,9 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
+    if args.explain {
+        return explain(&specs, &args.ssh.options(), args.json);
+    }
     refresh_if_expiring(ctx, args.dry_run)?;
     let local = LocalCredential::load(&ctx.home.auth_path()).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } => {
