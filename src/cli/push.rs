@@ -26,6 +26,9 @@ Examples:
   llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
   llmx auth push -J bastion ssh:10.1.2.3         # through a jump host, as ssh -J
   llmx auth push --explain ssh:inner             # how ~/.ssh/config resolves it; connects nowhere
+  llmx auth push docker:compose=shop/web         # every running container of a Compose service
+  llmx auth push @fleet.txt                      # the targets listed in a file, one a line
+  ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -41,7 +44,7 @@ login per machine, or push an API key.";
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct PushArgs {
     /// Where to copy auth.json (one or more; the forms are listed below)
-    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}", spec::forms_list()))]
+    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}; @FILE or - (stdin): the targets listed one a line", spec::forms_list()))]
     pub targets: Vec<String>,
 
     /// How many targets to work on at the same time
@@ -73,9 +76,38 @@ pub struct PushArgs {
     pub ssh: SshArgs,
 }
 
-/// Parse target arguments; a malformed one is a usage error (exit 2).
+/// Parse target arguments; a malformed one is a usage error (exit 2). `@FILE` and `-` (stdin)
+/// stand for the specs in the file, one a line (blank lines and `#` comments skipped).
 pub fn parse_targets(raw: &[String]) -> Result<Vec<TargetSpec>, Failure> {
-    raw.iter().map(|t| t.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))).collect()
+    let mut specs = Vec::new();
+    let mut stdin_read = false;
+    for arg in raw {
+        let (text, from) = if arg == "-" {
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(Failure::usage("'-' (targets on stdin) given twice"));
+            }
+            (std::io::read_to_string(std::io::stdin().lock())?, "stdin".to_string())
+        } else if let Some(path) = arg.strip_prefix('@') {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read targets from {path}: {e}")))?;
+            (text, path.to_string())
+        } else {
+            specs.push(arg.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))?);
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let spec = line.parse::<TargetSpec>().map_err(|e| Failure::usage(format!("{from}:{}: {e}", n + 1)))?;
+            specs.push(spec);
+        }
+    }
+    if specs.is_empty() && !raw.is_empty() {
+        return Err(Failure::usage(format!("no targets in {}", raw.join(" "))));
+    }
+    Ok(specs)
 }
 
 /// `--explain`: what `~/.ssh/config` (and `-J`, `--accept-new`, …) make of each SSH target, and

@@ -156,6 +156,76 @@ fn label_selects_every_running_container_and_only_those() {
 }
 
 #[test]
+fn compose_selector_takes_the_running_containers_of_a_project_or_one_service() {
+    let (local, c, _) = chatgpt_local("compose");
+    let project = unique_name("proj");
+    let labels = |service: &str| {
+        vec![
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+        ]
+    };
+    let run = |tag: &str, service: &str| {
+        let l = labels(service);
+        let opts: Vec<&str> = l.iter().map(String::as_str).collect();
+        Container::run(tag, IMAGE_ROOT, &opts)
+    };
+    let web = run("cweb", "web");
+    let db = run("cdb", "db");
+    let other = Container::run("cother", IMAGE_ROOT, &["--label", "com.docker.compose.project=someone-else"]);
+    let r = local.llmx(&["auth", "push", &format!("docker:compose={project}/web")], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(web.stat("/root/.llmx/auth.json").is_some());
+    assert_eq!(db.stat("/root/.llmx"), None, "another service of the project");
+    let r = local.llmx(&["auth", "push", &format!("docker:compose={project}")], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(db.stat("/root/.llmx/auth.json").is_some());
+    assert_eq!(other.stat("/root/.llmx"), None, "another project");
+    let none = local.llmx(&["auth", "push", &format!("docker:compose={project}/nothing")], &[]);
+    assert_eq!(none.code(), 1, "{}", none.all());
+    assert!(none.stdout.contains(&format!("docker compose -p {project} ps")), "{}", none.stdout);
+    assert_no_secret(&format!("{}{}", r.all(), none.all()), &c);
+}
+
+#[test]
+fn targets_from_a_file_and_from_stdin_skip_blank_lines_and_comments() {
+    let (local, c, _) = chatgpt_local("tfile");
+    let a = Container::run("tfa", IMAGE_ROOT, &[]);
+    let b = Container::run("tfb", IMAGE_ROOT, &[]);
+    let list = local.home().join("fleet.txt");
+    std::fs::write(&list, format!("# the fleet\n\n  {}\n{}  \n", a.target(), b.target())).unwrap();
+    let r = local.llmx(&["auth", "push", &format!("@{}", list.display()), "--json"], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(a.stat("/root/.llmx/auth.json").is_some() && b.stat("/root/.llmx/auth.json").is_some());
+    let s = local.llmx(&["auth", "status", &format!("@{}", list.display())], &[]);
+    assert_eq!(s.code(), 0, "{}", s.all());
+    assert!(s.stdout.contains(&a.target()) && s.stdout.contains(&b.target()), "{}", s.stdout);
+
+    // stdin, through the harness: the same list.
+    let mut cmd = crate::support::harness::Llmx::new(["auth", "status", "-"])
+        .env("HOME", local.home())
+        .env("LLMX_HOME", local.home().join("none"));
+    if let Ok(h) = std::env::var("DOCKER_HOST") {
+        cmd = cmd.env("DOCKER_HOST", h);
+    }
+    let s = cmd.stdin(std::fs::read(&list).unwrap()).run_blocking();
+    assert_eq!(s.code(), 0, "{}", s.all());
+    assert!(s.stdout.contains(&a.target()) && s.stdout.contains(&b.target()), "{}", s.stdout);
+
+    // A bad line is a usage error naming the file and line; nothing is pushed.
+    std::fs::write(&list, "docker:ok\nnot-a-target\n").unwrap();
+    let r = local.llmx(&["auth", "push", &format!("@{}", list.display())], &[]);
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(r.stderr.contains(&format!("{}:2: invalid target 'not-a-target'", list.display())), "{}", r.stderr);
+    std::fs::write(&list, "# nothing\n").unwrap();
+    let r = local.llmx(&["auth", "sync", &format!("@{}", list.display())], &[]);
+    assert_eq!(r.code(), 2, "an empty list is not 'every holder': {}", r.all());
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
 fn missing_container_is_a_clear_error_naming_it() {
     let (local, c, _) = chatgpt_local("missing");
     images();
