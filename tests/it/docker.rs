@@ -242,6 +242,28 @@ fn missing_container_is_a_clear_error_naming_it() {
     assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
 }
 
+/// Regression: DOCKER_TLS_VERIFY was ignored and the credential went over plain HTTP to the
+/// tcp:// engine. Now TLS, ssh:// and plain TCP to another machine are refused before a byte is
+/// sent (the listener here is never even connected to).
+#[test]
+fn tls_verify_ssh_and_remote_plain_tcp_engines_are_refused_before_anything_is_sent() {
+    let (local, c, _) = chatgpt_local("tlsrefuse");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tcp = format!("tcp://{}", listener.local_addr().unwrap());
+    for (env, want) in [
+        (vec![("DOCKER_HOST", tcp.as_str()), ("DOCKER_TLS_VERIFY", "1")], "DOCKER_TLS_VERIFY asks for TLS"),
+        (vec![("DOCKER_HOST", "ssh://deploy@127.0.0.1")], "Docker over ssh://"),
+        (vec![("DOCKER_HOST", "tcp://192.0.2.7:2375")], "over plain TCP, unencrypted"),
+    ] {
+        let r = local.llmx(&["auth", "push", "docker:web"], &env);
+        assert_eq!(r.code(), 1, "{}", r.all());
+        assert!(r.stdout.contains(want), "{env:?}: {}", r.stdout);
+        assert_no_secret(&r.all(), &c);
+    }
+    assert!(listener.accept().is_err(), "llmx connected to the engine despite DOCKER_TLS_VERIFY");
+}
+
 #[test]
 fn unreachable_daemon_fails_clearly_within_seconds() {
     let (local, c, _) = chatgpt_local("unreach");
