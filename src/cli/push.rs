@@ -10,6 +10,7 @@ use crate::cli::{Ctx, Failure};
 use clap::Args;
 use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
+use llmx::ssh::{Destination, Route, SshAddress, SshOptions};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
 use std::io::IsTerminal;
@@ -23,6 +24,11 @@ Examples:
   llmx auth push docker:web --remote-home /srv/llmx
   llmx auth push ssh:deploy@build-01 ssh:ci@10.0.0.7:2222   # SSH hosts (~/.ssh/config aliases work)
   llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
+  llmx auth push -J bastion ssh:10.1.2.3         # through a jump host, as ssh -J
+  llmx auth push --explain ssh:inner             # how ~/.ssh/config resolves it; connects nowhere
+  llmx auth push docker:compose=shop/web         # every running container of a Compose service
+  llmx auth push @fleet.txt                      # the targets listed in a file, one a line
+  ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -38,7 +44,7 @@ login per machine, or push an API key.";
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct PushArgs {
     /// Where to copy auth.json (one or more; the forms are listed below)
-    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}", spec::forms_list()))]
+    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}; @FILE or - (stdin): the targets listed one a line", spec::forms_list()))]
     pub targets: Vec<String>,
 
     /// How many targets to work on at the same time
@@ -61,13 +67,98 @@ pub struct PushArgs {
     #[arg(long, value_name = "PATH")]
     pub remote_home: Option<String>,
 
+    /// Print how each SSH target would be reached (HostName, Port, User, jump hosts,
+    /// known_hosts files, …, as ~/.ssh/config resolves it) and exit without connecting
+    #[arg(long)]
+    pub explain: bool,
+
     #[command(flatten)]
     pub ssh: SshArgs,
 }
 
-/// Parse target arguments; a malformed one is a usage error (exit 2).
+/// Parse target arguments; a malformed one is a usage error (exit 2). `@FILE` and `-` (stdin)
+/// stand for the specs in the file, one a line (blank lines and `#` comments skipped).
 pub fn parse_targets(raw: &[String]) -> Result<Vec<TargetSpec>, Failure> {
-    raw.iter().map(|t| t.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))).collect()
+    let mut specs = Vec::new();
+    let mut stdin_read = false;
+    for arg in raw {
+        let (text, from) = if arg == "-" {
+            if std::mem::replace(&mut stdin_read, true) {
+                return Err(Failure::usage("'-' (targets on stdin) given twice"));
+            }
+            (std::io::read_to_string(std::io::stdin().lock())?, "stdin".to_string())
+        } else if let Some(path) = arg.strip_prefix('@') {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read targets from {path}: {e}")))?;
+            (text, path.to_string())
+        } else {
+            specs.push(arg.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))?);
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let spec = line.parse::<TargetSpec>().map_err(|e| Failure::usage(format!("{from}:{}: {e}", n + 1)))?;
+            specs.push(spec);
+        }
+    }
+    if specs.is_empty() && !raw.is_empty() {
+        return Err(Failure::usage(format!("no targets in {}", raw.join(" "))));
+    }
+    Ok(specs)
+}
+
+/// `--explain`: what `~/.ssh/config` (and `-J`, `--accept-new`, …) make of each SSH target, and
+/// of each jump host on its way; nothing connects. Docker targets are listed as such.
+fn explain(specs: &[TargetSpec], opts: &SshOptions, json: bool) -> Result<u8, Failure> {
+    let resolve = |addr: &SshAddress, jump: Option<Vec<SshAddress>>| {
+        Destination::resolve_with(addr, opts, jump).map_err(|e| {
+            let hint = e.hint();
+            let f = Failure::usage(e.to_string());
+            match hint {
+                Some(h) => f.hint(h),
+                None => f,
+            }
+        })
+    };
+    for spec in specs {
+        let TargetSpec::Ssh(addr) = spec else {
+            if !json {
+                crate::cli::output::lines(&[format!("{spec}: not an SSH target, nothing to explain")])?;
+            }
+            continue;
+        };
+        let dest = resolve(addr, opts.jump.clone())?;
+        let mut hops = vec![(format!("{spec}"), dest.clone())];
+        if let Route::Jump(chain) = &dest.route {
+            for (i, hop) in chain.iter().enumerate() {
+                let before = if i == 0 { None } else { Some(chain[..i].to_vec()) };
+                hops.push((format!("  jump host {} ({hop})", i + 1), resolve(hop, before)?));
+            }
+        }
+        if json {
+            let steps: Vec<serde_json::Value> = hops
+                .iter()
+                .map(|(_, d)| {
+                    serde_json::Value::Object(
+                        d.explain().into_iter().map(|(k, v)| (k.replace(' ', "_"), v.into())).collect(),
+                    )
+                })
+                .collect();
+            crate::cli::output::json_line(&serde_json::json!({ "target": spec.to_string(), "hops": steps }))?;
+            continue;
+        }
+        let mut out = Vec::new();
+        for (title, d) in &hops {
+            let indent = if title.starts_with(' ') { "    " } else { "  " };
+            out.push(format!("{title}:"));
+            out.extend(d.explain().into_iter().map(|(k, v)| format!("{indent}{k}: {v}")));
+        }
+        crate::cli::output::lines(&out)?;
+    }
+    Ok(0)
 }
 
 /// Check `--remote-home`: an absolute path (exit 2 otherwise).
@@ -99,6 +190,9 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
+    if args.explain {
+        return explain(&specs, &args.ssh.options(), args.json);
+    }
     refresh_if_expiring(ctx, args.dry_run)?;
     let local = LocalCredential::load(&ctx.home.auth_path()).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } => {

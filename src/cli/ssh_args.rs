@@ -4,7 +4,7 @@
 
 use clap::Args;
 use llmx::secret::Secret;
-use llmx::ssh::{PassphrasePrompt, SshOptions};
+use llmx::ssh::{PassphrasePrompt, SshAddress, SshOptions, parse_jump_list};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -24,9 +24,24 @@ pub struct SshArgs {
     #[arg(short = 'i', long = "identity", value_name = "PATH")]
     pub identity: Vec<PathBuf>,
 
-    /// SSH: seconds to wait for a host to resolve, connect, handshake and authenticate
-    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub connect_timeout: u64,
+    /// SSH: seconds to wait for a host to resolve, connect, handshake and authenticate [default:
+    /// ConnectTimeout of ~/.ssh/config, else 15]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub connect_timeout: Option<u64>,
+
+    /// SSH: go through these jump hosts, as `ssh -J` (comma-separated [user@]host[:port] or
+    /// ssh://…, each verified against known_hosts under its own name; `none`: directly). Replaces
+    /// the ProxyJump/ProxyCommand of ~/.ssh/config for the target hosts
+    #[arg(short = 'J', long = "jump", value_name = "HOSTS", value_parser = parse_jump)]
+    pub jump: Option<JumpChain>,
+}
+
+/// The value of `-J` (a newtype: clap would read a bare `Vec` as several values).
+#[derive(Debug, Clone)]
+pub struct JumpChain(pub Vec<SshAddress>);
+
+fn parse_jump(s: &str) -> Result<JumpChain, String> {
+    parse_jump_list(s).map(JumpChain)
 }
 
 impl SshArgs {
@@ -36,7 +51,9 @@ impl SshArgs {
         SshOptions {
             identities: self.identity.clone(),
             accept_new: self.accept_new,
-            connect_timeout: Duration::from_secs(self.connect_timeout),
+            connect_timeout: Duration::from_secs(self.connect_timeout.unwrap_or(15)),
+            connect_timeout_from_flag: self.connect_timeout.is_some(),
+            jump: self.jump.as_ref().map(|j| j.0.clone()),
             passphrase: Some(terminal_prompt()),
             ..SshOptions::default()
         }

@@ -8,6 +8,7 @@ use llmx::auth::file::AuthFile;
 use llmx::auth::select::Source;
 use llmx::auth::status::StatusReport;
 use llmx::config::AuthMethod;
+use llmx::targets::TargetSpec;
 use llmx::targets::resolve::ResolveOptions;
 
 #[derive(Debug, Args)]
@@ -22,18 +23,19 @@ Examples:
   llmx auth status                      # the credential in use on this machine
   llmx auth status docker:web           # what container web holds (owner, mode, expiry)
   llmx auth status docker:web --json
-  llmx auth status ssh:deploy@build-01  # what an SSH host holds";
+  llmx auth status ssh:deploy@build-01  # what an SSH host holds
+  llmx auth status @fleet.txt           # each target listed in the file, one a line";
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{AUTH_STATUS_EXAMPLES}", llmx::targets::spec::forms_help()))]
 pub struct AuthStatusArgs {
-    /// Report on a target instead of this machine
-    #[arg(value_name = "TARGET", help = format!("Report on a target instead of this machine: {}", llmx::targets::spec::forms_list()))]
-    pub target: Option<String>,
+    /// Report on targets instead of this machine
+    #[arg(value_name = "TARGET", help = format!("Report on targets instead of this machine: {}; @FILE or - (stdin): the targets listed one a line", llmx::targets::spec::forms_list()))]
+    pub targets: Vec<String>,
 
     /// Credential directory on the target (default: its LLMX_HOME, else ~/.llmx)
-    #[arg(long, value_name = "PATH", requires = "target")]
+    #[arg(long, value_name = "PATH", requires = "targets")]
     pub remote_home: Option<String>,
 
     #[command(flatten)]
@@ -44,16 +46,39 @@ pub struct AuthStatusArgs {
 }
 
 pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
-    match &args.target {
-        None => run(ctx, args.base),
-        Some(t) => run_target(ctx, t, args.remote_home.as_deref(), &args.ssh, args.base.json),
+    if args.targets.is_empty() {
+        return run(ctx, args.base);
     }
+    let specs = push::parse_targets(&args.targets)?;
+    push::check_remote_home(args.remote_home.as_deref())?;
+    if let [spec] = specs.as_slice() {
+        return run_target(ctx, spec, args.remote_home.as_deref(), &args.ssh, args.base.json);
+    }
+    // Several targets (a list): each reported in turn; one that fails does not stop the others.
+    let mut code = 0;
+    for spec in &specs {
+        match run_target(ctx, spec, args.remote_home.as_deref(), &args.ssh, args.base.json) {
+            Ok(c) => code = code.max(c),
+            Err(f) => {
+                let mut lines = vec![format!("llmx: {}", f.message)];
+                lines.extend(f.hint.map(|h| format!("hint: {h}")));
+                output::err_lines(&lines);
+                code = code.max(f.code.min(1));
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// The credential on one target, read through the push engine's target layer.
-fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, json: bool) -> Result<u8, Failure> {
-    let spec = push::parse_targets(&[raw.to_string()])?.remove(0);
-    push::check_remote_home(remote_home)?;
+fn run_target(
+    ctx: &Ctx,
+    spec: &TargetSpec,
+    remote_home: Option<&str>,
+    ssh: &SshArgs,
+    json: bool,
+) -> Result<u8, Failure> {
+    let spec = spec.clone();
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
         let mut targets =

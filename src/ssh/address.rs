@@ -1,4 +1,4 @@
-//! `[user@]host[:port]`: how a user names an SSH destination (`ssh:` targets, `auth tunnel`).
+//! `[user@]host[:port]` (or `ssh://[user@]host[:port]`): how a user names an SSH destination (`ssh:` targets, `auth tunnel`).
 //! Parsed strictly before anything connects; `host` may be an `~/.ssh/config` alias and IPv6
 //! addresses go in brackets.
 
@@ -13,9 +13,14 @@ pub struct SshAddress {
 }
 
 impl SshAddress {
-    /// Parse `[user@]host[:port]`, also accepting a leading `ssh:` (the tunnel takes either).
+    /// Parse `[user@]host[:port]`, also accepting a leading `ssh:` (the tunnel takes either) and
+    /// the URI form `ssh://[user@]host[:port]` (as `ssh` and `-J` take it; no path).
     pub fn parse(s: &str) -> Result<SshAddress, String> {
         let s = s.strip_prefix("ssh:").unwrap_or(s);
+        let s = match s.strip_prefix("//") {
+            Some(rest) => rest.strip_suffix('/').unwrap_or(rest),
+            None => s,
+        };
         let (user, hostport) = match s.rsplit_once('@') {
             Some((u, h)) => {
                 if u.is_empty()
@@ -79,5 +84,22 @@ impl fmt::Display for SshAddress {
             write!(f, ":{p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_uri_is_the_same_address_not_a_user_named_slash_slash() {
+        for s in ["ssh://deploy@web:2222", "//deploy@web:2222/", "deploy@web:2222"] {
+            let a = SshAddress::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            assert_eq!((a.user.as_deref(), a.host.as_str(), a.port), (Some("deploy"), "web", Some(2222)), "{s}");
+        }
+        let a = SshAddress::parse("ssh://[::1]:22").unwrap();
+        assert_eq!((a.user, a.host.as_str(), a.port), (None, "::1", Some(22)));
+        assert!(SshAddress::parse("ssh://web/path").is_err());
+        assert!(SshAddress::parse("ssh://").is_err());
     }
 }

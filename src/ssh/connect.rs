@@ -1,5 +1,6 @@
-//! From `[user@]host[:port]` to an authenticated `ssh2::Session`: apply `~/.ssh/config`, open the
-//! TCP connection within the connect timeout, do the handshake, verify the host key, authenticate.
+//! From `[user@]host[:port]` to an authenticated `ssh2::Session`: apply `~/.ssh/config` (the
+//! [`Route`]: direct, jump hosts or a `ProxyCommand`), open the TCP connection within the connect
+//! timeout (or take the stream a jump host or proxy command gives), do the handshake, verify the host key, authenticate.
 //! Blocking; runs on the thread that will own the session (see [`crate::ssh::session`]).
 #![allow(unsafe_code, reason = "getpwuid_r for the local user name: std has no safe wrapper")]
 
@@ -8,62 +9,203 @@ use crate::ssh::known_hosts::{self, KnownHosts, Verdict};
 use crate::ssh::{SshError, SshOptions, auth, config};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
+
+/// How the SSH connection reaches the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A TCP connection to `host:port`.
+    Direct,
+    /// Through these jump hosts, in order (`ProxyJump`, `-J`): the last one opens a
+    /// `direct-tcpip` channel to the host; each is reached through the ones before it.
+    Jump(Vec<SshAddress>),
+    /// SSH over the stdin/stdout of this command (`ProxyCommand`, tokens expanded), run by
+    /// `/bin/sh`.
+    Command(String),
+}
 
 /// Where and as whom to connect, after the config has been applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
     /// What the user typed (an alias or a host name).
     pub alias: String,
-    /// The host name or address actually connected to (`HostName`), and checked in known_hosts.
+    /// The host name or address actually connected to (`HostName`).
     pub host: String,
     pub port: u16,
     pub user: String,
     /// Identity files in the order to try.
     pub keys: Vec<PathBuf>,
     pub use_agent: bool,
-    /// Files consulted for host keys; the first one is where `accept_new` records.
+    /// `IdentityAgent`: the agent's socket; `None`: as the options say (`$SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
+    /// Files consulted for host keys, user files first.
     pub known_hosts: Vec<PathBuf>,
+    /// Where `accept_new` records (the first `UserKnownHostsFile`); `None`: nowhere.
+    pub record_file: Option<PathBuf>,
+    /// The name and port the host key is looked up (and recorded) under: `host:port`, or the
+    /// `HostKeyAlias` (port 22, as OpenSSH).
+    pub key_name: String,
+    pub key_port: u16,
     /// `HashKnownHosts yes`: record new hosts hashed.
     pub hash_known_hosts: bool,
+    /// Record an unknown host key (`--accept-new`, `StrictHostKeyChecking accept-new`/`no`).
+    pub accept_new: bool,
+    pub route: Route,
+    /// TCP connect plus handshake and authentication.
+    pub connect_timeout: Duration,
+    /// `ServerAliveInterval` / `ServerAliveCountMax`.
+    pub keepalive_interval: Duration,
+    pub keepalive_count: u32,
 }
 
+/// Jump hosts followed at most, counting those of the jump hosts' own configs (a loop in
+/// `~/.ssh/config` ends here).
+pub const MAX_HOPS: usize = 8;
+
 impl Destination {
-    /// Apply the config to `addr`. An explicit user or port in `addr` wins over the config.
+    /// Apply the config to `addr`, with the route `-J` gave ([`SshOptions::jump`]) if any. An
+    /// explicit user or port in `addr` wins over the config.
     pub fn resolve(addr: &SshAddress, opts: &SshOptions) -> Result<Destination, SshError> {
+        Destination::resolve_with(addr, opts, opts.jump.clone())
+    }
+
+    /// As [`resolve`](Destination::resolve), with the jump chain given (`Some(empty)`: direct)
+    /// instead of the config's `ProxyJump`/`ProxyCommand` when `jump` is `Some`.
+    pub fn resolve_with(
+        addr: &SshAddress,
+        opts: &SshOptions,
+        jump: Option<Vec<SshAddress>>,
+    ) -> Result<Destination, SshError> {
         let ssh_dir = opts.ssh_dir()?;
-        let cfg = config::load(&ssh_dir.join("config"), &addr.host)?;
+        let config_path = ssh_dir.join("config");
+        let local = local_user();
+        let local_name = local.clone().unwrap_or_default();
+        let q = config::Query { alias: &addr.host, user: addr.user.as_deref(), local_user: &local_name };
+        let cfg = config::load(&config_path, &q)?;
         let host = match &cfg.host_name {
-            Some(h) => h.replace("%h", &addr.host),
+            Some(h) => config::expand_host_name(h, &addr.host),
             None => addr.host.clone(),
         };
-        let local = local_user();
         let user = addr.user.clone().or(cfg.user.clone()).or_else(|| local.clone()).ok_or_else(|| {
-            SshError::Config { path: ssh_dir.join("config"), reason: "no user name: give one as ssh:USER@HOST".into() }
+            SshError::Config { path: config_path.clone(), reason: "no user name: give one as ssh:USER@HOST".into() }
         })?;
+        let port = addr.port.or(cfg.port).unwrap_or(22);
         let home = ssh_dir.parent().map(PathBuf::from).unwrap_or_else(|| ssh_dir.clone());
-        let local = local.unwrap_or_default();
+        let tokens = config::Tokens {
+            home: Some(&home),
+            local_user: &local_name,
+            host: &host,
+            original: &addr.host,
+            user: &user,
+            port,
+        };
         let mut keys: Vec<PathBuf> = opts.identities.clone();
-        keys.extend(cfg.identity_files.iter().map(|raw| config::expand_identity(raw, &home, &local, &host, &user)));
+        keys.extend(cfg.identity_files.iter().map(|raw| config::expand(raw, &tokens)));
         // As OpenSSH: the default names are tried only when no identity file was named.
         if keys.is_empty() {
             keys.extend(auth::DEFAULT_KEYS.iter().map(|k| ssh_dir.join(k)));
         }
-        let mut known_hosts = vec![ssh_dir.join("known_hosts")];
-        known_hosts.extend(opts.system_known_hosts.clone());
+        let files = |list: &Option<Vec<String>>, default: Vec<PathBuf>| -> Vec<PathBuf> {
+            match list {
+                Some(v) if v.len() == 1 && v[0].eq_ignore_ascii_case("none") => Vec::new(),
+                Some(v) => v.iter().map(|raw| config::expand(raw, &tokens)).collect(),
+                None => default,
+            }
+        };
+        let user_files = files(&cfg.user_known_hosts, vec![ssh_dir.join("known_hosts")]);
+        let global_files = files(&cfg.global_known_hosts, opts.system_known_hosts.clone().into_iter().collect());
+        let record_file = user_files.first().cloned();
+        let known_hosts: Vec<PathBuf> = user_files.into_iter().chain(global_files).collect();
+        let route = match jump {
+            Some(chain) if chain.is_empty() => Route::Direct,
+            Some(chain) => Route::Jump(chain),
+            None => match (&cfg.proxy_jump, &cfg.proxy_command) {
+                (Some(j), _) if j.eq_ignore_ascii_case("none") => Route::Direct,
+                (Some(j), _) => Route::Jump(parse_jump_list(j).map_err(|reason| SshError::Config {
+                    path: config_path.clone(),
+                    reason: format!("ProxyJump for {}: {reason}", addr.host),
+                })?),
+                (None, Some(c)) if c.eq_ignore_ascii_case("none") => Route::Direct,
+                (None, Some(c)) => Route::Command(config::expand(c, &tokens).to_string_lossy().into_owned()),
+                (None, None) => Route::Direct,
+            },
+        };
+        let (key_name, key_port) = match &cfg.host_key_alias {
+            Some(a) => (a.clone(), 22),
+            None => (host.clone(), port),
+        };
+        let (use_agent, agent_socket) = match cfg.identity_agent.as_deref() {
+            Some(a) if a.eq_ignore_ascii_case("none") => (false, None),
+            Some("SSH_AUTH_SOCK") | None => (opts.use_agent, opts.agent_socket.clone()),
+            Some(a) => (opts.use_agent, Some(config::expand(a, &tokens))),
+        };
+        let connect_timeout = match cfg.connect_timeout {
+            Some(secs) if !opts.connect_timeout_from_flag && secs > 0 => Duration::from_secs(secs),
+            _ => opts.connect_timeout,
+        };
         Ok(Destination {
             alias: addr.host.clone(),
             host,
-            port: addr.port.or(cfg.port).unwrap_or(22),
+            port,
             user,
             keys,
-            use_agent: opts.use_agent && cfg.identities_only != Some(true),
+            use_agent: use_agent && cfg.identities_only != Some(true),
+            agent_socket,
             known_hosts,
+            record_file,
+            key_name,
+            key_port,
             hash_known_hosts: cfg.hash_known_hosts == Some(true),
+            accept_new: opts.accept_new || cfg.strict_host_key_checking == Some(config::Strict::AcceptNew),
+            route,
+            connect_timeout,
+            keepalive_interval: cfg.server_alive_interval.map(Duration::from_secs).unwrap_or(opts.keepalive_interval),
+            keepalive_count: cfg.server_alive_count_max.unwrap_or(opts.keepalive_count),
         })
     }
+
+    /// What was resolved, one `name: value` pair a line, for `--explain` (no secrets: file names
+    /// only).
+    pub fn explain(&self) -> Vec<(&'static str, String)> {
+        let files = |v: &[PathBuf]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ")
+            }
+        };
+        let route = match &self.route {
+            Route::Direct => "direct".to_string(),
+            Route::Jump(chain) => chain.iter().map(ToString::to_string).collect::<Vec<_>>().join(" -> "),
+            Route::Command(c) => format!("ProxyCommand {c}"),
+        };
+        vec![
+            ("host", self.alias.clone()),
+            ("hostname", self.host.clone()),
+            ("port", self.port.to_string()),
+            ("user", self.user.clone()),
+            ("via", route),
+            ("hostkey name", known_hosts::host_port_name(&self.key_name, self.key_port)),
+            ("known_hosts", files(&self.known_hosts)),
+            ("records new keys", if self.accept_new { files(self.record_file.as_slice()) } else { "no".to_string() }),
+            ("identity files", files(&self.keys)),
+            ("agent", if self.use_agent { "yes".to_string() } else { "no".to_string() }),
+            ("connect timeout", format!("{}s", self.connect_timeout.as_secs())),
+            ("keepalive", format!("{}s x {}", self.keepalive_interval.as_secs(), self.keepalive_count)),
+        ]
+    }
+}
+
+/// `ProxyJump` / `-J`: `[user@]host[:port]` or `ssh://[user@]host[:port]`, comma-separated; `none`
+/// is the empty chain.
+pub fn parse_jump_list(s: &str) -> Result<Vec<SshAddress>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    s.split(',').map(|hop| SshAddress::parse(hop.trim()).map_err(|e| format!("'{hop}': {e}"))).collect()
 }
 
 /// The name of the local user (passwd database), for the default remote user and `%u`.
@@ -82,20 +224,42 @@ fn local_user() -> Option<String> {
     }
 }
 
+/// What carries the SSH bytes: a TCP connection we open, or a socket already joined to the host
+/// (one end of a socketpair relayed by a jump host's session, or a `ProxyCommand`'s stdio).
+pub enum Transport {
+    Tcp,
+    Stream(UnixStream),
+}
+
 /// Connect, verify, authenticate. Returns the session (still blocking) and its socket.
-pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session, RawFd, String), SshError> {
-    let secs = opts.connect_timeout.as_secs().max(1);
+pub fn establish(
+    dest: &Destination,
+    opts: &SshOptions,
+    transport: Transport,
+) -> Result<(ssh2::Session, RawFd, String), SshError> {
+    let timeout = dest.connect_timeout;
+    let secs = timeout.as_secs().max(1);
     let shown = known_hosts::host_port_name(&dest.host, dest.port);
-    let tcp = tcp_connect(dest, opts.connect_timeout)?;
-    let _ = tcp.set_nodelay(true);
-    let fd = tcp.as_raw_fd();
     let handshake_err = |reason: String| SshError::Handshake { host: shown.clone(), reason };
     let mut sess = ssh2::Session::new().map_err(|e| handshake_err(e.message().to_string()))?;
-    sess.set_tcp_stream(tcp);
-    sess.set_timeout(millis(opts.connect_timeout));
+    let fd = match transport {
+        Transport::Tcp => {
+            let tcp = tcp_connect(dest, timeout)?;
+            let _ = tcp.set_nodelay(true);
+            let fd = tcp.as_raw_fd();
+            sess.set_tcp_stream(tcp);
+            fd
+        }
+        Transport::Stream(s) => {
+            let fd = s.as_raw_fd();
+            sess.set_tcp_stream(s);
+            fd
+        }
+    };
+    sess.set_timeout(millis(timeout));
 
     let known = KnownHosts::load(&dest.known_hosts)?;
-    prefer_known_key_types(&sess, &known.known_types(&dest.host, dest.port));
+    prefer_known_key_types(&sess, &known.known_types(&dest.key_name, dest.key_port));
     sess.handshake().map_err(|e| {
         if is_timeout(&e) {
             SshError::Timeout { host: shown.clone(), secs, during: "the SSH handshake" }
@@ -108,35 +272,41 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
     let blob = blob.to_vec();
     let fp = known_hosts::fingerprint(&blob);
     let key_type = known_hosts::blob_key_type(&blob).unwrap_or_else(|| "unknown".into());
-    match known.check(&dest.host, dest.port, &blob) {
+    let key_shown = known_hosts::host_port_name(&dest.key_name, dest.key_port);
+    let record_file = dest.record_file.clone().unwrap_or_else(|| PathBuf::from("(no UserKnownHostsFile)"));
+    match known.check(&dest.key_name, dest.key_port, &blob) {
         Verdict::Known => {}
         // Keys of other types on file: the host may have changed. OpenSSH's accept-new would
         // record the new key; we refuse, as for a changed key, and let a person decide.
         Verdict::Unknown { other_types } if !other_types.is_empty() => {
             return Err(SshError::HostKeyTypeChanged {
-                host: shown,
+                host: key_shown,
                 key_type,
                 fingerprint: fp,
                 known_types: other_types.join(", "),
-                file: dest.known_hosts[0].clone(),
+                file: record_file,
             });
         }
-        Verdict::Unknown { .. } if opts.accept_new => {
-            known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob, dest.hash_known_hosts)?;
+        Verdict::Unknown { .. } if dest.accept_new && dest.record_file.is_some() => {
+            known_hosts::record(&record_file, &dest.key_name, dest.key_port, &blob, dest.hash_known_hosts)?;
         }
         Verdict::Unknown { .. } => {
-            return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp });
+            return Err(SshError::UnknownHost { host: key_shown, key_type, fingerprint: fp });
         }
         Verdict::Changed { file, line } => {
-            return Err(SshError::HostKeyChanged { host: shown, key_type, fingerprint: fp, file, line });
+            return Err(SshError::HostKeyChanged { host: key_shown, key_type, fingerprint: fp, file, line });
         }
         Verdict::Revoked { file, line } => {
-            return Err(SshError::HostKeyRevoked { host: shown, fingerprint: fp, file, line });
+            return Err(SshError::HostKeyRevoked { host: key_shown, fingerprint: fp, file, line });
         }
     }
 
     let id = auth::Identity { user: &dest.user, keys: &dest.keys, use_agent: dest.use_agent };
-    auth::authenticate(&sess, &shown, &id, opts, secs)?;
+    let mut auth_opts = opts.clone();
+    if dest.agent_socket.is_some() {
+        auth_opts.agent_socket = dest.agent_socket.clone();
+    }
+    auth::authenticate(&sess, &shown, &id, &auth_opts, secs)?;
     sess.set_timeout(millis(opts.io_timeout));
     Ok((sess, fd, fp))
 }

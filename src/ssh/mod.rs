@@ -1,7 +1,8 @@
 //! The SSH transport (ssh2 / libssh2), shared by `llmx auth push ssh:…` and `llmx auth tunnel`.
 //!
-//! - [`config`]: the parts of `~/.ssh/config` we honour (Host patterns, HostName, User, Port,
-//!   IdentityFile, IdentitiesOnly).
+//! - [`config`]: `~/.ssh/config` as OpenSSH reads it for where, as whom and through which jump
+//!   hosts we connect and which host key we trust (Host/Match/Include, ProxyJump, ProxyCommand,
+//!   HostKeyAlias, known-hosts files, StrictHostKeyChecking, …); what we cannot honour is an error.
 //! - [`known_hosts`]: strict host-key checking against `~/.ssh/known_hosts` and
 //!   `/etc/ssh/ssh_known_hosts` (hashed and `[host]:port` entries); `accept_new` records an unknown
 //!   host, a changed key is always refused.
@@ -32,7 +33,7 @@ use std::time::Duration;
 pub const MAX_READ: usize = 4 * 1024 * 1024;
 
 pub use address::SshAddress;
-pub use connect::Destination;
+pub use connect::{Destination, Route, parse_jump_list};
 pub use session::{
     Conn, ExecEvent, ExecOutput, ExitStatus, ForwardStats, Forwarding, RemoteProcess, Session, SessionInfo,
 };
@@ -55,6 +56,12 @@ pub struct SshOptions {
     pub accept_new: bool,
     /// TCP connect plus SSH handshake and authentication.
     pub connect_timeout: Duration,
+    /// `connect_timeout` was given on the command line: it wins over `ConnectTimeout` in the
+    /// config (otherwise the config's value wins over the default).
+    pub connect_timeout_from_flag: bool,
+    /// `-J`: the jump hosts to go through, instead of the config's `ProxyJump`/`ProxyCommand`
+    /// (`Some(empty)`: `-J none`, direct). Applies to the destination, not to the jump hosts.
+    pub jump: Option<Vec<SshAddress>>,
     /// Limit for each blocking libssh2 call once connected.
     pub io_timeout: Duration,
     /// While streams run (a tunnel), send an SSH keepalive this often (zero: never), and give the
@@ -77,6 +84,8 @@ impl Default for SshOptions {
             identities: Vec::new(),
             accept_new: false,
             connect_timeout: Duration::from_secs(15),
+            connect_timeout_from_flag: false,
+            jump: None,
             io_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(15),
             keepalive_count: 3,
@@ -94,6 +103,7 @@ impl std::fmt::Debug for SshOptions {
             .field("identities", &self.identities)
             .field("accept_new", &self.accept_new)
             .field("connect_timeout", &self.connect_timeout)
+            .field("jump", &self.jump)
             .finish_non_exhaustive()
     }
 }

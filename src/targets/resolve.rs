@@ -1,14 +1,14 @@
 //! From what the user typed ([`TargetSpec`]s) to the targets to push to.
 //!
-//! A label selector expands to every running container that carries the label, each its own
-//! target. A spec that cannot be expanded (no container matches, the engine is unreachable)
+//! A label or Compose selector expands to every running container that carries the labels,
+//! each its own target. A spec that cannot be expanded (no container matches, the engine is unreachable)
 //! becomes a [`FailedTarget`], so it is reported as a failed outcome like any other target and
 //! the other targets still run. One engine connection is shared by every Docker target.
 
 use crate::ssh::SshOptions;
 use crate::targets::SshTarget;
 use crate::targets::docker::connect::Engine;
-use crate::targets::docker::{DockerTarget, containers_with_label};
+use crate::targets::docker::{DockerTarget, containers_with_labels};
 use crate::targets::{DockerSelector, Identity, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
 
@@ -37,14 +37,19 @@ pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn
                 let engine = engine.get_or_insert_with(Engine::from_env).clone();
                 match sel {
                     DockerSelector::Container(name) => push_docker(&mut out, &engine, name.clone()),
-                    DockerSelector::Label { key, value } => {
-                        match containers_with_label(&engine, key, value.as_deref()).await {
+                    DockerSelector::Label { .. } | DockerSelector::Compose { .. } => {
+                        match containers_with_labels(&engine, &sel.label_filters()).await {
                             Ok(names) if names.is_empty() => {
-                                let filter = spec.to_string().trim_start_matches("docker:").to_string();
+                                let hint = match sel {
+                                    DockerSelector::Compose { project, .. } => {
+                                        format!("docker compose -p {project} ps")
+                                    }
+                                    _ => format!("docker ps {}", filter_args(sel)),
+                                };
+                                let what = spec.to_string().trim_start_matches("docker:").to_string();
                                 out.push(Box::new(FailedTarget::new(
                                     spec.to_string(),
-                                    TargetError::new(format!("no running container has {filter}"))
-                                        .with_hint(format!("docker ps --filter {filter}")),
+                                    TargetError::new(format!("no running container has {what}")).with_hint(hint),
                                 )));
                             }
                             Ok(names) => names.into_iter().for_each(|n| push_docker(&mut out, &engine, n)),
@@ -64,6 +69,11 @@ pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn
         }
     }
     out
+}
+
+/// `--filter label=…` arguments of `docker ps` for a selector, for hints.
+fn filter_args(sel: &DockerSelector) -> String {
+    sel.label_filters().iter().map(|f| format!("--filter label={f}")).collect::<Vec<_>>().join(" ")
 }
 
 /// A target that could not be resolved: it fails in `locate` with the reason.

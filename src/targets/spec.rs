@@ -31,15 +31,22 @@ pub const KINDS: &[Kind] = &[
         forms: &[
             Form { syntax: "docker:NAME|ID", meaning: "a container, running or stopped" },
             Form { syntax: "docker:label=KEY[=VALUE]", meaning: "every running container with the label" },
+            Form {
+                syntax: "docker:compose=PROJECT[/SERVICE]",
+                meaning: "the running containers of a Compose project (one service of it)",
+            },
         ],
         parse: parse_docker,
     },
     Kind {
         prefix: "ssh",
-        forms: &[Form {
-            syntax: "ssh:[user@]host[:port]",
-            meaning: "an SSH host (an ~/.ssh/config alias works; IPv6 as [::1])",
-        }],
+        forms: &[
+            Form {
+                syntax: "ssh:[user@]host[:port]",
+                meaning: "an SSH host (an ~/.ssh/config alias works; IPv6 as [::1])",
+            },
+            Form { syntax: "ssh://[user@]host[:port]", meaning: "the same, as an ssh:// URI" },
+        ],
         parse: parse_ssh,
     },
 ];
@@ -82,6 +89,26 @@ pub enum DockerSelector {
     Container(String),
     /// Every running container with this label (and value, when given).
     Label { key: String, value: Option<String> },
+    /// The running containers of a Compose project (and service), by the labels Compose sets
+    /// (`com.docker.compose.project`, `com.docker.compose.service`).
+    Compose { project: String, service: Option<String> },
+}
+
+impl DockerSelector {
+    /// The label filters (`KEY[=VALUE]`) that select the containers, for a selector that is not
+    /// one container.
+    pub fn label_filters(&self) -> Vec<String> {
+        match self {
+            DockerSelector::Container(_) => Vec::new(),
+            DockerSelector::Label { key, value: None } => vec![key.clone()],
+            DockerSelector::Label { key, value: Some(v) } => vec![format!("{key}={v}")],
+            DockerSelector::Compose { project, service } => {
+                let mut f = vec![format!("com.docker.compose.project={project}")];
+                f.extend(service.iter().map(|s| format!("com.docker.compose.service={s}")));
+                f
+            }
+        }
+    }
 }
 
 impl FromStr for TargetSpec {
@@ -99,6 +126,24 @@ impl FromStr for TargetSpec {
 }
 
 fn parse_docker(rest: &str) -> Result<TargetSpec, String> {
+    if let Some(c) = rest.strip_prefix("compose=") {
+        let (project, service) = match c.split_once('/') {
+            Some((p, s)) => (p, Some(s)),
+            None => (c, None),
+        };
+        // Compose project names: lowercase letters, digits, '-', '_'; service names as containers.
+        let ok = |s: &str| valid_container_ref(s);
+        if !ok(project) || service.is_some_and(|s| !ok(s)) {
+            return Err(
+                "expected docker:compose=PROJECT or docker:compose=PROJECT/SERVICE (letters, digits, '_', '.', '-')"
+                    .into(),
+            );
+        }
+        return Ok(TargetSpec::Docker(DockerSelector::Compose {
+            project: project.to_string(),
+            service: service.map(str::to_string),
+        }));
+    }
     if let Some(label) = rest.strip_prefix("label=") {
         let (key, value) = match label.split_once('=') {
             Some((k, v)) => (k, Some(v.to_string())),
@@ -131,6 +176,12 @@ impl fmt::Display for TargetSpec {
             TargetSpec::Docker(DockerSelector::Container(c)) => write!(f, "docker:{c}"),
             TargetSpec::Docker(DockerSelector::Label { key, value: None }) => write!(f, "docker:label={key}"),
             TargetSpec::Docker(DockerSelector::Label { key, value: Some(v) }) => write!(f, "docker:label={key}={v}"),
+            TargetSpec::Docker(DockerSelector::Compose { project, service: None }) => {
+                write!(f, "docker:compose={project}")
+            }
+            TargetSpec::Docker(DockerSelector::Compose { project, service: Some(s) }) => {
+                write!(f, "docker:compose={project}/{s}")
+            }
             TargetSpec::Ssh(a) => write!(f, "ssh:{a}"),
         }
     }
@@ -151,6 +202,8 @@ mod tests {
             "docker:3f2a9c",
             "docker:label=llmx",
             "docker:label=env=prod",
+            "docker:compose=shop",
+            "docker:compose=shop/web",
             "ssh:host",
             "ssh:u@host",
             "ssh:u@host:2222",
@@ -173,7 +226,12 @@ mod tests {
             assert!(docs.contains(f.syntax), "docs/headless.md does not mention {}", f.syntax);
             assert!(forms_help().contains(f.syntax) && forms_list().contains(f.syntax));
         }
-        assert_eq!(forms_list(), "docker:NAME|ID, docker:label=KEY[=VALUE] or ssh:[user@]host[:port]");
+        assert_eq!(
+            forms_list(),
+            "docker:NAME|ID, docker:label=KEY[=VALUE], docker:compose=PROJECT[/SERVICE], ssh:[user@]host[:port] or \
+             ssh://[user@]host[:port]"
+        );
+        assert_eq!(ok("ssh://deploy@web:2222"), ok("ssh:deploy@web:2222"));
         let e = "kube:pod".parse::<TargetSpec>().unwrap_err().to_string();
         assert!(e.contains(&forms_list()), "{e}");
     }
@@ -202,6 +260,11 @@ mod tests {
             "ssh:u@h@",
             "kube:pod",
             "ssh:[::1]x",
+            "docker:compose=",
+            "docker:compose=/web",
+            "docker:compose=shop/",
+            "docker:compose=shop/a/b",
+            "ssh://u@h/path",
         ] {
             assert!(s.parse::<TargetSpec>().is_err(), "{s} should be rejected");
         }

@@ -156,6 +156,76 @@ fn label_selects_every_running_container_and_only_those() {
 }
 
 #[test]
+fn compose_selector_takes_the_running_containers_of_a_project_or_one_service() {
+    let (local, c, _) = chatgpt_local("compose");
+    let project = unique_name("proj");
+    let labels = |service: &str| {
+        vec![
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+        ]
+    };
+    let run = |tag: &str, service: &str| {
+        let l = labels(service);
+        let opts: Vec<&str> = l.iter().map(String::as_str).collect();
+        Container::run(tag, IMAGE_ROOT, &opts)
+    };
+    let web = run("cweb", "web");
+    let db = run("cdb", "db");
+    let other = Container::run("cother", IMAGE_ROOT, &["--label", "com.docker.compose.project=someone-else"]);
+    let r = local.llmx(&["auth", "push", &format!("docker:compose={project}/web")], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(web.stat("/root/.llmx/auth.json").is_some());
+    assert_eq!(db.stat("/root/.llmx"), None, "another service of the project");
+    let r = local.llmx(&["auth", "push", &format!("docker:compose={project}")], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(db.stat("/root/.llmx/auth.json").is_some());
+    assert_eq!(other.stat("/root/.llmx"), None, "another project");
+    let none = local.llmx(&["auth", "push", &format!("docker:compose={project}/nothing")], &[]);
+    assert_eq!(none.code(), 1, "{}", none.all());
+    assert!(none.stdout.contains(&format!("docker compose -p {project} ps")), "{}", none.stdout);
+    assert_no_secret(&format!("{}{}", r.all(), none.all()), &c);
+}
+
+#[test]
+fn targets_from_a_file_and_from_stdin_skip_blank_lines_and_comments() {
+    let (local, c, _) = chatgpt_local("tfile");
+    let a = Container::run("tfa", IMAGE_ROOT, &[]);
+    let b = Container::run("tfb", IMAGE_ROOT, &[]);
+    let list = local.home().join("fleet.txt");
+    std::fs::write(&list, format!("# the fleet\n\n  {}\n{}  \n", a.target(), b.target())).unwrap();
+    let r = local.llmx(&["auth", "push", &format!("@{}", list.display()), "--json"], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(a.stat("/root/.llmx/auth.json").is_some() && b.stat("/root/.llmx/auth.json").is_some());
+    let s = local.llmx(&["auth", "status", &format!("@{}", list.display())], &[]);
+    assert_eq!(s.code(), 0, "{}", s.all());
+    assert!(s.stdout.contains(&a.target()) && s.stdout.contains(&b.target()), "{}", s.stdout);
+
+    // stdin, through the harness: the same list.
+    let mut cmd = crate::support::harness::Llmx::new(["auth", "status", "-"])
+        .env("HOME", local.home())
+        .env("LLMX_HOME", local.home().join("none"));
+    if let Ok(h) = std::env::var("DOCKER_HOST") {
+        cmd = cmd.env("DOCKER_HOST", h);
+    }
+    let s = cmd.stdin(std::fs::read(&list).unwrap()).run_blocking();
+    assert_eq!(s.code(), 0, "{}", s.all());
+    assert!(s.stdout.contains(&a.target()) && s.stdout.contains(&b.target()), "{}", s.stdout);
+
+    // A bad line is a usage error naming the file and line; nothing is pushed.
+    std::fs::write(&list, "docker:ok\nnot-a-target\n").unwrap();
+    let r = local.llmx(&["auth", "push", &format!("@{}", list.display())], &[]);
+    assert_eq!(r.code(), 2, "{}", r.all());
+    assert!(r.stderr.contains(&format!("{}:2: invalid target 'not-a-target'", list.display())), "{}", r.stderr);
+    std::fs::write(&list, "# nothing\n").unwrap();
+    let r = local.llmx(&["auth", "sync", &format!("@{}", list.display())], &[]);
+    assert_eq!(r.code(), 2, "an empty list is not 'every holder': {}", r.all());
+    assert_no_secret(&r.all(), &c);
+}
+
+#[test]
 fn missing_container_is_a_clear_error_naming_it() {
     let (local, c, _) = chatgpt_local("missing");
     images();
@@ -170,6 +240,28 @@ fn missing_container_is_a_clear_error_naming_it() {
     assert_eq!(s.code(), 1);
     assert!(s.stderr.contains(&format!("no such container: {name}")), "{}", s.stderr);
     assert_no_secret(&format!("{}{}", r.all(), s.all()), &c);
+}
+
+/// Regression: DOCKER_TLS_VERIFY was ignored and the credential went over plain HTTP to the
+/// tcp:// engine. Now TLS, ssh:// and plain TCP to another machine are refused before a byte is
+/// sent (the listener here is never even connected to).
+#[test]
+fn tls_verify_ssh_and_remote_plain_tcp_engines_are_refused_before_anything_is_sent() {
+    let (local, c, _) = chatgpt_local("tlsrefuse");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let tcp = format!("tcp://{}", listener.local_addr().unwrap());
+    for (env, want) in [
+        (vec![("DOCKER_HOST", tcp.as_str()), ("DOCKER_TLS_VERIFY", "1")], "DOCKER_TLS_VERIFY asks for TLS"),
+        (vec![("DOCKER_HOST", "ssh://deploy@127.0.0.1")], "Docker over ssh://"),
+        (vec![("DOCKER_HOST", "tcp://192.0.2.7:2375")], "over plain TCP, unencrypted"),
+    ] {
+        let r = local.llmx(&["auth", "push", "docker:web"], &env);
+        assert_eq!(r.code(), 1, "{}", r.all());
+        assert!(r.stdout.contains(want), "{env:?}: {}", r.stdout);
+        assert_no_secret(&r.all(), &c);
+    }
+    assert!(listener.accept().is_err(), "llmx connected to the engine despite DOCKER_TLS_VERIFY");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod credentials;
 mod docker;
 mod family;
 mod login;
+mod reach;
 mod signin;
 mod ssh;
 mod support;

@@ -14,6 +14,11 @@
 //!   forwarded sockets, and only sleeps after a pass that moved nothing while libssh2 holds no
 //!   queued data for any channel.
 //!
+//! A connection through jump hosts is one such thread per hop: each hop's session carries the
+//! next hop's SSH bytes in a `direct-tcpip` forward to one end of a local socket pair, and the next
+//! session runs over the other end (libssh2 needs a socket). A `ProxyCommand` gets the other end
+//! as its stdin and stdout ([`proxy`]).
+//!
 //! While streams run, the thread sends SSH keepalives and gives the connection up (every stream
 //! ends with [`SshError::Closed`], later calls fail within a second) when nothing has come back
 //! for the configured number of intervals: a dead network is noticed in bounded time.
@@ -24,16 +29,19 @@
 
 mod conn;
 mod owner;
+mod proxy;
 mod pump;
 mod streams;
 
 use crate::ssh::SshAddress;
-use crate::ssh::connect::{self, Destination};
+use crate::ssh::connect::{self, Destination, MAX_HOPS, Route, Transport};
 use crate::ssh::known_hosts::host_port_name;
 use crate::ssh::{SshError, SshOptions};
+use futures_util::future::BoxFuture;
 use owner::Owner;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, mpsc};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
@@ -115,42 +123,86 @@ pub struct ForwardStats {
 }
 
 impl Session {
-    /// Resolve `addr` through `~/.ssh/config`, connect, verify the host key, authenticate, and
-    /// start the thread that owns the connection.
+    /// Resolve `addr` through `~/.ssh/config`, connect (directly, through its jump hosts or its
+    /// `ProxyCommand`), verify the host key, authenticate, and start the thread that owns the
+    /// connection.
     pub async fn connect(addr: &SshAddress, opts: &SshOptions) -> Result<Session, SshError> {
         let dest = Destination::resolve(addr, opts)?;
-        let opts = opts.clone();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let name = format!("ssh {}", host_port_name(&dest.host, dest.port));
-        let spawned = std::thread::Builder::new().name(name).spawn(move || match connect::establish(&dest, &opts) {
-            Ok((sess, fd, fingerprint)) => {
-                let info = SessionInfo {
-                    alias: dest.alias.clone(),
-                    host: dest.host.clone(),
-                    port: dest.port,
-                    user: dest.user.clone(),
-                    host_key_fingerprint: fingerprint,
-                };
-                let keepalive = (opts.keepalive_interval, opts.keepalive_count);
-                match Owner::new(sess, fd, info, keepalive) {
-                    Ok((owner, handle)) => {
-                        if ready_tx.send(Ok(handle)).is_ok() {
-                            owner.run();
+        Session::open(dest, opts.clone(), 0).await
+    }
+
+    /// Connect to a resolved destination; `hops` jump hosts were followed to get here.
+    fn open(dest: Destination, opts: SshOptions, hops: usize) -> BoxFuture<'static, Result<Session, SshError>> {
+        Box::pin(async move {
+            let shown = host_port_name(&dest.host, dest.port);
+            let (transport, via): (Transport, Option<Via>) = match &dest.route {
+                Route::Direct => (Transport::Tcp, None),
+                Route::Jump(chain) => {
+                    let Some((last, before)) = chain.split_last() else {
+                        return Err(SshError::Connect { addr: shown, reason: "empty ProxyJump chain".into() });
+                    };
+                    if hops + chain.len() > MAX_HOPS {
+                        return Err(SshError::Config {
+                            path: opts.ssh_dir()?.join("config"),
+                            reason: format!(
+                                "more than {MAX_HOPS} jump hosts on the way to {shown} (a ProxyJump loop?)"
+                            ),
+                        });
+                    }
+                    // The last hop is reached through the ones before it (as `ssh -J a,b` runs
+                    // `ssh -J a -W host:port b`); the first one by its own config.
+                    let before = if before.is_empty() { None } else { Some(before.to_vec()) };
+                    let hop = Destination::resolve_with(last, &opts, before)?;
+                    let previous = Session::open(hop, opts.clone(), hops + 1).await?;
+                    let (ours, theirs) = UnixStream::pair().map_err(|e| SshError::Connect {
+                        addr: shown.clone(),
+                        reason: format!("cannot make a socket pair: {e}"),
+                    })?;
+                    let forward = previous.forward_stream(ours, &dest.host, dest.port).await?;
+                    (Transport::Stream(theirs), Some(Via::Jump { _forward: forward, _session: previous }))
+                }
+                Route::Command(cmd) => {
+                    let (child, stream) = proxy::spawn(cmd).map_err(|e| SshError::Connect {
+                        addr: shown.clone(),
+                        reason: format!("cannot run the ProxyCommand '{cmd}': {e}"),
+                    })?;
+                    (Transport::Stream(stream), Some(Via::Command(child)))
+                }
+            };
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let name = format!("ssh {shown}");
+            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+                match connect::establish(&dest, &opts, transport) {
+                    Ok((sess, fd, fingerprint)) => {
+                        let info = SessionInfo {
+                            alias: dest.alias.clone(),
+                            host: dest.host.clone(),
+                            port: dest.port,
+                            user: dest.user.clone(),
+                            host_key_fingerprint: fingerprint,
+                        };
+                        let keepalive = (dest.keepalive_interval, dest.keepalive_count);
+                        match Owner::new(sess, fd, info, keepalive, via) {
+                            Ok((owner, handle)) => {
+                                if ready_tx.send(Ok(handle)).is_ok() {
+                                    owner.run();
+                                }
+                            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
                         }
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                     }
                 }
+            });
+            if let Err(e) = spawned {
+                return Err(SshError::Connect { addr: shown, reason: format!("cannot start a thread: {e}") });
             }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-        });
-        if let Err(e) = spawned {
-            return Err(SshError::Connect { addr: addr.to_string(), reason: format!("cannot start a thread: {e}") });
-        }
-        ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: addr.to_string(), during: "connecting".into() }))
+            ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: shown, during: "connecting".into() }))
+        })
     }
 
     pub fn info(&self) -> &SessionInfo {
@@ -210,6 +262,22 @@ impl Session {
         self.send(Request::Forward { sock: local, host: host.to_string(), port, reply })?;
         rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "opening a forward".into() }))
     }
+
+    /// As [`forward`](Session::forward), for one end of a local socket pair (the next hop of a
+    /// jump chain speaks SSH over the other end).
+    pub async fn forward_stream(&self, local: UnixStream, host: &str, port: u16) -> Result<Forwarding, SshError> {
+        // The relay only reads, writes, shuts down and polls the socket, which a Unix socket does
+        // as a TCP one does; its peer address is unknown, so the channel names 127.0.0.1:0 as
+        // the originator.
+        self.forward(TcpStream::from(OwnedFd::from(local)), host, port).await
+    }
+}
+
+/// What a connection goes through and must outlive it: the jump host's session and the forward
+/// that carries it, or the `ProxyCommand`. Dropped by the owner thread after its goodbye.
+pub(crate) enum Via {
+    Jump { _forward: Forwarding, _session: Session },
+    Command(#[allow(dead_code, reason = "held to be dropped: kills the proxy command")] proxy::ProxyChild),
 }
 
 fn wake(fd: RawFd) {

@@ -7,7 +7,7 @@
 use super::pump::{
     EAGAIN, ExecState, ForwardState, Kind, PumpError, Pumped, Stream, describe, pump_exec, pump_forward,
 };
-use super::{Conn, ExecEvent, ExitStatus, ForwardStats, Forwarding, Request, Session, SessionInfo, Shared};
+use super::{Conn, ExecEvent, ExitStatus, ForwardStats, Forwarding, Request, Session, SessionInfo, Shared, Via};
 use crate::ssh::known_hosts::host_port_name;
 use crate::ssh::{SshError, posix_command};
 use std::collections::HashMap;
@@ -42,6 +42,8 @@ pub(super) struct Owner {
     last_heard: Instant,
     /// The peer stopped answering: every stream was ended.
     lost: bool,
+    /// The jump host or proxy command this connection runs through: dropped after the goodbye.
+    via: Option<Via>,
 }
 
 impl Owner {
@@ -50,6 +52,7 @@ impl Owner {
         sock: RawFd,
         info: SessionInfo,
         (keepalive, count): (Duration, u32),
+        via: Option<Via>,
     ) -> Result<(Owner, Session), SshError> {
         let host = host_port_name(&info.host, info.port);
         let mut fds = [0 as libc::c_int; 2];
@@ -85,6 +88,7 @@ impl Owner {
             silence_limit: keepalive.saturating_mul(count.max(1).saturating_add(1)),
             last_heard: Instant::now(),
             lost: false,
+            via,
         };
         Ok((owner, Session { shared }))
     }
@@ -386,5 +390,7 @@ impl Owner {
         self.blocking(|o| {
             let _ = o.sess.disconnect(None, "llmx: done", None);
         });
+        // Only now may the way to the host go (the goodbye travelled over it).
+        drop(self.via.take());
     }
 }

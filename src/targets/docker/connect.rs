@@ -4,7 +4,10 @@
 //! current context (`DOCKER_CONTEXT`, else `currentContext` in `$DOCKER_CONFIG/config.json`,
 //! default `~/.docker/config.json`, whose endpoint is in
 //! `contexts/meta/<sha256 of the name>/meta.json`), else the default socket. The API version is
-//! always negotiated (bollard's default is newer than most engines accept), and an engine that
+//! TLS (`DOCKER_TLS_VERIFY`, a context's TLS material), `ssh://` engines and plain `tcp://` to
+//! another machine are refused with the reason before anything is sent (see [`check_transport`]):
+//! this build cannot do TLS or Docker-over-SSH, and a credential never goes unencrypted. The API
+//! version is always negotiated (bollard's default is newer than most engines accept), and an engine that
 //! does not answer is an error within [`CONNECT_TIMEOUT`], not a hang.
 
 use crate::targets::TargetError;
@@ -26,6 +29,8 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 pub struct Endpoint {
     pub host: String,
     pub origin: String,
+    /// TLS is asked for (`DOCKER_TLS_VERIFY`, or a context with TLS material): what asks for it.
+    pub tls: Option<String>,
 }
 
 /// The inputs of endpoint resolution, injected so that tests need no process environment.
@@ -35,6 +40,8 @@ pub struct EndpointEnv {
     pub docker_context: Option<String>,
     /// `$DOCKER_CONFIG`, else `<home>/.docker`.
     pub config_dir: Option<PathBuf>,
+    /// `DOCKER_TLS_VERIFY` (any non-empty value turns TLS on, as in the docker CLI).
+    pub tls_verify: Option<String>,
 }
 
 impl EndpointEnv {
@@ -44,30 +51,40 @@ impl EndpointEnv {
             docker_host: var("DOCKER_HOST"),
             docker_context: var("DOCKER_CONTEXT"),
             config_dir: var("DOCKER_CONFIG").map(PathBuf::from).or_else(|| dirs::home_dir().map(|h| h.join(".docker"))),
+            tls_verify: var("DOCKER_TLS_VERIFY"),
         }
     }
 }
 
 impl Endpoint {
     pub fn resolve(env: &EndpointEnv) -> Result<Endpoint, TargetError> {
+        let tls = env.tls_verify.as_ref().map(|_| "DOCKER_TLS_VERIFY".to_string());
         if let Some(h) = &env.docker_host {
-            return Ok(Endpoint { host: h.clone(), origin: "DOCKER_HOST".into() });
+            return Ok(Endpoint { host: h.clone(), origin: "DOCKER_HOST".into(), tls });
         }
         let context = match &env.docker_context {
             Some(c) => Some(c.clone()),
             None => env.config_dir.as_deref().and_then(current_context),
         };
         match context {
-            None => Ok(Endpoint { host: DEFAULT_HOST.into(), origin: "the default socket".into() }),
+            None => Ok(Endpoint { host: DEFAULT_HOST.into(), origin: "the default socket".into(), tls }),
             Some(c) if c == "default" => {
-                Ok(Endpoint { host: DEFAULT_HOST.into(), origin: "docker context 'default'".into() })
+                Ok(Endpoint { host: DEFAULT_HOST.into(), origin: "docker context 'default'".into(), tls })
             }
             Some(c) => {
                 let dir = env.config_dir.as_deref().ok_or_else(|| {
                     TargetError::new(format!("docker context '{c}': no docker config directory (set DOCKER_CONFIG)"))
                 })?;
                 let host = context_host(dir, &c)?;
-                Ok(Endpoint { host, origin: format!("docker context '{c}'") })
+                let digest = hex::encode(Sha256::digest(c.as_bytes()));
+                let tls = tls.or_else(|| {
+                    dir.join("contexts/tls")
+                        .join(digest)
+                        .join("docker")
+                        .exists()
+                        .then(|| format!("docker context '{c}' (TLS material)"))
+                });
+                Ok(Endpoint { host, origin: format!("docker context '{c}'"), tls })
             }
         }
     }
@@ -126,18 +143,63 @@ async fn connect(ep: Endpoint) -> Result<Docker, TargetError> {
             .with_hint("start Docker, or point DOCKER_HOST / `docker context use` at a running engine")
     };
     let host = ep.host.as_str();
-    if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
-        return Err(TargetError::new(format!(
-            "unsupported Docker host '{host}' (from {}): this build speaks unix:// and tcp:// without TLS",
-            ep.origin
-        )));
-    }
+    check_transport(&ep)?;
     let docker = Docker::connect_with_host(host).map_err(|e| unreachable(e.to_string()))?.with_timeout(REQUEST_TIMEOUT);
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
         Err(_) => Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
         Ok(Err(e)) => Err(unreachable(error_text(&e))),
         Ok(Ok(d)) => Ok(d),
     }
+}
+
+/// Refuse every engine this build cannot reach the way the docker CLI would, before a byte is
+/// sent: the credential never travels over plain HTTP where TLS or SSH was asked for, nor to
+/// another machine without encryption.
+fn check_transport(ep: &Endpoint) -> Result<(), TargetError> {
+    let host = ep.host.as_str();
+    let hint = "push to the engine's host with an ssh: target instead, or reach the engine over a local socket \
+                (for instance `ssh -L /tmp/d.sock:/var/run/docker.sock HOST` and DOCKER_HOST=unix:///tmp/d.sock)";
+    if host.starts_with("ssh://") {
+        return Err(TargetError::new(format!(
+            "Docker over ssh:// ('{host}', from {}) is not supported by this build",
+            ep.origin
+        ))
+        .with_hint(hint));
+    }
+    if let Some(why) = &ep.tls
+        && !host.starts_with("unix://")
+    {
+        return Err(TargetError::new(format!(
+            "{why} asks for TLS to the Docker engine at {host}, which this build cannot do; refusing to send the \
+             credential without it"
+        ))
+        .with_hint(hint));
+    }
+    if let Some(rest) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
+        let name = rest.split('/').next().unwrap_or_default();
+        let name = match name.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => name,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let loopback = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err(TargetError::new(format!(
+                "the Docker engine at {host} (from {}) would be reached over plain TCP, unencrypted: refusing to \
+                 send a credential to another machine that way",
+                ep.origin
+            ))
+            .with_hint(hint));
+        }
+        return Ok(());
+    }
+    if host.starts_with("unix://") {
+        return Ok(());
+    }
+    Err(TargetError::new(format!(
+        "unsupported Docker host '{host}' (from {}): this build speaks unix:// and loopback tcp://",
+        ep.origin
+    )))
 }
 
 /// A bollard error with its causes, on one line ("client error (Connect): No such file...").
@@ -167,6 +229,7 @@ mod tests {
             docker_host: host.map(str::to_string),
             docker_context: ctx.map(str::to_string),
             config_dir: Some(t.path().to_path_buf()),
+            tls_verify: None,
         };
         assert_eq!(Endpoint::resolve(&env(None, None)).unwrap().host, DEFAULT_HOST);
         assert_eq!(Endpoint::resolve(&env(Some("tcp://h:1"), Some("x"))).unwrap().host, "tcp://h:1");
@@ -186,5 +249,37 @@ mod tests {
         assert_eq!(ep.host, "tcp://10.0.0.9:2375");
         assert_eq!(ep.origin, "docker context 'remote'");
         assert_eq!(Endpoint::resolve(&env(None, Some("default"))).unwrap().host, DEFAULT_HOST);
+        std::fs::create_dir_all(
+            t.path().join("contexts/tls").join(hex::encode(Sha256::digest(b"remote"))).join("docker"),
+        )
+        .unwrap();
+        assert_eq!(
+            Endpoint::resolve(&env(None, None)).unwrap().tls.as_deref(),
+            Some("docker context 'remote' (TLS material)")
+        );
+    }
+
+    #[test]
+    fn tls_ssh_and_remote_plain_tcp_are_refused_never_sent_in_clear() {
+        let ep = |host: &str, tls: Option<&str>| Endpoint {
+            host: host.into(),
+            origin: "DOCKER_HOST".into(),
+            tls: tls.map(str::to_string),
+        };
+        for (e, want) in [
+            (ep("tcp://10.0.0.9:2376", Some("DOCKER_TLS_VERIFY")), "DOCKER_TLS_VERIFY asks for TLS"),
+            (ep("tcp://127.0.0.1:2376", Some("DOCKER_TLS_VERIFY")), "DOCKER_TLS_VERIFY asks for TLS"),
+            (ep("ssh://deploy@host", None), "Docker over ssh://"),
+            (ep("tcp://10.0.0.9:2375", None), "over plain TCP, unencrypted"),
+            (ep("tcp://docker.example:2375", None), "over plain TCP, unencrypted"),
+            (ep("npipe:////./pipe/docker_engine", None), "unsupported Docker host"),
+        ] {
+            let err = check_transport(&e).unwrap_err();
+            assert!(err.message.contains(want), "{}: {err}", e.host);
+        }
+        for ok in ["unix:///var/run/docker.sock", "tcp://127.0.0.1:2375", "tcp://localhost:2375", "tcp://[::1]:2375"] {
+            assert!(check_transport(&ep(ok, None)).is_ok(), "{ok}");
+        }
+        assert!(check_transport(&ep("unix:///var/run/docker.sock", Some("DOCKER_TLS_VERIFY"))).is_ok());
     }
 }

@@ -88,18 +88,11 @@ impl DockerTarget {
     }
 }
 
-/// The names of every running container carrying `key` (with `value`, when given), sorted.
-pub async fn containers_with_label(
-    engine: &Engine,
-    key: &str,
-    value: Option<&str>,
-) -> Result<Vec<String>, TargetError> {
+/// The names of every running container carrying every one of `labels` (`KEY` or `KEY=VALUE`), sorted.
+pub async fn containers_with_labels(engine: &Engine, labels: &[String]) -> Result<Vec<String>, TargetError> {
     let docker = engine.get().await?;
-    let filter = match value {
-        Some(v) => format!("{key}={v}"),
-        None => key.to_string(),
-    };
-    let filters = HashMap::from([("label".to_string(), vec![filter.clone()])]);
+    let filter = labels.join(", ");
+    let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
     let opts = ListContainersOptionsBuilder::default().all(false).filters(&filters).build();
     let list = docker
         .list_containers(Some(opts))

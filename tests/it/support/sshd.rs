@@ -155,10 +155,16 @@ impl Sshd {
     /// sshd inside the network namespace `netns` (which the test made), listening on its address
     /// `addr`, port 22, with `extra` lines appended to its config (tests/it/support/netns.rs).
     pub fn start_in_netns(opts: SshdOptions, netns: &str, addr: std::net::IpAddr, extra: &str) -> Sshd {
-        Sshd::launch(opts, Some((netns, addr)), extra)
+        Sshd::launch(opts, Some((netns, addr, 22)), extra)
     }
 
-    fn launch(opts: SshdOptions, netns: Option<(&str, std::net::IpAddr)>, extra: &str) -> Sshd {
+    /// sshd inside `netns` on `addr:port`; an address only the namespace reaches (its loopback)
+    /// makes a host that only a jump host there can reach. Readiness then comes from sshd's log.
+    pub fn start_in_netns_on(opts: SshdOptions, netns: &str, addr: std::net::IpAddr, port: u16) -> Sshd {
+        Sshd::launch(opts, Some((netns, addr, port)), "")
+    }
+
+    fn launch(opts: SshdOptions, netns: Option<(&str, std::net::IpAddr, u16)>, extra: &str) -> Sshd {
         require_sshd();
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -168,7 +174,7 @@ impl Sshd {
         let host_key = pubkey.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         let users: Vec<User> = (0..opts.users).map(|_| User::create()).collect();
         let (addr, port) = match netns {
-            Some((_, addr)) => (addr, 22),
+            Some((_, addr, port)) => (addr, port),
             None => (std::net::IpAddr::from([127, 0, 0, 1]), free_port()),
         };
         let conf = dir.path().join("sshd_config");
@@ -190,7 +196,7 @@ impl Sshd {
         .unwrap();
         let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
         let mut cmd = match netns {
-            Some((ns, _)) => {
+            Some((ns, _, _)) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
                 c
@@ -208,7 +214,11 @@ impl Sshd {
             .spawn()
             .expect("start sshd");
         let sshd = Sshd { addr, port, dir, host_key, users, child };
-        sshd.wait_ready();
+        if netns.is_some() && addr.is_loopback() {
+            sshd.wait_listening();
+        } else {
+            sshd.wait_ready();
+        }
         sshd
     }
 
@@ -222,6 +232,18 @@ impl Sshd {
                 if s.read_exact(&mut b).is_ok() && &b == b"SSH-" {
                     return;
                 }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sshd did not come up on {}:{}: {}", self.addr, self.port, self.log());
+    }
+
+    /// Poll sshd's log until it says it listens (for an address this side cannot reach).
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log().contains("Server listening on") {
+                return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
