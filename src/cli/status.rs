@@ -22,14 +22,17 @@ Examples:
   llmx auth status                      # the credential in use on this machine
   llmx auth status docker:web           # what container web holds (owner, mode, expiry)
   llmx auth status docker:web --json
-  llmx auth status ssh:deploy@build-01  # what an SSH host holds";
+  llmx auth status ssh:deploy@build-01  # what an SSH host holds
+
+Exit status 0 logged in, 1 not, 3 the target is unreachable, 4 SSH authentication or an
+unknown host key; with --json a failure is {\"error\":{\"kind\":...,\"message\":...}}.";
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{AUTH_STATUS_EXAMPLES}", llmx::targets::spec::forms_help()))]
 pub struct AuthStatusArgs {
     /// Report on a target instead of this machine
-    #[arg(value_name = "TARGET", help = format!("Report on a target instead of this machine: {}", llmx::targets::spec::forms_list()))]
+    #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true, help = format!("Report on a target instead of this machine: {}", llmx::targets::spec::forms_list()))]
     pub target: Option<String>,
 
     /// Credential directory on the target (default: its LLMX_HOME, else ~/.llmx)
@@ -65,13 +68,9 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, js
             )));
         }
         let mut target = targets.remove(0);
-        llmx::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {}).await.map_err(|e| {
-            let f = Failure::new(format!("{spec}: {}", e.message));
-            match e.hint {
-                Some(h) => f.hint(h),
-                None => f,
-            }
-        })
+        llmx::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {})
+            .await
+            .map_err(|e| Failure::target(&spec.to_string(), e))
     })?;
     if json {
         output::json_line(&status)?;

@@ -9,7 +9,7 @@
 use crate::cli::browser::Launcher;
 use crate::cli::login::has_display;
 use crate::cli::ssh_args::SshArgs;
-use crate::cli::{Ctx, Failure, output};
+use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use llmx::ssh::SshAddress;
@@ -19,7 +19,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+const EXAMPLES: &str = "\
+Examples:
+  llmx auth tunnel deploy@build-01              # the host runs its own `llmx login`; you sign in here
+  llmx auth tunnel ssh:ci@10.0.0.7:2222 --install   # upload this llmx to ~/.llmx/bin/llmx there first
+  llmx auth tunnel build-01 --no-browser        # print the URL instead of opening a browser
+  llmx auth tunnel build-01 --port 1457         # when 1455 is busy here or there
+  llmx auth tunnel build-01 --json              # JSON events on stdout
+
+The host gets a login of its own (its own refresh token), unlike `llmx auth push`, which copies
+this machine's. HOST is an SSH host ([ssh:][user@]host[:port] or a ~/.ssh/config alias), not a
+container. Exit status 0 signed in, 1 failed, 2 usage, 3 the host is unreachable, 4 SSH
+authentication or an unknown host key (--accept-new), 130 interrupted (the remote login is
+cancelled first).";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct TunnelArgs {
     /// The machine to sign in: [ssh:][user@]host[:port] (an ~/.ssh/config alias works)
     #[arg(value_name = "HOST")]
@@ -112,11 +127,12 @@ struct Tagged<'a, T> {
 }
 
 fn failure(e: TunnelError) -> Failure {
-    let code = match e {
-        TunnelError::Interrupted { .. } => 130,
-        _ => 1,
+    let kind = match &e {
+        TunnelError::Interrupted { .. } => Kind::Interrupted,
+        TunnelError::Ssh(s) => Kind::from(llmx::targets::ssh::error_kind(s)),
+        _ => Kind::Failed,
     };
-    let f = Failure { code, ..Failure::new(e.to_string()) };
+    let f = Failure::of(kind, e.to_string());
     match e.hint() {
         Some(h) => f.hint(h),
         None => f,

@@ -122,7 +122,18 @@ pub fn establish(dest: &Destination, opts: &SshOptions) -> Result<(ssh2::Session
             });
         }
         Verdict::Unknown { .. } if opts.accept_new => {
-            known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob, dest.hash_known_hosts)?;
+            if opts.record_new_keys {
+                known_hosts::record(&dest.known_hosts[0], &dest.host, dest.port, &blob, dest.hash_known_hosts)?;
+            }
+            if let Some(notice) = &opts.on_new_host_key {
+                notice(&crate::ssh::NewHostKey {
+                    name: shown.clone(),
+                    key_type: known_hosts::key_type_label(&key_type),
+                    fingerprint: fp.clone(),
+                    file: dest.known_hosts[0].clone(),
+                    recorded: opts.record_new_keys,
+                });
+            }
         }
         Verdict::Unknown { .. } => {
             return Err(SshError::UnknownHost { host: shown, key_type, fingerprint: fp });

@@ -327,7 +327,7 @@ fn api_keys_push_without_the_rotation_warning() {
     // A ChatGPT login names the hazard and the safe alternatives.
     let (local, c, _) = chatgpt_local("hazard");
     let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert!(r.stderr.contains("warning: copying a ChatGPT login"), "{}", r.stderr);
+    assert!(r.stderr.contains("warning: copied a ChatGPT login"), "{}", r.stderr);
     assert!(r.stderr.contains("refresh_token_reused") && r.stderr.contains("llmx auth tunnel"), "{}", r.stderr);
     assert!(r.stderr.contains("API key"), "{}", r.stderr);
     assert_no_secret(&r.all(), &c);

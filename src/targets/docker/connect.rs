@@ -124,6 +124,7 @@ async fn connect(ep: Endpoint) -> Result<Docker, TargetError> {
     let unreachable = |why: String| {
         TargetError::new(format!("cannot reach the Docker daemon at {} (from {}): {why}", ep.host, ep.origin))
             .with_hint("start Docker, or point DOCKER_HOST / `docker context use` at a running engine")
+            .with_kind(crate::targets::ErrorKind::Unreachable)
     };
     let host = ep.host.as_str();
     if !(host.starts_with("unix://") || host.starts_with("tcp://") || host.starts_with("http://")) {
