@@ -120,7 +120,7 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         }
     } else {
         if !open_browser && !json {
-            output::err_lines(&[headless_note()]);
+            output::note(&[headless_note()]);
         }
         // Paste-back: where no browser opens here, the user may paste the address it ends on.
         let pasted = (!open_browser).then(stdin_lines);
@@ -249,7 +249,7 @@ fn browser_success_lines(s: &LoginSucceeded) -> Vec<String> {
 fn failure(e: LoginError) -> Failure {
     let hint = match &e {
         LoginError::PortBusy { port } => Some(format!(
-            "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or run `llmx login --port N`"
+            "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or sign in without a port: `llmx login --device-auth` (the issuer accepts callbacks on ports 1455 and 1457 only)"
         )),
         LoginError::PortsBusy { first, second } => Some(format!(
             "see who holds them with `ss -ltnp 'sport = :{first}' or 'sport = :{second}'`, or sign in without a port: `llmx login --device-auth`"

@@ -81,7 +81,8 @@ fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, js
         } else if status.mode.is_some() {
             lines.push("  No usable credential in the file.".to_string());
         } else {
-            lines.push(format!("  No credential. Push one with `llmx auth push {}`.", status.target));
+            let home = remote_home.map(|h| format!(" --remote-home {h}")).unwrap_or_default();
+            lines.push(format!("  No credential. Push one with `llmx auth push {}{home}`.", status.target));
         }
         if let (Some(u), Some(g), Some(m)) = (status.uid, status.gid, &status.mode) {
             lines.push(format!("    File: owner {u}:{g}, mode {m}"));

@@ -14,7 +14,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use llmx::ssh::SshAddress;
 use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -173,7 +172,7 @@ struct Ui {
 
 impl Ui {
     fn new(args: &TunnelArgs, home: std::path::PathBuf) -> Ui {
-        let spinner = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let spinner = (!args.json && output::live_progress()).then(|| {
             let pb = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
                 pb.set_style(style);

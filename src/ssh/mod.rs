@@ -189,9 +189,10 @@ impl SshError {
                  hand; --accept-new never records a key for a host known under another key type",
                 file.display()
             )),
-            SshError::HostKeyChanged { file, line, .. } => Some(format!(
-                "if the host was really reinstalled, remove line {line} from {} (ssh-keygen -R HOST) and connect again; \
-                 --accept-new never replaces a changed key",
+            SshError::HostKeyChanged { host, file, line, .. } => Some(format!(
+                "if the host was really reinstalled, remove line {line} from {} (`ssh-keygen -R '{host}' -f {}`) and \
+                 connect again; --accept-new never replaces a changed key",
+                file.display(),
                 file.display()
             )),
             SshError::Auth { .. } => Some(

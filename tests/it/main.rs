@@ -16,4 +16,5 @@ mod login;
 mod signin;
 mod ssh;
 mod support;
+mod terminal;
 mod tunnel;

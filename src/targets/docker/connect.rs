@@ -144,10 +144,19 @@ async fn connect(ep: Endpoint) -> Result<Docker, TargetError> {
 /// A bollard error with its causes, on one line ("client error (Connect): No such file...").
 pub fn error_text(e: &bollard::errors::Error) -> String {
     use std::error::Error as _;
+    // The Engine's own answer, with what it is: "the Docker Engine answered 500: ...".
+    if let bollard::errors::Error::DockerResponseServerError { status_code, message } = e {
+        return format!("the Docker Engine answered {status_code}: {message}");
+    }
     let mut text = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         let s_text = s.to_string();
+        // The HTTP client's names for itself are no use to the reader.
+        if s_text.starts_with("client error (") || s_text.contains("hyper") {
+            src = s.source();
+            continue;
+        }
         if !text.contains(&s_text) {
             text.push_str(": ");
             text.push_str(&s_text);
