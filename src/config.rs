@@ -13,6 +13,18 @@ pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 /// thousands of them would overflow the stack when the nested tables are dropped or printed.
 pub const MAX_KEY_DEPTH: usize = 32;
 
+/// The keys this tool reads (every other key is the agent's, and allowed).
+pub const KEYS: [&str; 3] = ["preferred_auth_method", "auth_issuer", "auth_client_id"];
+
+/// For a key this tool does not read but that is a likely typo of one it does: that key
+/// (`auth_isuer` → `auth_issuer`).
+pub fn likely_typo(key: &str) -> Option<&'static str> {
+    if KEYS.contains(&key) {
+        return None;
+    }
+    crate::text::near_misses(key, &KEYS).first().copied()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid override '{raw}': expected key=value")]

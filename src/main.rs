@@ -1,11 +1,13 @@
 //! The `llmx` binary: parse arguments, run the command, map the result to an exit code.
-//! This is the only place that calls `process::exit` (through `ExitCode`).
+//! This is the only place that calls `process::exit` (through `ExitCode`), and where a failure
+//! becomes the `llmx:` / `hint:` lines on stderr and, with `--json`, the
+//! `{"error":{"kind":…,"message":…}}` object on stdout (the exit codes: cli::failure::Kind).
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "the binary is where output is rendered")]
 
 use clap::Parser;
 mod cli;
 
-use cli::{Cli, Failure};
+use cli::{Cli, Failure, Kind};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -17,16 +19,41 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077)
     };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let json = cli.command.json();
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(f) => report(&f),
+        Err(f) => report(&f, json),
     }
 }
 
-fn report(f: &Failure) -> ExitCode {
+/// A command line clap refused (exit 2). `--help` and `--version` are not errors: printed as
+/// clap prints them. With `--json` anywhere on the line, the error is a JSON object too.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let json = std::env::args_os().skip(1).any(|a| a == "--json");
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+    if json {
+        let f = Failure::of(Kind::Usage, first).hint("see `llmx --help`");
+        print_json(&f);
+    }
+    let _ = e.print();
+    ExitCode::from(Kind::Usage.code())
+}
+
+fn report(f: &Failure, json: bool) -> ExitCode {
     if f.broken_pipe {
         return ExitCode::SUCCESS;
+    }
+    if json {
+        print_json(f);
     }
     let mut err = std::io::stderr().lock();
     // Messages can quote other machines (a container's error, a remote login's output): one
@@ -35,5 +62,14 @@ fn report(f: &Failure) -> ExitCode {
     if let Some(h) = &f.hint {
         let _ = writeln!(err, "hint: {}", llmx::text::terminal_safe(h));
     }
-    ExitCode::from(f.code)
+    ExitCode::from(f.code())
+}
+
+/// The failure as one JSON object on stdout (every string terminal-safe).
+fn print_json(f: &Failure) {
+    let mut value = f.json();
+    cli::clean_json(&mut value);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
 }

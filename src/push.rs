@@ -5,7 +5,8 @@
 //! identical bytes are `unchanged`; a target holding a *fresher* login of the same ChatGPT
 //! account (`last_refresh` newer) is `skipped` unless `force`, since overwriting it would
 //! replace a live refresh token with an older one that the issuer may already have rotated.
-//! Pushing ChatGPT tokens at all gets a [`Warning::RotationHazard`]; API keys push freely.
+//! Writing ChatGPT tokens to a target gets a [`Warning::RotationHazard`], given after the writes
+//! (a dry run, or a push that wrote nothing, has no hazard); API keys push freely.
 //!
 //! A malformed local auth.json cannot reach this module: [`LocalCredential`] validates it, so it
 //! is refused before any target is touched. Nothing here prints: progress and results are
@@ -158,8 +159,8 @@ impl TargetReport {
 /// Something the user should know about the whole push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
-    /// ChatGPT tokens are being copied: the copies share one refresh token, and the first copy
-    /// that refreshes invalidates the others.
+    /// ChatGPT tokens were copied to `targets` places: the copies share one refresh token, and
+    /// the first copy that refreshes invalidates the others.
     RotationHazard { targets: usize },
 }
 
@@ -174,7 +175,7 @@ impl Warning {
     pub fn message(&self) -> String {
         match self {
             Warning::RotationHazard { targets } => format!(
-                "copying a ChatGPT login to {targets} target{}: the provider rotates refresh tokens, so the first \
+                "copied a ChatGPT login to {targets} target{}: the provider rotates refresh tokens, so the first \
                  copy that refreshes (this machine or a target) signs every other copy out \
                  (refresh_token_reused)",
                 if *targets == 1 { "" } else { "s" }
@@ -240,13 +241,6 @@ pub async fn push(
     opts: &PushOptions,
     on_event: EventFn<'_>,
 ) -> PushSummary {
-    let mut warnings = Vec::new();
-    if local.has_chatgpt_tokens() && !targets.is_empty() {
-        warnings.push(Warning::RotationHazard { targets: targets.len() });
-    }
-    for w in &warnings {
-        on_event(PushEvent::Warning(w));
-    }
     let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
     for (index, target) in labels.iter().enumerate() {
         on_event(PushEvent::Queued { index, target });
@@ -261,7 +255,23 @@ pub async fn push(
         on_event(PushEvent::Done { index, report: &report });
         reports[index] = Some(report);
     }
-    PushSummary { reports: reports.into_iter().flatten().collect(), warnings }
+    let reports: Vec<TargetReport> = reports.into_iter().flatten().collect();
+    let warnings = rotation_warning(local, &reports).into_iter().collect::<Vec<_>>();
+    for w in &warnings {
+        on_event(PushEvent::Warning(w));
+    }
+    PushSummary { reports, warnings }
+}
+
+/// The rotation hazard is real once a ChatGPT login was written to a second place: not on a dry
+/// run, not when every target failed, was skipped or already held the same bytes. Destinations
+/// written once for several aliases count once.
+fn rotation_warning(local: &LocalCredential, reports: &[TargetReport]) -> Option<Warning> {
+    let written = reports
+        .iter()
+        .filter(|r| !r.dry_run && r.same_as.is_none() && matches!(r.outcome, Outcome::Created | Outcome::Updated))
+        .count();
+    (local.has_chatgpt_tokens() && written > 0).then_some(Warning::RotationHazard { targets: written })
 }
 
 async fn push_one(

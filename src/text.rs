@@ -1,5 +1,5 @@
-//! Text helpers shared by every layer: making text from other machines safe for a terminal, and
-//! the one way durations are shown. No I/O.
+//! Text helpers shared by every layer: making text from other machines safe for a terminal, the
+//! one way durations are shown, and "did you mean" suggestions. No I/O.
 //!
 //! Text that came from outside (id_token claims, a remote's output, an issuer's error, a peer's
 //! URL) can carry terminal control sequences: a screen clear (`ESC[2J`), a clipboard write
@@ -9,6 +9,31 @@
 //! the length for messages built from remote text.
 
 use std::time::Duration;
+
+/// The candidates within edit distance 2 of `word` (and not equal to it), nearest first: what a
+/// "did you mean" suggests for a typo.
+pub fn near_misses<'a>(word: &str, candidates: &[&'a str]) -> Vec<&'a str> {
+    let mut near: Vec<(usize, &str)> =
+        candidates.iter().map(|c| (edit_distance(word, c), *c)).filter(|(d, c)| *d <= 2 && *c != word).collect();
+    near.sort();
+    near.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Levenshtein distance, by characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
 
 /// Text from the network made safe for a terminal line, at most 300 chars (see [`terminal_safe`]).
 pub fn printable(text: &str) -> String {
@@ -143,6 +168,15 @@ pub fn has_terminal_controls(output: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn near_misses_suggest_typos_within_two_edits_only() {
+        let keys = ["auth_issuer", "auth_client_id", "preferred_auth_method"];
+        assert_eq!(super::near_misses("auth_isuer", &keys), ["auth_issuer"]);
+        assert_eq!(super::near_misses("auth_issuer", &keys), Vec::<&str>::new());
+        assert_eq!(super::near_misses("model", &keys), Vec::<&str>::new());
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
+
     use super::*;
 
     #[test]

@@ -6,7 +6,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmx::auth::file::AuthFile;
 use llmx::family::Progress;
 use llmx::family::ledger::Ledger;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -23,7 +22,8 @@ pub fn ledger(ctx: &Ctx) -> Result<Ledger, Failure> {
     Ok(Ledger::load(ctx.home.dir())?)
 }
 
-/// "N of M checked" on stderr while holders are contacted, only on a terminal and without --json.
+/// "N of M checked" on stderr while holders are contacted, only where live progress can be drawn
+/// (a terminal, not `TERM=dumb`, not `-q`) and without --json.
 pub struct Spinner {
     bar: Option<ProgressBar>,
     done: AtomicUsize,
@@ -32,7 +32,7 @@ pub struct Spinner {
 
 impl Spinner {
     pub fn new(json: bool, total: usize, what: &str) -> Spinner {
-        let bar = (!json && std::io::stderr().is_terminal() && total > 0).then(|| {
+        let bar = (!json && crate::cli::output::live_progress() && total > 0).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             // A fixed template: it always parses.
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg}") {

@@ -6,7 +6,7 @@
 //! which is the protocol `llmx auth tunnel` drives a remote login with.
 
 use crate::cli::browser::Launcher;
-use crate::cli::{Ctx, Failure, output, status};
+use crate::cli::{Ctx, Failure, Kind, output, status};
 use clap::{Args, Subcommand};
 use llmx::auth::login::browser::{self, LoginOptions};
 use llmx::auth::login::device::{self, DeviceOptions};
@@ -15,8 +15,30 @@ use std::io::{BufRead, IsTerminal, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
+const EXAMPLES: &str = "\
+Examples:
+  llmx login                          # open the browser, sign in, save ~/.llmx/auth.json
+  llmx login --no-browser             # print the URL (open it anywhere; paste back the address)
+  llmx login --device-auth            # a code to enter on the issuer's page, from any device
+  llmx login --port 1457              # another callback port (1455 is busy)
+  printenv OPENAI_API_KEY | llmx login --with-api-key
+  llmx login --json | jq -c .         # JSON events, one per line (what `auth tunnel` drives)
+  llmx login status                   # which credential is in use
+
+On a headless machine: `llmx login --device-auth` there, or `llmx auth tunnel HOST` from a
+machine with a browser (docs/headless.md). Exit status 0 signed in, 1 failed or timed out,
+2 usage or config error, 3 the issuer is unreachable, 130 interrupted.";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  llmx login status                   # method, account, source, expiry (no secrets)
+  llmx login status --json | jq -r .method
+  llmx -c preferred_auth_method=apikey login status
+
+Exit status 0 when logged in (a file or OPENAI_API_KEY), 1 when not.";
+
 #[derive(Debug, Args)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, after_help = EXAMPLES)]
 pub struct LoginArgs {
     #[command(subcommand)]
     pub sub: Option<LoginCommand>,
@@ -58,6 +80,7 @@ pub struct LoginArgs {
 #[derive(Debug, Subcommand)]
 pub enum LoginCommand {
     /// Show which credential is in use
+    #[command(after_help = STATUS_EXAMPLES)]
     Status(status::StatusArgs),
 }
 
@@ -125,7 +148,7 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         }
     } else {
         if !open_browser && !json {
-            output::err_lines(&[headless_note()]);
+            output::note(&[headless_note()]);
         }
         // Paste-back: where no browser opens here, the user may paste the address it ends on.
         let pasted = if open_browser { None } else { lines.take() };
@@ -256,7 +279,7 @@ fn browser_success_lines(s: &LoginSucceeded) -> Vec<String> {
 fn failure(e: LoginError) -> Failure {
     let hint = match &e {
         LoginError::PortBusy { port } => Some(format!(
-            "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or run `llmx login --port N`"
+            "see who holds it with `ss -ltnp 'sport = :{port}'` and stop it, or sign in without a port: `llmx login --device-auth` (the issuer accepts callbacks on ports 1455 and 1457 only)"
         )),
         LoginError::PortsBusy { first, second } => Some(format!(
             "see who holds them with `ss -ltnp 'sport = :{first}' or 'sport = :{second}'`, or sign in without a port: `llmx login --device-auth`"
@@ -267,8 +290,13 @@ fn failure(e: LoginError) -> Failure {
         LoginError::Issuer(_) => Some("check auth_issuer in config.toml or your -c override".to_string()),
         _ => None,
     };
-    let code = if matches!(e, LoginError::Issuer(_)) { 2 } else { 1 };
-    let f = Failure { code, ..Failure::new(e.to_string()) };
+    let kind = match &e {
+        LoginError::Issuer(_) => Kind::Config,
+        LoginError::Exchange(o) | LoginError::DeviceStart(o) | LoginError::DevicePoll(o) => Kind::of_oauth(o),
+        LoginError::Interrupted => Kind::Interrupted,
+        _ => Kind::Failed,
+    };
+    let f = Failure::of(kind, e.to_string());
     match hint {
         Some(h) => f.hint(h),
         None => f,

@@ -2,6 +2,7 @@
 //! calls the library and renders; the command tree mirrors the module tree.
 
 mod browser;
+mod docs;
 mod failure;
 mod family;
 mod login;
@@ -19,11 +20,13 @@ mod tunnel;
 #[path = "where.rs"]
 mod where_;
 
-pub use failure::Failure;
+pub use failure::{Failure, Kind};
+pub use output::clean_json;
 
 use clap::{Parser, Subcommand};
 use llmx::config::{self, Override, Settings};
 use llmx::home::Home;
+use output::ColorChoice;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -40,7 +43,12 @@ Examples:
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
   llmx auth tunnel --device deploy@build-01   # the same with a code: nothing forwarded
   llmx auth tunnel docker:web             # a container's own login, from this browser
-  llmx logout";
+  llmx logout
+  llmx completion bash > ~/.local/share/bash-completion/completions/llmx
+
+Exit status: 0 ok, 1 not logged in or a target failed, 2 usage or config error, 3 unreachable
+(Docker Engine, SSH host, issuer), 4 authentication needed, 130 interrupted. With --json, a
+failure is a JSON object on stdout too: {\"error\":{\"kind\":...,\"message\":...}}.";
 
 #[derive(Debug, Parser)]
 #[command(name = "llmx", version, about = "Sign the llmx agent in and provision its credentials", after_help = EXAMPLES)]
@@ -48,6 +56,18 @@ pub struct Cli {
     /// Override a config.toml setting for this run (repeatable), e.g. -c preferred_auth_method=apikey
     #[arg(short = 'c', long = "config", global = true, value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+
+    /// Only errors, warnings and the final result (no progress, no notes)
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Say what is resolved and why: config files read, targets, host key files, engine endpoint
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+
+    /// Colour the outcomes and warnings: auto (a terminal, unless NO_COLOR is set), always, never
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
+    pub color: ColorChoice,
 
     #[command(subcommand)]
     pub command: Command,
@@ -62,6 +82,31 @@ pub enum Command {
     /// Credential status, refresh, and provisioning to other machines
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(docs::CompletionArgs),
+    /// Write the man pages (llmx.1 and one per subcommand) into a directory
+    Man(docs::ManArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for `--json` (its failure is then a JSON object too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Login(a) => a.json || matches!(&a.sub, Some(login::LoginCommand::Status(s)) if s.json),
+            Command::Logout(a) => a.json,
+            Command::Auth(a) => match a {
+                AuthCommand::Status(a) => a.base.json,
+                AuthCommand::Refresh(a) => a.json,
+                AuthCommand::Push(a) => a.json,
+                AuthCommand::Tunnel(a) => a.json,
+                AuthCommand::Where(a) => a.json,
+                AuthCommand::Pull(a) => a.json,
+                AuthCommand::Sync(a) => a.json,
+                AuthCommand::Remove(a) => a.json,
+            },
+            Command::Completion(_) | Command::Man(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,14 +138,42 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn settings(&self) -> Result<Settings, Failure> {
-        Ok(config::load(&self.home.config_path(), &self.overrides)?)
+        let path = self.home.config_path();
+        output::verbose(format!(
+            "config: {} ({})",
+            path.display(),
+            if path.exists() { "read" } else { "absent: defaults" }
+        ));
+        let settings = config::load(&path, &self.overrides)?;
+        output::verbose(format!(
+            "config: auth_issuer {}, preferred_auth_method {}",
+            settings.auth_issuer, settings.preferred_auth_method
+        ));
+        Ok(settings)
     }
 }
 
 /// Run a parsed command line; `Ok` carries the exit code.
 pub fn run(cli: Cli) -> Result<u8, Failure> {
+    output::configure(cli.quiet, cli.verbose, cli.color);
+    match cli.command {
+        Command::Completion(args) => return docs::completion(args),
+        Command::Man(args) => return docs::man(args),
+        _ => {}
+    }
     let overrides = cli.config.iter().map(|raw| Override::parse(raw)).collect::<Result<Vec<_>, _>>()?;
+    for o in &overrides {
+        if let [key] = o.path.as_slice()
+            && let Some(near) = config::likely_typo(key)
+        {
+            output::warning(
+                &format!("-c {key}: llmx reads no such key (config.toml is shared with the agent, so it is allowed)"),
+                Some(&format!("did you mean {near}?")),
+            );
+        }
+    }
     let home = Home::from_env()?;
+    output::verbose(format!("home: {} (LLMX_HOME, else ~/.llmx)", home.dir().display()));
     let ctx = Ctx { home, overrides };
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
@@ -113,6 +186,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Auth(AuthCommand::Pull(args)) => pull::run(&ctx, args),
         Command::Auth(AuthCommand::Sync(args)) => sync::run(&ctx, args),
         Command::Auth(AuthCommand::Remove(args)) => remove::run(&ctx, args),
+        Command::Completion(_) | Command::Man(_) => Ok(0),
     }
 }
 

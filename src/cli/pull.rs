@@ -3,7 +3,7 @@
 use crate::cli::family::ledger;
 use crate::cli::push::{check_remote_home, parse_targets};
 use crate::cli::ssh_args::SshArgs;
-use crate::cli::{Ctx, Failure, output};
+use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::family::holders_from_specs;
 use llmx::family::pull::{PullError, pull};
@@ -23,7 +23,7 @@ why. --force takes it anyway (never a missing or invalid file).";
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct PullArgs {
     /// The holder to take the login from
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true)]
     pub target: String,
 
     /// Take its copy even when it is not fresher, or of another account, or an API key
@@ -92,7 +92,7 @@ fn failure(e: PullError) -> Failure {
             }
         }
         PullError::Target { ref source, .. } => {
-            let f = Failure::new(e.to_string());
+            let f = Failure::of(Kind::of_target(source), e.to_string());
             match &source.hint {
                 Some(h) => f.hint(h.clone()),
                 None => f,

@@ -6,14 +6,15 @@
 
 use crate::cli::push_view::PushView;
 use crate::cli::ssh_args::SshArgs;
-use crate::cli::{Ctx, Failure};
+use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
+use llmx::auth::file::AuthFile;
 use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
+use llmx::secret::Secret;
 use llmx::ssh::{Destination, Route, SshAddress, SshOptions};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
-use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -29,6 +30,7 @@ Examples:
   llmx auth push docker:compose=shop/web         # every running container of a Compose service
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
+  OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -44,7 +46,7 @@ login per machine, or push an API key.";
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct PushArgs {
     /// Where to copy auth.json (one or more; the forms are listed below)
-    #[arg(required = true, value_name = "TARGET", help = format!("Where to copy auth.json: {}; @FILE or - (stdin): the targets listed one a line", spec::forms_list()))]
+    #[arg(required = true, value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true, help = format!("Where to copy auth.json: {}; @FILE or - (stdin): the targets listed one a line", spec::forms_list()))]
     pub targets: Vec<String>,
 
     /// How many targets to work on at the same time
@@ -72,12 +74,17 @@ pub struct PushArgs {
     #[arg(long)]
     pub explain: bool,
 
+    /// Push the API key in OPENAI_API_KEY instead of this machine's auth.json
+    #[arg(long)]
+    pub from_env: bool,
+
     #[command(flatten)]
     pub ssh: SshArgs,
 }
 
-/// Parse target arguments; a malformed one is a usage error (exit 2). `@FILE` and `-` (stdin)
-/// stand for the specs in the file, one a line (blank lines and `#` comments skipped).
+/// Parse target arguments; a malformed one is a usage error (exit 2), with a "did you mean"
+/// for a missing or misspelt kind. `@FILE` and `-` (stdin) stand for the specs in the file, one
+/// a line (blank lines and `#` comments skipped).
 pub fn parse_targets(raw: &[String]) -> Result<Vec<TargetSpec>, Failure> {
     let mut specs = Vec::new();
     let mut stdin_read = false;
@@ -92,7 +99,7 @@ pub fn parse_targets(raw: &[String]) -> Result<Vec<TargetSpec>, Failure> {
                 .map_err(|e| Failure::usage(format!("cannot read targets from {path}: {e}")))?;
             (text, path.to_string())
         } else {
-            specs.push(arg.parse::<TargetSpec>().map_err(|e| Failure::usage(e.to_string()))?);
+            specs.push(parse_one(arg)?);
             continue;
         };
         for (n, line) in text.lines().enumerate() {
@@ -161,6 +168,65 @@ fn explain(specs: &[TargetSpec], opts: &SshOptions, json: bool) -> Result<u8, Fa
     Ok(0)
 }
 
+/// The target kinds (prefixes of the one syntax table), for suggestions.
+fn kinds() -> Vec<&'static str> {
+    spec::KINDS.iter().map(|k| k.prefix).collect()
+}
+
+/// One target argument; a "did you mean" hint when it does not parse.
+fn parse_one(t: &str) -> Result<TargetSpec, Failure> {
+    t.parse::<TargetSpec>().map_err(|e| {
+        let f = Failure::usage(e.to_string());
+        match did_you_mean(t) {
+            Some(m) => f.hint(format!("did you mean {m}?")),
+            None => f,
+        }
+    })
+}
+
+/// The value parser of TARGET arguments: any string (parsed later, in the validation phase),
+/// but shell completion offers the kinds (`docker:`, `ssh:`).
+#[derive(Debug, Clone, Copy)]
+pub struct TargetArg;
+
+impl clap::builder::TypedValueParser for TargetArg {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        // From the one syntax table: each kind's prefix, its forms as the help.
+        Some(Box::new(spec::KINDS.iter().map(|k| {
+            let forms: Vec<&str> = k.forms.iter().map(|f| f.syntax).collect();
+            clap::builder::PossibleValue::new(format!("{}:", k.prefix)).help(forms.join(", "))
+        })))
+    }
+}
+
+/// A suggestion for a target that did not parse: the kinds it may have meant.
+fn did_you_mean(raw: &str) -> Option<String> {
+    match raw.split_once(':') {
+        // `dokcer:web`: a misspelt kind.
+        Some((kind, rest)) if !kinds().contains(&kind) => {
+            let near = llmx::text::near_misses(kind, &kinds());
+            near.first().map(|k| format!("{k}:{rest}"))
+        }
+        Some(_) => None,
+        // `nc-web`: no kind at all.
+        None if !raw.is_empty() && !raw.starts_with('-') => {
+            Some(kinds().iter().map(|k| format!("{k}:{raw}")).collect::<Vec<_>>().join(" or "))
+        }
+        None => None,
+    }
+}
+
 /// Check `--remote-home`: an absolute path (exit 2 otherwise).
 pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
     match p {
@@ -187,6 +253,58 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
         .map_err(|e| crate::cli::refresh::failure(e, &path))
 }
 
+/// The key in `OPENAI_API_KEY` (for `--from-env`), as the auth.json `llmx login --with-api-key`
+/// would write for it.
+fn from_env() -> Result<LocalCredential, Failure> {
+    let key = env_api_key().ok_or_else(|| {
+        Failure::of(Kind::NotLoggedIn, "--from-env: OPENAI_API_KEY is not set in this environment")
+            .hint("export OPENAI_API_KEY=..., or push the saved login without --from-env")
+    })?;
+    let bytes = AuthFile::with_api_key(Secret::new(key)).to_bytes();
+    LocalCredential::from_bytes(std::path::Path::new("$OPENAI_API_KEY"), bytes)
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// A non-empty `OPENAI_API_KEY`.
+fn env_api_key() -> Option<String> {
+    std::env::var("OPENAI_API_KEY").ok().map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+}
+
+/// This machine's auth.json. When there is none but `OPENAI_API_KEY` is set (so `login status`
+/// says logged in), say that the key is in the environment, not in a file, and how to push it.
+fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
+    let path = ctx.home.auth_path();
+    LocalCredential::load(&path).map_err(|e| match e {
+        LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
+            Kind::NotLoggedIn,
+            format!(
+                "the API key in use here is in the OPENAI_API_KEY environment variable, not in {}: nothing to push",
+                path.display()
+            ),
+        )
+        .hint("push the key itself with `llmx auth push --from-env TARGET`, or save it first: `printenv OPENAI_API_KEY | llmx login --with-api-key`"),
+        LocalError::Missing { .. } | LocalError::Empty { .. } => Failure::of(Kind::NotLoggedIn, e.to_string())
+            .hint("run `llmx login` (or `llmx login --with-api-key`) first"),
+        LocalError::Invalid(e) => Failure::from(e),
+    })
+}
+
+/// `-v`: where each target resolved to, and which Docker Engine is used.
+pub fn verbose_targets(specs: &[TargetSpec], labels: &[String]) {
+    if !output::is_verbose() {
+        return;
+    }
+    if specs.iter().any(|s| matches!(s, TargetSpec::Docker(_))) {
+        use llmx::targets::docker::connect::{Endpoint, EndpointEnv};
+        match Endpoint::resolve(&EndpointEnv::from_process()) {
+            Ok(ep) => output::verbose(format!("docker: engine {} (from {})", ep.host, ep.origin)),
+            Err(e) => output::verbose(format!("docker: no engine: {}", e.message)),
+        }
+    }
+    let specs: Vec<String> = specs.iter().map(ToString::to_string).collect();
+    output::verbose(format!("targets: {} resolved to {}", specs.join(" "), labels.join(" ")));
+}
+
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
@@ -194,12 +312,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         return explain(&specs, &args.ssh.options(), args.json);
     }
     refresh_if_expiring(ctx, args.dry_run)?;
-    let local = LocalCredential::load(&ctx.home.auth_path()).map_err(|e| match e {
-        LocalError::Missing { .. } | LocalError::Empty { .. } => {
-            Failure::new(e.to_string()).hint("run `llmx login` (or `llmx login --with-api-key`) first")
-        }
-        LocalError::Invalid(e) => Failure::from(e),
-    })?;
+    let local = if args.from_env { from_env()? } else { local_credential(ctx)? };
     let opts = PushOptions {
         jobs: usize::from(args.jobs),
         force: args.force,
@@ -208,14 +321,16 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets = llmx::targets::resolve::resolve(&specs, &ResolveOptions { ssh: args.ssh.options() }).await;
+        let targets =
+            llmx::targets::resolve::resolve(&specs, &ResolveOptions { ssh: args.ssh.options_for(args.dry_run) }).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
-        let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
+        verbose_targets(&specs, &labels);
+        let view = PushView::new(args.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
         let summary = llmx::push::push(&local, targets, &opts, &on_event).await;
         view.finish(&summary).map(|()| summary)
     })?;
-    if !opts.dry_run {
+    if !opts.dry_run && !args.from_env {
         llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports)?;
     }
     Ok(if summary.all_ok() { 0 } else { 1 })

@@ -1,12 +1,15 @@
 //! Rendering of a push as it happens: an indicatif MultiProgress with one line per target on a
-//! terminal, plain lines otherwise, JSON lines with `--json`; then the recap.
+//! terminal indicatif can draw on, nothing live otherwise (or with `-q`), JSON lines with
+//! `--json`; then the per-target result lines (aligned, in input order, the same on a terminal
+//! and off it) and the recap.
 //!
 //! Progress and warnings go to stderr; results (outcome lines, recap, JSON) to stdout, so
-//! `llmx auth push ... --json | jq` sees only JSON. Every line and JSON string goes through
-//! `cli::output`'s terminal-safe cleaning: target names, reasons and hints carry text from the
-//! containers and hosts.
+//! `llmx auth push ... --json | jq` sees only JSON. Warnings go through `output::warning`, which
+//! prints above the bars on every kind of terminal and is never silenced. Every line and JSON
+//! string goes through `cli::output`'s terminal-safe cleaning: target names, reasons and hints
+//! carry text from the containers and hosts.
 
-use crate::cli::output::{clean, clean_json};
+use crate::cli::output::{self, Paint, clean, clean_json, paint};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmx::push::{Outcome, PushEvent, PushSummary, TargetReport, Warning};
 use std::io::Write;
@@ -16,45 +19,42 @@ use std::time::Duration;
 enum Mode {
     Json,
     Plain,
-    Bars { multi: MultiProgress, bars: Mutex<Vec<ProgressBar>>, width: usize },
+    Bars { multi: MultiProgress, bars: Mutex<Vec<ProgressBar>> },
 }
 
 /// Receives the engine's events; safe to call from the push (it is `Send + Sync`).
 pub struct PushView {
     mode: Mode,
+    /// The widest target label (to align the bars and the result lines).
+    width: usize,
 }
 
+const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
 impl PushView {
-    /// `labels` are the targets in order (to align the bars).
-    pub fn new(json: bool, terminal: bool, labels: &[String]) -> PushView {
+    /// `labels` are the targets in order (to align the lines). Live bars only where
+    /// [`output::live_progress`] says they can be drawn.
+    pub fn new(json: bool, labels: &[String]) -> PushView {
+        let width = labels.iter().map(|l| clean(l).chars().count()).max().unwrap_or(0);
         let mode = if json {
             Mode::Json
-        } else if terminal {
-            let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
-            Mode::Bars {
-                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-                bars: Mutex::new(Vec::new()),
-                width,
-            }
+        } else if output::live_progress() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            output::set_progress(Some(multi.clone()));
+            Mode::Bars { multi, bars: Mutex::new(Vec::new()) }
         } else {
             Mode::Plain
         };
-        PushView { mode }
+        PushView { mode, width }
     }
 
     pub fn on_event(&self, event: PushEvent<'_>) {
+        let width = self.width;
         match (&self.mode, event) {
-            (Mode::Bars { multi, .. }, PushEvent::Warning(w)) => {
-                let _ = multi.println(warning_text(w));
-            }
-            (_, PushEvent::Warning(w)) => eprintln!("{}", warning_text(w)),
-            (Mode::Bars { multi, bars, width }, PushEvent::Queued { index, target }) => {
+            (_, PushEvent::Warning(w)) => warn(w),
+            (Mode::Bars { multi, bars }, PushEvent::Queued { index, target }) => {
                 let bar = multi.add(ProgressBar::new_spinner());
-                let template = format!("{{spinner}} {{prefix:<{width}}}  {{msg}}");
-                // The template is built from a fixed string and a number: it always parses.
-                if let Ok(style) = ProgressStyle::with_template(&template) {
-                    bar.set_style(style.tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "✓"]));
-                }
+                bar.set_style(style(&format!("{{spinner}} {{prefix:<{width}}}  {{msg}}")).tick_strings(&SPINNER));
                 bar.set_prefix(clean(target));
                 bar.set_message("waiting");
                 bar.enable_steady_tick(Duration::from_millis(100));
@@ -70,12 +70,14 @@ impl PushView {
             }
             (Mode::Bars { bars, .. }, PushEvent::Done { index, report }) => {
                 if let Some(bar) = bars.lock().ok().and_then(|b| b.get(index).cloned()) {
+                    // The mark is the outcome's own, from the moment the target is done.
+                    let mark = paint(mark(report.outcome), outcome_paint(report.outcome), true);
+                    bar.set_style(style(&format!("{mark} {{prefix:<{width}}}  {{msg}}")));
                     bar.finish_with_message(outcome_text(report));
                 }
             }
             (Mode::Plain, PushEvent::Done { report, .. }) => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}  {}", clean(&report.target), outcome_text(report));
+                output::verbose(format!("{}: {}", report.target, outcome_text(report)));
             }
             (Mode::Json, PushEvent::Done { report, .. }) => {
                 #[derive(serde::Serialize)]
@@ -135,39 +137,91 @@ impl PushView {
         }
         if let Mode::Bars { multi, .. } = &self.mode {
             let _ = multi.clear();
-            for r in &summary.reports {
-                writeln!(out, "{}  {}", clean(&r.target), outcome_text(r))?;
-            }
+            output::set_progress(None);
+        }
+        for r in &summary.reports {
+            let target = clean(&r.target);
+            let pad = " ".repeat(self.width.saturating_sub(target.chars().count()));
+            let mark = paint(mark(r.outcome), outcome_paint(r.outcome), false);
+            writeln!(out, "{mark} {target}{pad}  {}", outcome_text(r))?;
         }
         for l in lines {
-            writeln!(out, "{l}")?;
+            writeln!(out, "{}", clean(l))?;
         }
-        let parts: Vec<String> = Outcome::ALL
-            .iter()
-            .filter(|o| summary.count(**o) > 0)
-            .map(|o| format!("{} {}", summary.count(*o), o.as_str()))
-            .collect();
-        let n = summary.reports.len();
-        let dry = if summary.reports.first().is_some_and(|r| r.dry_run) { " (dry run: nothing written)" } else { "" };
-        writeln!(out, "{n} target{}: {}{dry}", if n == 1 { "" } else { "s" }, parts.join(", "))?;
+        writeln!(out, "{}", recap(summary))?;
         out.flush()
     }
 }
 
-/// Two lines, each cleaned on its own (a newline inside the message cannot add a third).
-fn warning_text(w: &Warning) -> String {
-    format!("warning: {}\nhint: {}", clean(&w.message()), clean(w.hint()))
+impl Drop for PushView {
+    fn drop(&mut self) {
+        if let Mode::Bars { multi, .. } = &self.mode {
+            let _ = multi.clear();
+            output::set_progress(None);
+        }
+    }
+}
+
+/// `3 targets: 2 created, 1 failed`; a dry run says what it would do: `would create 3`.
+fn recap(summary: &PushSummary) -> String {
+    let dry_run = summary.reports.first().is_some_and(|r| r.dry_run);
+    let parts: Vec<String> = Outcome::ALL
+        .iter()
+        .filter(|o| summary.count(**o) > 0)
+        .map(|o| {
+            let n = summary.count(*o);
+            match (dry_run, would(*o)) {
+                (true, Some(verb)) => format!("{verb} {n}"),
+                _ => format!("{n} {}", o.as_str()),
+            }
+        })
+        .collect();
+    let n = summary.reports.len();
+    let dry = if dry_run { " (dry run: nothing written)" } else { "" };
+    format!("{n} target{}: {}{dry}", if n == 1 { "" } else { "s" }, parts.join(", "))
+}
+
+/// A fixed template: it always parses (the fallback is never used).
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn warn(w: &Warning) {
+    output::warning(&w.message(), Some(w.hint()));
+}
+
+/// The mark of an outcome: done well, left alone, or failed.
+fn mark(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Created | Outcome::Updated | Outcome::Unchanged | Outcome::Removed => "✓",
+        Outcome::Skipped => "-",
+        Outcome::Failed => "✗",
+    }
+}
+
+fn outcome_paint(o: Outcome) -> Paint {
+    match o {
+        Outcome::Created | Outcome::Updated | Outcome::Removed => Paint::Good,
+        Outcome::Unchanged => Paint::Dim,
+        Outcome::Skipped => Paint::Warn,
+        Outcome::Failed => Paint::Bad,
+    }
+}
+
+/// What a dry run says instead of the outcome's name.
+fn would(o: Outcome) -> Option<&'static str> {
+    match o {
+        Outcome::Created => Some("would create"),
+        Outcome::Updated => Some("would update"),
+        Outcome::Removed => Some("would remove"),
+        _ => None,
+    }
 }
 
 /// `created /root/.llmx/auth.json`, `would update ...`, `failed: reason (hint: ...)`.
 fn outcome_text(r: &TargetReport) -> String {
     let path = r.path.as_deref().unwrap_or("");
-    let verb = match (r.outcome, r.dry_run) {
-        (Outcome::Created, true) => "would create",
-        (Outcome::Updated, true) => "would update",
-        (Outcome::Removed, true) => "would remove",
-        (o, _) => o.as_str(),
-    };
+    let verb = would(r.outcome).filter(|_| r.dry_run).unwrap_or(r.outcome.as_str());
     let mut text = match r.outcome {
         Outcome::Failed | Outcome::Skipped => {
             format!("{verb}: {}", r.reason.as_deref().unwrap_or("unknown reason"))

@@ -2,15 +2,27 @@
 //! another llmx refreshed while this one waited, its result is reported and the issuer is not
 //! called again. auth.json is left untouched on any failure; a permanent one (the refresh token
 //! is no longer valid) says to log in again; an accepted refresh that could not be saved names
-//! the recovery file.
+//! the recovery file. Exit codes: 1 nothing to refresh, 3 the issuer is unreachable, 4 the login
+//! is no longer valid (log in again); with `--json` the error object says `permanent`.
 
-use crate::cli::{Ctx, Failure, output};
+use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::auth::oauth::{OAuthClient, RefreshError};
 use llmx::auth::refresh::{self, RefreshFailure, RefreshOutcome, When};
 use llmx::auth::status::format_unix;
 
+const EXAMPLES: &str = "\
+Examples:
+  llmx auth refresh                   # refresh now (waits for another llmx holding the lock)
+  llmx auth refresh --json | jq .access_token_expires_at
+  llmx auth refresh --json || case $? in 3) echo 'issuer down: retry later';; 4) llmx login;; esac
+
+Exit status 0 refreshed, 1 nothing to refresh or not saved, 3 the issuer is unreachable (the
+stored tokens may still work), 4 the login is no longer valid (run `llmx login`). auth.json is
+left as it was on any failure.";
+
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct RefreshArgs {
     /// Print a JSON object instead of text
     #[arg(long)]
@@ -20,8 +32,9 @@ pub struct RefreshArgs {
 /// The OAuth client of the configured issuer (a bad `auth_issuer` is a config error, exit 2).
 pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
     let settings = ctx.settings()?;
-    OAuthClient::new(&settings.auth_issuer, &settings.auth_client_id)
-        .map_err(|e| Failure::usage(e.to_string()).hint("check auth_issuer in config.toml or your -c override"))
+    OAuthClient::new(&settings.auth_issuer, &settings.auth_client_id).map_err(|e| {
+        Failure::of(Kind::Config, e.to_string()).hint("check auth_issuer in config.toml or your -c override")
+    })
 }
 
 pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
@@ -31,26 +44,23 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let (r, by_other) = match runtime.block_on(refresh::refresh_home(&path, &client, When::Always)) {
         Ok(RefreshOutcome::Refreshed(r)) => (r, false),
         Ok(RefreshOutcome::AlreadyRefreshed(r)) => (r, true),
-        Ok(RefreshOutcome::NotNeeded) => return Err(Failure::new("nothing to refresh")),
+        Ok(RefreshOutcome::NotNeeded) => return Err(Failure::of(Kind::NotLoggedIn, "nothing to refresh")),
         Err(e) => {
-            if args.json {
-                let code = match &e {
-                    RefreshFailure::Issuer(RefreshError::Permanent { code }) => Some(code.clone()),
-                    _ => None,
-                };
-                let recovery = match &e {
-                    RefreshFailure::NotSaved { recovery, .. } => recovery.as_ref().map(|p| p.display().to_string()),
-                    _ => None,
-                };
-                output::json_line(&serde_json::json!({
-                    "refreshed": false,
-                    "permanent": e.is_permanent(),
-                    "code": code,
-                    "error": e.to_string(),
-                    "recovery_file": recovery,
-                }))?;
-            }
-            return Err(failure(e, &path));
+            // With --json the error object carries what a script needs to decide what next.
+            let code = match &e {
+                RefreshFailure::Issuer(RefreshError::Permanent { code }) => Some(code.clone()),
+                _ => None,
+            };
+            let recovery = match &e {
+                RefreshFailure::NotSaved { recovery, .. } => recovery.as_ref().map(|p| p.display().to_string()),
+                _ => None,
+            };
+            let permanent = e.is_permanent();
+            return Err(failure(e, &path)
+                .extra("refreshed", false)
+                .extra("permanent", permanent)
+                .extra("code", code)
+                .extra("recovery_file", recovery));
         }
     };
     let expires = r.access_token_expires_at.and_then(format_unix);
@@ -85,9 +95,8 @@ pub fn failure(e: RefreshFailure, path: &std::path::Path) -> Failure {
         RefreshFailure::File(e) => e.into(),
         RefreshFailure::Lock(_) => Failure::new(e.to_string())
             .hint("wait for the other llmx to finish, or find it with `fuser` on the lock file"),
-        RefreshFailure::NoTokens { .. } => {
-            Failure::new(e.to_string()).hint("sign in with `llmx login` first (an API key needs no refresh)")
-        }
+        RefreshFailure::NoTokens { .. } => Failure::of(Kind::NotLoggedIn, e.to_string())
+            .hint("sign in with `llmx login` first (an API key needs no refresh)"),
         RefreshFailure::CannotSave { .. } => Failure::new(e.to_string())
             .hint(format!("make {} writable, then refresh again", path.parent().unwrap_or(path).display())),
         RefreshFailure::InvalidAnswer { .. } => Failure::new(e.to_string())
@@ -105,11 +114,11 @@ pub fn failure(e: RefreshFailure, path: &std::path::Path) -> Failure {
             } else {
                 ""
             };
-            Failure::new(format!("{e}; auth.json was left unchanged"))
+            Failure::of(Kind::AuthNeeded, format!("{e}; auth.json was left unchanged"))
                 .hint(format!("run `llmx login` to sign in again{why}"))
         }
-        RefreshFailure::Issuer(RefreshError::Transient(_)) => {
-            Failure::new(format!("could not refresh: {e}; auth.json was left unchanged"))
+        RefreshFailure::Issuer(RefreshError::Transient(ref o)) => {
+            Failure::of(Kind::of_oauth(o), format!("could not refresh: {e}; auth.json was left unchanged"))
                 .hint("the stored tokens may still work; try `llmx auth refresh` again later")
         }
     }

@@ -10,7 +10,6 @@ use llmx::family::holders_from_specs;
 use llmx::push::{PushEvent, PushSummary};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
-use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,7 +25,7 @@ API cannot delete). Exit status 0 only when no target failed.";
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct RemoveArgs {
     /// Targets to remove auth.json from
-    #[arg(required = true, value_name = "TARGET")]
+    #[arg(required = true, value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true)]
     pub targets: Vec<String>,
 
     /// Remove the file even when it is not a copy of this machine's login
@@ -59,7 +58,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
         let resolve = ResolveOptions { ssh: args.ssh.options() };
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &resolve).await;
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
-        let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
+        let view = PushView::new(args.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));
         let reports = llmx::family::remove::remove(

@@ -2,9 +2,10 @@
 //! `auth tunnel`), and the terminal prompt for the passphrase of an encrypted key.
 #![allow(unsafe_code, reason = "termios calls turn echo off for the passphrase prompt")]
 
+use crate::cli::output;
 use clap::Args;
 use llmx::secret::Secret;
-use llmx::ssh::{PassphrasePrompt, SshAddress, SshOptions, parse_jump_list};
+use llmx::ssh::{NewHostKey, PassphrasePrompt, SshAddress, SshOptions, parse_jump_list};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
@@ -45,18 +46,51 @@ fn parse_jump(s: &str) -> Result<JumpChain, String> {
 }
 
 impl SshArgs {
-    /// Options for the SSH transport: `~/.ssh` of `$HOME`, `$SSH_AUTH_SOCK`, and a passphrase
-    /// prompt on the controlling terminal when there is one.
+    /// Options for the SSH transport: `~/.ssh` of `$HOME`, `$SSH_AUTH_SOCK`, a passphrase
+    /// prompt on the controlling terminal when there is one, and ssh's "Permanently added"
+    /// line for every host key `--accept-new` records.
     pub fn options(&self) -> SshOptions {
-        SshOptions {
+        self.options_for(false)
+    }
+
+    /// [`options`](SshArgs::options) for a run that may be a dry run: then a first-seen host
+    /// key is accepted for this connection only, and nothing is recorded.
+    pub fn options_for(&self, dry_run: bool) -> SshOptions {
+        let opts = SshOptions {
             identities: self.identity.clone(),
             accept_new: self.accept_new,
+            record_new_keys: !dry_run,
+            on_new_host_key: Some(Arc::new(|k: &NewHostKey| output::err_lines(&[new_host_key_line(k)]))),
             connect_timeout: Duration::from_secs(self.connect_timeout.unwrap_or(15)),
             connect_timeout_from_flag: self.connect_timeout.is_some(),
             jump: self.jump.as_ref().map(|j| j.0.clone()),
             passphrase: Some(terminal_prompt()),
             ..SshOptions::default()
+        };
+        if output::is_verbose() {
+            let dir = opts.ssh_dir().map(|d| d.display().to_string()).unwrap_or_else(|e| e.to_string());
+            let system = opts.system_known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            output::verbose(format!(
+                "ssh: config {dir}/config, host keys {dir}/known_hosts and {system}, agent {}",
+                std::env::var("SSH_AUTH_SOCK").unwrap_or_else(|_| "none (SSH_AUTH_SOCK unset)".into())
+            ));
         }
+        opts
+    }
+}
+
+/// What ssh says when it records a key, word for word; on a dry run, that nothing was recorded.
+pub fn new_host_key_line(k: &NewHostKey) -> String {
+    if k.recorded {
+        format!("Warning: Permanently added '{}' ({}) to the list of known hosts.", k.name, k.key_type)
+    } else {
+        format!(
+            "Accepted the new host key of '{}' ({} {}) for this dry run only; not added to {}.",
+            k.name,
+            k.key_type,
+            k.fingerprint,
+            k.file.display()
+        )
     }
 }
 

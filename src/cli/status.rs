@@ -24,14 +24,17 @@ Examples:
   llmx auth status docker:web           # what container web holds (owner, mode, expiry)
   llmx auth status docker:web --json
   llmx auth status ssh:deploy@build-01  # what an SSH host holds
-  llmx auth status @fleet.txt           # each target listed in the file, one a line";
+  llmx auth status @fleet.txt           # each target listed in the file, one a line
+
+Exit status 0 logged in, 1 not, 3 the target is unreachable, 4 SSH authentication or an
+unknown host key; with --json a failure is {\"error\":{\"kind\":...,\"message\":...}}.";
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{AUTH_STATUS_EXAMPLES}", llmx::targets::spec::forms_help()))]
 pub struct AuthStatusArgs {
     /// Report on targets instead of this machine
-    #[arg(value_name = "TARGET", help = format!("Report on targets instead of this machine: {}; @FILE or - (stdin): the targets listed one a line", llmx::targets::spec::forms_list()))]
+    #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true, help = format!("Report on targets instead of this machine: {}; @FILE or - (stdin): the targets listed one a line", llmx::targets::spec::forms_list()))]
     pub targets: Vec<String>,
 
     /// Credential directory on the target (default: its LLMX_HOME, else ~/.llmx)
@@ -61,9 +64,9 @@ pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
             Ok(c) => code = code.max(c),
             Err(f) => {
                 let mut lines = vec![format!("llmx: {}", f.message)];
-                lines.extend(f.hint.map(|h| format!("hint: {h}")));
+                lines.extend(f.hint.as_ref().map(|h| format!("hint: {h}")));
                 output::err_lines(&lines);
-                code = code.max(f.code.min(1));
+                code = code.max(f.code().min(1));
             }
         }
     }
@@ -90,13 +93,9 @@ fn run_target(
             )));
         }
         let mut target = targets.remove(0);
-        llmx::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {}).await.map_err(|e| {
-            let f = Failure::new(format!("{spec}: {}", e.message));
-            match e.hint {
-                Some(h) => f.hint(h),
-                None => f,
-            }
-        })
+        llmx::push::remote_status(target.as_mut(), remote_home, preferred, &|_| {})
+            .await
+            .map_err(|e| Failure::target(&spec.to_string(), e))
     })?;
     if json {
         output::json_line(&status)?;
@@ -107,7 +106,8 @@ fn run_target(
         } else if status.mode.is_some() {
             lines.push("  No usable credential in the file.".to_string());
         } else {
-            lines.push(format!("  No credential. Push one with `llmx auth push {}`.", status.target));
+            let home = remote_home.map(|h| format!(" --remote-home {h}")).unwrap_or_default();
+            lines.push(format!("  No credential. Push one with `llmx auth push {}{home}`.", status.target));
         }
         if let (Some(u), Some(g), Some(m)) = (status.uid, status.gid, &status.mode) {
             lines.push(format!("    File: owner {u}:{g}, mode {m}"));

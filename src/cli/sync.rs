@@ -5,14 +5,13 @@ use crate::cli::push::{check_remote_home, parse_targets};
 use crate::cli::push_view::PushView;
 use crate::cli::refresh::client;
 use crate::cli::ssh_args::SshArgs;
-use crate::cli::{Ctx, Failure};
+use crate::cli::{Ctx, Failure, Kind};
 use clap::Args;
 use llmx::family::sync::{SyncError, SyncOptions, sync};
 use llmx::family::{holders_from_ledger, holders_from_specs};
 use llmx::push::{PushEvent, PushSummary};
 use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
-use std::io::IsTerminal;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,7 +30,7 @@ timer as the fleet's one refresher (docs/headless.md). Exit status 0 only when n
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
 pub struct SyncArgs {
     /// Holders to sync (default: every target in the ledger)
-    #[arg(value_name = "TARGET")]
+    #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true)]
     pub targets: Vec<String>,
 
     /// Refresh when the access token expires within this long (e.g. 2d, 12h, 30m)
@@ -90,14 +89,14 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = ResolveOptions { ssh: args.ssh.options() };
+        let resolve = ResolveOptions { ssh: args.ssh.options_for(args.dry_run) };
         let mut holders = if specs.is_empty() {
             holders_from_ledger(&ledger, &resolve).await
         } else {
             holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &resolve).await
         };
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
-        let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
+        let view = PushView::new(args.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
         let s = sync(&path, &mut holders, &client, &opts, &on_event).await.map_err(|e| failure(e, &path))?;
         let mut extra = serde_json::Map::new();
@@ -122,7 +121,7 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
 
 fn failure(e: SyncError, path: &std::path::Path) -> Failure {
     match e {
-        SyncError::NoLogin { .. } => Failure::new(e.to_string())
+        SyncError::NoLogin { .. } => Failure::of(Kind::NotLoggedIn, e.to_string())
             .hint("sign in with `llmx login`, or adopt a holder's copy with `llmx auth pull TARGET`"),
         SyncError::File(e) => e.into(),
         SyncError::Lock(e) => e.into(),

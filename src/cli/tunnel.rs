@@ -11,22 +11,28 @@
 use crate::cli::browser::Launcher;
 use crate::cli::login::has_display;
 use crate::cli::ssh_args::SshArgs;
-use crate::cli::{Ctx, Failure, output};
+use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use llmx::tunnel::{self, TunnelError, TunnelEvent, TunnelOptions, TunnelSuccess, TunnelTarget};
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const EXAMPLES: &str = "\
 Examples:
-  llmx auth tunnel deploy@build-01                # the host's own browser login, forwarded
-  llmx auth tunnel deploy@build-01 --install      # the host has no llmx: upload this one
+  llmx auth tunnel deploy@build-01                # the host runs its own `llmx login`; you sign in here
+  llmx auth tunnel ssh:ci@10.0.0.7:2222 --install # the host has no llmx: upload this one first
   llmx auth tunnel --device deploy@build-01       # a device code shown here; no port anywhere
   llmx auth tunnel docker:web                     # a container's own login, callback relayed into it
-  llmx auth tunnel docker:web --device --json";
+  llmx auth tunnel docker:web --device --json
+  llmx auth tunnel build-01 --no-browser          # print the URL instead of opening a browser
+
+The host (or container) gets a login of its own (its own refresh token), unlike `llmx auth push`,
+which copies this machine's. HOST is [ssh:][user@]host[:port] (or a ~/.ssh/config alias) or
+docker:NAME. Exit status 0 signed in, 1 failed, 2 usage, 3 the host is unreachable, 4 SSH
+authentication or an unknown host key (--accept-new), 130 interrupted (the remote login is
+cancelled first).";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -139,11 +145,12 @@ struct Tagged<'a, T> {
 }
 
 fn failure(e: TunnelError) -> Failure {
-    let code = match e {
-        TunnelError::Interrupted { .. } => 130,
-        _ => 1,
+    let kind = match &e {
+        TunnelError::Interrupted { .. } => Kind::Interrupted,
+        TunnelError::Ssh(s) => Kind::from(llmx::targets::ssh::error_kind(s)),
+        _ => Kind::Failed,
     };
-    let f = Failure { code, ..Failure::new(e.to_string()) };
+    let f = Failure::of(kind, e.to_string());
     match e.hint() {
         Some(h) => f.hint(h),
         None => f,
@@ -184,7 +191,7 @@ struct Ui {
 
 impl Ui {
     fn new(args: &TunnelArgs, home: std::path::PathBuf) -> Ui {
-        let spinner = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let spinner = (!args.json && output::live_progress()).then(|| {
             let pb = ProgressBar::new_spinner();
             if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
                 pb.set_style(style);

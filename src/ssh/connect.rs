@@ -288,7 +288,18 @@ pub fn establish(
             });
         }
         Verdict::Unknown { .. } if dest.accept_new && dest.record_file.is_some() => {
-            known_hosts::record(&record_file, &dest.key_name, dest.key_port, &blob, dest.hash_known_hosts)?;
+            if opts.record_new_keys {
+                known_hosts::record(&record_file, &dest.key_name, dest.key_port, &blob, dest.hash_known_hosts)?;
+            }
+            if let Some(notice) = &opts.on_new_host_key {
+                notice(&crate::ssh::NewHostKey {
+                    name: shown.clone(),
+                    key_type: known_hosts::key_type_label(&key_type),
+                    fingerprint: fp.clone(),
+                    file: record_file.clone(),
+                    recorded: opts.record_new_keys,
+                });
+            }
         }
         Verdict::Unknown { .. } => {
             return Err(SshError::UnknownHost { host: key_shown, key_type, fingerprint: fp });

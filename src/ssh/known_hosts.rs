@@ -156,6 +156,20 @@ pub fn host_port_name(host: &str, port: u16) -> String {
     if port == 22 { host } else { format!("[{host}]:{port}") }
 }
 
+/// A key type as ssh names it in messages: `ssh-ed25519` → `ED25519`, `ecdsa-sha2-nistp256` →
+/// `ECDSA`, `ssh-rsa` → `RSA`, `sk-ssh-ed25519@openssh.com` → `ED25519-SK`.
+pub fn key_type_label(key_type: &str) -> String {
+    match key_type {
+        "ssh-ed25519" => "ED25519".into(),
+        "ssh-rsa" => "RSA".into(),
+        "ssh-dss" => "DSA".into(),
+        "sk-ssh-ed25519@openssh.com" => "ED25519-SK".into(),
+        "sk-ecdsa-sha2-nistp256@openssh.com" => "ECDSA-SK".into(),
+        t if t.starts_with("ecdsa-sha2-") => "ECDSA".into(),
+        t => t.to_ascii_uppercase(),
+    }
+}
+
 /// The key type named inside an SSH public-key blob (its first string).
 pub fn blob_key_type(blob: &[u8]) -> Option<String> {
     let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;

@@ -42,6 +42,24 @@ pub use session::{
 /// (no terminal). Supplied by the CLI layer: the library never touches the terminal itself.
 pub type PassphrasePrompt = Arc<dyn Fn(&Path) -> Option<Secret> + Send + Sync>;
 
+/// A host key seen for the first time and accepted (`accept_new`): what ssh reports as
+/// "Permanently added '[host]:port' (ED25519) to the list of known hosts.".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHostKey {
+    /// `host`, or `[host]:port` off port 22, as known_hosts names it.
+    pub name: String,
+    /// As ssh shows it: `ED25519`, `ECDSA`, `RSA`...
+    pub key_type: String,
+    pub fingerprint: String,
+    /// The known_hosts file it was recorded in (or would have been).
+    pub file: PathBuf,
+    /// False on a dry run (`record_new_keys` off): accepted for this connection only.
+    pub recorded: bool,
+}
+
+/// Told about every [`NewHostKey`] (supplied by the CLI, which says so on stderr).
+pub type HostKeyNotice = Arc<dyn Fn(&NewHostKey) + Send + Sync>;
+
 /// How to connect. `Default` gives the behaviour of a plain `ssh host`.
 #[derive(Clone)]
 pub struct SshOptions {
@@ -52,8 +70,11 @@ pub struct SshOptions {
     pub system_known_hosts: Option<PathBuf>,
     /// `-i/--identity` files, tried before those of the config and the default names.
     pub identities: Vec<PathBuf>,
-    /// Record the key of a host that is not in known_hosts yet (never a changed one).
+    /// Accept the key of a host that is not in known_hosts yet (never a changed one) and record
+    /// it, unless `record_new_keys` is off (a dry run writes nothing anywhere).
     pub accept_new: bool,
+    pub record_new_keys: bool,
+    pub on_new_host_key: Option<HostKeyNotice>,
     /// TCP connect plus SSH handshake and authentication.
     pub connect_timeout: Duration,
     /// `connect_timeout` was given on the command line: it wins over `ConnectTimeout` in the
@@ -83,6 +104,8 @@ impl Default for SshOptions {
             system_known_hosts: Some(PathBuf::from("/etc/ssh/ssh_known_hosts")),
             identities: Vec::new(),
             accept_new: false,
+            record_new_keys: true,
+            on_new_host_key: None,
             connect_timeout: Duration::from_secs(15),
             connect_timeout_from_flag: false,
             jump: None,
@@ -102,6 +125,7 @@ impl std::fmt::Debug for SshOptions {
             .field("ssh_dir", &self.ssh_dir)
             .field("identities", &self.identities)
             .field("accept_new", &self.accept_new)
+            .field("record_new_keys", &self.record_new_keys)
             .field("connect_timeout", &self.connect_timeout)
             .field("jump", &self.jump)
             .finish_non_exhaustive()
@@ -180,9 +204,10 @@ impl SshError {
                  hand; --accept-new never records a key for a host known under another key type",
                 file.display()
             )),
-            SshError::HostKeyChanged { file, line, .. } => Some(format!(
-                "if the host was really reinstalled, remove line {line} from {} (ssh-keygen -R HOST) and connect again; \
-                 --accept-new never replaces a changed key",
+            SshError::HostKeyChanged { host, file, line, .. } => Some(format!(
+                "if the host was really reinstalled, remove line {line} from {} (`ssh-keygen -R '{host}' -f {}`) and \
+                 connect again; --accept-new never replaces a changed key",
+                file.display(),
                 file.display()
             )),
             SshError::Auth { .. } => Some(

@@ -22,17 +22,36 @@ pub use ssh::SshTarget;
 /// Reports the step a target is on ("connecting", "resolving user", "uploading"...), for progress.
 pub type StepFn<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
-/// A failure on one target: a one-line message, and optionally the command that fixes it.
+/// A failure on one target: a one-line message, optionally the command that fixes it, and what
+/// kind of failure it is (the CLI's exit code when it is the only target).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct TargetError {
     pub message: String,
     pub hint: Option<String>,
+    pub kind: ErrorKind,
+}
+
+/// What kind of failure a [`TargetError`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorKind {
+    #[default]
+    Failed,
+    /// The Docker Engine or the SSH host could not be reached (or did not answer in time).
+    Unreachable,
+    /// A credential or trust decision is needed: the host refused every key, its host key is
+    /// not known yet.
+    AuthNeeded,
 }
 
 impl TargetError {
     pub fn new(message: impl Into<String>) -> TargetError {
-        TargetError { message: message.into(), hint: None }
+        TargetError { message: message.into(), hint: None, kind: ErrorKind::Failed }
+    }
+
+    pub fn with_kind(mut self, kind: ErrorKind) -> TargetError {
+        self.kind = kind;
+        self
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> TargetError {

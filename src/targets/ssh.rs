@@ -20,8 +20,8 @@ use crate::ssh::SshAddress;
 use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
 use crate::targets::conversation::PRIVATE_FILE_FN;
 use crate::targets::{
-    DirFacts, DirKind, DirVerdict, Identity, Location, RemoteFile, STALE_TEMP_AGE, StepFn, Target, TargetError,
-    judge_dir,
+    DirFacts, DirKind, DirVerdict, ErrorKind, Identity, Location, RemoteFile, STALE_TEMP_AGE, StepFn, Target,
+    TargetError, judge_dir,
 };
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -48,10 +48,20 @@ impl SshTarget {
     }
 }
 
+/// Unreachable (resolve, connect, timeout); a credential or trust decision needed (refused keys,
+/// a host key not known yet); anything else failed.
+pub fn error_kind(e: &SshError) -> ErrorKind {
+    match e {
+        SshError::Resolve { .. } | SshError::Connect { .. } | SshError::Timeout { .. } => ErrorKind::Unreachable,
+        SshError::Auth { .. } | SshError::UnknownHost { .. } => ErrorKind::AuthNeeded,
+        _ => ErrorKind::Failed,
+    }
+}
+
 impl From<SshError> for TargetError {
     fn from(e: SshError) -> TargetError {
         let hint = e.hint();
-        let t = TargetError::new(e.to_string());
+        let t = TargetError::new(e.to_string()).with_kind(error_kind(&e));
         match hint {
             Some(h) => t.with_hint(h),
             None => t,

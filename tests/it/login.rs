@@ -1,7 +1,7 @@
 //! Browser login and refresh, end to end: the real `llmx` binary, a temp `LLMX_HOME`, a cleared
 //! environment, the test issuer (a real HTTP server) and a scripted browser on 127.0.0.1.
 
-use crate::support::harness::{LIMIT, free_port};
+use crate::support::harness::{LIMIT, free_port, last_event};
 use crate::support::login::*;
 use llmx_test_issuer::IssuerConfig;
 use serde_json::Value;
@@ -117,7 +117,7 @@ async fn wrong_state_is_rejected_and_the_login_keeps_waiting() {
     assert_eq!(hops.iter().map(|h| h.status).collect::<Vec<_>>(), [302, 200]);
     let (status, events, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
-    assert_eq!(events.last().unwrap()["event"], "login_succeeded");
+    assert_eq!(last_event(&events)["event"], "login_succeeded");
 }
 
 #[tokio::test]
@@ -149,8 +149,8 @@ async fn access_denied_fails_the_login_and_writes_nothing() {
     assert!(hops.last().unwrap().body.contains("access_denied"), "{hops:?}");
     let (status, events, stderr) = login.finish().await;
     assert_eq!(status.code(), Some(1));
-    assert_eq!(events.last().unwrap()["event"], "login_failed");
-    assert_eq!(events.last().unwrap()["reason"], "denied");
+    assert_eq!(last_event(&events)["event"], "login_failed");
+    assert_eq!(last_event(&events)["reason"], "denied");
     assert!(stderr.starts_with("llmx: the sign-in was refused by the issuer: access_denied"), "{stderr}");
     assert!(stderr.contains("hint: run `llmx login` again"), "{stderr}");
     assert!(home.read_auth().is_none());
@@ -165,7 +165,7 @@ async fn issuer_configured_to_deny_fails_the_login() {
     Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, _) = login.finish().await;
     assert_eq!(status.code(), Some(1));
-    assert_eq!(events.last().unwrap()["reason"], "denied");
+    assert_eq!(last_event(&events)["reason"], "denied");
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn stale_llmx_login_on_the_port_is_evicted() {
 
     let (status, events, stderr) = stale.finish().await;
     assert_eq!(status.code(), Some(1));
-    assert_eq!(events.last().unwrap()["reason"], "cancelled", "{stderr}");
+    assert_eq!(last_event(&events)["reason"], "cancelled", "{stderr}");
 
     assert_eq!(Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await.last().unwrap().status, 200);
     let (status, _, stderr) = fresh.finish().await;
@@ -214,9 +214,10 @@ async fn foreign_server_on_the_port_is_a_clear_error() {
     let login = spawn_login(&home, &issuer.base_url(), port, &[]);
     let (status, events, stderr) = login.finish().await;
     assert_eq!(status.code(), Some(1));
-    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(names, ["login_failed"]);
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap_or("(error object)")).collect();
+    assert_eq!(names, ["login_failed", "(error object)"]);
     assert_eq!(events[0]["reason"], "port_busy");
+    assert_eq!(events[1]["error"]["kind"], "failed", "{events:?}");
     let first = stderr.lines().next().unwrap();
     assert_eq!(
         first,
@@ -235,7 +236,7 @@ async fn login_times_out_when_nobody_signs_in() {
     assert_eq!(listening["timeout_secs"], 1);
     let (status, events, stderr) = login.finish().await;
     assert_eq!(status.code(), Some(1));
-    assert_eq!(events.last().unwrap()["reason"], "timeout");
+    assert_eq!(last_event(&events)["reason"], "timeout");
     assert!(stderr.contains("llmx: nobody completed the sign-in within 1 s"), "{stderr}");
     assert!(stderr.contains("--timeout SECS"), "{stderr}");
     assert!(home.read_auth().is_none());
@@ -335,7 +336,7 @@ async fn reused_refresh_token_is_permanent_and_leaves_the_file_untouched() {
 
     let bytes = copy.read_auth().unwrap();
     let r = refresh(&copy, &issuer.base_url(), false).await;
-    assert_eq!(r.code(), 1, "{r:?}");
+    assert_eq!(r.code(), 4, "authentication needed: {r:?}");
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert_eq!(
         lines[0],
@@ -345,7 +346,8 @@ async fn reused_refresh_token_is_permanent_and_leaves_the_file_untouched() {
     assert_eq!(copy.read_auth().unwrap(), bytes, "byte for byte");
 
     let j = refresh(&copy, &issuer.base_url(), true).await;
-    assert_eq!(j.code(), 1);
+    assert_eq!(j.code(), 4);
+    assert_eq!(j.json()["error"]["kind"], "auth_needed");
     assert_eq!(j.json()["permanent"], true);
     assert_eq!(j.json()["code"], "refresh_token_reused");
     assert_eq!(copy.read_auth().unwrap(), bytes);
@@ -358,8 +360,9 @@ async fn refresh_with_the_issuer_down_is_transient_and_leaves_the_file_untouched
     issuer.stop().await.unwrap();
     let bytes = home.read_auth().unwrap();
     let r = refresh(&home, &url, true).await;
-    assert_eq!(r.code(), 1, "{r:?}");
+    assert_eq!(r.code(), 3, "unreachable: {r:?}");
     assert_eq!(r.json()["permanent"], false);
+    assert_eq!(r.json()["error"]["kind"], "unreachable");
     assert!(r.stderr.starts_with("llmx: could not refresh: cannot reach the issuer"), "{r:?}");
     assert!(r.stderr.contains("auth.json was left unchanged"), "{r:?}");
     assert_eq!(home.read_auth().unwrap(), bytes);
@@ -504,7 +507,7 @@ async fn hostile_token_answers_fail_the_login_and_leave_auth_json_intact() {
         let _ = Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
         let (status, events, stderr) = login.finish().await;
         assert_eq!(status.code(), Some(1), "{answer:?}: {stderr}");
-        let failed = events.last().unwrap();
+        let failed = last_event(&events);
         assert_eq!(failed["reason"], "token_exchange", "{answer:?}: {events:?}");
         assert!(failed["error"].as_str().unwrap().contains(want), "{answer:?}: want {want:?} in {failed}");
         assert!(!llmx::text::has_terminal_controls(failed["error"].as_str().unwrap()), "{failed}");

@@ -18,4 +18,5 @@ mod reach;
 mod signin;
 mod ssh;
 mod support;
+mod terminal;
 mod tunnel;

@@ -890,10 +890,31 @@ fn cli_unknown_host_then_accept_new_identity_flag_and_closed_port() {
     assert!(all.contains("SHA256:") && all.contains("not known"), "{all}");
     assert!(all.contains("--accept-new"), "{all}");
     assert!(!user.home.join(".llmx").exists());
+    // The only target: an unknown host key is "authentication needed" (exit 4), as a JSON
+    // error object with --json.
+    let (code, out, _) = llmx(&c, &["auth", "status", &spec, "-i", &ident, "--json"]);
+    assert_eq!(code, 4, "{out}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["error"]["kind"], "auth_needed", "{j}");
 
+    // Issue 13: a dry run writes nothing anywhere, also not the host key --accept-new accepts.
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec, "-i", &ident, "--accept-new", "--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("would create"), "{out}");
+    assert!(err.contains("for this dry run only; not added to"), "{err}");
+    assert!(!c.known_hosts().exists(), "a dry run wrote known_hosts");
+    assert!(!user.home.join(".llmx").exists());
+
+    // A real --accept-new says what it recorded, in ssh's words.
     let (code, out, err) = llmx(&c, &["auth", "push", &spec, "--accept-new"]);
     assert_eq!(code, 1, "without -i the key is not found: {out}\n{err}");
     assert!(format!("{out}{err}").contains("permission denied"), "{out}{err}");
+    let port = spec.rsplit(':').next().unwrap();
+    let said = format!("Warning: Permanently added '[127.0.0.1]:{port}' (ED25519) to the list of known hosts.");
+    assert!(err.contains(&said), "{err}");
+    // Only the target, refused every key: exit 4 too.
+    let (code, _, err) = llmx(&c, &["auth", "status", &spec]);
+    assert_eq!(code, 4, "{err}");
 
     let (code, out, err) = llmx(&c, &["auth", "push", &spec, "--identity", &ident]);
     assert_eq!(code, 0, "recorded by the --accept-new run above: {out}\n{err}");
@@ -905,6 +926,11 @@ fn cli_unknown_host_then_accept_new_identity_flag_and_closed_port() {
     assert_eq!(code, 1);
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(format!("{out}{err}").contains("refused"), "{out}{err}");
+    // One unreachable target of `auth status`: exit 3.
+    let (code, out, _) = llmx(&c, &["auth", "status", &closed, "--connect-timeout", "3", "--json"]);
+    assert_eq!(code, 3, "{out}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["error"]["kind"], "unreachable", "{j}");
 }
 
 #[test]

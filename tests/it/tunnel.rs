@@ -5,7 +5,7 @@
 //! the redirect to `localhost:PORT/auth/callback` through the tunnel. Needs root, iproute2,
 //! openssh-server and procps (fails loudly without them).
 
-use crate::support::harness::{Events, LIMIT, LLMX, free_port};
+use crate::support::harness::{Events, LIMIT, LLMX, free_port, last_event};
 use crate::support::login::{Browser, Home, port_of};
 use crate::support::netns::{Remote, has_port, listeners};
 use llmx_test_issuer::{Issuer, IssuerConfig, RunningIssuer};
@@ -148,7 +148,7 @@ async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     sign_in(&url).await;
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
-    let done = events.last().unwrap();
+    let done = last_event(&events);
     assert_eq!(done["event"], "tunnel_succeeded", "{events:?}");
     assert_eq!(done["status"]["method"], "chatgpt", "{done}");
     assert_eq!(done["status"]["email"], "dev@example.com", "{done}");
@@ -177,7 +177,7 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     let t = spawn_tunnel(&remote, &issuer.base_url(), &local, port, &[]);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "no_remote_llmx", "{events:?}");
+    assert_eq!(last_event(&events)["reason"], "no_remote_llmx", "{events:?}");
     assert!(stderr.contains("no llmx found"), "{stderr}");
     assert!(stderr.contains("--install") && stderr.contains("--remote-llmx"), "{stderr}");
     assert_torn_down(&remote, port);
@@ -229,7 +229,7 @@ async fn ctrl_c_while_waiting_cancels_the_remote_login_and_tears_down() {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
-    let last = events.last().unwrap();
+    let last = last_event(&events);
     assert_eq!((last["event"].as_str(), last["reason"].as_str()), (Some("tunnel_failed"), Some("interrupted")));
     assert!(!events.iter().any(|e| e["event"] == "warning"), "teardown needed force: {events:?}");
     assert_torn_down(&remote, port);
@@ -244,7 +244,7 @@ async fn timeout_while_waiting_tears_down() {
     let port = port_of(&listening);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
+    assert_eq!(last_event(&events)["reason"], "timeout", "{events:?}");
     assert!(stderr.contains("nobody completed the sign-in within 1 s"), "{stderr}");
     assert_torn_down(&remote, port);
     issuer.stop().await.unwrap();
@@ -267,7 +267,7 @@ async fn forward_refused_by_the_host_is_reported_and_teardown_falls_back_to_kill
     // Teardown: /cancel cannot get through either, so the remote login is signalled by pid.
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "timeout", "{events:?}");
+    assert_eq!(last_event(&events)["reason"], "timeout", "{events:?}");
     assert!(events.iter().filter(|e| e["event"] == "forward_failed").count() >= 2, "the /cancel failure: {events:?}");
     assert!(!events.iter().any(|e| e["event"] == "warning"), "{events:?}");
     assert_torn_down(&remote, port);
@@ -338,7 +338,7 @@ async fn ctrl_c_on_a_dead_network_is_bounded_and_does_not_claim_a_cancellation()
     assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
     assert!(stderr.contains("could not be cancelled"), "{stderr}");
     assert!(!stderr.contains("remote login was cancelled"), "{stderr}");
-    let last = events.last().unwrap();
+    let last = last_event(&events);
     assert_eq!(last["reason"], "interrupted", "{events:?}");
     assert!(events.iter().any(|e| e["event"] == "warning"), "{events:?}");
     issuer.stop().await.unwrap();

@@ -141,6 +141,7 @@ async fn connect(ep: Endpoint) -> Result<Docker, TargetError> {
     let unreachable = |why: String| {
         TargetError::new(format!("cannot reach the Docker daemon at {} (from {}): {why}", ep.host, ep.origin))
             .with_hint("start Docker, or point DOCKER_HOST / `docker context use` at a running engine")
+            .with_kind(crate::targets::ErrorKind::Unreachable)
     };
     let host = ep.host.as_str();
     check_transport(&ep)?;
@@ -205,10 +206,19 @@ fn check_transport(ep: &Endpoint) -> Result<(), TargetError> {
 /// A bollard error with its causes, on one line ("client error (Connect): No such file...").
 pub fn error_text(e: &bollard::errors::Error) -> String {
     use std::error::Error as _;
+    // The Engine's own answer, with what it is: "the Docker Engine answered 500: ...".
+    if let bollard::errors::Error::DockerResponseServerError { status_code, message } = e {
+        return format!("the Docker Engine answered {status_code}: {message}");
+    }
     let mut text = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         let s_text = s.to_string();
+        // The HTTP client's names for itself are no use to the reader.
+        if s_text.starts_with("client error (") || s_text.contains("hyper") {
+            src = s.source();
+            continue;
+        }
         if !text.contains(&s_text) {
             text.push_str(": ");
             text.push_str(&s_text);

@@ -171,6 +171,12 @@ pub fn json_line(line: &str) -> Value {
 }
 
 /// Every line of captured `--json` output, parsed.
+/// The last event of a stream (a failed command ends with its `{"error":…}` object, which is
+/// not an event).
+pub fn last_event(events: &[Value]) -> &Value {
+    events.iter().rev().find(|e| e.get("event").is_some()).expect("an event")
+}
+
 pub fn json_lines(stdout: &str) -> Vec<Value> {
     stdout.lines().map(json_line).collect()
 }
