@@ -175,7 +175,7 @@ async fn ctrl_c_during_a_container_login_stops_it_inside_and_releases_the_port()
     assert_eq!(unsafe { libc::kill(t.pid().unwrap() as i32, libc::SIGINT) }, 0);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "interrupted", "{events:?}");
+    assert_eq!(crate::support::harness::last_event(&events)["reason"], "interrupted", "{events:?}");
     assert!(stderr.contains("the remote login was cancelled"), "{stderr}");
     assert!(!events.iter().any(|e| e["event"] == "warning"), "{events:?}");
     assert_torn_down(&b, port);

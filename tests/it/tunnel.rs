@@ -422,7 +422,7 @@ async fn ctrl_c_during_a_device_tunnel_stops_the_remote_login() {
     assert_eq!(unsafe { libc::kill(t.pid().unwrap() as i32, libc::SIGINT) }, 0);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "interrupted", "{events:?}");
+    assert_eq!(crate::support::harness::last_event(&events)["reason"], "interrupted", "{events:?}");
     assert!(stderr.contains("the remote login was cancelled"), "{stderr}");
     assert_torn_down(&remote, 1455);
     assert!(!remote.user().home.join(".llmx/auth.json").exists());
@@ -446,7 +446,7 @@ async fn device_tunnel_refuses_a_verification_page_of_another_issuer() {
     let t = spawn_tunnel_with(&remote, &issuer.base_url(), &local, &args);
     let (status, events, stderr) = t.finish().await;
     assert_eq!(status.code(), Some(1), "{events:?} {stderr}");
-    assert_eq!(events.last().unwrap()["reason"], "protocol", "{events:?}");
+    assert_eq!(crate::support::harness::last_event(&events)["reason"], "protocol", "{events:?}");
     assert!(stderr.contains("/codex/device"), "{stderr}");
     assert!(!events.iter().any(|e| e["event"] == "device_code"), "{events:?}");
     assert_torn_down(&remote, 1455);
