@@ -90,11 +90,14 @@ pub struct PushOptions {
     pub dry_run: bool,
     /// Credential home on every target, instead of the target's own.
     pub remote_home: Option<String>,
+    /// Labels of targets this login was pushed to before (the ledger's): a fresher copy there has
+    /// refreshed on its own and can be pulled back; a fresher login elsewhere is its own lineage.
+    pub pushed_before: Vec<String>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { jobs: 8, force: false, dry_run: false, remote_home: None }
+        PushOptions { jobs: 8, force: false, dry_run: false, remote_home: None, pushed_before: Vec::new() }
     }
 }
 
@@ -302,7 +305,7 @@ async fn push_one(
     let (outcome, reason, hint) = match result {
         Ok(Decision::Write(o)) => (o, None, None),
         Ok(Decision::Unchanged) => (Outcome::Unchanged, None, None),
-        Ok(Decision::Skip(why)) => (Outcome::Skipped, Some(why), Some("add --force to overwrite it".to_string())),
+        Ok(Decision::Skip(why)) => (Outcome::Skipped, Some(why), Some(skip_hint(&label, opts))),
         Err(e) => (Outcome::Failed, Some(e.message), e.hint),
     };
     let identity = target.identity();
@@ -356,6 +359,19 @@ pub enum Decision {
     Unchanged,
     /// Leave it: the reason is for the user.
     Skip(String),
+}
+
+/// What to do about a target that holds a fresher login of the same account: a copy pushed from
+/// here that refreshed on its own is pulled back (overwriting it would kill its live token); a
+/// login the target made itself (e.g. `llmx auth tunnel`) is its own lineage and best left alone.
+fn skip_hint(label: &str, opts: &PushOptions) -> String {
+    if opts.pushed_before.iter().any(|t| t == label) {
+        format!(
+            "it refreshed on its own since it was pushed: adopt its copy with `llmx auth pull {label}` (or add --force to overwrite it)"
+        )
+    } else {
+        "it holds its own login of this account (its own lineage, e.g. from `llmx auth tunnel`): leave it, or add --force to replace it with a copy of this one".to_string()
+    }
 }
 
 /// The rotation guard. `remote_path` names the target's file in the reason.

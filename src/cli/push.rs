@@ -313,11 +313,17 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     }
     refresh_if_expiring(ctx, args.dry_run)?;
     let local = if args.from_env { from_env()? } else { local_credential(ctx)? };
+    // A ledger that cannot be read only costs the skip hint its precision; the record below
+    // reports it.
+    let pushed_before = llmx::family::ledger::Ledger::load(ctx.home.dir())
+        .map(|l| l.entries.iter().map(|e| e.target.clone()).collect())
+        .unwrap_or_default();
     let opts = PushOptions {
         jobs: usize::from(args.jobs),
         force: args.force,
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),
+        pushed_before,
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {

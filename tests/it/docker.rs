@@ -327,6 +327,22 @@ fn current_docker_context_is_used_when_docker_host_is_unset() {
     assert!(r.stdout.contains("unix:///nonexistent/ctx.sock (from docker context 'llmx-nowhere')"), "{}", r.stdout);
 }
 
+/// A container that signed itself in (never pushed to from here) holds its own lineage: the skip
+/// hint says so instead of suggesting a pull.
+#[test]
+fn fresher_login_of_its_own_is_skipped_as_its_own_lineage() {
+    let (local, _c, _text) = chatgpt_local("ownlogin");
+    let ct = Container::run("ownlogin", IMAGE_APP, &[]);
+    let own = chatgpt_auth(&creds("acc-1", "own-login"), "acc-1", NEW);
+    ct.exec(&["sh", "-c", "mkdir -m 700 /home/app/.llmx"]);
+    ct.put("/home/app/.llmx", "auth.json", own.as_bytes(), 1000);
+    let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(skip.code(), 0, "{}", skip.all());
+    assert!(skip.stdout.contains("its own lineage"), "{}", skip.stdout);
+    assert!(!skip.stdout.contains("auth pull"), "{}", skip.stdout);
+    assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), own);
+}
+
 #[test]
 fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     let (local, c, text) = chatgpt_local("guard");
@@ -344,6 +360,8 @@ fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     assert_eq!(skip.code(), 0, "skipped is not a failure: {}", skip.all());
     assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
     assert!(skip.stdout.contains("--force"), "{}", skip.stdout);
+    // It was pushed from here before (the ledger says so): its fresher copy is this lineage.
+    assert!(skip.stdout.contains(&format!("llmx auth pull {}", ct.target())), "{}", skip.stdout);
     assert_eq!(ct.read("/home/app/.llmx/auth.json").unwrap(), fresher, "the fresher copy is kept");
 
     let forced = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
