@@ -276,7 +276,10 @@ impl Ui {
                 c(arch),
                 c(path)
             )),
-            TunnelEvent::Installed { path } => self.say(&format!("Installed {}", c(path))),
+            TunnelEvent::Installed { path, unchanged: false } => self.say(&format!("Installed {}", c(path))),
+            TunnelEvent::Installed { path, unchanged: true } => {
+                self.say(&format!("{} is already this llmx (same SHA-256); not uploaded again", c(path)))
+            }
             TunnelEvent::RemoteStarted { llmx, .. } => self.spin(format!("Starting {llmx} login on the host")),
             TunnelEvent::Listening { authorize_url, port } => {
                 self.say(&format!(

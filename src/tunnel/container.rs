@@ -204,7 +204,7 @@ impl Container {
             };
             return Err(TunnelError::InstalledDoesNotRun { host: self.label.clone(), path: dest, detail });
         }
-        events(TunnelEvent::Installed { path: dest.clone() });
+        events(TunnelEvent::Installed { path: dest.clone(), unchanged: false });
         Ok(dest)
     }
 

@@ -2,6 +2,7 @@
 //! to `~/.llmx/bin/llmx` (private directories, a temp file moved into place, never through a
 //! symbolic link) and check that it runs there.
 
+use sha2::{Digest, Sha256};
 use super::{EventSink, INSTALL_PATH, TunnelError, TunnelEvent, TunnelOptions};
 use crate::ssh::{Session, shell_quote};
 use crate::text::printable;
@@ -70,9 +71,13 @@ pub(super) async fn install(
         tokio::fs::read(&from).await.map_err(|source| TunnelError::ReadBinary { path: from.clone(), source })?;
     let home = session.call(|c| c.realpath(".")).await?;
     let dest = format!("{}/{INSTALL_PATH}", home.trim_end_matches('/'));
-    events(TunnelEvent::Installing { path: dest.clone(), bytes: bytes.len() as u64, os, arch });
-    let (h, d) = (host.to_string(), dest.clone());
-    session.call(move |c| Ok(upload_binary(c, &h, &home, &d, &bytes))).await??;
+    // The same binary already there (an earlier --install): no upload, only the check below.
+    let unchanged = remote_sha256(session, &dest).await.is_some_and(|h| h == hex::encode(Sha256::digest(&bytes)));
+    if !unchanged {
+        events(TunnelEvent::Installing { path: dest.clone(), bytes: bytes.len() as u64, os, arch });
+        let (h, d) = (host.to_string(), dest.clone());
+        session.call(move |c| Ok(upload_binary(c, &h, &home, &d, &bytes))).await??;
+    }
     let check = format!("{} --version", shell_quote(&dest));
     let out = session.call(move |c| c.exec(&check, b"")).await?;
     let version = String::from_utf8_lossy(&out.stdout);
@@ -83,8 +88,19 @@ pub(super) async fn install(
         };
         return Err(TunnelError::InstalledDoesNotRun { host: host.to_string(), path: dest, detail });
     }
-    events(TunnelEvent::Installed { path: dest.clone() });
+    events(TunnelEvent::Installed { path: dest.clone(), unchanged });
     Ok(dest)
+}
+
+/// The SHA-256 of the regular file `path` on the host (`sha256sum`, as coreutils and busybox
+/// have it); `None` when there is none, it is not a regular file, or the host cannot say.
+async fn remote_sha256(session: &Session, path: &str) -> Option<String> {
+    let q = shell_quote(path);
+    let cmd = format!("[ -f {q} ] && [ ! -L {q} ] && sha256sum -- {q}");
+    let out = session.call(move |c| c.exec(&cmd, b"")).await.ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hash = text.split_whitespace().next()?;
+    (out.status.success() && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| hash.to_string())
 }
 
 /// On the session thread: make `~/.llmx` and `~/.llmx/bin` private directories, write the binary

@@ -185,6 +185,9 @@ pub enum TunnelEvent {
     },
     Installed {
         path: String,
+        /// The host already had this very binary there (same SHA-256): nothing was uploaded.
+        #[serde(default)]
+        unchanged: bool,
     },
     /// The remote `llmx login` started (its pid on the remote host).
     RemoteStarted {

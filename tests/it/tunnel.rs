@@ -187,6 +187,7 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
     let installed = t.wait_for("installed").await;
     let bin = remote.user().home.join(".llmx/bin/llmx");
     assert_eq!(installed["path"], bin.display().to_string());
+    assert_eq!(installed["unchanged"], false, "{installed}");
     let listening = t.wait_for("listening").await;
     sign_in(listening["authorize_url"].as_str().unwrap()).await;
     let (status, events, stderr) = t.finish().await;
@@ -202,6 +203,19 @@ async fn remote_without_llmx_fails_clearly_then_install_uploads_this_binary_and_
         std::fs::read_dir(bin.parent().unwrap()).unwrap().flatten().map(|e| e.path()).collect();
     assert_eq!(leftovers, vec![bin.clone()], "temp files left beside the binary");
     assert_remote_login(&remote);
+    assert_torn_down(&remote, port);
+
+    // --install again: the same binary is already there, so nothing is uploaded.
+    let mtime = std::fs::metadata(&bin).unwrap().modified().unwrap();
+    let mut t = spawn_tunnel(&remote, &issuer.base_url(), &local, port, &["--install"]);
+    let installed = t.wait_for("installed").await;
+    assert_eq!(installed["unchanged"], true, "{installed}");
+    let listening = t.wait_for("listening").await;
+    sign_in(listening["authorize_url"].as_str().unwrap()).await;
+    let (status, events, stderr) = t.finish().await;
+    assert!(status.success(), "{events:?} {stderr}");
+    assert!(!events.iter().any(|e| e["event"] == "installing"), "uploaded again: {events:?}");
+    assert_eq!(std::fs::metadata(&bin).unwrap().modified().unwrap(), mtime, "the binary was rewritten");
     assert_torn_down(&remote, port);
 
     // Next time the installed copy is found without any flag.
