@@ -2,10 +2,10 @@
 //! to `~/.llmx/bin/llmx` (private directories, a temp file moved into place, never through a
 //! symbolic link) and check that it runs there.
 
-use sha2::{Digest, Sha256};
 use super::{EventSink, INSTALL_PATH, TunnelError, TunnelEvent, TunnelOptions};
 use crate::ssh::{Session, shell_quote};
 use crate::text::printable;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
 /// `(os, arch)` in `std::env::consts` terms from `uname -s` and `uname -m`.

@@ -161,28 +161,13 @@ pub struct TunnelOptions {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TunnelEvent {
     /// 127.0.0.1:PORT is bound here (nothing is accepted until the remote login listens).
-    Bound {
-        port: u16,
-    },
+    Bound { port: u16 },
     /// The SSH connection is up and the host key verified.
-    Connected {
-        host: String,
-        user: String,
-        host_key_fingerprint: String,
-    },
+    Connected { host: String, user: String, host_key_fingerprint: String },
     /// The container runs; the login will run as its user (`Config.User`, `""`: root).
-    ContainerReady {
-        container: String,
-        id: String,
-        user: String,
-    },
+    ContainerReady { container: String, id: String, user: String },
     /// `--install`: the platforms match; uploading this binary.
-    Installing {
-        path: String,
-        bytes: u64,
-        os: String,
-        arch: String,
-    },
+    Installing { path: String, bytes: u64, os: String, arch: String },
     Installed {
         path: String,
         /// The host already had this very binary there (same SHA-256): nothing was uploaded.
@@ -190,36 +175,20 @@ pub enum TunnelEvent {
         unchanged: bool,
     },
     /// The remote `llmx login` started (its pid on the remote host).
-    RemoteStarted {
-        llmx: String,
-        pid: u32,
-    },
+    RemoteStarted { llmx: String, pid: u32 },
     /// The remote login listens and every local connection is forwarded: open `authorize_url`.
-    Listening {
-        authorize_url: String,
-        port: u16,
-    },
+    Listening { authorize_url: String, port: u16 },
     /// The remote device-code login has its code: enter `user_code` at `verification_url` (the
     /// configured issuer's page) within `expires_in` seconds.
-    DeviceCode {
-        verification_url: String,
-        user_code: String,
-        expires_in: u64,
-    },
+    DeviceCode { verification_url: String, user_code: String, expires_in: u64 },
     /// The remote login answered a callback 400 and keeps waiting.
-    CallbackRejected {
-        reason: String,
-    },
+    CallbackRejected { reason: String },
     /// The browser came back with a code; the remote exchanges it.
     CallbackReceived,
     /// One forwarded connection failed (the tunnel keeps running).
-    ForwardFailed {
-        error: String,
-    },
+    ForwardFailed { error: String },
     /// Something went wrong in teardown or in the final status report; the outcome stands.
-    Warning {
-        message: String,
-    },
+    Warning { message: String },
 }
 
 /// A receiver of tunnel events; called from the tunnel's task, keep it quick.
