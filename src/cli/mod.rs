@@ -4,6 +4,7 @@
 mod browser;
 mod failure;
 mod family;
+pub mod k8s_args;
 mod login;
 mod logout;
 mod output;

@@ -10,7 +10,6 @@ use crate::cli::{Ctx, Failure};
 use clap::Args;
 use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
 use std::io::IsTerminal;
 
@@ -23,6 +22,9 @@ Examples:
   llmx auth push docker:web --remote-home /srv/llmx
   llmx auth push ssh:deploy@build-01 ssh:ci@10.0.0.7:2222   # SSH hosts (~/.ssh/config aliases work)
   llmx auth push ssh:new-host --accept-new       # record a first-seen host key (check it first)
+  llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
+  llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
+  llmx auth push --context prod k8s:pod/agent-0/sidecar
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -63,6 +65,9 @@ pub struct PushArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 /// Parse target arguments; a malformed one is a usage error (exit 2).
@@ -114,7 +119,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets = llmx::targets::resolve::resolve(&specs, &ResolveOptions { ssh: args.ssh.options() }).await;
+        let targets = llmx::targets::resolve::resolve(&specs, &args.k8s.resolve_options(&args.ssh)).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         let view = PushView::new(args.json, std::io::stderr().is_terminal(), &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);

@@ -22,7 +22,8 @@ Examples:
   llmx auth status                      # the credential in use on this machine
   llmx auth status docker:web           # what container web holds (owner, mode, expiry)
   llmx auth status docker:web --json
-  llmx auth status ssh:deploy@build-01  # what an SSH host holds";
+  llmx auth status ssh:deploy@build-01  # what an SSH host holds
+  llmx auth status k8s:agents/secret/llmx-auth   # what a Kubernetes Secret holds";
 
 /// `llmx auth status [TARGET]`.
 #[derive(Debug, Args)]
@@ -40,24 +41,34 @@ pub struct AuthStatusArgs {
     pub ssh: SshArgs,
 
     #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
     pub base: StatusArgs,
 }
 
 pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
     match &args.target {
         None => run(ctx, args.base),
-        Some(t) => run_target(ctx, t, args.remote_home.as_deref(), &args.ssh, args.base.json),
+        Some(t) => {
+            run_target(ctx, t, args.remote_home.as_deref(), &args.k8s.resolve_options(&args.ssh), args.base.json)
+        }
     }
 }
 
 /// The credential on one target, read through the push engine's target layer.
-fn run_target(ctx: &Ctx, raw: &str, remote_home: Option<&str>, ssh: &SshArgs, json: bool) -> Result<u8, Failure> {
+fn run_target(
+    ctx: &Ctx,
+    raw: &str,
+    remote_home: Option<&str>,
+    opts: &ResolveOptions,
+    json: bool,
+) -> Result<u8, Failure> {
     let spec = push::parse_targets(&[raw.to_string()])?.remove(0);
     push::check_remote_home(remote_home)?;
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
-        let mut targets =
-            llmx::targets::resolve::resolve(std::slice::from_ref(&spec), &ResolveOptions { ssh: ssh.options() }).await;
+        let mut targets = llmx::targets::resolve::resolve(std::slice::from_ref(&spec), opts).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
                 "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",

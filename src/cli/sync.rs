@@ -10,7 +10,6 @@ use clap::Args;
 use llmx::family::sync::{SyncError, SyncOptions, sync};
 use llmx::family::{holders_from_ledger, holders_from_specs};
 use llmx::push::{PushEvent, PushSummary};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
 use std::io::IsTerminal;
 
@@ -60,6 +59,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 /// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -90,7 +92,7 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = ResolveOptions { ssh: args.ssh.options() };
+        let resolve = args.k8s.resolve_options(&args.ssh);
         let mut holders = if specs.is_empty() {
             holders_from_ledger(&ledger, &resolve).await
         } else {

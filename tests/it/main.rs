@@ -12,6 +12,7 @@
 mod credentials;
 mod docker;
 mod family;
+mod k8s;
 mod login;
 mod signin;
 mod ssh;
