@@ -168,6 +168,16 @@ spec:
     assert_eq!(s.code(), 0, "{}", s.all());
     assert!(s.stdout.contains("Logged in using ChatGPT") && s.stdout.contains("acc-1"), "{}", s.stdout);
     assert!(s.stdout.contains("Access token expires: 2100-01-01"), "{}", s.stdout);
+
+    // A Secret whose key another field manager owns is reported, never forced.
+    kubectl(&["-n", &ns.name, "create", "secret", "generic", "byhand", "--from-literal=auth.json=x"], None);
+    let byhand = format!("k8s:{}/secret/byhand", ns.name);
+    let conflict = local.llmx(&["auth", "push", &byhand], &[]);
+    assert!(conflict.stdout.contains("server-side apply conflict"), "{}", conflict.all());
+    // Removing: the Secret held only auth.json, so it is deleted.
+    let rm = local.llmx(&["auth", "remove", &target], &[]);
+    assert!(rm.stdout.contains(&format!("{target}  removed")), "{}", rm.all());
+    assert!(!kubectl_raw(&["-n", &ns.name, "get", "secret", "llmx-auth"], None).status.success());
     assert_no_secret(&format!("{}{}{}", r.all(), u.all(), s.all()), &c);
 }
 

@@ -92,14 +92,7 @@ impl Cluster {
         fut: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, CallError> {
         match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(CallError::Other(
-                TargetError::new(format!(
-                    "the API server {} did not answer within {} s (--connect-timeout)",
-                    self.server,
-                    self.timeout.as_secs()
-                ))
-                .with_hint("is the cluster up? `kubectl cluster-info`"),
-            )),
+            Err(_) => Err(CallError::Other(self.silent())),
             Ok(Ok(t)) => Ok(t),
             Ok(Err(kube::Error::Api(s))) if s.code == 404 => Err(CallError::NotFound),
             Ok(Err(e)) => Err(CallError::Other(self.describe(&e, req))),
@@ -125,12 +118,15 @@ impl Cluster {
                 self.forbidden(req, "")
             }
             other => {
-                let why = chain(other);
+                // hyper's and tower's wrappers say nothing the reader needs.
+                let why = chain(other).replace("ServiceError: ", "").replace("client error (Connect): ", "");
                 let lower = why.to_ascii_lowercase();
                 if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
                     TargetError::new(format!("TLS failure talking to the API server {}: {why}", self.server))
                         .with_hint("check certificate-authority(-data) and the server address in the kubeconfig")
-                } else if lower.contains("connect") || lower.contains("timed out") || lower.contains("dns") {
+                } else if lower.contains("timed out") || lower.contains("elapsed") {
+                    self.silent()
+                } else if lower.contains("connect") || lower.contains("dns") {
                     TargetError::new(format!("cannot reach the API server {}: {why}", self.server))
                         .with_hint("is the cluster up? `kubectl cluster-info`")
                 } else {
@@ -138,6 +134,15 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    fn silent(&self) -> TargetError {
+        TargetError::new(format!(
+            "the API server {} did not answer within {} s (--connect-timeout)",
+            self.server,
+            self.timeout.as_secs()
+        ))
+        .with_hint("is the cluster up? `kubectl cluster-info`")
     }
 
     fn forbidden(&self, req: Request<'_>, server_says: &str) -> TargetError {
