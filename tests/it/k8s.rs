@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 const OLD: &str = "2025-01-01T00:00:00Z";
 
 /// A pod with a root `main` container and a `side` container running as uid 1000 whose HOME is an
-/// emptyDir; `side` is listed first and `main` is the default container by annotation.
+/// emptyDir; `side` is listed first and `main` is the default container by annotation. (The test
+/// bed's busybox image has no /etc/passwd, so HOME is set as an image's passwd would.)
 fn agent_pod(ns: &Namespace, name: &str) {
     ns.apply(&format!(
         r#"apiVersion: v1
@@ -27,7 +28,7 @@ spec:
     securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
     env: [{{name: HOME, value: /home/agent}}]
     volumeMounts: [{{name: home, mountPath: /home/agent}}]
-  - {{name: main, image: {BOX}, imagePullPolicy: Never}}
+  - {{name: main, image: {BOX}, imagePullPolicy: Never, env: [{{name: HOME, value: /root}}]}}
 "#
     ));
 }
@@ -50,7 +51,7 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
     assert!(r.stdout.contains(&format!("{side}  created /home/agent/.llmx/auth.json")), "{}", r.stdout);
     assert_eq!(ns.stat("agent", "main", "/root/.llmx/auth.json"), Some((text.clone(), 0, 0, 0o600)));
     assert_eq!(ns.stat("agent", "side", "/home/agent/.llmx/auth.json"), Some((text.clone(), 1000, 1000, 0o600)));
-    assert_eq!(ns.stat("agent", "side", "/home/agent/.llmx").map(|s| (s.1, s.3)), Some((1000, 0o700)));
+    assert_eq!(ns.exec("agent", "side", "stat -c '%u %a' /home/agent/.llmx"), "1000 700\n");
     assert_eq!(ns.exec("agent", "side", "ls -a /home/agent/.llmx").split_whitespace().count(), 3, "no temp file left");
 
     // Equal bytes: unchanged; a new login: updated.
@@ -85,7 +86,7 @@ spec:
     metadata: {{labels: {{app: workers}}}}
     spec:
       terminationGracePeriodSeconds: 0
-      containers: [{{name: main, image: {BOX}, imagePullPolicy: Never}}]
+      containers: [{{name: main, image: {BOX}, imagePullPolicy: Never, env: [{{name: HOME, value: /root}}]}}]
 "#
     ));
     ns.wait("deploy/workers", "Available");

@@ -8,7 +8,8 @@
 //! (a shutdown is a flush) until the script has answered. The script and every argument travel in
 //! the exec URL (audit and kubelet logs): nothing secret is ever in them.
 
-use crate::targets::conversation::{self, Chunk, Conversation, Header};
+use crate::targets::FileEntry;
+use crate::targets::conversation::{self, Chunk, Conversation, Header, WriteError};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -21,17 +22,25 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, SimplexStream, WriteHalf};
 use tokio_util::io::ReaderStream;
 
-/// The conversation as kube carries it.
-pub type Session = Conversation<BoxStream<'static, Result<Chunk, String>>, OpenStdin>;
+/// The conversation as kube carries it, with the exec it runs in (dropping it ends the exec).
+pub struct Session {
+    conversation: Conversation<BoxStream<'static, Result<Chunk, String>>, OpenStdin>,
+    _process: AttachedProcess,
+}
+
+impl Session {
+    /// Send `bytes` to be written; the file as read back after the move.
+    pub async fn write(self, bytes: &[u8]) -> Result<FileEntry, WriteError> {
+        self.conversation.write(bytes).await
+    }
+}
 
 /// How much of stdout and stderr kube buffers before the exec waits for us.
 const STREAM_BUF: usize = 256 * 1024;
 
-/// The exec's stdin, never closed by us (see the module doc); owns the exec, which ends when
-/// this is dropped.
+/// The exec's stdin, never closed by us (see the module doc).
 pub struct OpenStdin {
     inner: WriteHalf<SimplexStream>,
-    _process: AttachedProcess,
 }
 
 impl AsyncWrite for OpenStdin {
@@ -75,8 +84,9 @@ pub async fn open(
     let out = ReaderStream::new(stdout).map(|r| r.map(|b| Chunk::Stdout(b.to_vec())));
     let err = ReaderStream::new(stderr).map(|r| r.map(|b| Chunk::Stderr(b.to_vec())));
     let chunks = futures_util::stream::select(out, err).map(|r| r.map_err(|e| e.to_string())).boxed();
-    match Conversation::start(chunks, OpenStdin { inner: stdin, _process: process }).await {
-        Ok(started) => Ok(started),
+    // The exec lives in `process` (its drop ends it): kept until the status has been read.
+    match Conversation::start(chunks, OpenStdin { inner: stdin }).await {
+        Ok((conversation, header)) => Ok((Session { conversation, _process: process }, header)),
         Err(why) => {
             let code = match status {
                 Some(s) => tokio::time::timeout(Duration::from_secs(5), s).await.ok().flatten(),

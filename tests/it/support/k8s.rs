@@ -118,11 +118,11 @@ impl Namespace {
         v
     }
 
-    /// A Running pod of one container (busybox) with `extra` spec lines under the container.
+    /// A pod of one root container `main` (busybox; HOME=/root, as the image has no /etc/passwd).
     pub fn pod(&self, name: &str, labels: &str) {
         self.apply(&format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  \
-             terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: main, image: {BOX}, imagePullPolicy: Never}}\n"
+             terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: main, image: {BOX}, imagePullPolicy: Never, env: [{{name: HOME, value: /root}}]}}\n"
         ));
     }
 }
