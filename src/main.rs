@@ -19,6 +19,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::umask(0o077)
     };
+    // reqwest and kube both use rustls; with more than one crypto provider in the dependency
+    // graph rustls panics at the first TLS connection unless one is installed: ring, first.
+    // Err only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

@@ -10,7 +10,6 @@ use clap::Args;
 use llmx::auth::logout::Revocation;
 use llmx::family::logout::{FamilyLogoutError, Scope, logout};
 use llmx::push::{Outcome, PushEvent};
-use llmx::targets::resolve::ResolveOptions;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -38,6 +37,9 @@ pub struct LogoutArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
@@ -51,7 +53,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     let rt = crate::cli::runtime()?;
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
-    let resolve = ResolveOptions { ssh: args.ssh.options() };
+    let resolve = args.k8s.resolve_options(&args.ssh);
     let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
             "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",

@@ -5,6 +5,7 @@ mod browser;
 mod docs;
 mod failure;
 mod family;
+pub mod k8s_args;
 mod login;
 mod logout;
 mod output;

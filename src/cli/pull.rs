@@ -7,7 +7,6 @@ use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::family::holders_from_specs;
 use llmx::family::pull::{PullError, pull};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
 
 const EXAMPLES: &str = "\
@@ -40,6 +39,9 @@ pub struct PullArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
@@ -49,7 +51,7 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
     let rt = crate::cli::runtime()?;
     let path = ctx.home.auth_path();
     let result = rt.block_on(async {
-        let opts = ResolveOptions { ssh: args.ssh.options() };
+        let opts = args.k8s.resolve_options(&args.ssh);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
         match holders.as_mut_slice() {
             [one] => pull(&path, one, args.force, &|_| {}).await.map_err(failure),

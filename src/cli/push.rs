@@ -13,7 +13,6 @@ use llmx::auth::refresh;
 use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
 use llmx::secret::Secret;
 use llmx::ssh::{Destination, Route, SshAddress, SshOptions};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::{TargetSpec, spec};
 
 const EXAMPLES: &str = "\
@@ -31,6 +30,9 @@ Examples:
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
   OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
+  llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
+  llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
+  llmx auth push --context prod k8s:pod/agent-0/sidecar
 
 Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
 `llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
@@ -80,6 +82,9 @@ pub struct PushArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 /// Parse target arguments; a malformed one is a usage error (exit 2), with a "did you mean"
@@ -328,7 +333,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
         let targets =
-            llmx::targets::resolve::resolve(&specs, &ResolveOptions { ssh: args.ssh.options_for(args.dry_run) }).await;
+            llmx::targets::resolve::resolve(&specs, &args.k8s.resolve_options_for(&args.ssh, args.dry_run)).await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         verbose_targets(&specs, &labels);
         let view = PushView::new(args.json, &labels);

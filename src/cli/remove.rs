@@ -8,7 +8,6 @@ use crate::cli::{Ctx, Failure};
 use clap::Args;
 use llmx::family::holders_from_specs;
 use llmx::push::{PushEvent, PushSummary};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
 
 const EXAMPLES: &str = "\
@@ -46,6 +45,9 @@ pub struct RemoveArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
@@ -55,7 +57,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = ResolveOptions { ssh: args.ssh.options() };
+        let resolve = args.k8s.resolve_options(&args.ssh);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &resolve).await;
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.json, &labels);

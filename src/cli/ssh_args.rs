@@ -25,8 +25,8 @@ pub struct SshArgs {
     #[arg(short = 'i', long = "identity", value_name = "PATH")]
     pub identity: Vec<PathBuf>,
 
-    /// SSH: seconds to wait for a host to resolve, connect, handshake and authenticate [default:
-    /// ConnectTimeout of ~/.ssh/config, else 15]
+    /// SSH and Kubernetes: seconds to wait for a host or API server to connect and answer (SSH:
+    /// resolve, connect, handshake and authenticate) [default: ConnectTimeout of ~/.ssh/config, else 15]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub connect_timeout: Option<u64>,
 

@@ -25,6 +25,7 @@ Examples:
   llmx auth status docker:web --json
   llmx auth status ssh:deploy@build-01  # what an SSH host holds
   llmx auth status @fleet.txt           # each target listed in the file, one a line
+  llmx auth status k8s:agents/secret/llmx-auth   # what a Kubernetes Secret holds
 
 Exit status 0 logged in, 1 not, 3 the target is unreachable, 4 SSH authentication or an
 unknown host key; with --json a failure is {\"error\":{\"kind\":...,\"message\":...}}.";
@@ -45,6 +46,9 @@ pub struct AuthStatusArgs {
     pub ssh: SshArgs,
 
     #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
     pub base: StatusArgs,
 }
 
@@ -55,12 +59,18 @@ pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
     let specs = push::parse_targets(&args.targets)?;
     push::check_remote_home(args.remote_home.as_deref())?;
     if let [spec] = specs.as_slice() {
-        return run_target(ctx, spec, args.remote_home.as_deref(), &args.ssh, args.base.json);
+        return run_target(
+            ctx,
+            spec,
+            args.remote_home.as_deref(),
+            &args.k8s.resolve_options(&args.ssh),
+            args.base.json,
+        );
     }
     // Several targets (a list): each reported in turn; one that fails does not stop the others.
     let mut code = 0;
     for spec in &specs {
-        match run_target(ctx, spec, args.remote_home.as_deref(), &args.ssh, args.base.json) {
+        match run_target(ctx, spec, args.remote_home.as_deref(), &args.k8s.resolve_options(&args.ssh), args.base.json) {
             Ok(c) => code = code.max(c),
             Err(f) => {
                 let mut lines = vec![format!("llmx: {}", f.message)];
@@ -78,14 +88,13 @@ fn run_target(
     ctx: &Ctx,
     spec: &TargetSpec,
     remote_home: Option<&str>,
-    ssh: &SshArgs,
+    opts: &ResolveOptions,
     json: bool,
 ) -> Result<u8, Failure> {
     let spec = spec.clone();
     let preferred = ctx.settings()?.preferred_auth_method;
     let status = crate::cli::runtime()?.block_on(async {
-        let mut targets =
-            llmx::targets::resolve::resolve(std::slice::from_ref(&spec), &ResolveOptions { ssh: ssh.options() }).await;
+        let mut targets = llmx::targets::resolve::resolve(std::slice::from_ref(&spec), opts).await;
         if targets.len() != 1 {
             return Err(Failure::usage(format!(
                 "{spec} matches {} containers; `auth status` reports on one (name it: docker:NAME)",

@@ -10,7 +10,6 @@ use clap::Args;
 use llmx::family::sync::{SyncError, SyncOptions, sync};
 use llmx::family::{holders_from_ledger, holders_from_specs};
 use llmx::push::{PushEvent, PushSummary};
-use llmx::targets::resolve::ResolveOptions;
 use llmx::targets::spec;
 
 const EXAMPLES: &str = "\
@@ -59,6 +58,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 /// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -89,7 +91,7 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = ResolveOptions { ssh: args.ssh.options_for(args.dry_run) };
+        let resolve = args.k8s.resolve_options_for(&args.ssh, args.dry_run);
         let mut holders = if specs.is_empty() {
             holders_from_ledger(&ledger, &resolve).await
         } else {

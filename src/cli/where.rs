@@ -5,7 +5,6 @@ use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
 use llmx::family::{Progress, State, holders_from_ledger, survey};
-use llmx::targets::resolve::ResolveOptions;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -32,6 +31,9 @@ pub struct WhereArgs {
 
     #[command(flatten)]
     pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: crate::cli::k8s_args::K8sArgs,
 }
 
 pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
@@ -39,7 +41,7 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     let survey = rt.block_on(async {
-        let mut holders = holders_from_ledger(&ledger, &ResolveOptions { ssh: args.ssh.options() }).await;
+        let mut holders = holders_from_ledger(&ledger, &args.k8s.resolve_options(&args.ssh)).await;
         let spinner = Spinner::new(args.json, holders.len(), "checking");
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));

@@ -2,8 +2,8 @@
 //! target's own user, reads the current auth.json, then writes, moves and reads back the new one,
 //! talking over its stdin and stdout. This module owns the script and the parsing of its answers;
 //! it knows no runtime: it is generic over the exec's output (a stream of [`Chunk`]s: stdout and
-//! stderr) and its stdin (any `AsyncWrite`). `docker/session.rs` is the bollard adapter; a
-//! Kubernetes exec would be another.
+//! stderr) and its stdin (any `AsyncWrite`). `docker/session.rs` is the bollard adapter,
+//! `k8s/session.rs` the kube one.
 //!
 //! The protocol, in order:
 //!
@@ -21,9 +21,10 @@
 //! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`, older than ten minutes: a
 //!    younger one may be another write's), creates the temp file
 //!    exclusively (`set -C`, umask 077: mode 0600 before any byte is written) on a descriptor it
-//!    keeps, copies stdin to end of input into it, and checks that exactly N bytes arrived (a
-//!    connection cut mid-transfer ends the input early: the short temp file is removed, auth.json
-//!    is untouched). Before the move it checks that the temp file is still a regular file (not a
+//!    keeps, copies N bytes of stdin into it (`head -c N`: the input need not end, since a
+//!    Kubernetes 1.20 exec cannot half-close stdin without losing the answer), and checks that
+//!    exactly N bytes arrived (a connection cut mid-transfer ends the input early: the short temp
+//!    file is removed, auth.json is untouched). Before the move it checks that the temp file is still a regular file (not a
 //!    link), 0600, owned by the user, with one link; then `mv -f`s it over auth.json (one
 //!    `rename(2)`: readers see the old file or the new one) and prints `done` and the file again.
 //!
@@ -78,7 +79,7 @@ find "${d%/}" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} 
 set -C
 command exec 3>"$t" || exit 3
 set +C
-cat >&3 && exec 3>&- && z=$(wc -c < "$t") && [ "$z" -eq "$n" ] && private "$t" &&
+head -c "$n" >&3 && exec 3>&- && z=$(wc -c < "$t") && [ "$z" -eq "$n" ] && private "$t" &&
 mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 3; }
 echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
 "#;

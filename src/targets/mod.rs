@@ -10,6 +10,7 @@
 
 pub mod conversation;
 pub mod docker;
+pub mod k8s;
 pub mod resolve;
 pub mod spec;
 pub mod ssh;
@@ -155,8 +156,20 @@ pub fn judge_dir(path: &str, facts: &DirFacts, want_uid: Option<u32>) -> Result<
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Identity {
-    Docker { container_id: String },
-    Ssh { host_key: String, user: String, port: u16 },
+    Docker {
+        container_id: String,
+    },
+    Ssh {
+        host_key: String,
+        user: String,
+        port: u16,
+    },
+    /// A pod's container (`object`: `pod/NAME/CONTAINER`) or a Secret (`secret/NAME`).
+    K8s {
+        server: String,
+        namespace: String,
+        object: String,
+    },
 }
 
 /// How old a temp file left beside auth.json must be before a write removes it: a younger one

@@ -17,6 +17,8 @@ use futures_util::future::BoxFuture;
 pub struct ResolveOptions {
     /// How SSH targets connect.
     pub ssh: SshOptions,
+    /// Which Kubernetes cluster `k8s:` targets are in (loaded only when one is named).
+    pub k8s: crate::targets::k8s::K8sOptions,
 }
 
 /// Expand `specs` into targets, in order; the same container or host named twice is pushed once.
@@ -24,6 +26,7 @@ pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn
     let mut engine: Option<Engine> = None;
     let mut seen: Vec<String> = Vec::new();
     let mut seen_ssh: Vec<String> = Vec::new();
+    let mut cluster: Option<Result<crate::targets::k8s::Cluster, TargetError>> = None;
     let mut out: Vec<Box<dyn Target>> = Vec::new();
     let mut push_docker = |out: &mut Vec<Box<dyn Target>>, engine: &Engine, name: String| {
         if !seen.contains(&name) {
@@ -64,6 +67,16 @@ pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn
                 if !seen_ssh.contains(&label) {
                     seen_ssh.push(label);
                     out.push(Box::new(SshTarget::new(addr.clone(), opts.ssh.clone())));
+                }
+            }
+            TargetSpec::K8s(k) => {
+                if cluster.is_none() {
+                    cluster = Some(crate::targets::k8s::Cluster::connect(&opts.k8s).await);
+                }
+                match cluster.as_ref() {
+                    Some(Ok(c)) => crate::targets::k8s::expand(c, k, &mut seen_ssh, &mut out).await,
+                    Some(Err(e)) => out.push(Box::new(FailedTarget::new(spec.to_string(), e.clone()))),
+                    None => {}
                 }
             }
         }

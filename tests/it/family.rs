@@ -376,3 +376,34 @@ fn sixteen_aliases_of_one_host_are_written_once_and_all_succeed() {
     assert_eq!((a.code(), b.code()), (0, 0), "{}\n{}", a.all(), b.all());
     assert_no_secret(&format!("{}{}{}", r.all(), a.all(), b.all()), &c);
 }
+
+#[test]
+fn where_and_sync_include_kubernetes_pods_and_secrets() {
+    use crate::support::k8s::Namespace;
+    let ns = Namespace::new("family");
+    ns.pod("holder", "app: holder");
+    ns.wait("pod/holder", "Ready");
+    let s = Signed::new();
+    let pod = format!("k8s:{}/pod/holder", ns.name);
+    let secret = format!("k8s:{}/secret/llmx-auth", ns.name);
+    let pushed = s.llmx(&["auth", "push", &pod, &secret]);
+    assert_eq!(pushed.code(), 0, "{}", pushed.all());
+    let ledger: Value = serde_json::from_str(&s.ledger()).unwrap();
+    let kinds: Vec<&Value> = ledger["entries"].as_array().unwrap().iter().map(|e| &e["identity"]["kind"]).collect();
+    assert_eq!(kinds, ["k8s", "k8s"], "{ledger}");
+    assert_eq!(ledger["entries"][0]["identity"]["object"], "pod/holder/main");
+
+    let w = s.llmx(&["auth", "where", "--json"]);
+    assert_eq!(w.code(), 0, "{}", w.all());
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(pod.clone(), "same".into()), (secret.clone(), "same".into())]);
+
+    // The single refresher: a refresh now, written to both holders.
+    let sync = s.llmx(&["auth", "sync", "--refresh-within", "2h"]);
+    assert_eq!(sync.code(), 0, "{}", sync.all());
+    assert_eq!(s.refreshes(), 1, "{}", sync.all());
+    let w = s.llmx(&["auth", "where", "--json"]);
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(pod, "same".into()), (secret, "same".into())], "{}", sync.all());
+    assert_no_tokens(&format!("{}{}", sync.all(), w.all()), &s.secrets());
+}

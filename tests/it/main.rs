@@ -13,6 +13,7 @@ mod container_tunnel;
 mod credentials;
 mod docker;
 mod family;
+mod k8s;
 mod login;
 mod reach;
 mod signin;

@@ -132,7 +132,7 @@ fn archive_err(what: &str) -> impl Fn(ArchiveError) -> TargetError + '_ {
 }
 
 /// An auth.json that is a symbolic link, refused as the SSH target does.
-fn symlink_refused(path: &str) -> TargetError {
+pub(crate) fn symlink_refused(path: &str) -> TargetError {
     TargetError::new(format!(
         "refusing to write {path}: it is a symbolic link (writing through it could overwrite another file)"
     ))
@@ -140,7 +140,7 @@ fn symlink_refused(path: &str) -> TargetError {
 }
 
 /// A credential directory that is a symbolic link, refused by the one rule ([`judge_dir`]).
-fn dir_link_refused(home: &str) -> TargetError {
+pub(crate) fn dir_link_refused(home: &str) -> TargetError {
     let link = DirFacts { kind: DirKind::Link, uid: None, mode: 0 };
     let reason = judge_dir(home, &link, None).err().unwrap_or_default();
     TargetError::new(format!("refusing to write {home}: {reason}"))
@@ -151,7 +151,7 @@ const TEMP_PREFIX: &str = ".auth.json.llmx-";
 
 /// A path we are willing to write to: absolute, no `.`/`..` components; returned without a
 /// trailing slash (`/` stays `/`).
-fn clean_home(path: &str, origin: &str) -> Result<String, TargetError> {
+pub(crate) fn clean_home(path: &str, origin: &str) -> Result<String, TargetError> {
     if !path.starts_with('/') || path.split('/').any(|c| c == "." || c == "..") {
         return Err(TargetError::new(format!("{origin} '{path}' must be an absolute path without '.' or '..'")));
     }
@@ -358,7 +358,8 @@ const CLEAN_SCRIPT: &str =
     r#"find "$1" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} + 2>/dev/null; exit 0"#;
 
 /// Remove auth.json `$1`: exit 4 for a symbolic link, 5 when missing, 6 when not a regular file.
-const REMOVE_SCRIPT: &str = r#"[ -L "$1" ] && exit 4; [ -e "$1" ] || exit 5; [ -f "$1" ] || exit 6; rm -f -- "$1""#;
+pub(crate) const REMOVE_SCRIPT: &str =
+    r#"[ -L "$1" ] && exit 4; [ -e "$1" ] || exit 5; [ -f "$1" ] || exit 6; rm -f -- "$1""#;
 
 /// Move `$1` over `$2`; on failure remove `$1` (it holds the credential) and exit 3, never 126 or
 /// 127 (which read as "could not run", after which the caller would blank the file again).

@@ -411,8 +411,11 @@ impl Local {
     /// DOCKER_HOST of the test run (scripts/test may start a private engine), then `env`.
     pub fn llmx(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Llmx::new(args).env("HOME", self.home()).env("LLMX_HOME", self.dir.path().join("llmx"));
-        if let Ok(h) = std::env::var("DOCKER_HOST") {
-            cmd = cmd.env("DOCKER_HOST", h);
+        // The engine and the Kubernetes test bed scripts/test started.
+        for var in ["DOCKER_HOST", "KUBECONFIG"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd = cmd.env(var, v);
+            }
         }
         for (k, v) in env {
             cmd = cmd.env(k, v);
