@@ -226,7 +226,10 @@ fn did_you_mean(raw: &str) -> Option<String> {
         Some(_) => None,
         // `nc-web`: no kind at all.
         None if !raw.is_empty() && !raw.starts_with('-') => {
-            Some(kinds().iter().map(|k| format!("{k}:{raw}")).collect::<Vec<_>>().join(" or "))
+            // Only the kinds under which it would be a valid target.
+            let valid: Vec<String> =
+                kinds().iter().map(|k| format!("{k}:{raw}")).filter(|t| t.parse::<TargetSpec>().is_ok()).collect();
+            (!valid.is_empty()).then(|| valid.join(" or "))
         }
         None => None,
     }

@@ -6,6 +6,38 @@ use crate::support::docker::{Local, assert_no_secret, chatgpt_auth, creds};
 use crate::support::k8s::*;
 use std::time::{Duration, Instant};
 
+/// Result lines as `TARGET  OUTCOME …`: without the terminal-independent mark (✓ - ✗) and with
+/// the alignment padding collapsed, so assertions do not depend on the longest label.
+trait Plain {
+    fn plain(&self) -> String;
+}
+
+impl Plain for String {
+    fn plain(&self) -> String {
+        self.lines()
+            .map(|l| {
+                let l =
+                    l.strip_prefix("✓ ").or_else(|| l.strip_prefix("✗ ")).or_else(|| l.strip_prefix("- ")).unwrap_or(l);
+                let mut out = String::new();
+                let mut spaces = 0;
+                for c in l.chars() {
+                    if c == ' ' {
+                        spaces += 1;
+                        continue;
+                    }
+                    if spaces > 0 {
+                        out.push_str(if spaces >= 2 { "  " } else { " " });
+                        spaces = 0;
+                    }
+                    out.push(c);
+                }
+                out
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 const OLD: &str = "2025-01-01T00:00:00Z";
 
 /// A pod with a root `main` container and a `side` container running as uid 1000 whose HOME is an
@@ -47,8 +79,8 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
 
     let r = local.llmx(&["auth", "push", &main, &side], &[]);
     assert_eq!(r.code(), 0, "{}", r.all());
-    assert!(r.stdout.contains(&format!("{main}  created /root/.llmx/auth.json")), "{}", r.stdout);
-    assert!(r.stdout.contains(&format!("{side}  created /home/agent/.llmx/auth.json")), "{}", r.stdout);
+    assert!(r.stdout.plain().contains(&format!("{main}  created /root/.llmx/auth.json")), "{}", r.stdout);
+    assert!(r.stdout.plain().contains(&format!("{side}  created /home/agent/.llmx/auth.json")), "{}", r.stdout);
     assert_eq!(ns.stat("agent", "main", "/root/.llmx/auth.json"), Some((text.clone(), 0, 0, 0o600)));
     assert_eq!(ns.stat("agent", "side", "/home/agent/.llmx/auth.json"), Some((text.clone(), 1000, 1000, 0o600)));
     assert_eq!(ns.exec("agent", "side", "stat -c '%u %a' /home/agent/.llmx"), "1000 700\n");
@@ -56,18 +88,18 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
 
     // Equal bytes: unchanged; a new login: updated.
     let again = local.llmx(&["auth", "push", &main, &side], &[]);
-    assert!(again.stdout.contains("2 targets: 2 unchanged"), "{}", again.all());
+    assert!(again.stdout.plain().contains("2 targets: 2 unchanged"), "{}", again.all());
     let c2 = creds("acc-1", "k8spod2");
     let text2 = chatgpt_auth(&c2, "acc-1", "2025-02-01T00:00:00Z");
     local.write_auth(&text2);
     let up = local.llmx(&["auth", "push", &side], &[]);
-    assert!(up.stdout.contains(&format!("{side}  updated")), "{}", up.all());
+    assert!(up.stdout.plain().contains(&format!("{side}  updated")), "{}", up.all());
     assert_eq!(ns.stat("agent", "side", "/home/agent/.llmx/auth.json").map(|s| s.0), Some(text2));
 
     let s = local.llmx(&["auth", "status", &side], &[]);
     assert_eq!(s.code(), 0, "{}", s.all());
-    assert!(s.stdout.contains("Logged in using ChatGPT") && s.stdout.contains("acc-1"), "{}", s.stdout);
-    assert!(s.stdout.contains("owner 1000:1000, mode 0600"), "{}", s.stdout);
+    assert!(s.stdout.plain().contains("Logged in using ChatGPT") && s.stdout.plain().contains("acc-1"), "{}", s.stdout);
+    assert!(s.stdout.plain().contains("owner 1000:1000, mode 0600"), "{}", s.stdout);
     assert_no_secret(&format!("{}{}{}", r.all(), up.all(), s.all()), &c);
     assert_no_secret(&up.all(), &c2);
 }
@@ -98,9 +130,9 @@ spec:
 
     let r = local.llmx(&["auth", "push", &format!("k8s:{}/deploy/workers", ns.name)], &[]);
     assert_eq!(r.code(), 0, "{}", r.all());
-    assert!(r.stdout.contains("2 targets: 2 created"), "{}", r.stdout);
+    assert!(r.stdout.plain().contains("2 targets: 2 created"), "{}", r.stdout);
     for p in &pods {
-        assert!(r.stdout.contains(&format!("k8s:{}/pod/{p}  created", ns.name)), "{}", r.stdout);
+        assert!(r.stdout.plain().contains(&format!("k8s:{}/pod/{p}  created", ns.name)), "{}", r.stdout);
         assert_eq!(ns.stat(p, "main", "/root/.llmx/auth.json"), Some((text.clone(), 0, 0, 0o600)));
     }
     // The same pods by label: each named once, both unchanged.
@@ -109,7 +141,7 @@ spec:
         &[],
     );
     assert_eq!(l.code(), 0, "{}", l.all());
-    assert!(l.stdout.contains("2 targets: 2 unchanged"), "{}", l.stdout);
+    assert!(l.stdout.plain().contains("2 targets: 2 unchanged"), "{}", l.stdout);
 }
 
 #[test]
@@ -123,7 +155,7 @@ fn a_secret_is_created_updated_unchanged_and_the_update_reaches_a_pod_that_mount
 
     let r = local.llmx(&["auth", "push", &target], &[]);
     assert_eq!(r.code(), 0, "{}", r.all());
-    assert!(r.stdout.contains(&format!("{target}  created")), "{}", r.stdout);
+    assert!(r.stdout.plain().contains(&format!("{target}  created")), "{}", r.stdout);
     let got = kubectl(&["-n", &ns.name, "get", "secret", "llmx-auth", "-o", "json"], None);
     let v: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(v["type"], "Opaque");
@@ -152,12 +184,12 @@ spec:
     ns.wait("pod/reader", "Ready");
     assert_eq!(ns.exec("reader", "main", "cat /var/run/llmx/auth.json"), text);
 
-    assert!(local.llmx(&["auth", "push", &target], &[]).stdout.contains(&format!("{target}  unchanged")));
+    assert!(local.llmx(&["auth", "push", &target], &[]).stdout.plain().contains(&format!("{target}  unchanged")));
     let c2 = creds("acc-1", "k8ssec2");
     let text2 = chatgpt_auth(&c2, "acc-1", "2025-02-01T00:00:00Z");
     local.write_auth(&text2);
     let u = local.llmx(&["auth", "push", &target], &[]);
-    assert!(u.stdout.contains(&format!("{target}  updated")), "{}", u.all());
+    assert!(u.stdout.plain().contains(&format!("{target}  updated")), "{}", u.all());
     let started = Instant::now();
     while ns.exec("reader", "main", "cat /var/run/llmx/auth.json") != text2 {
         assert!(started.elapsed() < Duration::from_secs(90), "the pod never saw the updated Secret");
@@ -167,17 +199,17 @@ spec:
 
     let s = local.llmx(&["auth", "status", &target], &[]);
     assert_eq!(s.code(), 0, "{}", s.all());
-    assert!(s.stdout.contains("Logged in using ChatGPT") && s.stdout.contains("acc-1"), "{}", s.stdout);
-    assert!(s.stdout.contains("Access token expires: 2100-01-01"), "{}", s.stdout);
+    assert!(s.stdout.plain().contains("Logged in using ChatGPT") && s.stdout.plain().contains("acc-1"), "{}", s.stdout);
+    assert!(s.stdout.plain().contains("Access token expires: 2100-01-01"), "{}", s.stdout);
 
     // A Secret whose key another field manager owns is reported, never forced.
     kubectl(&["-n", &ns.name, "create", "secret", "generic", "byhand", "--from-literal=auth.json=x"], None);
     let byhand = format!("k8s:{}/secret/byhand", ns.name);
     let conflict = local.llmx(&["auth", "push", &byhand], &[]);
-    assert!(conflict.stdout.contains("server-side apply conflict"), "{}", conflict.all());
+    assert!(conflict.stdout.plain().contains("server-side apply conflict"), "{}", conflict.all());
     // Removing: the Secret held only auth.json, so it is deleted.
     let rm = local.llmx(&["auth", "remove", &target], &[]);
-    assert!(rm.stdout.contains(&format!("{target}  removed")), "{}", rm.all());
+    assert!(rm.stdout.plain().contains(&format!("{target}  removed")), "{}", rm.all());
     assert!(!kubectl_raw(&["-n", &ns.name, "get", "secret", "llmx-auth"], None).status.success());
     assert_no_secret(&format!("{}{}{}", r.all(), u.all(), s.all()), &c);
 }
@@ -217,6 +249,7 @@ spec:
     assert_ne!(r.code(), 0, "{}", r.all());
     let line = |t: &str| {
         r.stdout
+            .plain()
             .lines()
             .find(|l| l.starts_with(&format!("{t}  failed")))
             .unwrap_or_else(|| panic!("no line for {t}: {}", r.all()))
@@ -229,7 +262,7 @@ spec:
     assert!(r.all().contains(&format!("llmx auth push k8s:{n}/secret/NAME")), "the way for it: {}", r.all());
     assert!(line(&targets[3]).contains("is Pending, not Running"), "{}", r.all());
     assert!(line(&targets[4]).contains("no Running, ready pod"), "{}", r.all());
-    assert!(r.stdout.contains("5 targets: 5 failed"), "{}", r.stdout);
+    assert!(r.stdout.plain().contains("5 targets: 5 failed"), "{}", r.stdout);
 }
 
 #[test]
@@ -270,12 +303,12 @@ subjects: [{kind: ServiceAccount, name: limited}]
     let r = local.llmx(&["auth", "push", "--kubeconfig", kc.to_str().unwrap(), &pod, &secret], &[]);
     assert_ne!(r.code(), 0, "{}", r.all());
     assert!(
-        r.stdout.contains(&format!("{pod}  failed: RBAC: forbidden to create pods/exec in namespace {n}")),
+        r.stdout.plain().contains(&format!("{pod}  failed: RBAC: forbidden to create pods/exec in namespace {n}")),
         "{}",
         r.all()
     );
     assert!(
-        r.stdout.contains(&format!(
+        r.stdout.plain().contains(&format!(
             "{secret}  failed: RBAC: forbidden to get secrets in namespace {n} for system:serviceaccount:{n}:limited"
         )),
         "{}",
@@ -325,16 +358,16 @@ fn unreachable_silent_and_untrusted_api_servers_fail_within_the_timeout() {
     let (r, _) = push(&refused);
     assert_ne!(r.code(), 0);
     assert!(
-        r.stdout.contains("k8s:default/pod/x  failed: cannot reach the API server https://127.0.0.1:"),
+        r.stdout.plain().contains("k8s:default/pod/x  failed: cannot reach the API server https://127.0.0.1:"),
         "{}",
         r.all()
     );
     let (r, took) = push(&quiet);
-    assert!(r.stdout.contains("did not answer within 2 s (--connect-timeout)"), "{}", r.all());
+    assert!(r.stdout.plain().contains("did not answer within 2 s (--connect-timeout)"), "{}", r.all());
     assert!(took < Duration::from_secs(8), "{took:?}");
     drop(silent);
     let (r, _) = push(&untrusted);
-    assert!(r.stdout.contains("failed: TLS failure talking to the API server"), "{}", r.all());
+    assert!(r.stdout.plain().contains("failed: TLS failure talking to the API server"), "{}", r.all());
     // No configuration at all: one line, and a hint naming --kubeconfig.
     let none = local.llmx(&["auth", "status", "k8s:pod/x"], &[("KUBECONFIG", "/nonexistent/kubeconfig")]);
     assert_ne!(none.code(), 0);
