@@ -1,13 +1,38 @@
 //! What the family commands (`auth where`, `pull`, `sync`, `remove`, `logout --everywhere`)
 //! share in the binary: reading the local login and the ledger, and a spinner on a terminal.
 
+use crate::cli::k8s_args::K8sArgs;
+use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use llmx::auth::file::AuthFile;
 use llmx::family::Progress;
 use llmx::family::ledger::Ledger;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// The flags of the commands that work on many holders at once (`auth sync`, `auth remove`).
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Print one JSON object per target and a summary object on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// How many targets to work on at the same time
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+
+    /// Credential directory on the named targets (default: the one recorded when pushed)
+    #[arg(long, value_name = "PATH")]
+    pub remote_home: Option<String>,
+
+    #[command(flatten)]
+    pub ssh: SshArgs,
+
+    #[command(flatten)]
+    pub k8s: K8sArgs,
+}
 
 /// This machine's auth.json, parsed, and its bytes (`None` when there is none).
 pub fn local(ctx: &Ctx) -> Result<Option<(AuthFile, Vec<u8>)>, Failure> {

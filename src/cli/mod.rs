@@ -102,8 +102,8 @@ impl Command {
                 AuthCommand::Tunnel(a) => a.json,
                 AuthCommand::Where(a) => a.json,
                 AuthCommand::Pull(a) => a.json,
-                AuthCommand::Sync(a) => a.json,
-                AuthCommand::Remove(a) => a.json,
+                AuthCommand::Sync(a) => a.fleet.json,
+                AuthCommand::Remove(a) => a.fleet.json,
             },
             Command::Completion(_) | Command::Man(_) => false,
         }

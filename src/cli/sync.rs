@@ -1,10 +1,9 @@
 //! `llmx auth sync [TARGET…]`: one live copy of this login everywhere (see `family::sync`).
 
-use crate::cli::family::ledger;
+use crate::cli::family::{FleetArgs, ledger};
 use crate::cli::push::{check_remote_home, parse_targets};
 use crate::cli::push_view::PushView;
 use crate::cli::refresh::client;
-use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, Kind};
 use clap::Args;
 use llmx::family::sync::{SyncError, SyncOptions, sync};
@@ -44,23 +43,8 @@ pub struct SyncArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Print one JSON object per target and a summary object on stdout
-    #[arg(long)]
-    pub json: bool,
-
-    /// How many holders to work on at the same time
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: u16,
-
-    /// Credential directory on the named targets (default: the one recorded when pushed)
-    #[arg(long, value_name = "PATH")]
-    pub remote_home: Option<String>,
-
     #[command(flatten)]
-    pub ssh: SshArgs,
-
-    #[command(flatten)]
-    pub k8s: crate::cli::k8s_args::K8sArgs,
+    pub fleet: FleetArgs,
 }
 
 /// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -79,11 +63,11 @@ pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
 
 pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
-    check_remote_home(args.remote_home.as_deref())?;
+    check_remote_home(args.fleet.remote_home.as_deref())?;
     let client = client(ctx)?;
     let ledger = ledger(ctx)?;
     let opts = SyncOptions {
-        jobs: usize::from(args.jobs),
+        jobs: usize::from(args.fleet.jobs),
         refresh: args.refresh,
         refresh_within: args.refresh_within,
         dry_run: args.dry_run,
@@ -91,14 +75,14 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = args.k8s.resolve_options_for(&args.ssh, args.dry_run);
+        let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, args.dry_run);
         let mut holders = if specs.is_empty() {
             holders_from_ledger(&ledger, &resolve).await
         } else {
-            holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &resolve).await
+            holders_from_specs(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await
         };
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
-        let view = PushView::new(args.json, &labels);
+        let view = PushView::new(args.fleet.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
         let s = sync(&path, &mut holders, &client, &opts, &on_event).await.map_err(|e| failure(e, &path))?;
         let mut extra = serde_json::Map::new();
