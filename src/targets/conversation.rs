@@ -114,6 +114,10 @@ pub struct Header {
     pub symlink: bool,
     /// The credential directory is a symbolic link (then `current` is `None`).
     pub dir_link: bool,
+    /// auth.json exists but the target's user cannot read it (then `current` is `None`): left by
+    /// a writer running as root, such as `docker cp`. The caller reads it another way or refuses;
+    /// the conversation can still replace it (a rename in the user's own directory).
+    pub unreadable: bool,
 }
 
 /// Why a write through the conversation did not happen.
@@ -166,7 +170,7 @@ where
             ),
             _ => return Err("the target's shell did not run the script".into()),
         };
-        let (mut dir_link, mut symlink) = (false, false);
+        let (mut dir_link, mut symlink, mut unreadable) = (false, false, false);
         let current = match self.line().await?.as_str() {
             "none" => None,
             "symlink" => {
@@ -177,10 +181,13 @@ where
                 dir_link = true;
                 None
             }
-            "unreadable" => return Err("auth.json is not readable by the target's user".into()),
+            "unreadable" => {
+                unreadable = true;
+                None
+            }
             ls => Some(self.file(ls).await?),
         };
-        Ok(Header { uid, gid, home, current, symlink, dir_link })
+        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable })
     }
 
     /// `ls -ln` line already read; then the byte count and the bytes.

@@ -663,3 +663,44 @@ fn archive_fallback_never_follows_a_linked_or_foreign_credential_directory() {
         }
     }
 }
+
+#[test]
+fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_owned() {
+    // The seed's recipe (`docker cp auth.json app:/home/app/.llmx/`) leaves root's 0600 file in the
+    // user's own 0700 directory. The user cannot read it, but may replace it: one exec conversation
+    // (the current file read through the archive API), not the root archive path (two more execs).
+    let (local, c, text) = chatgpt_local("rootowned");
+    let ct = Container::run("rootowned", IMAGE_APP, &[]);
+    put_entry(&ct, "/home/app", ".llmx", 0o700, 1000, None);
+    let old = chatgpt_auth(&c, "acc-1", "2024-06-01T00:00:00Z");
+    ct.put("/home/app/.llmx", "auth.json", old.as_bytes(), 0);
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(
+        squeezed(&r.stdout).contains(&format!("{}  updated /home/app/.llmx/auth.json", ct.target())),
+        "{}",
+        r.stdout
+    );
+    let (bytes, uid, gid, mode) = ct.stat("/home/app/.llmx/auth.json").unwrap();
+    assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text.clone(), 1000, 1000, 0o600));
+    let events = ct.events_since(since);
+    let execs = events.iter().filter(|a| a.starts_with("exec_create")).count();
+    assert_eq!(execs, 1, "one exec conversation, no fallback to the root archive path: {events:?}");
+    assert!(
+        !events.iter().any(|a| a.starts_with("extract-to-dir")),
+        "nothing uploaded through the archive API: {events:?}"
+    );
+    assert_eq!(entries(&ct, "/home/app/.llmx"), [".", "..", "auth.json"], "no temp file left");
+    assert_no_secret(&r.all(), &c);
+
+    // The rotation guard still sees root's file: a fresher one is not overwritten.
+    let theirs = creds("acc-1", "rootowned-fresher");
+    let fresher = chatgpt_auth(&theirs, "acc-1", NEW);
+    ct.put("/home/app/.llmx", "auth.json", fresher.as_bytes(), 0);
+    let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert_eq!(skip.code(), 0, "{}", skip.all());
+    assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
+    assert_eq!(ct.read("/home/app/.llmx/auth.json").as_deref(), Some(fresher.as_str()), "left as it was");
+    assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| s.1), Some(0), "still root's");
+}

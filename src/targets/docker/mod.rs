@@ -6,6 +6,10 @@
 //!   archive request costs the engine a helper process, so this is several times cheaper; the
 //!   archive path below is used when the container is stopped or paused, has no shell, or the
 //!   exec route fails (e.g. the credential directory is not writable by the container's user).
+//!   An auth.json the user cannot read (root's 0600 file, as `docker cp` leaves it) keeps the
+//!   fast path: it is read through the archive API (one request) and the conversation replaces
+//!   it with the user's own file (a rename in the user's own directory, which [`judge_dir`]
+//!   allows); the ownership is corrected on the way.
 //! * **Who and where.** The container's `Config.User` is resolved to uid/gid/home from its own
 //!   `/etc/passwd` (and `/etc/group`), read through the archive API, so containers without a
 //!   shell work. The credential home is `--remote-home`, else `LLMX_HOME` from the container's
@@ -139,6 +143,12 @@ pub(crate) fn symlink_refused(path: &str) -> TargetError {
     .with_hint("remove the link in the container and push again")
 }
 
+/// An auth.json the target's user cannot read, where nothing else can read it for us.
+pub(crate) fn unreadable_refused(path: &str) -> TargetError {
+    TargetError::new(format!("cannot read {path}: the target's user may not read it (another user's file?)"))
+        .with_hint("make it readable by the user the agent runs as (or remove it) and push again")
+}
+
 /// A credential directory that is a symbolic link, refused by the one rule ([`judge_dir`]).
 pub(crate) fn dir_link_refused(home: &str) -> TargetError {
     let link = DirFacts { kind: DirKind::Link, uid: None, mode: 0 };
@@ -195,11 +205,14 @@ impl DockerTarget {
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
                     let auth = join(&home, crate::home::AUTH_FILE);
-                    self.prefetched = Some(match (h.dir_link, h.symlink) {
-                        (true, _) => Err(dir_link_refused(&home)),
-                        (_, true) => Err(symlink_refused(&auth)),
-                        _ => Ok(h.current),
-                    });
+                    // An auth.json the user cannot read (root's, as `docker cp` leaves it) is
+                    // read through the archive API; the conversation still replaces it.
+                    self.prefetched = match (h.dir_link, h.symlink, h.unreadable) {
+                        (true, _, _) => Some(Err(dir_link_refused(&home))),
+                        (_, true, _) => Some(Err(symlink_refused(&auth))),
+                        (_, _, true) => None,
+                        _ => Some(Ok(h.current)),
+                    };
                     return Ok(Location { home, owner: Some((h.uid, h.gid)) });
                 }
                 Err(session::Unavailable(why)) => {

@@ -9,7 +9,7 @@
 use super::cluster::{CallError, Cluster, Request, pod_ready};
 use super::session::{self, OpenError, Session};
 use crate::targets::conversation::WriteError;
-use crate::targets::docker::{REMOVE_SCRIPT, clean_home, dir_link_refused, symlink_refused};
+use crate::targets::docker::{REMOVE_SCRIPT, clean_home, dir_link_refused, symlink_refused, unreadable_refused};
 use crate::targets::{FileEntry, Identity, Location, RemoteFile, StepFn, Target, TargetError};
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
@@ -105,9 +105,10 @@ impl PodTarget {
         };
         let home = clean_home(&h.home, "the credential home")?;
         let auth = format!("{}/{}", home.trim_end_matches('/'), crate::home::AUTH_FILE);
-        self.prefetched = Some(match (h.dir_link, h.symlink) {
-            (true, _) => Err(dir_link_refused(&home)),
-            (_, true) => Err(symlink_refused(&auth)),
+        self.prefetched = Some(match (h.dir_link, h.symlink, h.unreadable) {
+            (true, _, _) => Err(dir_link_refused(&home)),
+            (_, true, _) => Err(symlink_refused(&auth)),
+            (_, _, true) => Err(unreadable_refused(&auth)),
             _ => Ok(h.current),
         });
         self.session = Some(session);
@@ -145,6 +146,7 @@ impl PodTarget {
                 Err(dir_link_refused(&loc.home))
             }
             Ok((_, h)) if h.symlink => Err(symlink_refused(&loc.auth_path())),
+            Ok((_, h)) if h.unreadable => Err(unreadable_refused(&loc.auth_path())),
             Ok((s, h)) => Ok((s, h.current)),
             Err(OpenError::Exec(e)) => Err(self
                 .cluster

@@ -358,6 +358,24 @@ impl Container {
         docker(&["top", &self.name, "-o", "pid,args"]).lines().skip(1).map(str::to_string).collect()
     }
 
+    /// The engine's event actions for this container since `since` (unix seconds) until now,
+    /// e.g. `exec_create: /bin/sh -c …`, `extract-to-dir`: what a push asked of the engine.
+    pub fn events_since(&self, since: f64) -> Vec<String> {
+        let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 0.5;
+        let out = docker(&[
+            "events",
+            "--since",
+            &format!("{since:.3}"),
+            "--until",
+            &format!("{until:.3}"),
+            "--filter",
+            &format!("container={}", self.name),
+            "--format",
+            "{{.Action}}",
+        ]);
+        out.lines().map(str::to_string).collect()
+    }
+
     /// The execs the engine knows for the container (`null` when none was ever made).
     pub fn exec_ids(&self) -> String {
         docker(&["inspect", "-f", "{{json .ExecIDs}}", &self.name])
