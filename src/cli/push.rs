@@ -85,6 +85,9 @@ pub struct PushArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 /// Parse target arguments; a malformed one is a usage error (exit 2), with a "did you mean"
@@ -335,8 +338,11 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets =
-            llmx::targets::resolve::resolve(&specs, &args.k8s.resolve_options_for(&args.ssh, args.dry_run)).await;
+        let targets = llmx::targets::resolve::resolve(
+            &specs,
+            &args.k8s.resolve_options_for(&args.ssh, &args.docker, args.dry_run),
+        )
+        .await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         verbose_targets(&specs, &labels);
         let view = PushView::new(args.json, &labels);

@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, args.dry_run);
+        let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, &args.fleet.docker, args.dry_run);
         let mut holders = if specs.is_empty() {
             holders_from_ledger(&ledger, &resolve).await
         } else {

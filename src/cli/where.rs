@@ -34,6 +34,9 @@ pub struct WhereArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
@@ -41,7 +44,7 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     let survey = rt.block_on(async {
-        let mut holders = holders_from_ledger(&ledger, &args.k8s.resolve_options(&args.ssh)).await;
+        let mut holders = holders_from_ledger(&ledger, &args.k8s.resolve_options(&args.ssh, &args.docker)).await;
         let spinner = Spinner::new(args.json, holders.len(), "checking");
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));
