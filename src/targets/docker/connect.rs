@@ -223,7 +223,8 @@ impl Route {
             }
             Err(TargetError::new(format!("{what}: refusing to send a credential to another machine that way"))
                 .with_hint(
-                    "turn TLS on (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or a context with TLS material), use                      DOCKER_HOST=ssh://USER@HOST, or accept the risk with --insecure-engine",
+                    "turn TLS on (DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or a context with TLS material), use \
+                     DOCKER_HOST=ssh://USER@HOST, or accept the risk with --insecure-engine",
                 ))
         };
         match &ep.tls {
@@ -319,12 +320,28 @@ async fn connect(ep: Endpoint, opts: &DockerOptions, ssh: &SshOptions) -> Result
             docker_over(dial, addr, secs).map_err(|e| unreachable(error_text(&e)))?
         }
         Route::Ssh(addr) => {
-            let (dial, socket) = dial_over_ssh(addr, ssh, &ep.host).await?;
-            docker_over(dial, &format!("ssh-{}{socket}", addr.host), secs).map_err(|e| unreachable(error_text(&e)))?
+            // The remote engine sees a local socket client; `Host` says what the docker CLI's
+            // dial-stdio says.
+            let (dial, _socket) = dial_over_ssh(addr, ssh, &ep.host).await?;
+            docker_over(dial, "docker", secs).map_err(|e| unreachable(error_text(&e)))?
         }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.with_timeout(REQUEST_TIMEOUT).negotiate_version()).await {
         Err(_) => Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
+        // Go's HTTP server answers plain HTTP on a TLS port with a 400; nothing else answers a
+        // version query that way.
+        Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 400, .. }))
+            if matches!(route, Route::Plain { .. }) =>
+        {
+            Err(TargetError::new(format!(
+                "the Docker engine at {} (from {}) expects TLS, which is not turned on here; nothing was sent",
+                ep.host, ep.origin
+            ))
+            .with_hint(
+                "set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the directory holding its ca.pem, cert.pem and \
+                 key.pem, as for the docker CLI",
+            ))
+        }
         Ok(Err(e)) => Err(unreachable(error_text(&e))),
         Ok(Ok(d)) => Ok(d),
     }
