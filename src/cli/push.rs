@@ -306,9 +306,12 @@ pub fn verbose_targets(specs: &[TargetSpec], labels: &[String]) {
         return;
     }
     if specs.iter().any(|s| matches!(s, TargetSpec::Docker(_))) {
-        use llmx::targets::docker::connect::{Endpoint, EndpointEnv};
+        use llmx::targets::docker::connect::{Endpoint, EndpointEnv, Route};
         match Endpoint::resolve(&EndpointEnv::from_process()) {
-            Ok(ep) => output::verbose(format!("docker: engine {} (from {})", ep.host, ep.origin)),
+            Ok(ep) => {
+                let how = Route::decide(&ep, true).map(|r| r.to_string()).unwrap_or_else(|e| e.message);
+                output::verbose(format!("docker: engine {} (from {}), {how}", ep.host, ep.origin))
+            }
             Err(e) => output::verbose(format!("docker: no engine: {}", e.message)),
         }
     }

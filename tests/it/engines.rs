@@ -336,3 +336,44 @@ fn ssh_engine_as_a_user_outside_the_docker_group_is_told_what_to_fix() {
     );
     assert!(r.stdout.contains("usermod -aG docker"), "{}", r.all());
 }
+
+/// `docker context create NAME --docker ARGS` in a fresh DOCKER_CONFIG: the store layout the
+/// docker CLI itself writes (meta.json, TLS material under the name's SHA-256).
+fn docker_context(name: &str, docker_args: &str) -> tempfile::TempDir {
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new("docker")
+        .env("DOCKER_CONFIG", config.path())
+        .env_remove("DOCKER_HOST")
+        .args(["context", "create", name, "--docker", docker_args])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker context create: {}", String::from_utf8_lossy(&out.stderr));
+    config
+}
+
+#[test]
+fn tls_context_made_by_the_docker_cli_is_used_with_its_own_certificates() {
+    let e = tls_engine();
+    let d = e.certs.display();
+    let config =
+        docker_context("llmx-tls", &format!("host={},ca={d}/ca.pem,cert={d}/cert.pem,key={d}/key.pem", e.host));
+    let config_dir = config.path().display().to_string();
+    let env =
+        [("DOCKER_HOST", String::new()), ("DOCKER_CONFIG", config_dir), ("DOCKER_CONTEXT", "llmx-tls".to_string())];
+    let (c, _local, r) = push_to_tls_container("tls-context", &env);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert_eq!(c.auth_json().as_deref(), Some(api_key_auth().as_str()));
+}
+
+#[test]
+fn ssh_context_made_by_the_docker_cli_goes_through_llmxs_ssh() {
+    let e = SshEngine::start(true);
+    let config = docker_context("llmx-ssh", &format!("host={}", e.host(&e.sshd.users[0])));
+    let config_dir = config.path().display().to_string();
+    let c = Container::run("ssh-context", IMAGE_ROOT, &[]);
+    let env = [("DOCKER_HOST", ""), ("DOCKER_CONFIG", config_dir.as_str()), ("DOCKER_CONTEXT", "llmx-ssh")];
+    let r = e.local.llmx(&["auth", "push", &c.target()], &env);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert_eq!(c.read("/root/.llmx/auth.json").as_deref(), Some(api_key_auth().as_str()));
+    assert!(e.sshd.log().contains("Accepted publickey"), "{}", e.sshd.log());
+}

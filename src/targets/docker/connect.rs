@@ -241,6 +241,25 @@ impl Route {
     }
 }
 
+impl std::fmt::Display for Route {
+    /// How the engine is reached, for `-v`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Unix(p) => write!(f, "over the local socket {p}"),
+            Route::Plain { host, warning: None } => write!(f, "over plain HTTP to {host} (loopback)"),
+            Route::Plain { host, warning: Some(_) } => write!(f, "over plain HTTP to {host} (--insecure-engine)"),
+            Route::Tls { addr, material, .. } => write!(
+                f,
+                "over TLS to {addr}, certificates from {} ({}{})",
+                material.dir.display(),
+                material.why,
+                if material.verify { "" } else { ", server not verified" }
+            ),
+            Route::Ssh(a) => write!(f, "over SSH to {a}, the remote engine's socket"),
+        }
+    }
+}
+
 /// `host:port` → (`host`, port); IPv6 in brackets; no port → `None`.
 fn split_port(s: &str) -> (&str, Option<u16>) {
     if let Some(rest) = s.strip_prefix('[') {
