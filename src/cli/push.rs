@@ -30,6 +30,8 @@ Examples:
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
   OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
+  DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
+  DOCKER_HOST=tcp://build-01:2376 DOCKER_TLS_VERIFY=1 llmx auth push docker:web  # TLS, ~/.docker/*.pem
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
   llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
   llmx auth push --context prod k8s:pod/agent-0/sidecar
