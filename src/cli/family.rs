@@ -32,6 +32,9 @@ pub struct FleetArgs {
 
     #[command(flatten)]
     pub k8s: K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 /// This machine's auth.json, parsed, and its bytes (`None` when there is none).

@@ -40,6 +40,9 @@ pub struct LogoutArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
@@ -53,7 +56,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     let rt = crate::cli::runtime()?;
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
-    let resolve = args.k8s.resolve_options(&args.ssh);
+    let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
     let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
             "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",

@@ -42,6 +42,9 @@ pub struct PullArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
@@ -51,7 +54,7 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
     let rt = crate::cli::runtime()?;
     let path = ctx.home.auth_path();
     let result = rt.block_on(async {
-        let opts = args.k8s.resolve_options(&args.ssh);
+        let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
         match holders.as_mut_slice() {
             [one] => pull(&path, one, args.force, &|_| {}).await.map_err(failure),

@@ -30,6 +30,8 @@ Examples:
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
   OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
+  DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
+  DOCKER_HOST=tcp://build-01:2376 DOCKER_TLS_VERIFY=1 llmx auth push docker:web  # TLS, ~/.docker/*.pem
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
   llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
   llmx auth push --context prod k8s:pod/agent-0/sidecar
@@ -85,6 +87,9 @@ pub struct PushArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 /// Parse target arguments; a malformed one is a usage error (exit 2), with a "did you mean"
@@ -303,9 +308,12 @@ pub fn verbose_targets(specs: &[TargetSpec], labels: &[String]) {
         return;
     }
     if specs.iter().any(|s| matches!(s, TargetSpec::Docker(_))) {
-        use llmx::targets::docker::connect::{Endpoint, EndpointEnv};
+        use llmx::targets::docker::connect::{Endpoint, EndpointEnv, Route};
         match Endpoint::resolve(&EndpointEnv::from_process()) {
-            Ok(ep) => output::verbose(format!("docker: engine {} (from {})", ep.host, ep.origin)),
+            Ok(ep) => {
+                let how = Route::decide(&ep, true).map(|r| r.to_string()).unwrap_or_else(|e| e.message);
+                output::verbose(format!("docker: engine {} (from {}), {how}", ep.host, ep.origin))
+            }
             Err(e) => output::verbose(format!("docker: no engine: {}", e.message)),
         }
     }
@@ -335,8 +343,11 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     };
     let rt = crate::cli::runtime()?;
     let summary = rt.block_on(async {
-        let targets =
-            llmx::targets::resolve::resolve(&specs, &args.k8s.resolve_options_for(&args.ssh, args.dry_run)).await;
+        let targets = llmx::targets::resolve::resolve(
+            &specs,
+            &args.k8s.resolve_options_for(&args.ssh, &args.docker, args.dry_run),
+        )
+        .await;
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         verbose_targets(&specs, &labels);
         let view = PushView::new(args.json, &labels);

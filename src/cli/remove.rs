@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = args.fleet.k8s.resolve_options(&args.fleet.ssh);
+        let resolve = args.fleet.k8s.resolve_options(&args.fleet.ssh, &args.fleet.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await;
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.fleet.json, &labels);

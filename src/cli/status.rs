@@ -49,6 +49,9 @@ pub struct AuthStatusArgs {
     pub k8s: crate::cli::k8s_args::K8sArgs,
 
     #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
+
+    #[command(flatten)]
     pub base: StatusArgs,
 }
 
@@ -63,14 +66,20 @@ pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
             ctx,
             spec,
             args.remote_home.as_deref(),
-            &args.k8s.resolve_options(&args.ssh),
+            &args.k8s.resolve_options(&args.ssh, &args.docker),
             args.base.json,
         );
     }
     // Several targets (a list): each reported in turn; one that fails does not stop the others.
     let mut code = 0;
     for spec in &specs {
-        match run_target(ctx, spec, args.remote_home.as_deref(), &args.k8s.resolve_options(&args.ssh), args.base.json) {
+        match run_target(
+            ctx,
+            spec,
+            args.remote_home.as_deref(),
+            &args.k8s.resolve_options(&args.ssh, &args.docker),
+            args.base.json,
+        ) {
             Ok(c) => code = code.max(c),
             Err(f) => {
                 let mut lines = vec![format!("llmx: {}", f.message)];

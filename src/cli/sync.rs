@@ -6,8 +6,8 @@ use crate::cli::push_view::PushView;
 use crate::cli::refresh::client;
 use crate::cli::{Ctx, Failure, Kind};
 use clap::Args;
+use llmx::family::holders_named_or_all;
 use llmx::family::sync::{SyncError, SyncOptions, sync};
-use llmx::family::{holders_from_ledger, holders_from_specs};
 use llmx::push::{PushEvent, PushSummary};
 use llmx::targets::spec;
 
@@ -75,12 +75,8 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
-        let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, args.dry_run);
-        let mut holders = if specs.is_empty() {
-            holders_from_ledger(&ledger, &resolve).await
-        } else {
-            holders_from_specs(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await
-        };
+        let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, &args.fleet.docker, args.dry_run);
+        let mut holders = holders_named_or_all(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await;
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.fleet.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);

@@ -45,6 +45,9 @@ pub struct TunnelArgs {
     #[command(flatten)]
     pub ssh: SshArgs,
 
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
+
     /// Sign in with a device code instead: the code and its page are shown here (the page opens in
     /// this browser) and nothing is forwarded; for hosts and containers no callback can reach
     #[arg(long, conflicts_with = "port")]
@@ -83,6 +86,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
     let opts = TunnelOptions {
         target,
         ssh: args.ssh.options(),
+        docker: args.docker.options(),
         device: args.device,
         port: args.port,
         remote_llmx: args.remote_llmx.clone(),

@@ -1,14 +1,17 @@
-//! `llmx auth where`: every place this login was pushed (the ledger), and what each holds now.
+//! `llmx auth where [TARGET…]`: every place this login was pushed (the ledger), or the targets
+//! named, and what each holds now.
 
 use crate::cli::family::{Spinner, ledger, local};
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
-use llmx::family::{Progress, State, holders_from_ledger, survey};
+use llmx::family::{Progress, State, holders_named_or_all, survey};
 
 const EXAMPLES: &str = "\
 Examples:
   llmx auth where                 # every holder and what it holds now
+  llmx auth where docker:web ssh:build-01   # only these targets (ledger entries or not)
+  llmx auth where @fleet.txt      # the targets listed in a file, one a line (`-`: stdin)
   llmx auth where --json | jq -r '.holders[] | select(.state != \"same\") | .target'
 
 States: same (the bytes this machine holds), fresher (same account, refreshed later there: it
@@ -19,8 +22,12 @@ Exit status 0 when every holder is reachable and holds this login's lineage (sam
 older), 1 otherwise.";
 
 #[derive(Debug, Args)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = format!("{}\n\n{EXAMPLES}", llmx::targets::spec::forms_help()))]
 pub struct WhereArgs {
+    /// Targets to survey (default: every target in the ledger); @FILE and - read them one a line
+    #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true)]
+    pub targets: Vec<String>,
+
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -34,14 +41,19 @@ pub struct WhereArgs {
 
     #[command(flatten)]
     pub k8s: crate::cli::k8s_args::K8sArgs,
+
+    #[command(flatten)]
+    pub docker: crate::cli::docker_args::DockerArgs,
 }
 
 pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
+    let specs = crate::cli::push::parse_targets(&args.targets)?;
     let ledger = ledger(ctx)?;
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     let survey = rt.block_on(async {
-        let mut holders = holders_from_ledger(&ledger, &args.k8s.resolve_options(&args.ssh)).await;
+        let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
+        let mut holders = holders_named_or_all(&specs, &ledger, None, &opts).await;
         let spinner = Spinner::new(args.json, holders.len(), "checking");
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));

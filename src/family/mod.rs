@@ -66,6 +66,21 @@ pub async fn holders_from_specs(
         .collect()
 }
 
+/// The holders a family command works on: the targets named (`specs`), else every target in
+/// the ledger.
+pub async fn holders_named_or_all(
+    specs: &[TargetSpec],
+    ledger: &Ledger,
+    remote_home: Option<&str>,
+    opts: &ResolveOptions,
+) -> Vec<Holder> {
+    if specs.is_empty() {
+        holders_from_ledger(ledger, opts).await
+    } else {
+        holders_from_specs(specs, ledger, remote_home, opts).await
+    }
+}
+
 /// Progress of a family command, for the CLI: `index` is the holder's position.
 #[derive(Debug)]
 pub enum Progress<'a> {

@@ -10,7 +10,8 @@
 //! - [`session`]: one thread per connection owns the `ssh2::Session` and all of its channels (libssh2
 //!   serialises every call, and a blocking read on one channel would stall the others); tokio code
 //!   talks to it through a cloneable [`Session`] handle: one-shot calls (exec with captured output,
-//!   SFTP), streamed remote processes, and `direct-tcpip` port forwards.
+//!   SFTP), streamed remote processes, `direct-tcpip` port forwards, and `direct-streamlocal`
+//!   channels to a remote Unix socket (a Docker engine over SSH).
 //!
 //! Nothing here prints. Where the files live is injectable through [`SshOptions::ssh_dir`], so tests
 //! never touch the real `~/.ssh`.

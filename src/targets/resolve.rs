@@ -19,6 +19,8 @@ pub struct ResolveOptions {
     pub ssh: SshOptions,
     /// Which Kubernetes cluster `k8s:` targets are in (loaded only when one is named).
     pub k8s: crate::targets::k8s::K8sOptions,
+    /// How Docker targets reach their engine (`--insecure-engine`).
+    pub docker: crate::targets::docker::connect::DockerOptions,
 }
 
 /// Expand `specs` into targets, in order; the same container or host named twice is pushed once.
@@ -37,7 +39,7 @@ pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn
     for spec in specs {
         match spec {
             TargetSpec::Docker(sel) => {
-                let engine = engine.get_or_insert_with(Engine::from_env).clone();
+                let engine = engine.get_or_insert_with(|| Engine::from_env(&opts.docker, &opts.ssh)).clone();
                 match sel {
                     DockerSelector::Container(name) => push_docker(&mut out, &engine, name.clone()),
                     DockerSelector::Label { .. } | DockerSelector::Compose { .. } => {

@@ -45,14 +45,14 @@ pub(super) struct Container {
 }
 
 /// Inspect the container: it must run; its user is resolved from its own passwd database.
-pub(super) async fn open(name: &str) -> Result<Container, TunnelError> {
+pub(super) async fn open(name: &str, opts: &super::TunnelOptions) -> Result<Container, TunnelError> {
     let label = format!("docker:{name}");
     let fail = |e: crate::targets::TargetError| TunnelError::Container {
         target: label.clone(),
         message: e.message,
         hint: e.hint,
     };
-    let docker = Engine::from_env().get().await.map_err(fail)?.clone();
+    let docker = Engine::from_env(&opts.docker, &opts.ssh).get().await.map_err(fail)?.clone();
     let info = match docker.inspect_container(name, None).await {
         Ok(i) => i,
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {

@@ -134,8 +134,10 @@ impl TunnelTarget {
 #[derive(Debug, Clone)]
 pub struct TunnelOptions {
     pub target: TunnelTarget,
-    /// How to reach an SSH target (unused for a container).
+    /// How to reach an SSH target, or a container's engine over `ssh://`.
     pub ssh: SshOptions,
+    /// How a container's engine is reached (`--insecure-engine`).
+    pub docker: crate::targets::docker::connect::DockerOptions,
     /// The device-code login (`--device`): no port here or there.
     pub device: bool,
     /// Local and remote callback port.
@@ -272,7 +274,7 @@ pub async fn run(
             (Link::Ssh(session), host, llmx, RemoteLogin::new(proc))
         }
         TunnelTarget::Docker(name) => {
-            let c = until(&cancel, container::open(name)).await??;
+            let c = until(&cancel, container::open(name, &opts)).await??;
             events(TunnelEvent::ContainerReady { container: name.clone(), id: c.id_short(), user: c.user.clone() });
             let llmx = until(&cancel, c.llmx(&opts, &events)).await??;
             let mut cmd = vec![llmx.clone()];

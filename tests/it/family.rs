@@ -407,3 +407,26 @@ fn where_and_sync_include_kubernetes_pods_and_secrets() {
     assert_eq!(holder_states(&v), [(pod, "same".into()), (secret, "same".into())], "{}", sync.all());
     assert_no_tokens(&format!("{}{}", sync.all(), w.all()), &s.secrets());
 }
+
+#[test]
+fn where_with_targets_surveys_only_those_also_from_a_file_and_unpushed_ones() {
+    let s = Signed::new();
+    let a = Container::run("where-a", IMAGE_ROOT, &[]);
+    let b = Container::run("where-b", IMAGE_ROOT, &[]);
+    let never = Container::run("where-never", IMAGE_ROOT, &[]);
+    let pushed = s.llmx(&["auth", "push", &a.target(), &b.target()]);
+    assert_eq!(pushed.code(), 0, "{}", pushed.all());
+
+    let w = s.llmx(&["auth", "where", "--json", &b.target()]);
+    assert_eq!(w.code(), 0, "{}", w.all());
+    assert_eq!(holder_states(&w.json()), [(b.target(), "same".into())]);
+
+    let list = s.local.dir.path().join("targets.txt");
+    std::fs::write(&list, format!("# the fleet\n{}\n\n{}\n", a.target(), never.target())).unwrap();
+    let w = s.llmx(&["auth", "where", "--json", &format!("@{}", list.display())]);
+    assert_eq!(w.code(), 1, "a holder without the login is not in the lineage: {}", w.all());
+    assert_eq!(holder_states(&w.json()), [(a.target(), "same".into()), (never.target(), "missing".into())]);
+
+    let bad = s.llmx(&["auth", "where", "nonsense:x"]);
+    assert_eq!(bad.code(), 2, "{}", bad.all());
+}

@@ -12,6 +12,7 @@
 mod container_tunnel;
 mod credentials;
 mod docker;
+mod engines;
 mod family;
 mod k8s;
 mod login;

@@ -79,7 +79,7 @@ type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 enum Request {
     Call(Job),
     Spawn { cmd: String, events: tmpsc::UnboundedSender<ExecEvent>, reply: oneshot::Sender<Result<u64, SshError>> },
-    Forward { sock: TcpStream, host: String, port: u16, reply: oneshot::Sender<Result<Forwarding, SshError>> },
+    Forward { sock: TcpStream, to: ForwardTo, reply: oneshot::Sender<Result<Forwarding, SshError>> },
     Stdin { id: u64, data: Vec<u8> },
     CloseStdin { id: u64 },
     Close { id: u64 },
@@ -259,7 +259,7 @@ impl Session {
     /// channel; an `Err` here means it refused (nothing listening there, forwarding disabled).
     pub async fn forward(&self, local: TcpStream, host: &str, port: u16) -> Result<Forwarding, SshError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Request::Forward { sock: local, host: host.to_string(), port, reply })?;
+        self.send(Request::Forward { sock: local, to: ForwardTo::Tcp { host: host.to_string(), port }, reply })?;
         rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "opening a forward".into() }))
     }
 
@@ -271,6 +271,23 @@ impl Session {
         // the originator.
         self.forward(TcpStream::from(OwnedFd::from(local)), host, port).await
     }
+
+    /// Connect one end of a local socket pair to the Unix socket `path` on the remote side (a
+    /// `direct-streamlocal@openssh.com` channel, what `ssh -L /local.sock:/remote.sock` does):
+    /// how a Docker Engine is reached over SSH. An `Err` means the server refused the channel
+    /// (no such socket, no permission, or stream-local forwarding disabled in sshd_config).
+    pub async fn forward_unix(&self, local: UnixStream, path: &str) -> Result<Forwarding, SshError> {
+        let (reply, rx) = oneshot::channel();
+        let sock = TcpStream::from(OwnedFd::from(local));
+        self.send(Request::Forward { sock, to: ForwardTo::Socket(path.to_string()), reply })?;
+        rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: self.host(), during: "opening a forward".into() }))
+    }
+}
+
+/// Where a forwarded connection goes on the remote side.
+enum ForwardTo {
+    Tcp { host: String, port: u16 },
+    Socket(String),
 }
 
 /// What a connection goes through and must outlive it: the jump host's session and the forward

@@ -7,7 +7,9 @@
 use super::pump::{
     EAGAIN, ExecState, ForwardState, Kind, PumpError, Pumped, Stream, describe, pump_exec, pump_forward,
 };
-use super::{Conn, ExecEvent, ExitStatus, ForwardStats, Forwarding, Request, Session, SessionInfo, Shared, Via};
+use super::{
+    Conn, ExecEvent, ExitStatus, ForwardStats, ForwardTo, Forwarding, Request, Session, SessionInfo, Shared, Via,
+};
 use crate::ssh::known_hosts::host_port_name;
 use crate::ssh::{SshError, posix_command};
 use std::collections::HashMap;
@@ -159,16 +161,23 @@ impl Owner {
                     }
                 }
             }
-            Request::Forward { sock, host, port, reply } => {
-                let target = format!("{host}:{port}");
+            Request::Forward { sock, to, reply } => {
+                let target = match &to {
+                    ForwardTo::Tcp { host, port } => format!("{host}:{port}"),
+                    ForwardTo::Socket(path) => path.clone(),
+                };
                 let r = self.blocking(|o| {
-                    let (src, src_port) = match sock.peer_addr() {
-                        Ok(a) => (a.ip().to_string(), a.port()),
-                        Err(_) => ("127.0.0.1".to_string(), 0),
+                    let opened = match &to {
+                        ForwardTo::Tcp { host, port } => {
+                            let (src, src_port) = match sock.peer_addr() {
+                                Ok(a) => (a.ip().to_string(), a.port()),
+                                Err(_) => ("127.0.0.1".to_string(), 0),
+                            };
+                            o.sess.channel_direct_tcpip(host, *port, Some((&src, src_port)))
+                        }
+                        ForwardTo::Socket(path) => o.sess.channel_direct_streamlocal(path, None),
                     };
-                    o.sess
-                        .channel_direct_tcpip(&host, port, Some((&src, src_port)))
-                        .map_err(|e| o.conn.error(format!("forwarding to {target} on the remote side"), &e))
+                    opened.map_err(|e| o.conn.error(format!("forwarding to {target} on the remote side"), &e))
                 });
                 let ch = match r {
                     Ok(ch) => ch,

@@ -43,7 +43,10 @@
 
 pub(crate) mod archive;
 pub mod connect;
+mod over_ssh;
 mod session;
+pub mod tls;
+mod transport;
 pub mod user;
 
 use crate::targets::conversation::WriteError;
