@@ -76,6 +76,15 @@ peak_rss_mb() {
   awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$W/time-v.txt"
 }
 
+# push_rss LABEL AUTH_FILE TARGET...: a fresh auth.json, then the peak RSS of one llmx push to the
+# targets as a figure (target <= 40 MB). LLMX_HOME (and HOME) come from the caller's environment.
+push_rss() {
+  local label=$1 auth=$2
+  shift 2
+  fresh_auth "$auth"
+  figure "peak RSS, llmx auth push, $label" "$(peak_rss_mb "$LLMX" auth push --json "$@")" MB 40 "" "GNU time -v"
+}
+
 # run_case CASE SIZE RUNS TOOL...: RUNS rounds, each running every TOOL once in turn (alternating),
 # after an untimed warm-up round. For each TOOL the functions prep_TOOL (untimed: fresh content,
 # reseeding), do_TOOL (timed; its output goes to $W/out) and check_TOOL (untimed; prints why not

@@ -135,10 +135,7 @@ docker_cases() { # SLOW_SIZE SIZES...
   [ -s "$W/slow-owners" ] || v=n/a
   [ "$owners" != "uid 1000 x$slow" ] || v=ok
   figure "slow path: owner of auth.json after the push over a root-owned one" "$owners" "" "uid 1000 (app)" "$v" ""
-  local big=${*: -1}
-  fresh_auth "$(DOCKER_AUTH)"
-  local t=()
+  local big=${*: -1} t=()
   mapfile -t t < <(docker_names llmx "$big" | sed 's/^/docker:/')
-  figure "peak RSS, llmx auth push, $big containers" \
-    "$(LLMX_HOME=$W/docker-llmx peak_rss_mb "$LLMX" auth push --json "${t[@]}")" MB 40 "" "GNU time -v"
+  LLMX_HOME=$W/docker-llmx push_rss "$big containers" "$(DOCKER_AUTH)" "${t[@]}"
 }

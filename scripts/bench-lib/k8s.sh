@@ -85,7 +85,5 @@ k8s_cases() { # N
   fi
   log "k8s: $1 pods, $RUNS runs"
   run_case k8s "$1" "$RUNS" llmx_k8s kubectl_exec
-  fresh_auth "$(K8S_AUTH)"
-  figure "peak RSS, llmx auth push, $1 pods" \
-    "$(LLMX_HOME=$W/k8s-llmx peak_rss_mb "$LLMX" auth push --json "k8s:$K8S_NS/label=app=bench-llmx")" MB 40 "" "GNU time -v"
+  LLMX_HOME=$W/k8s-llmx push_rss "$1 pods" "$(K8S_AUTH)" "k8s:$K8S_NS/label=app=bench-llmx"
 }

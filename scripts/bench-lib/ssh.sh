@@ -121,7 +121,7 @@ ansible_setup() {
       && "$ANSIBLE_VENV/bin/pip" install -q ansible-core >>"$W/venv.log" 2>&1 \
       || { log "ansible: install failed: $(tail -n2 "$W/venv.log" | tr '\n' ' ')"; return 1; }
   fi
-  ANSIBLE_VERSION=$("$ANSIBLE_VENV/bin/ansible" --version | head -n1)
+  ANSIBLE_VERSION=$("$ANSIBLE_VENV/bin/ansible" --version 2>/dev/null | sed -n 1p)
   export ANSIBLE_HOST_KEY_CHECKING=True ANSIBLE_NOCOLOR=1 ANSIBLE_LOCAL_TEMP=$W/ansible-tmp \
     ANSIBLE_PRIVATE_KEY_FILE=$CLIENT/.ssh/id_ed25519 ANSIBLE_RETRY_FILES_ENABLED=False \
     ANSIBLE_SSH_COMMON_ARGS="-F /dev/null -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=$CLIENT/.ssh/known_hosts"
@@ -195,10 +195,7 @@ ssh_cases() { # SIZES...
     run_case ssh "$n" "$runs" "${tools[@]}"
   done
   unset CAP_ansible
-  local big=${*: -1}
-  fresh_auth "$(SSH_AUTH)"
-  local t=()
+  local big=${*: -1} t=()
   mapfile -t t < <(ssh_targets llmx "$big" | sed 's/^/ssh:/')
-  figure "peak RSS, llmx auth push, $big SSH targets" \
-    "$(HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx peak_rss_mb "$LLMX" auth push --json "${t[@]}")" MB 40 "" "GNU time -v"
+  HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx push_rss "$big SSH targets" "$(SSH_AUTH)" "${t[@]}"
 }
