@@ -1,0 +1,133 @@
+# shellcheck shell=bash
+# scripts/bench-lib/common.sh — what every case of scripts/bench shares: logging, clocks, medians,
+# fresh auth.json content, the check that an llmx run reported every target written, and the
+# results file the report is made from.
+#
+# Results: one line per measured tool in $W/results.tsv, tab-separated:
+#   case  size  tool  runs  median_ms  status  note
+# (status: ok, or FAILED with the reason in note). Extra figures go to $W/figures.tsv:
+#   name  value  unit  target  verdict  note
+
+log() { printf '[bench %5ss] %s\n' "$(($(date +%s) - BENCH_T0))" "$*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+# Wall clock in microseconds.
+now_us() { local t; t=$(date +%s%N); echo $((t / 1000)); }
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR == 0) print ""; else print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ms() { awk -v us="$1" 'BEGIN {printf "%.1f", us / 1000}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}'; }
+# verdict VALUE MAX -> ok | MISSED
+verdict() { awk -v v="$1" -v m="$2" 'BEGIN {print (v != "" && v != "-" && v + 0 <= m + 0) ? "ok" : "MISSED"}'; }
+
+# fresh_auth FILE: a new API-key auth.json (0600), different bytes on every call, so that every
+# run of every tool really writes.
+fresh_auth() {
+  local key
+  key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  (umask 077 && printf '{\n  "OPENAI_API_KEY": "sk-bench-%s"\n}\n' "$key" >"$1.new" && mv "$1.new" "$1")
+}
+
+# llmx_all_written JSON_OUT N: the --json summary of an llmx push says ok and N targets created
+# or updated (nothing unchanged, skipped or failed). Prints the reason when not.
+llmx_all_written() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+path, n = sys.argv[1], int(sys.argv[2])
+summary, failed = None, []
+for line in open(path, encoding="utf-8", errors="replace"):
+    try:
+        o = json.loads(line)
+    except ValueError:
+        continue
+    if o.get("event") == "summary":
+        summary = o
+    elif o.get("event") == "target" and o.get("outcome") not in ("created", "updated"):
+        failed.append(f'{o.get("target")}: {o.get("outcome")} {o.get("reason") or ""}'.strip())
+err = next((json.loads(l) for l in open(path) if l.startswith('{"error"')), None) if summary is None else None
+if summary is None:
+    print(f"no summary ({err['error'].get('message') if err else 'llmx printed no JSON'})")
+    sys.exit(1)
+c = summary.get("counts", {})
+written = c.get("created", 0) + c.get("updated", 0)
+if not summary.get("ok") or written != n or summary.get("targets") != n:
+    print(f"{written}/{n} written, counts {c}; first: {'; '.join(failed[:3])}")
+    sys.exit(1)
+PY
+}
+
+# record CASE SIZE TOOL TIMES_FILE STATUS NOTE
+record() {
+  local med runs
+  runs=$(grep -c . "$4" 2>/dev/null || true)
+  med=$(median <"$4" 2>/dev/null || true)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${runs:-0}" "${med:-}" "$5" "$6" >>"$W/results.tsv"
+}
+# figure NAME VALUE UNIT TARGET VERDICT NOTE (an empty VERDICT: VALUE <= TARGET decides)
+figure() {
+  local v=$5
+  [ -n "$v" ] || v=$(verdict "$2" "$4")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$v" "$6" >>"$W/figures.tsv"
+}
+
+# peak_rss_mb CMD...: GNU time's maximum resident set size of CMD, in MB (stdout of CMD dropped).
+peak_rss_mb() {
+  /usr/bin/time -v "$@" 2>"$W/time-v.txt" >/dev/null || true
+  awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$W/time-v.txt"
+}
+
+# push_rss LABEL AUTH_FILE TARGET...: a fresh auth.json, then the peak RSS of one llmx push to the
+# targets as a figure (target <= 40 MB). LLMX_HOME (and HOME) come from the caller's environment.
+push_rss() {
+  local label=$1 auth=$2
+  shift 2
+  fresh_auth "$auth"
+  figure "peak RSS, llmx auth push, $label" "$(peak_rss_mb "$LLMX" auth push --json "$@")" MB 40 "" "GNU time -v"
+}
+
+# run_case CASE SIZE RUNS TOOL...: RUNS rounds, each running every TOOL once in turn (alternating),
+# after an untimed warm-up round. For each TOOL the functions prep_TOOL (untimed: fresh content,
+# reseeding), do_TOOL (timed; its output goes to $W/out) and check_TOOL (untimed; prints why not
+# when a target was not written) must exist. A tool that fails is reported and left out of the
+# later rounds; the case goes on. CAP_<tool>=K caps one slow tool: no warm-up, K timed runs.
+run_case() {
+  local case=$1 size=$2 runs=$3
+  shift 3
+  local tool r t0 t1 why
+  declare -A failed=()
+  for tool in "$@"; do : >"$W/t.$case.$size.$tool"; done
+  for r in $(seq 0 "$runs"); do
+    for tool in "$@"; do
+      [ -z "${failed[$tool]:-}" ] || continue
+      local cap_var="CAP_${tool//-/_}"
+      local cap=${!cap_var:-}
+      if [ -n "$cap" ]; then
+        # capped tool: no warm-up, at most $cap timed runs
+        [ "$r" -ge 1 ] && [ "$r" -le "$cap" ] || continue
+      fi
+      "prep_$tool" "$size" >"$W/prep.out" 2>&1 || { failed[$tool]="setup failed: $(tail -n1 "$W/prep.out")"; continue; }
+      t0=$(now_us)
+      if "do_$tool" "$size" >"$W/out" 2>&1; then
+        t1=$(now_us)
+        if why=$("check_$tool" "$size" 2>&1); then
+          [ "$r" -eq 0 ] || echo $((t1 - t0)) >>"$W/t.$case.$size.$tool"
+        else
+          failed[$tool]="run $r: not every target written: ${why//$'\n'/ }"
+        fi
+      else
+        failed[$tool]="run $r exited non-zero: $(grep -v '^{"event":"target"' "$W/out" | tail -n 2 | tr '\n' ' ' | cut -c1-300)"
+      fi
+      [ -z "${failed[$tool]:-}" ] || log "$case $size $tool: ${failed[$tool]}"
+    done
+    [ "$r" -eq 0 ] || log "$case $size: round $r/$runs done"
+  done
+  for tool in "$@"; do
+    if [ -n "${failed[$tool]:-}" ]; then
+      record "$case" "$size" "$tool" "$W/t.$case.$size.$tool" FAILED "${failed[$tool]}"
+    else
+      local cap_var="CAP_${tool//-/_}" note=""
+      [ -z "${!cap_var:-}" ] || note="${!cap_var} timed run(s), no warm-up (capped: slow at this size)"
+      record "$case" "$size" "$tool" "$W/t.$case.$size.$tool" ok "$note"
+    fi
+  done
+}

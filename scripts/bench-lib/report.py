@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""scripts/bench-lib/report.py — turns the results of one scripts/bench run into its table.
+
+Reads results.tsv and figures.tsv (see common.sh) and meta.env from the run's work directory,
+prints the tables (markdown, readable as plain text) to stdout, and writes the whole report as
+markdown to the file named by the second argument (unless it is "-").
+"""
+import os
+import sys
+
+work, out = sys.argv[1], sys.argv[2]
+
+meta = {}
+for line in open(os.path.join(work, "meta.env"), encoding="utf-8"):
+    k, _, v = line.rstrip("\n").partition("=")
+    meta[k] = v
+
+rows = []
+for line in open(os.path.join(work, "results.tsv"), encoding="utf-8"):
+    f = line.rstrip("\n").split("\t")
+    f += [""] * (7 - len(f))
+    rows.append(dict(case=f[0], size=int(f[1]), tool=f[2], runs=f[3], median=f[4], status=f[5], note=f[6]))
+figures = []
+if os.path.exists(os.path.join(work, "figures.tsv")):
+    for line in open(os.path.join(work, "figures.tsv"), encoding="utf-8"):
+        f = line.rstrip("\n").split("\t")
+        f += [""] * (6 - len(f))
+        figures.append(dict(name=f[0], value=f[1], unit=f[2], target=f[3], verdict=f[4], note=f[5]))
+
+LABEL = {
+    "llmx_ssh": "`llmx auth push` (one command, default --jobs)",
+    "ssh_loop": "OpenSSH loop, `xargs -P16 ssh … 'mkdir -p ~/.llmx && cat > ~/.llmx/auth.json'`",
+    "ansible": "Ansible `copy`, forks=16",
+    "llmx_docker": "`llmx auth push` (one command, default --jobs)",
+    "docker_recipe": "seed's recipe, `xargs -P16` (exec mkdir + cp + exec chown)",
+    "docker_cp": "bare `docker cp`, `xargs -P16`",
+    "llmx_k8s": "`llmx auth push k8s:NS/label=…`",
+    "kubectl_exec": "`xargs -P16 kubectl exec -i … cat >`",
+    "slow_path": "llmx over a root-owned auth.json (slow path)",
+    "fast_path": "llmx over its own auth.json (fast path)",
+}
+OURS = {"llmx_ssh", "llmx_docker", "llmx_k8s", "slow_path"}
+KIND = {"ssh": "SSH", "docker": "Docker", "k8s": "Kubernetes", "docker-owner": "Docker, owner"}
+UNIT = {"ssh": "targets", "docker": "containers", "k8s": "pods", "docker-owner": "containers"}
+
+
+def target_for(case, size, tool):
+    """The issue's targets for llmx/peer (None: no stated target, the ratio is shown only)."""
+    if case == "ssh" and tool == "ssh_loop" and size <= 64:
+        return 0.15
+    if case == "docker-owner" and tool == "fast_path":
+        return 1.5
+    if case == "k8s" and tool == "kubectl_exec":
+        return 0.5
+    return None
+
+
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+lines = []
+p = lines.append
+p("# Benchmarks")
+p("")
+p(f"Produced by `{meta.get('COMMAND', 'scripts/bench')}` on {meta.get('DATE', '?')}, "
+  f"in {meta.get('WALL', '?')} s of wall time.")
+p("")
+p(f"**Machine load: {meta.get('LOAD_BEFORE', '?')} before, {meta.get('LOAD_AFTER', '?')} after** "
+  f"(1/5/15-minute load averages on {meta.get('NPROC', '?')} cores). "
+  + ("Other work ran on this machine during this run: the absolute times and the ratios are noisy; "
+     "rerun on a quiet machine for the figures to quote."
+     if num(meta.get("LOAD_BEFORE", "0").split()[0]) is not None
+     and num(meta.get("LOAD_BEFORE", "0").split()[0]) >= 0.5 * int(meta.get("NPROC", "1") or 1)
+     else "A quiet machine."))
+p("")
+p("| machine | |")
+p("|---|---|")
+p(f"| cores (nproc) | {meta.get('NPROC', '?')} |")
+p(f"| RAM | {meta.get('RAM', '?')} |")
+p(f"| kernel | {meta.get('KERNEL', '?')} |")
+p(f"| OS | {meta.get('OS', '?')} |")
+p(f"| llmx | {meta.get('LLMX_VERSION', '?')}, commit {meta.get('COMMIT', '?')} (release build) |")
+p(f"| OpenSSH | {meta.get('OPENSSH', '?')} |")
+p(f"| Ansible | {meta.get('ANSIBLE', 'not used')} |")
+p(f"| Docker | {meta.get('DOCKER', 'not used')} |")
+p(f"| Kubernetes | {meta.get('K8S', 'not used')} |")
+p(f"| RLIMIT_NOFILE | {meta.get('NOFILE', '?')} (soft limit llmx ran with; the script does not raise it) |")
+p("")
+
+p("## Push: llmx beside the tools people use instead")
+p("")
+p("Medians of the timed runs (after one untimed warm-up round); the tools take turns run by run; "
+  "each tool writes to its own targets and every run writes a new auth.json, checked afterwards. "
+  "`llmx/peer` below 1 means llmx is faster.")
+p("")
+p("| kind | size | tool | runs | median | per target | llmx/peer | target | result |")
+p("|---|---:|---|---:|---:|---:|---:|---:|---|")
+groups = {}
+for r in rows:
+    groups.setdefault((r["case"], r["size"]), []).append(r)
+order = {"ssh": 0, "docker": 1, "docker-owner": 2, "k8s": 3}
+missed = []
+for (case, size), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+    ours = next((r for r in rs if r["tool"] in OURS), None)
+    ours_ms = num(ours["median"]) / 1000 if ours and ours["status"] == "ok" and num(ours["median"]) else None
+    for r in rs:
+        label = LABEL.get(r["tool"], r["tool"])
+        kind = f"{KIND.get(case, case)}"
+        sz = f"{size} {UNIT.get(case, '')}"
+        if r["status"] != "ok":
+            p(f"| {kind} | {sz} | {label} | {r['runs']} | - | - | - | - | **{r['status']}**: {r['note']} |")
+            if r["status"] == "FAILED":
+                missed.append(f"{kind} {sz} {r['tool']}: {r['note']}")
+            continue
+        m = num(r["median"]) / 1000
+        per = m / size
+        ratio, tgt, res = "-", "-", "ok"
+        if r is not ours and ours_ms is not None:
+            q = ours_ms / m
+            ratio = f"{q:.2f}×"
+            t = target_for(case, size, r["tool"])
+            if t is not None:
+                tgt = f"≤ {t}×"
+                res = "ok" if q <= t else "MISSED"
+                if res == "MISSED":
+                    missed.append(f"{kind} {sz}: llmx/{r['tool']} = {q:.2f}× (target ≤ {t}×)")
+        note = f" ({r['note']})" if r["note"] else ""
+        p(f"| {kind} | {sz} | {label} | {r['runs']} | {m:.1f} ms | {per:.2f} ms | {ratio} | {tgt} | {res}{note} |")
+p("")
+
+p("## Growth from the smallest to the largest size (llmx)")
+p("")
+p("Time must grow no worse than linearly: time(largest)/time(smallest) ≤ largest/smallest.")
+p("")
+p("| kind | sizes | llmx medians | time ratio | size ratio | result |")
+p("|---|---|---|---:|---:|---|")
+for case, tool in (("ssh", "llmx_ssh"), ("docker", "llmx_docker")):
+    ok = sorted((r["size"], num(r["median"]) / 1000) for r in rows
+                if r["case"] == case and r["tool"] == tool and r["status"] == "ok" and num(r["median"]))
+    if len(ok) < 2:
+        p(f"| {KIND[case]} | {', '.join(str(s) for s, _ in ok) or '-'} | - | - | - | not measured (one size only) |")
+        continue
+    (s0, t0), (s1, t1) = ok[0], ok[-1]
+    g, lin = t1 / t0, s1 / s0
+    res = "ok" if g <= lin else "MISSED"
+    if res == "MISSED":
+        missed.append(f"{KIND[case]} growth {s0}→{s1}: {g:.1f}× for {lin:.0f}× the targets")
+    p(f"| {KIND[case]} | {' → '.join(str(s) for s, _ in ok)} | {' → '.join(f'{t:.0f} ms' for _, t in ok)} "
+      f"| {g:.2f}× | {lin:.0f}× | {res} |")
+p("")
+
+p("## Start-up, memory, ownership")
+p("")
+p("| figure | value | target | result | how |")
+p("|---|---:|---:|---|---|")
+for f in figures:
+    unit = f" {f['unit']}" if f["unit"] else ""
+    tgt = f"≤ {f['target']}{unit}" if num(f["target"]) is not None else f["target"]
+    p(f"| {f['name']} | {f['value']}{unit} | {tgt} | {f['verdict']} | {f['note']} |")
+    if f["verdict"] not in ("ok", "", "n/a"):
+        missed.append(f"{f['name']}: {f['value']}{unit} (target {tgt})")
+p("")
+p("## Missed targets and failures")
+p("")
+if missed:
+    for m in missed:
+        p(f"- {m}")
+else:
+    p("None.")
+p("")
+skips = [r for r in rows if r["status"] == "SKIPPED"]
+for r in skips:
+    p(f"- {KIND.get(r['case'], r['case'])}: {r['note']}")
+if skips:
+    p("")
+
+report = "\n".join(lines) + "\n"
+sys.stdout.write(report)
+if out != "-":
+    notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks-notes.md")
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(report)
+        if os.path.exists(notes):
+            fh.write(open(notes, encoding="utf-8").read())
