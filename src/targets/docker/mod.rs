@@ -205,17 +205,21 @@ impl DockerTarget {
             match session::open(&docker, &id, remote_home).await {
                 Ok((session, h)) => {
                     let home = clean_home(&h.home, "the credential home")?;
-                    self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
-                    self.session = Some(session);
                     let auth = join(&home, crate::home::AUTH_FILE);
                     // An auth.json the user cannot read (root's, as `docker cp` leaves it) is
-                    // read through the archive API; the conversation still replaces it.
-                    self.prefetched = match (h.dir_link, h.symlink, h.unreadable) {
-                        (true, _, _) => Some(Err(dir_link_refused(&home))),
-                        (_, true, _) => Some(Err(symlink_refused(&auth))),
-                        (_, _, true) => None,
-                        _ => Some(Ok(h.current)),
-                    };
+                    // read through the archive API, one request (the shell has just seen that
+                    // neither it nor its directory is a link; the read refuses a link anyway);
+                    // the conversation still replaces it.
+                    self.prefetched = Some(match (h.dir_link, h.symlink, h.unreadable) {
+                        (true, _, _) => Err(dir_link_refused(&home)),
+                        (_, true, _) => Err(symlink_refused(&auth)),
+                        (_, _, true) => archive::read_file(&docker, &id, &auth, Links::Refuse)
+                            .await
+                            .map_err(archive_err("reading the current credential")),
+                        _ => Ok(h.current),
+                    });
+                    self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
+                    self.session = Some(session);
                     return Ok(Location { home, owner: Some((h.uid, h.gid)) });
                 }
                 Err(session::Unavailable(why)) => {
