@@ -36,7 +36,8 @@ pub const MAX_READ: usize = 4 * 1024 * 1024;
 pub use address::SshAddress;
 pub use connect::{Destination, Route, parse_jump_list};
 pub use session::{
-    Conn, ExecEvent, ExecOutput, ExitStatus, ForwardStats, Forwarding, RemoteProcess, Session, SessionInfo,
+    Conn, ExecEvent, ExecOutput, ExitStatus, ForwardStats, Forwarding, ProcessInput, RemoteProcess, Session,
+    SessionInfo,
 };
 
 /// Asks the user for the passphrase of an encrypted private key; `None` when nobody can answer

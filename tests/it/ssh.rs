@@ -69,7 +69,7 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
         Ok(rd) => rd
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".auth.json.tmp-"))
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(llmx::targets::ssh::TEMP_PREFIX))
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -638,11 +638,12 @@ async fn oversized_remote_auth_json_and_command_output_are_capped() {
     user.chown(&dir);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut t = SshTarget::new(addr(&sshd, user), c.opts());
-    let loc = t.locate(None, &|_| {}).await.unwrap();
-    // Just over the cap and far over it: refused; at the cap exactly, and empty: read.
+    // Just over the cap and far over it: refused; at the cap exactly, and empty: read. (Located
+    // anew each time: locate reads the file, in the same round trip.)
     for (size, ok) in [(cap + 1, false), (3 * cap, false), (cap, true), (0, true)] {
         let f = user.write(".llmx/auth.json", "", 0o600);
         std::fs::write(&f, vec![b' '; size]).unwrap();
+        let loc = t.locate(None, &|_| {}).await.unwrap();
         let r = t.read(&loc).await;
         if ok {
             assert_eq!(r.unwrap().unwrap().bytes.len(), size);
@@ -966,4 +967,139 @@ fn cli_agent_and_config_alias() {
     let (code, out, err) = llmx(&c, &["auth", "push", "ssh:box-a"]);
     assert_eq!(code, 1);
     assert!(format!("{out}{err}").contains("permission denied"), "{out}{err}");
+}
+
+/// What sshd's log (LogLevel VERBOSE) says the clients asked for since `from` bytes: session
+/// channels (`Starting session: command …`, or `forced-command …`) and, of those, SFTP
+/// subsystems.
+fn sessions_since(sshd: &Sshd, from: usize) -> (usize, usize) {
+    let log = sshd.log();
+    let new = &log[from.min(log.len())..];
+    let execs = new.lines().filter(|l| l.contains("Starting session: ")).count();
+    let sftp = new.lines().filter(|l| l.contains("subsystem request for sftp")).count();
+    (execs, sftp)
+}
+
+#[test]
+fn a_push_is_one_exec_channel_per_host_and_status_too() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    login_api_key(&c, SECRET);
+    let spec = sshd.spec(user);
+    // Created, unchanged, updated, and a status: each one session with one shell, no SFTP.
+    for (args, said) in [
+        (vec!["auth", "push", &spec], "created"),
+        (vec!["auth", "push", &spec], "unchanged"),
+        (vec!["auth", "status", &spec], "API key"),
+    ] {
+        let before = sshd.log().len();
+        let (code, out, err) = llmx(&c, &args);
+        assert_eq!(code, 0, "{args:?}: {out}\n{err}");
+        assert!(out.contains(said), "{args:?}: {out}");
+        assert_eq!(sessions_since(&sshd, before), (1, 0), "{args:?}: {}", &sshd.log()[before..]);
+    }
+    login_api_key(&c, "sk-cli-second-key-000000000000");
+    let before = sshd.log().len();
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("updated"), "{out}");
+    assert_eq!(sessions_since(&sshd, before), (1, 0), "{}", &sshd.log()[before..]);
+    let remote = user.home.join(".llmx/auth.json");
+    assert!(std::fs::read_to_string(&remote).unwrap().contains("sk-cli-second-key"));
+    assert_eq!(mode(&remote), 0o600);
+    // The credential never was on a command line: sshd logs every command at DEBUG, but even
+    // at VERBOSE nothing of it is in the log.
+    assert!(!sshd.log().contains("sk-cli"), "{}", sshd.log());
+}
+
+#[test]
+fn an_sftp_only_account_is_written_over_sftp_without_waiting() {
+    // `ForceCommand internal-sftp`: every session is an SFTP server, no command ever runs.
+    // (Test users are named llmxt…; see support/sshd.rs.)
+    let sshd = Sshd::start_with(SshdOptions::default(), "Match User llmxt*\n  ForceCommand internal-sftp\n");
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    login_api_key(&c, SECRET);
+    let spec = sshd.spec(user);
+    let remote = user.home.join(".llmx/auth.json");
+    for said in ["created", "unchanged"] {
+        let started = Instant::now();
+        let before = sshd.log().len();
+        let (code, out, err) = llmx(&c, &["auth", "push", &spec]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(out.contains(said), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(10), "the fallback waited: {:?}", started.elapsed());
+        // The shell's session (which ran an SFTP server, quitting at our first line), then SFTP.
+        let (sessions, _) = sessions_since(&sshd, before);
+        assert!(sessions >= 2, "tried the shell, then SFTP: {}", &sshd.log()[before..]);
+    }
+    // An update replaces the file over SFTP alone (no `mv` can run): whole, private, no temp left.
+    login_api_key(&c, "sk-cli-second-key-000000000000");
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("updated"), "{out}");
+    assert!(std::fs::read_to_string(&remote).unwrap().contains("sk-cli-second-key"));
+    let meta = std::fs::metadata(&remote).unwrap();
+    assert_eq!((meta.uid(), meta.gid(), mode(&remote)), (user.uid, user.gid, 0o600));
+    assert_eq!(mode(&user.home.join(".llmx")), 0o700);
+    assert!(temp_files(&user.home.join(".llmx")).is_empty());
+    let (code, out, err) = llmx(&c, &["auth", "status", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("sk-cli-s***"), "{out}");
+    // The same refusals hold there: a symlinked auth.json is not written through.
+    let victim = user.write("victim.txt", "precious\n", 0o600);
+    std::fs::remove_file(&remote).unwrap();
+    std::os::unix::fs::symlink(&victim, &remote).unwrap();
+    user.chown(&remote);
+    let (code, out, err) = llmx(&c, &["auth", "push", &spec]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(format!("{out}{err}").contains("symbolic link"), "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auth_json_of_another_user_is_refused_and_kept() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let dir = user.home.join(".llmx");
+    std::fs::create_dir(&dir).unwrap();
+    user.chown(&dir);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // Root's file in the user's own directory (readable, so the shell reads it): the user could
+    // rename over it, but it is not theirs to replace.
+    std::fs::write(dir.join("auth.json"), "root's\n").unwrap();
+    std::fs::set_permissions(dir.join("auth.json"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let e = push(&mut t, None, b"{}").await.unwrap_err();
+    assert!(e.message.contains("belongs to uid 0, not to you"), "{e:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("auth.json")).unwrap(), "root's\n");
+    assert!(temp_files(&dir).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_after_locate_deletes_only_a_regular_file_of_the_user() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    push(&mut t, None, b"{}").await.unwrap();
+    // locate leaves a conversation open for a write; remove ends it and deletes.
+    let loc = t.locate(None, &|_| {}).await.unwrap();
+    assert!(t.remove(&loc).await.unwrap());
+    assert!(!user.home.join(".llmx/auth.json").exists());
+    let loc = t.locate(None, &|_| {}).await.unwrap();
+    assert_eq!(t.read(&loc).await.unwrap(), None);
+    assert!(!t.remove(&loc).await.unwrap(), "nothing to remove");
+    // A symbolic link is not removed (nor what it points at).
+    let victim = user.write("victim.txt", "precious\n", 0o600);
+    std::os::unix::fs::symlink(&victim, user.home.join(".llmx/auth.json")).unwrap();
+    let e = t.remove(&loc).await.unwrap_err();
+    assert!(e.message.contains("symbolic link"), "{e:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }

@@ -214,6 +214,13 @@ impl Conn {
         r.map_err(|e| self.error(format!("removing {path}"), &e))
     }
 
+    /// SFTP rename. OpenSSH's server refuses to replace an existing file (it links, then
+    /// unlinks the old name), whatever flags are sent.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), SshError> {
+        let r = self.sftp()?.rename(Path::new(from), Path::new(to), None);
+        r.map_err(|e| self.error(format!("renaming {from} to {to}"), &e))
+    }
+
     /// Names in a directory (without `.` and `..`).
     pub fn list_dir(&mut self, path: &str) -> Result<Vec<String>, SshError> {
         let r = self.sftp()?.readdir(Path::new(path));

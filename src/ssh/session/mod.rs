@@ -46,7 +46,7 @@ use std::sync::{Arc, mpsc};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 pub use conn::{Conn, is_not_found};
-pub use streams::{Forwarding, RemoteProcess};
+pub use streams::{Forwarding, ProcessInput, RemoteProcess};
 
 /// What we know about the connected peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +209,8 @@ impl Session {
         &self.shared.info
     }
 
-    fn host(&self) -> String {
+    /// `host` or `[host]:port`, as messages name the peer.
+    pub fn host(&self) -> String {
         host_port_name(&self.shared.info.host, self.shared.info.port)
     }
 

@@ -146,7 +146,7 @@ impl Owner {
                             ch,
                             Kind::Exec(ExecState {
                                 events,
-                                stdin: Vec::new(),
+                                stdin: std::collections::VecDeque::new(),
                                 stdin_eof: false,
                                 eof_sent: false,
                                 out_done: false,
@@ -215,7 +215,7 @@ impl Owner {
             }
             Request::Stdin { id, data } => {
                 if let Some(Stream { kind: Kind::Exec(st), .. }) = self.streams.get_mut(&id) {
-                    st.stdin.extend_from_slice(&data);
+                    st.stdin.extend(data);
                 }
             }
             Request::CloseStdin { id } => {

@@ -4,6 +4,7 @@
 
 use super::{ExecEvent, ForwardStats};
 use crate::ssh::SshError;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -22,7 +23,9 @@ pub(super) enum Kind {
 
 pub(super) struct ExecState {
     pub(super) events: tmpsc::UnboundedSender<ExecEvent>,
-    pub(super) stdin: Vec<u8>,
+    /// Queued for stdin. A deque: a large input (a credential file of megabytes) goes out a
+    /// packet at a time, and taking each packet off the front of a `Vec` would copy the rest.
+    pub(super) stdin: VecDeque<u8>,
     pub(super) stdin_eof: bool,
     pub(super) eof_sent: bool,
     pub(super) out_done: bool,
@@ -87,7 +90,7 @@ const CHUNK: usize = 32 * 1024;
 pub(super) fn pump_exec(ch: &mut ssh2::Channel, st: &mut ExecState) -> Result<Pumped, PumpError> {
     let mut moved = false;
     if !st.stdin.is_empty()
-        && let Some(n) = again_io(ch.write(&st.stdin))?
+        && let Some(n) = again_io(ch.write(st.stdin.as_slices().0))?
     {
         st.stdin.drain(..n);
         moved = true;

@@ -1,5 +1,5 @@
 //! The handles on the streams a [`Session`] runs: [`RemoteProcess`] for a command whose output is
-//! streamed, [`Forwarding`] for a `direct-tcpip` forward. Both talk to the owner thread through the
+//! streamed (and [`ProcessInput`], its stdin alone), [`Forwarding`] for a `direct-tcpip` forward. Both talk to the owner thread through the
 //! session's request channel, and dropping either tears its stream down.
 
 use super::{ExecEvent, ForwardStats, Request, Session};
@@ -25,6 +25,34 @@ impl RemoteProcess {
 
     /// Send EOF on stdin once what was written has gone out.
     pub fn close_stdin(&self) -> Result<(), SshError> {
+        self.session.send(Request::CloseStdin { id: self.id })
+    }
+
+    /// A handle on the process's stdin alone, for a writer that runs beside the reader of its
+    /// output. Writes after the process ended go nowhere.
+    pub fn input(&self) -> ProcessInput {
+        ProcessInput { id: self.id, session: self.session.clone() }
+    }
+}
+
+/// The stdin of a [`RemoteProcess`], split from its output (see [`RemoteProcess::input`]). Holding
+/// it keeps the connection open, not the process: the process still ends when its
+/// [`RemoteProcess`] is dropped.
+#[derive(Clone)]
+pub struct ProcessInput {
+    id: u64,
+    session: Session,
+}
+
+impl ProcessInput {
+    /// Queue `data` for the process's stdin (the owner thread sends it as the channel's window
+    /// allows; this never blocks).
+    pub fn write(&self, data: Vec<u8>) -> Result<(), SshError> {
+        self.session.send(Request::Stdin { id: self.id, data })
+    }
+
+    /// Send EOF on stdin once what was written has gone out.
+    pub fn close(&self) -> Result<(), SshError> {
         self.session.send(Request::CloseStdin { id: self.id })
     }
 }

@@ -152,6 +152,11 @@ impl Sshd {
         Sshd::launch(opts, None, "")
     }
 
+    /// On 127.0.0.1 with `extra` lines appended to its config (a `Match` block goes last).
+    pub fn start_with(opts: SshdOptions, extra: &str) -> Sshd {
+        Sshd::launch(opts, None, extra)
+    }
+
     /// sshd inside the network namespace `netns` (which the test made), listening on its address
     /// `addr`, port 22, with `extra` lines appended to its config (tests/it/support/netns.rs).
     pub fn start_in_netns(opts: SshdOptions, netns: &str, addr: std::net::IpAddr, extra: &str) -> Sshd {

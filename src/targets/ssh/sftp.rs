@@ -1,157 +1,104 @@
-//! `ssh:[user@]host[:port]`: a credential on an SSH host, written over SFTP.
+//! The SFTP path of the `ssh:` target, for a host whose shell does not run the conversation (a
+//! restricted account: `ForceCommand internal-sftp`, a `nologin` or non-POSIX shell without
+//! `/bin/sh`) and when the conversation fails on the way (see [`super`]).
 //!
-//! The connection is made in `locate` (so one unreachable host fails alone) and kept for `read`
-//! and `write`. The remote home is `--remote-home`, else the `LLMX_HOME` that a non-interactive
-//! command sees on the host (`~/.ssh/environment`, `SetEnv`, a shell rc file), else the login
-//! directory + `/.llmx`; a relative or `~/` path is taken from the login directory.
+//! The remote home is `--remote-home`, else the `LLMX_HOME` that a non-interactive command sees
+//! (asked only when commands run at all), else the login directory + `/.llmx`; a relative or `~/`
+//! path is taken from the login directory.
 //!
-//! A write never exposes a partial auth.json: the bytes go to `.auth.json.tmp-<random>` (0600,
-//! created exclusively, fsynced) beside it, which a remote `mv -f` renames over auth.json (libssh2's
-//! SFTP rename will not replace a file), after checking the temp file is still a private regular
-//! file with one link. Before that it refuses a symlinked auth.json, an auth.json owned by another
-//! user, and a credential directory that [`judge_dir`] refuses (a symbolic link, another user's, or
-//! one others can write to, such as `/tmp`), and removes temp files that an interrupted push left
-//! behind (only those older than ten minutes: a younger one may be another write's). After it,
-//! auth.json is read back (at most [`crate::targets::MAX_READ`]) and its SHA-256 compared. The
-//! credential travels only inside the SFTP stream, never on a command line.
+//! A write never exposes a partial auth.json: the bytes go to `.auth.json.llmx-<random>` (0600,
+//! created exclusively, fsynced) beside it, which is then moved over auth.json. Where commands run,
+//! a remote `mv -f` does it (one `rename(2)`; libssh2's SFTP rename will not replace a file), after
+//! checking the temp file is still a private regular file with one link. Where they do not (an
+//! SFTP-only account), the temp file is checked over SFTP (a regular file, 0600, ours), the old
+//! auth.json is unlinked and the temp file renamed in its place: for that instant a reader finds
+//! no file, never a partial one. Before that it refuses a symlinked auth.json, an auth.json owned
+//! by another user, and a credential directory that [`judge_dir`] refuses, and removes temp files
+//! that an interrupted push left behind (only those older than ten minutes: a younger one may be
+//! another write's). After it, auth.json is read back (at most [`crate::targets::MAX_READ`]) and
+//! its SHA-256 compared. The credential travels only inside the SFTP stream, never on a command
+//! line.
 
 use crate::home::AUTH_FILE;
-use crate::ssh::SshAddress;
-use crate::ssh::{Conn, Session, SshError, SshOptions, shell_quote};
+use crate::ssh::{Conn, Session, SshError, shell_quote};
 use crate::targets::conversation::PRIVATE_FILE_FN;
-use crate::targets::{
-    DirFacts, DirKind, DirVerdict, ErrorKind, Identity, Location, RemoteFile, STALE_TEMP_AGE, StepFn, Target,
-    TargetError, judge_dir,
-};
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use crate::targets::{DirFacts, DirKind, DirVerdict, Location, RemoteFile, STALE_TEMP_AGE, StepFn, judge_dir};
 use sha2::{Digest, Sha256};
 
-/// Prefix of the temp files a write creates beside auth.json.
-pub const TEMP_PREFIX: &str = ".auth.json.tmp-";
+/// Prefix of the temp files a write creates beside auth.json (the conversation's too, so that
+/// either path removes what the other left).
+pub const TEMP_PREFIX: &str = ".auth.json.llmx-";
+/// What llmx before the shell conversation named them; still removed when old.
+const OLD_TEMP_PREFIX: &str = ".auth.json.tmp-";
 
-/// One SSH host.
-pub struct SshTarget {
-    addr: SshAddress,
-    opts: SshOptions,
-    session: Option<Session>,
+/// Whether the host runs remote commands at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// Commands run (the conversation failed for another reason): `LLMX_HOME` is asked, and the
+    /// move is a checked `mv -f`.
+    Works,
+    /// No command runs: everything is SFTP.
+    Unusable,
 }
 
-impl SshTarget {
-    /// Nothing connects until [`Target::locate`].
-    pub fn new(addr: SshAddress, opts: SshOptions) -> SshTarget {
-        SshTarget { addr, opts, session: None }
-    }
-
-    fn connected(&self) -> Result<&Session, TargetError> {
-        self.session.as_ref().ok_or_else(|| TargetError::new("not connected (locate was not called)"))
-    }
+/// Login directory, uid/gid and (when commands run) `LLMX_HOME` as a non-interactive command
+/// sees them.
+pub async fn locate(session: &Session, explicit: Option<&str>, shell: Shell) -> Result<Location, SshError> {
+    let explicit = explicit.map(str::to_string);
+    session.call(move |c| locate_remote(c, explicit.as_deref(), shell)).await
 }
 
-/// Unreachable (resolve, connect, timeout); a credential or trust decision needed (refused keys,
-/// a host key not known yet); anything else failed.
-pub fn error_kind(e: &SshError) -> ErrorKind {
-    match e {
-        SshError::Resolve { .. } | SshError::Connect { .. } | SshError::Timeout { .. } => ErrorKind::Unreachable,
-        SshError::Auth { .. } | SshError::UnknownHost { .. } => ErrorKind::AuthNeeded,
-        _ => ErrorKind::Failed,
-    }
+/// The current auth.json, refusing a symlink or anything but a regular file.
+pub async fn read(session: &Session, loc: &Location) -> Result<Option<RemoteFile>, SshError> {
+    let path = loc.auth_path();
+    session.call(move |c| read_remote(c, &path)).await
 }
 
-impl From<SshError> for TargetError {
-    fn from(e: SshError) -> TargetError {
-        let hint = e.hint();
-        let t = TargetError::new(e.to_string()).with_kind(error_kind(&e));
-        match hint {
-            Some(h) => t.with_hint(h),
-            None => t,
-        }
-    }
-}
+/// Replace auth.json with `bytes` (see the module doc), then read it back and compare.
+pub async fn write(
+    session: &Session,
+    loc: &Location,
+    bytes: &[u8],
+    shell: Shell,
+    step: StepFn<'_>,
+) -> Result<(), SshError> {
+    let home = loc.home.clone();
+    let uid = loc.owner.map(|(u, _)| u);
+    step("checking the remote directory");
+    session.call(move |c| prepare(c, &home, uid)).await?;
 
-impl Target for SshTarget {
-    fn label(&self) -> String {
-        format!("ssh:{}", self.addr)
-    }
+    step("uploading");
+    let home = loc.home.clone();
+    let data = bytes.to_vec();
+    let tmp = session.call(move |c| upload(c, &home, &data)).await?;
 
-    fn locate<'a>(
-        &'a mut self,
-        remote_home: Option<&'a str>,
-        step: StepFn<'a>,
-    ) -> BoxFuture<'a, Result<Location, TargetError>> {
-        async move {
-            if self.session.is_none() {
-                step("connecting");
-                self.session = Some(Session::connect(&self.addr, &self.opts).await?);
-            }
-            step("resolving the remote home");
-            let explicit = remote_home.map(str::to_string);
-            let loc = self.connected()?.call(move |c| locate_remote(c, explicit.as_deref())).await?;
-            Ok(loc)
-        }
-        .boxed()
+    let (from, to) = (tmp.clone(), loc.auth_path());
+    let moved = session
+        .call(move |c| match shell {
+            Shell::Works => replace(c, &from, &to),
+            Shell::Unusable => replace_over_sftp(c, &from, &to, uid),
+        })
+        .await;
+    if let Err(e) = moved {
+        let t = tmp.clone();
+        let _ = session.call(move |c| c.unlink(&t)).await;
+        return Err(e);
     }
 
-    fn read<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<Option<RemoteFile>, TargetError>> {
-        async move {
-            let path = loc.auth_path();
-            Ok(self.connected()?.call(move |c| read_remote(c, &path)).await?)
-        }
-        .boxed()
-    }
-
-    fn write<'a>(
-        &'a mut self,
-        loc: &'a Location,
-        bytes: &'a [u8],
-        step: StepFn<'a>,
-    ) -> BoxFuture<'a, Result<(), TargetError>> {
-        async move {
-            let session = self.connected()?.clone();
-            let home = loc.home.clone();
-            let uid = loc.owner.map(|(u, _)| u);
-            step("checking the remote directory");
-            session.call(move |c| prepare(c, &home, uid)).await?;
-
-            step("uploading");
-            let home = loc.home.clone();
-            let data = bytes.to_vec();
-            let tmp = session.call(move |c| upload(c, &home, &data)).await?;
-
-            let (from, to) = (tmp.clone(), loc.auth_path());
-            let moved = session.call(move |c| replace(c, &from, &to)).await;
-            if let Err(e) = moved {
-                let t = tmp.clone();
-                let _ = session.call(move |c| c.unlink(&t)).await;
-                return Err(e.into());
-            }
-
-            step("verifying");
-            let path = loc.auth_path();
-            let expected: [u8; 32] = Sha256::digest(bytes).into();
-            session.call(move |c| verify(c, &path, &expected)).await?;
-            Ok(())
-        }
-        .boxed()
-    }
-
-    fn identity(&self) -> Option<Identity> {
-        let info = self.session.as_ref()?.info();
-        Some(Identity::Ssh { host_key: info.host_key_fingerprint.clone(), user: info.user.clone(), port: info.port })
-    }
-
-    fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
-        async move {
-            let path = loc.auth_path();
-            let uid = loc.owner.map(|(u, _)| u);
-            Ok(self.connected()?.call(move |c| remove_remote(c, &path, uid)).await?)
-        }
-        .boxed()
-    }
+    step("verifying");
+    let path = loc.auth_path();
+    let expected: [u8; 32] = Sha256::digest(bytes).into();
+    session.call(move |c| verify(c, &path, &expected)).await
 }
 
 /// Unlink auth.json (SFTP unlink is one `unlink(2)`): refuse a symbolic link, anything but a
 /// regular file, and a file owned by another user.
+pub async fn remove(session: &Session, loc: &Location) -> Result<bool, SshError> {
+    let path = loc.auth_path();
+    let uid = loc.owner.map(|(u, _)| u);
+    session.call(move |c| remove_remote(c, &path, uid)).await
+}
+
 fn remove_remote(c: &mut Conn, path: &str, uid: Option<u32>) -> Result<bool, SshError> {
     let Some(st) = c.lstat(path)? else { return Ok(false) };
     match kind(&st) {
@@ -162,23 +109,30 @@ fn remove_remote(c: &mut Conn, path: &str, uid: Option<u32>) -> Result<bool, Ssh
     if let (Some(want), Some(have)) = (uid, st.uid)
         && want != have
     {
-        return Err(refuse(c, path, format!("it belongs to uid {have}, not to you (uid {want})")));
+        return Err(refuse(c, path, foreign_file(have, want)));
     }
     c.unlink(path)?;
     Ok(true)
 }
 
-/// Login directory, uid/gid and `LLMX_HOME` as a non-interactive command sees them.
-fn locate_remote(c: &mut Conn, explicit: Option<&str>) -> Result<Location, SshError> {
+/// Why an auth.json of another user is not replaced or removed.
+pub fn foreign_file(have: u32, want: u32) -> String {
+    format!("it belongs to uid {have}, not to you (uid {want})")
+}
+
+fn locate_remote(c: &mut Conn, explicit: Option<&str>, shell: Shell) -> Result<Location, SshError> {
     let login = c.realpath(".")?;
     // `echo`, `id` and `printenv` exist in every shell and on every Unix; the marker skips any
     // banner a shell rc file prints.
-    let (ids, env_home) = match c.exec("echo llmx-probe; id -u; id -g; printenv LLMX_HOME", &[]) {
-        Ok(out) => parse_probe(&String::from_utf8_lossy(&out.stdout)),
-        Err(e @ SshError::Closed { .. }) => return Err(e),
-        // No usable shell (a restricted account): the login directory and its owner will do.
-        Err(_) => (None, None),
+    let (ids, env_home) = match shell {
+        Shell::Unusable => (None, None),
+        Shell::Works => match c.exec("echo llmx-probe; id -u; id -g; printenv LLMX_HOME", &[]) {
+            Ok(out) => parse_probe(&String::from_utf8_lossy(&out.stdout)),
+            Err(e @ SshError::Closed { .. }) => return Err(e),
+            Err(_) => (None, None),
+        },
     };
+    // No answer from a shell: the login directory and its owner will do.
     let ids = match ids {
         Some(ids) => Some(ids),
         None => c.stat(&login)?.and_then(|st| Some((st.uid?, st.gid?))),
@@ -202,7 +156,8 @@ fn parse_probe(out: &str) -> (Option<(u32, u32)>, Option<String>) {
     }
 }
 
-/// Resolve `~`, `~/x` and relative paths against the login directory.
+/// Resolve `~`, `~/x` and relative paths against the login directory (the conversation's
+/// preamble does the same on the host).
 fn absolute(path: &str, login: &str) -> String {
     let login = login.trim_end_matches('/');
     let p = if path == "~" {
@@ -233,7 +188,6 @@ fn kind(st: &ssh2::FileStat) -> u32 {
     st.perm.unwrap_or(0) & S_IFMT
 }
 
-/// The current auth.json, refusing a symlink or anything but a regular file.
 fn read_remote(c: &mut Conn, path: &str) -> Result<Option<RemoteFile>, SshError> {
     let Some(st) = c.lstat(path)? else { return Ok(None) };
     match kind(&st) {
@@ -272,26 +226,20 @@ fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
     if let Some(st) = c.lstat(&auth)? {
         match kind(&st) {
             S_IFREG => {}
-            S_IFLNK => {
-                return Err(refuse(
-                    c,
-                    &auth,
-                    "it is a symbolic link (writing through it could overwrite another file)",
-                ));
-            }
+            S_IFLNK => return Err(refuse(c, &auth, SYMLINK_REFUSED)),
             _ => return Err(refuse(c, &auth, "it is not a regular file")),
         }
         if let (Some(want), Some(have)) = (uid, st.uid)
             && want != have
         {
-            return Err(refuse(c, &auth, format!("it belongs to uid {have}, not to you (uid {want})")));
+            return Err(refuse(c, &auth, foreign_file(have, want)));
         }
     }
     // Only old temp files: a young one belongs to a write still under way (another alias of this
     // host in the same push, or another llmx), which removing it would break.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     for name in c.list_dir(home)? {
-        if name.starts_with(TEMP_PREFIX) {
+        if name.starts_with(TEMP_PREFIX) || name.starts_with(OLD_TEMP_PREFIX) {
             let p = format!("{}/{name}", home.trim_end_matches('/'));
             let old =
                 c.lstat(&p)?.and_then(|st| st.mtime).is_some_and(|m| now.saturating_sub(m) > STALE_TEMP_AGE.as_secs());
@@ -302,6 +250,9 @@ fn prepare(c: &mut Conn, home: &str, uid: Option<u32>) -> Result<(), SshError> {
     }
     Ok(())
 }
+
+/// Why a symlinked auth.json is not written.
+pub const SYMLINK_REFUSED: &str = "it is a symbolic link (writing through it could overwrite another file)";
 
 /// `mkdir -p` with mode 0700 for every directory created.
 fn mkdir_all(c: &mut Conn, dir: &str) -> Result<(), SshError> {
@@ -350,6 +301,25 @@ fn replace(c: &mut Conn, from: &str, to: &str) -> Result<(), SshError> {
         crate::text::printable(&first.chars().take(200).collect::<String>())
     };
     Err(SshError::Remote { host: c.host().to_string(), what: format!("moving the new file into place ({to})"), reason })
+}
+
+/// The move where no command runs: the temp file checked over SFTP (a regular file, 0600, ours;
+/// SFTP does not report the link count), the old auth.json (a regular file of ours, checked by
+/// [`prepare`]) unlinked, the temp file renamed in its place. OpenSSH's SFTP rename is a
+/// `link(2)` + `unlink(2)`, so it never replaces a file that appeared meanwhile: it fails instead.
+fn replace_over_sftp(c: &mut Conn, from: &str, to: &str, uid: Option<u32>) -> Result<(), SshError> {
+    let what = format!("moving the new file into place ({to})");
+    let private = c.lstat(from)?.is_some_and(|st| {
+        kind(&st) == S_IFREG && st.perm.map(|p| p & 0o7777) == Some(0o600) && (uid.is_none() || st.uid == uid)
+    });
+    if !private {
+        let reason = "the temp file is no longer a private regular file".to_string();
+        return Err(SshError::Remote { host: c.host().to_string(), what, reason });
+    }
+    if c.lstat(to)?.is_some() {
+        c.unlink(to)?;
+    }
+    c.rename(from, to)
 }
 
 fn verify(c: &mut Conn, path: &str, expected: &[u8; 32]) -> Result<(), SshError> {
