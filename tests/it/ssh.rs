@@ -1079,6 +1079,13 @@ async fn an_auth_json_of_another_user_is_refused_and_kept() {
     assert!(e.message.contains("belongs to uid 0, not to you"), "{e:?}");
     assert_eq!(std::fs::read_to_string(dir.join("auth.json")).unwrap(), "root's\n");
     assert!(temp_files(&dir).is_empty());
+    // Root's 0600 file: the shell cannot read it, which must not pass for "no file yet".
+    std::fs::set_permissions(dir.join("auth.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let e = push(&mut t, None, b"{}").await.unwrap_err();
+    assert!(e.message.contains("you cannot read it"), "{e:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("auth.json")).unwrap(), "root's\n");
+    assert!(temp_files(&dir).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,6 +126,14 @@ fn current(host: &str, h: &Header) -> Result<Option<RemoteFile>, TargetError> {
     if h.symlink {
         return Err(refused(host, &auth_path(&h.home), "it is a symbolic link; remove it and push again"));
     }
+    if h.unreadable {
+        // Never taken for a missing file: it may be another user's (or not a regular file).
+        return Err(refused(
+            host,
+            &auth_path(&h.home),
+            "you cannot read it (another user's file, or not a regular file)",
+        ));
+    }
     Ok(h.current.clone().map(|f| RemoteFile { bytes: f.bytes, uid: Some(f.uid), gid: Some(f.gid), mode: Some(f.mode) }))
 }
 
