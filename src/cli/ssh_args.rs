@@ -65,17 +65,29 @@ impl SshArgs {
             connect_timeout_from_flag: self.connect_timeout.is_some(),
             jump: self.jump.as_ref().map(|j| j.0.clone()),
             passphrase: Some(terminal_prompt()),
+            system_config: system_config(),
             ..SshOptions::default()
         };
         if output::is_verbose() {
             let dir = opts.ssh_dir().map(|d| d.display().to_string()).unwrap_or_else(|e| e.to_string());
             let system = opts.system_known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            let system_conf = opts.system_config.as_ref().map(|p| p.display().to_string()).unwrap_or("none".into());
             output::verbose(format!(
-                "ssh: config {dir}/config, host keys {dir}/known_hosts and {system}, agent {}",
+                "ssh: config {dir}/config then {system_conf}, host keys {dir}/known_hosts and {system}, agent {}",
                 std::env::var("SSH_AUTH_SOCK").unwrap_or_else(|_| "none (SSH_AUTH_SOCK unset)".into())
             ));
         }
         opts
+    }
+}
+
+/// The system-wide ssh_config: `LLMX_SSH_SYSTEM_CONFIG` when set (empty: none, like `ssh -F`
+/// with a file of one's own), else OpenSSH's `/etc/ssh/ssh_config`.
+fn system_config() -> Option<PathBuf> {
+    match std::env::var_os("LLMX_SSH_SYSTEM_CONFIG") {
+        Some(p) if p.is_empty() => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(llmx::ssh::SYSTEM_CONFIG)),
     }
 }
 

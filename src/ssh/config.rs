@@ -1,5 +1,5 @@
-//! `~/.ssh/config` as OpenSSH reads it (`ssh_config(5)`), for the keywords that decide where and
-//! as whom we connect and which host key we trust:
+//! `~/.ssh/config`, then `/etc/ssh/ssh_config`, as OpenSSH reads them (`ssh_config(5)`), for the
+//! keywords that decide where and as whom we connect and which host key we trust:
 //!
 //! - sections: `Host` patterns (`*`, `?`, `!negation`) and `Match` with `all`, `host`,
 //!   `originalhost`, `user`, `localuser` (each negatable with `!`, comma-separated pattern lists);
@@ -89,12 +89,16 @@ fn harmless(key: &str, value: &str) -> bool {
 /// Nested `Include` depth, as OpenSSH's `READCONF_MAX_DEPTH`.
 const MAX_DEPTH: usize = 16;
 
-/// Read `path` (missing: empty) and look up the host of `q`.
-pub fn load(path: &Path, q: &Query<'_>) -> Result<HostConfig, SshError> {
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+/// Read `paths` in order (the user's file, then the system's; a missing one is empty) and look
+/// up the host of `q`: the first value obtained wins across all of them, as in OpenSSH. A
+/// relative `Include` is looked up beside the file that names it (`~/.ssh`, `/etc/ssh`).
+pub fn load(paths: &[&Path], q: &Query<'_>) -> Result<HostConfig, SshError> {
     let mut out = HostConfig::default();
-    let mut reader = Reader { q, base: &base, out: &mut out };
-    reader.file(path, 0, true)?;
+    for path in paths {
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut reader = Reader { q, base: &base, out: &mut out };
+        reader.file(path, 0, true)?;
+    }
     Ok(out)
 }
 
@@ -644,14 +648,63 @@ Host *
             "Host nomatch\n  Include other\nHost *\n  Include conf.d/*.conf ~/.ssh/missing\n  HostName h.example\n",
         )
         .unwrap();
-        let c = load(&ssh.join("config"), &q("web")).unwrap();
+        let c = load(&[&ssh.join("config")], &q("web")).unwrap();
         assert_eq!((c.user.as_deref(), c.port), (Some("from-a"), Some(2002)));
         assert_eq!(c.host_name.as_deref(), Some("h.example"), "the enclosing section goes on after an Include");
-        let c = load(&ssh.join("config"), &q("db")).unwrap();
+        let c = load(&[&ssh.join("config")], &q("db")).unwrap();
         assert_eq!((c.user.as_deref(), c.port), (Some("db-user"), None));
         std::fs::write(ssh.join("config"), "Include config\n").unwrap();
-        let e = load(&ssh.join("config"), &q("web")).unwrap_err().to_string();
+        let e = load(&[&ssh.join("config")], &q("web")).unwrap_err().to_string();
         assert!(e.contains("Include nested deeper"), "{e}");
+    }
+
+    #[test]
+    fn the_system_file_comes_after_the_users_and_includes_beside_itself() {
+        let t = tempfile::tempdir().unwrap();
+        let (ssh, etc) = (t.path().join(".ssh"), t.path().join("etc-ssh"));
+        std::fs::create_dir_all(&ssh).unwrap();
+        std::fs::create_dir_all(etc.join("ssh_config.d")).unwrap();
+        std::fs::write(
+            ssh.join("config"),
+            "Host web
+  Port 2002
+",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("ssh_config.d/site.conf"),
+            "Host web db
+  User site-user
+",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("ssh_config"),
+            "Include ssh_config.d/*.conf
+Host *
+  Port 22
+  HostName sys.example
+",
+        )
+        .unwrap();
+        let (user, system) = (ssh.join("config"), etc.join("ssh_config"));
+        let c = load(&[&user, &system], &q("web")).unwrap();
+        assert_eq!(
+            (c.port, c.user.as_deref(), c.host_name.as_deref()),
+            (Some(2002), Some("site-user"), Some("sys.example")),
+            "the user's Port wins; what only the system file says applies"
+        );
+        let c = load(&[&user, &system], &q("db")).unwrap();
+        assert_eq!((c.port, c.user.as_deref()), (Some(22), Some("site-user")));
+        std::fs::write(
+            &system,
+            "Host *
+  CertificateFile ~/.ssh/cert
+",
+        )
+        .unwrap();
+        let e = load(&[&user, &system], &q("web")).unwrap_err().to_string();
+        assert!(e.contains("CertificateFile") && e.contains("etc-ssh/ssh_config"), "{e}");
     }
 
     #[test]

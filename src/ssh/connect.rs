@@ -84,7 +84,9 @@ impl Destination {
         let local = local_user();
         let local_name = local.clone().unwrap_or_default();
         let q = config::Query { alias: &addr.host, user: addr.user.as_deref(), local_user: &local_name };
-        let cfg = config::load(&config_path, &q)?;
+        let mut files = vec![config_path.as_path()];
+        files.extend(opts.system_config.as_deref());
+        let cfg = config::load(&files, &q)?;
         let host = match &cfg.host_name {
             Some(h) => config::expand_host_name(h, &addr.host),
             None => addr.host.clone(),

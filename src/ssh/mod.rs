@@ -70,6 +70,9 @@ pub struct SshOptions {
     pub ssh_dir: Option<PathBuf>,
     /// The system-wide known-hosts file (`/etc/ssh/ssh_known_hosts`); `None` to ignore it.
     pub system_known_hosts: Option<PathBuf>,
+    /// The system-wide ssh_config (`/etc/ssh/ssh_config`), read after `~/.ssh/config` as OpenSSH
+    /// reads it (the first value obtained still wins); `None` to ignore it.
+    pub system_config: Option<PathBuf>,
     /// `-i/--identity` files, tried before those of the config and the default names.
     pub identities: Vec<PathBuf>,
     /// Accept the key of a host that is not in known_hosts yet (never a changed one) and record
@@ -99,11 +102,15 @@ pub struct SshOptions {
     pub passphrase: Option<PassphrasePrompt>,
 }
 
+/// Where OpenSSH keeps its system-wide client configuration.
+pub const SYSTEM_CONFIG: &str = "/etc/ssh/ssh_config";
+
 impl Default for SshOptions {
     fn default() -> SshOptions {
         SshOptions {
             ssh_dir: None,
             system_known_hosts: Some(PathBuf::from("/etc/ssh/ssh_known_hosts")),
+            system_config: Some(PathBuf::from(SYSTEM_CONFIG)),
             identities: Vec::new(),
             accept_new: false,
             record_new_keys: true,

@@ -219,6 +219,30 @@ fn include_files_are_read_relative_to_dot_ssh() {
     f.assert_inner_reached_through_bastion();
 }
 
+#[test]
+fn the_system_ssh_config_is_read_after_the_users_as_openssh_reads_it() {
+    // The route to the inner host is only in the system-wide file (a site's /etc/ssh/ssh_config):
+    // without it llmx would go direct and fail; with it, through the bastion.
+    let f = Fleet::start();
+    f.write_config("");
+    f.login();
+    let system = f.home().join("etc-ssh_config");
+    std::fs::write(&system, "Host inner\n  ProxyJump bastion\n  Port 1\n").unwrap();
+    let run = |system: &Path| {
+        Llmx::new(["auth", "push", "ssh:inner", "--connect-timeout", "3"])
+            .env("HOME", f.home())
+            .env("LLMX_HOME", f.home().join(".llmx"))
+            .env("LLMX_SSH_SYSTEM_CONFIG", system)
+            .run_blocking()
+    };
+    let direct = run(Path::new(""));
+    assert_ne!(direct.status.code(), Some(0), "reached without the bastion: {}", direct.stdout);
+    let out = run(&system);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout, out.stderr);
+    // The user's `Port 2222` came first and won over the system file's `Port 1`.
+    f.assert_inner_reached_through_bastion();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tunnel_signs_in_a_host_behind_the_bastion_through_the_jump_chain() {
     use crate::support::harness::{LLMX, free_port};

@@ -43,6 +43,7 @@ impl Client {
         SshOptions {
             ssh_dir: Some(self.ssh_dir()),
             system_known_hosts: None,
+            system_config: None,
             use_agent: false,
             connect_timeout: Duration::from_secs(10),
             ..SshOptions::default()

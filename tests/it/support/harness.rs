@@ -58,7 +58,11 @@ impl Llmx {
     }
 
     fn with(mut cmd: Command) -> Llmx {
-        cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).kill_on_drop(true);
+        // The machine's /etc/ssh/ssh_config is not the test's (tests that want one set it).
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LLMX_SSH_SYSTEM_CONFIG", "")
+            .kill_on_drop(true);
         Llmx { cmd, stdin: None }
     }
 
