@@ -61,25 +61,15 @@ pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
     }
     let specs = push::parse_targets(&args.targets)?;
     push::check_remote_home(args.remote_home.as_deref())?;
+    // Once for every target: building the SSH options also says on -v which files are read.
+    let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
     if let [spec] = specs.as_slice() {
-        return run_target(
-            ctx,
-            spec,
-            args.remote_home.as_deref(),
-            &args.k8s.resolve_options(&args.ssh, &args.docker),
-            args.base.json,
-        );
+        return run_target(ctx, spec, args.remote_home.as_deref(), &resolve, args.base.json);
     }
     // Several targets (a list): each reported in turn; one that fails does not stop the others.
     let mut code = 0;
     for spec in &specs {
-        match run_target(
-            ctx,
-            spec,
-            args.remote_home.as_deref(),
-            &args.k8s.resolve_options(&args.ssh, &args.docker),
-            args.base.json,
-        ) {
+        match run_target(ctx, spec, args.remote_home.as_deref(), &resolve, args.base.json) {
             Ok(c) => code = code.max(c),
             Err(f) => {
                 let mut lines = vec![format!("llmx: {}", f.message)];
