@@ -7,8 +7,10 @@
 //!
 //! The protocol, in order:
 //!
-//! 1. The script prints `llmx1 UID GID HOME`, then the current auth.json (`ls -ln` line, byte
-//!    count, bytes), `none`, `symlink` or `dirlink` (auth.json or its directory is a symbolic link:
+//! 1. The script prints `llmx1 UID GID HOME`, then the current auth.json (its `ls -ln` line, whose
+//!    size field says how many bytes follow, then the bytes; both from one open descriptor, so a
+//!    rename in between cannot make them disagree), `none`, `symlink` or `dirlink` (auth.json or
+//!    its directory is a symbolic link:
 //!    refused by the caller, never read through) or `unreadable`, then waits for one
 //!    line on stdin. Anything but `write N SUFFIX` ends it without a write. The temp file's
 //!    random SUFFIX travels on stdin, never in the exec's argv (which other users of the
@@ -18,15 +20,21 @@
 //!    The caller applies [`judge_dir`] — the same rule as the SSH and archive paths — and answers
 //!    `keep`, `tighten` (chmod 700) or `no` (a refusal: nothing is written, and the caller must
 //!    not fall back to a path that writes as root).
-//! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`, older than ten minutes: a
-//!    younger one may be another write's), creates the temp file
+//! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`, and `.auth.json.tmp-*` of
+//!    older versions, older than ten minutes: a younger one may be another write's; `find` runs only
+//!    when the shell's glob sees one), creates the temp file
 //!    exclusively (`set -C`, umask 077: mode 0600 before any byte is written) on a descriptor it
 //!    keeps, copies N bytes of stdin into it (`head -c N`: the input need not end, since a
-//!    Kubernetes 1.20 exec cannot half-close stdin without losing the answer), and checks that
-//!    exactly N bytes arrived (a connection cut mid-transfer ends the input early: the short temp
-//!    file is removed, auth.json is untouched). Before the move it checks that the temp file is still a regular file (not a
-//!    link), 0600, owned by the user, with one link; then `mv -f`s it over auth.json (one
-//!    `rename(2)`: readers see the old file or the new one) and prints `done` and the file again.
+//!    Kubernetes 1.20 exec cannot half-close stdin without losing the answer). Before the move it
+//!    checks, from one `ls -ln` of the temp file, that it is still a regular file (not a link),
+//!    0600, owned by the user, with one link, and exactly N bytes long (a connection cut
+//!    mid-transfer ends the input early: the short temp file is removed, auth.json is untouched);
+//!    then `mv -f`s it over auth.json (one `rename(2)`: readers see the old file or the new one)
+//!    and prints `done` and the file again, read back as in step 1.
+//!
+//! Every process the script starts costs the target a fork and an exec, so it starts few: `id`,
+//! `ls` and `cat` for the header; `ls` of the directory, `head`, the `ls` of the check, `mv`, `ls`
+//! and `cat` for a write (`mkdir` and `find` only when needed). Everything else is a builtin.
 //!
 //! When a step fails for another reason (a directory the user cannot create) the script exits
 //! non-zero and [`WriteError::Failed`] lets the caller use another path.
@@ -55,12 +63,13 @@ const SCRIPT_BODY: &str = r#"umask 077
 d=$1; [ -n "$d" ] || d=$LLMX_HOME; [ -n "$d" ] || d=${HOME:-/}/.llmx
 d=${d%"${d##*[!/]}"}; [ -n "$d" ] || d=/
 f=${d%/}/auth.json
-U=$(id -u)
-printf 'llmx1 %s %s %s\n' "$U" "$(id -g)" "$d"
+i=$(id); U=${i#uid=}; U=${U%%[!0-9]*}; G=${i#* gid=}; G=${G%%[!0-9]*}
+[ -n "$U" ] || U=$(id -u); [ -n "$G" ] || G=$(id -g)
+printf 'llmx1 %s %s %s\n' "$U" "$G" "$d"
 if [ -L "$d" ]; then echo dirlink
 elif [ -L "$f" ]; then echo symlink
 elif [ ! -e "$f" ]; then echo none
-elif [ -f "$f" ] && [ -r "$f" ]; then ls -ln "$f"; wc -c < "$f"; cat "$f"
+elif [ -f "$f" ] && [ -r "$f" ]; then exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; } && cat <&4; exec 4<&-
 else echo unreadable; fi
 read -r go n x || exit 0
 [ "$go" = write ] || exit 0
@@ -75,13 +84,17 @@ read -r v || exit 0
 case $v in keep) ;; tighten) chmod 700 "$d" || exit 3;; *) exit 0;; esac
 [ ! -L "$f" ] || exit 3
 t=${d%/}/.auth.json.llmx-$x
-find "${d%/}" -maxdepth 1 -name '.auth.json.llmx-*' -mmin +10 -exec rm -f -- {} + 2>/dev/null
+for s in "${d%/}"/.auth.json.llmx-* "${d%/}"/.auth.json.tmp-*; do
+  [ -e "$s" ] || [ -L "$s" ] || continue
+  find "${d%/}" -maxdepth 1 '(' -name '.auth.json.llmx-*' -o -name '.auth.json.tmp-*' ')' -mmin +10 -exec rm -f -- {} + 2>/dev/null
+  break
+done
 set -C
 command exec 3>"$t" || exit 3
 set +C
-head -c "$n" >&3 && exec 3>&- && z=$(wc -c < "$t") && [ "$z" -eq "$n" ] && private "$t" &&
+head -c "$n" >&3 && exec 3>&- && private "$t" && set -f && set -- $l && set +f && [ "$5" = "$n" ] &&
 mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 3; }
-echo done; ls -ln "$f"; wc -c < "$f"; cat "$f"
+echo done; exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; } && cat <&4
 "#;
 
 /// The whole script: the shared helper, then the conversation.
@@ -190,10 +203,10 @@ where
         Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable })
     }
 
-    /// `ls -ln` line already read; then the byte count and the bytes.
+    /// `ls -ln` line already read (its size field says how many bytes follow); then the bytes.
     async fn file(&mut self, ls: &str) -> Result<FileEntry, String> {
         let e = parse_ls(ls).ok_or_else(|| format!("unexpected ls output {:?}", printable(ls)))?;
-        let size: usize = self.line().await?.trim().parse().map_err(|_| "bad byte count".to_string())?;
+        let size = e.size;
         // The target says how much follows: never buffer more than any file we accept.
         if size > MAX_READ {
             return Err(format!("auth.json is larger than expected ({size} bytes, over {} KiB)", MAX_READ / 1024));
@@ -312,6 +325,7 @@ struct Ls {
     mode: u32,
     uid: u32,
     gid: u32,
+    size: usize,
 }
 
 /// Permission string (`drwxrwxrwt`, `-rw-------.`) to type letter and mode bits.
@@ -348,7 +362,8 @@ fn parse_mode(perms: &str) -> Option<(u8, u32)> {
 fn parse_ls(line: &str) -> Option<Ls> {
     let f: Vec<&str> = line.split_whitespace().collect();
     let (kind, mode) = parse_mode(f.first()?)?;
-    Some(Ls { kind, mode, uid: f.get(2)?.parse().ok()?, gid: f.get(3)?.parse().ok()? })
+    let (uid, gid, size) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?, f.get(4)?.parse().ok()?);
+    Some(Ls { kind, mode, uid, gid, size })
 }
 
 /// `dir link` or `dir MODE UID` from step 2 of the protocol.
@@ -455,12 +470,12 @@ mod tests {
     async fn target_reported_size_is_capped_at_max_read() {
         // The target claims a file just over MAX_READ and keeps sending: refused at once,
         // before any of it is buffered.
-        let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 1 Jan 1 2020 /f\n{}\n", MAX_READ + 1);
+        let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 {} Jan 1 2020 /f\n", MAX_READ + 1);
         let (o, i) = conversation_with(vec![head.into_bytes()], true);
         let e = Conversation::start(o, i).await.err().unwrap();
         assert!(e.contains("larger than expected"), "{e}");
         // Up to the limit it is read.
-        let (o, i) = conversation_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n3\nabc".to_vec()], false);
+        let (o, i) = conversation_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 3 Jan 1 2020 /f\nabc".to_vec()], false);
         assert_eq!(Conversation::start(o, i).await.unwrap().1.current.unwrap().bytes, b"abc");
     }
 
@@ -471,9 +486,9 @@ mod tests {
         let cases: Vec<Vec<Vec<u8>>> = vec![
             vec![b"\x1b]52;c;aGk=\x07\x1b[2J llmx1\n".to_vec()],
             vec![b"llmx1 \x1b[31m0 0 /h\n".to_vec()],
-            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n10\nabc".to_vec()],
+            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 10 Jan 1 2020 /f\nabc".to_vec()],
             vec![b"llmx1 0 0 /h\n\x1b]0;title\x07-rw------- x y\n".to_vec()],
-            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 1 Jan 1 2020 /f\n-1\n".to_vec()],
+            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 -1 Jan 1 2020 /f\n".to_vec()],
             vec![b"llmx1 0 0".to_vec()],
             vec![vec![b'y'; MAX_LINE + 2]],
         ];
@@ -503,8 +518,11 @@ mod tests {
     fn exec_write_removes_stale_temp_files_and_its_own_on_failure() {
         let (_t, home) = private_home();
         let stale = |home: &std::path::Path| {
-            let f = std::fs::File::create(home.join(".auth.json.llmx-stale")).unwrap();
-            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+            // This version's temp files and those of llmx before the conversation.
+            for name in [".auth.json.llmx-stale", ".auth.json.tmp-123-abc"] {
+                let f = std::fs::File::create(home.join(name)).unwrap();
+                f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600)).unwrap();
+            }
             // A young one belongs to a write under way (another alias of the host): it stays.
             std::fs::write(home.join(".auth.json.llmx-young"), "another write").unwrap();
         };

@@ -36,7 +36,7 @@ pub type Shell = Conversation<BoxStream<'static, Result<Chunk, String>>, Stdin>;
 
 /// Sets `$1` for the script (see the module doc); reads the first line of stdin.
 const PREAMBLE: &str = r#"read -r _ || exit 0
-L=$(pwd -P) || L=$HOME
+{ cd -P . 2>/dev/null && L=$PWD; } || L=$HOME
 d=$1; [ -n "$d" ] || d=$LLMX_HOME
 case $d in
 '') d=${L%/}/.llmx ;;
