@@ -4,8 +4,11 @@
 # results file the report is made from.
 #
 # Results: one line per measured tool in $W/results.tsv, tab-separated:
-#   case  size  tool  runs  median_ms  status  note
-# (status: ok, or FAILED with the reason in note). Extra figures go to $W/figures.tsv:
+#   case  size  tool  runs  median_us  status  note  cpu_ms  server_ms
+# (status: ok, or FAILED with the reason in note; cpu_ms: the median CPU time the whole machine
+# spent per run, from /proc/stat: client, servers and all; server_ms: the median CPU time of the
+# case's servers per run, from its probe_CASE function when it has one, e.g. the sshds). Extra
+# figures go to $W/figures.tsv:
 #   name  value  unit  target  verdict  note
 
 log() { printf '[bench %5ss] %s\n' "$(($(date +%s) - BENCH_T0))" "$*" >&2; }
@@ -56,12 +59,27 @@ if not summary.get("ok") or written != n or summary.get("targets") != n:
 PY
 }
 
-# record CASE SIZE TOOL TIMES_FILE STATUS NOTE
+# CPU time the whole machine has spent (user, nice, system, irq, softirq), in ms.
+CLK_TCK=$(getconf CLK_TCK)
+machine_cpu_ms() { awk -v hz="$CLK_TCK" '/^cpu / {printf "%d\n", ($2 + $3 + $4 + $7 + $8) * 1000 / hz}' /proc/stat; }
+# proc_cpu_ms PID...: CPU time of the processes and of their waited-for children, in ms.
+proc_cpu_ms() {
+  local p t=0
+  for p in "$@"; do
+    t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $((t * 1000 / CLK_TCK))
+}
+
+# record CASE SIZE TOOL TIMES_FILE STATUS NOTE (the CPU medians come from TIMES_FILE.cpu/.server)
 record() {
-  local med runs
+  local med runs cpu server
   runs=$(grep -c . "$4" 2>/dev/null || true)
   med=$(median <"$4" 2>/dev/null || true)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${runs:-0}" "${med:-}" "$5" "$6" >>"$W/results.tsv"
+  cpu=$(median <"$4.cpu" 2>/dev/null || true)
+  server=$(median <"$4.server" 2>/dev/null || true)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${runs:-0}" "${med:-}" "$5" "$6" \
+    "${cpu:-}" "${server:-}" >>"$W/results.tsv"
 }
 # figure NAME VALUE UNIT TARGET VERDICT NOTE (an empty VERDICT: VALUE <= TARGET decides)
 figure() {
@@ -95,7 +113,9 @@ run_case() {
   shift 3
   local tool r t0 t1 why
   declare -A failed=()
-  for tool in "$@"; do : >"$W/t.$case.$size.$tool"; done
+  local probe=""
+  declare -F "probe_$case" >/dev/null && probe="probe_$case"
+  for tool in "$@"; do : >"$W/t.$case.$size.$tool" && : >"$W/t.$case.$size.$tool.cpu" && : >"$W/t.$case.$size.$tool.server"; done
   for r in $(seq 0 "$runs"); do
     for tool in "$@"; do
       [ -z "${failed[$tool]:-}" ] || continue
@@ -106,11 +126,20 @@ run_case() {
         [ "$r" -ge 1 ] && [ "$r" -le "$cap" ] || continue
       fi
       "prep_$tool" "$size" >"$W/prep.out" 2>&1 || { failed[$tool]="setup failed: $(tail -n1 "$W/prep.out")"; continue; }
+      local c0 c1 s0=0 s1=0
+      [ -z "$probe" ] || s0=$($probe)
+      c0=$(machine_cpu_ms)
       t0=$(now_us)
       if "do_$tool" "$size" >"$W/out" 2>&1; then
         t1=$(now_us)
+        c1=$(machine_cpu_ms)
+        [ -z "$probe" ] || s1=$($probe)
         if why=$("check_$tool" "$size" 2>&1); then
-          [ "$r" -eq 0 ] || echo $((t1 - t0)) >>"$W/t.$case.$size.$tool"
+          if [ "$r" -ne 0 ]; then
+            echo $((t1 - t0)) >>"$W/t.$case.$size.$tool"
+            echo $((c1 - c0)) >>"$W/t.$case.$size.$tool.cpu"
+            [ -z "$probe" ] || echo $((s1 - s0)) >>"$W/t.$case.$size.$tool.server"
+          fi
         else
           failed[$tool]="run $r: not every target written: ${why//$'\n'/ }"
         fi

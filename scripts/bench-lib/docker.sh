@@ -32,6 +32,14 @@ docker_image() {
   rm -rf "$root" "$W/rootfs.tar"
 }
 
+# probe_docker: CPU time (ms) of the engine so far: dockerd, containerd and the containers' shims,
+# with the children they reaped (runc for every exec, the engine's archive helpers).
+probe_docker() {
+  # shellcheck disable=SC2046
+  proc_cpu_ms $(pgrep -x dockerd) $(pgrep -x containerd) $(pgrep -f containerd-shim)
+}
+probe_docker-owner() { probe_docker; }
+
 docker_name() { echo "$PFX-$1-$2"; } # POOL I
 docker_names() { local i; for ((i = 0; i < $2; i++)); do docker_name "$1" "$i"; done; }
 

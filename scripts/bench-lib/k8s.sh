@@ -8,6 +8,13 @@ K8S_NS=
 K8S_AUTH() { echo "$W/k8s-llmx/auth.json"; }
 k8s_cleanup() { [ -z "$K8S_NS" ] || kubectl delete namespace "$K8S_NS" --wait=false >/dev/null 2>&1 || true; }
 
+# probe_k8s: CPU time (ms) of the cluster's side so far: apiserver, etcd, kubelet (with dockershim)
+# and the Docker Engine under it (see probe_docker).
+probe_k8s() {
+  # shellcheck disable=SC2046
+  echo $(($(proc_cpu_ms $(pgrep -x kube-apiserver) $(pgrep -x etcd) $(pgrep -x kubelet)) + $(probe_docker)))
+}
+
 k8s_available() {
   [ "${BENCH_SKIP_K8S:-0}" = 1 ] && { K8S_SKIP="BENCH_SKIP_K8S=1"; return 1; }
   if ! "$REPO/scripts/k8s-testbed" status >/dev/null 2>&1; then
@@ -18,10 +25,12 @@ k8s_available() {
   export KUBECONFIG
 }
 
-k8s_setup() { # N
-  K8S_NS="llmx-bench-$$"
-  kubectl create namespace "$K8S_NS" >/dev/null || return 1
-  for _ in $(seq 50); do kubectl -n "$K8S_NS" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
+k8s_setup() { # N: both Deployments at N pods (the first call makes the namespace, a later one scales)
+  if [ -z "$K8S_NS" ]; then
+    K8S_NS="llmx-bench-$$"
+    kubectl create namespace "$K8S_NS" >/dev/null || return 1
+    for _ in $(seq 50); do kubectl -n "$K8S_NS" get serviceaccount default >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
   local d
   for d in bench-llmx bench-kubectl; do
     kubectl -n "$K8S_NS" apply -f - >/dev/null <<YAML || return 1
@@ -72,18 +81,21 @@ check_kubectl_exec() {
   [ "$bad" -eq 0 ] || { echo "$bad of 2 pods read back do not hold the new auth.json"; return 1; }
 }
 
-k8s_cases() { # N
+k8s_cases() { # SIZES... (pods per tool; the test bed's kubelet takes up to 300 pods)
   if ! k8s_available; then
     log "k8s: skipped: $K8S_SKIP"
     printf 'k8s\t%s\t-\t0\t\tSKIPPED\t%s\n' "$1" "$K8S_SKIP" >>"$W/results.tsv"
     return 0
   fi
-  if ! k8s_setup "$1"; then
-    log "k8s: could not set up the pods"
-    printf 'k8s\t%s\t-\t0\t\tFAILED\tcould not start 2 x %s pods in the cluster\n' "$1" "$1" >>"$W/results.tsv"
-    return 0
-  fi
-  log "k8s: $1 pods, $RUNS runs"
-  run_case k8s "$1" "$RUNS" llmx_k8s kubectl_exec
-  LLMX_HOME=$W/k8s-llmx push_rss "$1 pods" "$(K8S_AUTH)" "k8s:$K8S_NS/label=app=bench-llmx"
+  local n
+  for n in "$@"; do
+    if ! k8s_setup "$n"; then
+      log "k8s: could not set up the pods"
+      printf 'k8s\t%s\t-\t0\t\tFAILED\tcould not start 2 x %s pods in the cluster\n' "$n" "$n" >>"$W/results.tsv"
+      return 0
+    fi
+    log "k8s: $n pods, $RUNS runs"
+    run_case k8s "$n" "$RUNS" llmx_k8s kubectl_exec
+  done
+  LLMX_HOME=$W/k8s-llmx push_rss "${*: -1} pods" "$(K8S_AUTH)" "k8s:$K8S_NS/label=app=bench-llmx"
 }

@@ -18,8 +18,9 @@ for line in open(os.path.join(work, "meta.env"), encoding="utf-8"):
 rows = []
 for line in open(os.path.join(work, "results.tsv"), encoding="utf-8"):
     f = line.rstrip("\n").split("\t")
-    f += [""] * (7 - len(f))
-    rows.append(dict(case=f[0], size=int(f[1]), tool=f[2], runs=f[3], median=f[4], status=f[5], note=f[6]))
+    f += [""] * (9 - len(f))
+    rows.append(dict(case=f[0], size=int(f[1]), tool=f[2], runs=f[3], median=f[4], status=f[5], note=f[6],
+                     cpu=f[7], server=f[8]))
 figures = []
 if os.path.exists(os.path.join(work, "figures.tsv")):
     for line in open(os.path.join(work, "figures.tsv"), encoding="utf-8"):
@@ -97,8 +98,8 @@ p("Medians of the timed runs (after one untimed warm-up round); the tools take t
   "each tool writes to its own targets and every run writes a new auth.json, checked afterwards. "
   "`llmx/peer` below 1 means llmx is faster.")
 p("")
-p("| kind | size | tool | runs | median | per target | llmx/peer | target | result |")
-p("|---|---:|---|---:|---:|---:|---:|---:|---|")
+p("| kind | size | tool | runs | median | per target | CPU / target | server CPU / target | llmx/peer | target | result |")
+p("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
 groups = {}
 for r in rows:
     groups.setdefault((r["case"], r["size"]), []).append(r)
@@ -112,7 +113,7 @@ for (case, size), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0
         kind = f"{KIND.get(case, case)}"
         sz = f"{size} {UNIT.get(case, '')}"
         if r["status"] != "ok":
-            p(f"| {kind} | {sz} | {label} | {r['runs']} | - | - | - | - | **{r['status']}**: {r['note']} |")
+            p(f"| {kind} | {sz} | {label} | {r['runs']} | - | - | - | - | - | - | **{r['status']}**: {r['note']} |")
             if r["status"] == "FAILED":
                 missed.append(f"{kind} {sz} {r['tool']}: {r['note']}")
             continue
@@ -129,8 +130,45 @@ for (case, size), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0
                 if res == "MISSED":
                     missed.append(f"{kind} {sz}: llmx/{r['tool']} = {q:.2f}× (target ≤ {t}×)")
         note = f" ({r['note']})" if r["note"] else ""
-        p(f"| {kind} | {sz} | {label} | {r['runs']} | {m:.1f} ms | {per:.2f} ms | {ratio} | {tgt} | {res}{note} |")
+        cpu = f"{num(r['cpu']) / size:.1f} ms" if num(r["cpu"]) is not None else "-"
+        server = f"{num(r['server']) / size:.1f} ms" if num(r["server"]) is not None else "-"
+        p(f"| {kind} | {sz} | {label} | {r['runs']} | {m:.1f} ms | {per:.2f} ms | {cpu} | {server} | {ratio} "
+          f"| {tgt} | {res}{note} |")
 p("")
+
+p("CPU / target: the CPU time the whole machine spent in a run (client, servers, everything; from "
+  "/proc/stat), per target. Server CPU / target: the part spent by the servers (the sshds with their "
+  "per-connection children and the user's shell and commands; the Docker Engine, containerd and the "
+  "shims with runc), per target. On this machine client and servers share the same cores.")
+p("")
+
+floors = []
+for (case, size), rs in sorted(groups.items()):
+    ours = next((r for r in rs if r["tool"] in OURS and r["status"] == "ok"), None)
+    if not ours or num(ours["server"]) is None:
+        continue
+    cores = int(meta.get("NPROC", "1") or 1)
+    floor_ms = num(ours["server"]) / cores
+    for r in rs:
+        t = target_for(case, size, r["tool"])
+        if r is ours or r["status"] != "ok" or t is None or not num(r["median"]):
+            continue
+        peer_ms = num(r["median"]) / 1000
+        floors.append(f"| {KIND.get(case, case)} | {size} {UNIT.get(case, '')} | {num(ours['server']) / size:.1f} ms "
+                      f"| {floor_ms:.0f} ms | {peer_ms:.0f} ms | {floor_ms / peer_ms:.2f}× | ≤ {t}× |")
+if floors:
+    p("## The servers' own floor")
+    p("")
+    p("What llmx's run cost the servers alone (CPU time), spread over this machine's cores, against "
+      "the peer's wall time: the ratio llmx could reach if its own client cost nothing and the "
+      "servers kept their cost. When that floor is above the target, the target cannot be met on "
+      "this machine by the client's work alone.")
+    p("")
+    p("| kind | size | llmx's server CPU / target | servers' floor (CPU / cores) | peer's median | floor/peer | target |")
+    p("|---|---:|---:|---:|---:|---:|---:|")
+    for f in floors:
+        p(f)
+    p("")
 
 p("## Growth from the smallest to the largest size (llmx)")
 p("")
@@ -138,7 +176,7 @@ p("Time must grow no worse than linearly: time(largest)/time(smallest) ≤ large
 p("")
 p("| kind | sizes | llmx medians | time ratio | size ratio | result |")
 p("|---|---|---|---:|---:|---|")
-for case, tool in (("ssh", "llmx_ssh"), ("docker", "llmx_docker")):
+for case, tool in (("ssh", "llmx_ssh"), ("docker", "llmx_docker"), ("k8s", "llmx_k8s")):
     ok = sorted((r["size"], num(r["median"]) / 1000) for r in rows
                 if r["case"] == case and r["tool"] == tool and r["status"] == "ok" and num(r["median"]))
     if len(ok) < 2:

@@ -30,6 +30,14 @@ ssh_cleanup() {
   for u in "${SSH_USERS[@]}"; do userdel -f "$u" 2>/dev/null || true; done
 }
 
+# probe_ssh: CPU time (ms) of the sshd hosts so far, with the per-connection children they reaped
+# (each connection's sshd, its privilege-separated children and the user's shell and commands).
+probe_ssh() {
+  local k pids=()
+  for ((k = 0; k < SSH_HOSTS; k++)); do pids+=("$(cat "$W/hosts/$k/sshd.pid" 2>/dev/null)"); done
+  proc_cpu_ms "${pids[@]}"
+}
+
 ssh_account() { echo "${PFX}${1:0:1}$2"; } # TOOL J
 ssh_host() { echo "$SSH_NET.$1.2"; }         # K
 # ssh_targets TOOL N: "user@address" for the first N targets of TOOL.
