@@ -357,9 +357,9 @@ fn hosts_behind_one_bastion_share_one_bastion_connection_in_one_push_and_status(
 
 /// Two users of one bastion host, each with its own key, are two sessions: sharing goes by all
 /// that makes a session (user, keys, ...), never by the host alone.
-#[test]
-fn two_bastion_users_with_their_own_keys_are_two_connections_not_one() {
-    let f = Fleet::start_many(2, 4);
+/// Two users of the bastion host, the second with a key of its own (id_second): `Host bastion-a`
+/// and `bastion-b` in the config, and `inner-a` / `inner-b` behind each.
+fn two_bastion_users(f: &Fleet) {
     let second = crate::support::sshd::Key::generate(&f.home().join(".ssh"), "id_second", "");
     f.bastion.sshd.users[1].authorize(&second.public);
     let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
@@ -371,6 +371,15 @@ fn two_bastion_users_with_their_own_keys_are_two_connections_not_one() {
         key = second.path.display(),
     );
     std::fs::write(f.home().join(".ssh/config"), conf).unwrap();
+}
+
+/// Two users of one bastion host, each with its own key, are two sessions: sharing goes by all
+/// that makes a session (user, keys, ...), never by the host alone.
+#[test]
+fn two_bastion_users_with_their_own_keys_are_two_connections_not_one() {
+    let f = Fleet::start_many(2, 4);
+    two_bastion_users(&f);
+    let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
     f.login();
     let specs: Vec<String> = f
         .inner
@@ -433,4 +442,30 @@ fn a_refusing_bastion_fails_every_target_behind_it_with_the_same_line_from_one_a
         }
         assert!(!f.inner.log().contains("Accepted publickey"), "reached the inner host:\n{}", f.inner.log());
     }
+}
+
+/// `-J a,b`: each hop level is shared by its own key. Three hosts behind the chain cost one login
+/// to the first hop (from this side) and one to the second (made through the first, so from the
+/// namespace's own address), not three of each.
+#[test]
+fn a_two_hop_chain_shares_each_hop_by_its_own_key() {
+    let f = Fleet::start_many(2, 3);
+    two_bastion_users(&f);
+    f.login();
+    let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
+    let specs: Vec<String> = f.inner.users.iter().map(|u| format!("ssh://{}@127.0.0.1:{INNER_PORT}", u.name)).collect();
+    let mut args = vec!["auth", "push", "-J", "bastion-a,bastion-b"];
+    args.extend(specs.iter().map(String::as_str));
+    let before = f.bastion.sshd.log().len();
+    let (code, out, err) = f.llmx(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for u in &f.inner.users {
+        assert!(u.home.join(".llmx/auth.json").exists(), "{}", u.name);
+    }
+    let blog = f.bastion.sshd.log()[before..].to_string();
+    let (host_ip, ns_ip) = (f.bastion.ns.host_ip, f.bastion.ns.ns_ip);
+    assert_eq!(count(&blog, &format!("Accepted publickey for {ua} from {host_ip} ")), 1, "{blog}");
+    assert_eq!(count(&blog, &format!("Accepted publickey for {ub} from {ns_ip} ")), 1, "{blog}");
+    assert_eq!(count(&blog, "Accepted publickey"), 2, "{blog}");
+    assert_eq!(count(&f.inner.log(), "Accepted publickey for"), 3, "{}", f.inner.log());
 }
