@@ -18,7 +18,7 @@
 //! next hop's SSH bytes in a `direct-tcpip` forward to one end of a local socket pair, and the next
 //! session runs over the other end (libssh2 needs a socket). A `ProxyCommand` gets the other end
 //! as its stdin and stdout ([`proxy`]). Jump hosts' sessions are shared within the process by
-//! every connection that goes through them ([`hops`]): one bastion login for a whole fleet.
+//! every connection that goes through them (`hops.rs`): one bastion login for a whole fleet.
 //!
 //! While streams run, the thread sends SSH keepalives and gives the connection up (every stream
 //! ends with [`SshError::Closed`], later calls fail within a second) when nothing has come back
