@@ -28,7 +28,12 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let json = cli.command.json();
-    match cli::run(cli) {
+    // One run shares each jump host's connection between all its targets, also those worked on
+    // one after another (llmx::ssh::session::hops).
+    let jump_hosts = llmx::ssh::session::keep_jump_hosts();
+    let result = cli::run(cli);
+    drop(jump_hosts);
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => report(&f, json),
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// `[user@]host[:port]`; `host` may be an `~/.ssh/config` alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SshAddress {
     pub user: Option<String>,
     pub host: String,

@@ -15,7 +15,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 /// How the SSH connection reaches the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Route {
     /// A TCP connection to `host:port`.
     Direct,
@@ -28,7 +28,7 @@ pub enum Route {
 }
 
 /// Where and as whom to connect, after the config has been applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// What the user typed (an alias or a host name).
     pub alias: String,

@@ -153,7 +153,7 @@ impl SshOptions {
 
 /// Everything that can go wrong on the way to a remote file. Messages are one line, name the host,
 /// and never contain a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SshError {
     #[error("cannot find a home directory for ~/.ssh; set HOME")]
     NoHome,

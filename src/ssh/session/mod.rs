@@ -17,7 +17,8 @@
 //! A connection through jump hosts is one such thread per hop: each hop's session carries the
 //! next hop's SSH bytes in a `direct-tcpip` forward to one end of a local socket pair, and the next
 //! session runs over the other end (libssh2 needs a socket). A `ProxyCommand` gets the other end
-//! as its stdin and stdout ([`proxy`]).
+//! as its stdin and stdout ([`proxy`]). Jump hosts' sessions are shared within the process by
+//! every connection that goes through them (`hops.rs`): one bastion login for a whole fleet.
 //!
 //! While streams run, the thread sends SSH keepalives and gives the connection up (every stream
 //! ends with [`SshError::Closed`], later calls fail within a second) when nothing has come back
@@ -28,6 +29,7 @@
 #![allow(unsafe_code, reason = "write(2) on the wake-up pipe of the owner thread")]
 
 mod conn;
+mod hops;
 mod owner;
 mod proxy;
 mod pump;
@@ -42,10 +44,12 @@ use owner::Owner;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 pub use conn::{Conn, is_not_found};
+pub use hops::{KeepJumpHosts, keep_jump_hosts};
 pub use streams::{Forwarding, ProcessInput, RemoteProcess};
 
 /// What we know about the connected peer.
@@ -72,6 +76,8 @@ struct Shared {
     /// Write end of the wake pipe; closing it (when the last handle goes) wakes the thread too.
     wake: OwnedFd,
     info: SessionInfo,
+    /// The connection is known to be lost: [`hops`] hands out a new one instead.
+    closed: AtomicBool,
 }
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -131,8 +137,10 @@ impl Session {
         Session::open(dest, opts.clone(), 0).await
     }
 
-    /// Connect to a resolved destination; `hops` jump hosts were followed to get here.
-    fn open(dest: Destination, opts: SshOptions, hops: usize) -> BoxFuture<'static, Result<Session, SshError>> {
+    /// Connect to a resolved destination; `depth` jump hosts were followed to get here. Its own
+    /// jump host's session is taken from [`hops`] (shared with every other connection through
+    /// it) and carries a forward of its own.
+    fn open(dest: Destination, opts: SshOptions, depth: usize) -> BoxFuture<'static, Result<Session, SshError>> {
         Box::pin(async move {
             let shown = host_port_name(&dest.host, dest.port);
             let (transport, via): (Transport, Option<Via>) = match &dest.route {
@@ -141,7 +149,7 @@ impl Session {
                     let Some((last, before)) = chain.split_last() else {
                         return Err(SshError::Connect { addr: shown, reason: "empty ProxyJump chain".into() });
                     };
-                    if hops + chain.len() > MAX_HOPS {
+                    if depth + chain.len() > MAX_HOPS {
                         return Err(SshError::Config {
                             path: opts.ssh_dir()?.join("config"),
                             reason: format!(
@@ -153,13 +161,30 @@ impl Session {
                     // `ssh -J a -W host:port b`); the first one by its own config.
                     let before = if before.is_empty() { None } else { Some(before.to_vec()) };
                     let hop = Destination::resolve_with(last, &opts, before)?;
-                    let previous = Session::open(hop, opts.clone(), hops + 1).await?;
-                    let (ours, theirs) = UnixStream::pair().map_err(|e| SshError::Connect {
-                        addr: shown.clone(),
-                        reason: format!("cannot make a socket pair: {e}"),
-                    })?;
-                    let forward = previous.forward_stream(ours, &dest.host, dest.port).await?;
-                    (Transport::Stream(theirs), Some(Via::Jump { _forward: forward, _session: previous }))
+                    let key = hops::Key::new(&hop, &opts, depth + 1);
+                    let mut retried = false;
+                    loop {
+                        let previous =
+                            hops::session(key.clone(), || Session::open(hop.clone(), opts.clone(), depth + 1)).await?;
+                        let (ours, theirs) = UnixStream::pair().map_err(|e| SshError::Connect {
+                            addr: shown.clone(),
+                            reason: format!("cannot make a socket pair: {e}"),
+                        })?;
+                        match previous.forward_stream(ours, &dest.host, dest.port).await {
+                            Ok(forward) => {
+                                break (
+                                    Transport::Stream(theirs),
+                                    Some(Via::Jump { _forward: forward, _session: previous }),
+                                );
+                            }
+                            // The shared hop's connection died after it was made: make a new one, once.
+                            Err(SshError::Closed { .. }) if !retried => {
+                                previous.mark_closed();
+                                retried = true;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
                 }
                 Route::Command(cmd) => {
                     let (child, stream) = proxy::spawn(cmd).map_err(|e| SshError::Connect {
@@ -203,6 +228,16 @@ impl Session {
             }
             ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: shown, during: "connecting".into() }))
         })
+    }
+
+    /// Whether the connection is known to be lost (the peer stopped answering, or its socket
+    /// failed). A `false` is no promise: the next call may still find it gone.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    fn mark_closed(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
     }
 
     pub fn info(&self) -> &SessionInfo {

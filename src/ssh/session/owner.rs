@@ -67,7 +67,7 @@ impl Owner {
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (wake_rx, wake_tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared { tx, wake: wake_tx, info });
+        let shared = Arc::new(Shared { tx, wake: wake_tx, info, closed: Default::default() });
         let weak = Arc::downgrade(&shared);
         let conn = Conn { sess: sess.clone(), sftp: None, host, sock };
         if !keepalive.is_zero() {
@@ -182,6 +182,7 @@ impl Owner {
                 let ch = match r {
                     Ok(ch) => ch,
                     Err(e) => {
+                        self.note(&e);
                         let _ = reply.send(Err(e));
                         return;
                     }
@@ -231,6 +232,19 @@ impl Owner {
         }
     }
 
+    /// A lost connection, seen in an error: say so on the handles ([`Session::is_closed`]).
+    fn note(&self, e: &SshError) {
+        if matches!(e, SshError::Closed { .. }) {
+            self.mark_closed();
+        }
+    }
+
+    fn mark_closed(&self) {
+        if let Some(shared) = self.weak.upgrade() {
+            shared.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn add(&mut self, ch: ssh2::Channel, kind: Kind) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -242,6 +256,9 @@ impl Owner {
     /// may take as long as the remote process lives, so the channel waits in `closing` meanwhile
     /// instead of holding up the other streams.
     fn finish(&mut self, mut s: Stream, error: Option<SshError>) {
+        if let Some(e) = &error {
+            self.note(e);
+        }
         if matches!(s.ch.close(), Err(e) if e.code() == EAGAIN) {
             self.closing.push(s.ch.clone());
         }
@@ -343,6 +360,7 @@ impl Owner {
             return;
         }
         self.lost = true;
+        self.mark_closed();
         // Calls queued behind this one must not each wait the full I/O timeout.
         self.sess.set_timeout(LOST_TIMEOUT_MS);
         let during = format!("waiting: no answer from the host for {} s", self.silence_limit.as_secs());

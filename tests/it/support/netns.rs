@@ -166,8 +166,14 @@ impl Remote {
 
     /// With `sshd_config` lines added to sshd's config.
     pub fn start_with(sshd_config: &str) -> Remote {
+        Remote::start_opts(SshdOptions::default(), sshd_config)
+    }
+
+    /// With these sshd options (several users: the client key is authorized for the first one
+    /// only) and `sshd_config` lines.
+    pub fn start_opts(opts: SshdOptions, sshd_config: &str) -> Remote {
         let ns = Netns::create();
-        let sshd = Sshd::start_in_netns(SshdOptions::default(), &ns.name, ns.ns_ip.into(), sshd_config);
+        let sshd = Sshd::start_in_netns(opts, &ns.name, ns.ns_ip.into(), sshd_config);
         let client_home = tempfile::tempdir().unwrap();
         let key = Key::generate(&client_home.path().join(".ssh"), "id_ed25519", "");
         sshd.user().authorize(&key.public);
