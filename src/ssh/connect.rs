@@ -266,7 +266,7 @@ pub fn establish(
         if is_timeout(&e) {
             SshError::Timeout { host: shown.clone(), secs, during: "the SSH handshake" }
         } else {
-            handshake_err(e.message().to_string())
+            handshake_err(handshake_reason(&e))
         }
     })?;
 
@@ -322,6 +322,18 @@ pub fn establish(
     auth::authenticate(&sess, &shown, &id, &auth_opts, secs)?;
     sess.set_timeout(millis(opts.io_timeout));
     Ok((sess, fd, fp))
+}
+
+/// libssh2's words for a failed handshake, with what the bare ones mean.
+fn handshake_reason(e: &ssh2::Error) -> String {
+    match e.message() {
+        // The peer closed the connection before (or instead of) its `SSH-2.0-…` greeting.
+        m @ "Failed getting banner" => format!(
+            "{m}: the server closed the connection before greeting (sshd dropping connections over \
+             its MaxStartups, a firewall, or not an SSH server)"
+        ),
+        m => m.to_string(),
+    }
 }
 
 fn tcp_connect(dest: &Destination, timeout: Duration) -> Result<TcpStream, SshError> {

@@ -331,7 +331,7 @@ async fn ssh_config_alias_gives_host_port_user_and_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_llmx_home_from_ssh_environment_and_remote_home_flag() {
-    let sshd = Sshd::start(SshdOptions { users: 1, permit_user_environment: true });
+    let sshd = Sshd::start(SshdOptions { users: 1, permit_user_environment: true, ..SshdOptions::default() });
     let user = sshd.user();
     let c = Client::new();
     c.trust(&sshd, user);
@@ -937,7 +937,7 @@ fn cli_unknown_host_then_accept_new_identity_flag_and_closed_port() {
 
 #[test]
 fn cli_agent_and_config_alias() {
-    let sshd = Sshd::start(SshdOptions { users: 2, permit_user_environment: false });
+    let sshd = Sshd::start(SshdOptions { users: 2, ..SshdOptions::default() });
     let (a, b) = (&sshd.users[0], &sshd.users[1]);
     let c = Client::new();
     std::fs::write(c.known_hosts(), sshd.known_hosts_line()).unwrap();
@@ -1013,6 +1013,32 @@ fn a_push_is_one_exec_channel_per_host_and_status_too() {
     // The credential never was on a command line: sshd logs every command at DEBUG, but even
     // at VERBOSE nothing of it is in the log.
     assert!(!sshd.log().contains("sk-cli"), "{}", sshd.log());
+}
+
+/// sshd's stock `MaxStartups 10:30:100` drops connections from the 10th unauthenticated one on
+/// (here at 100 %, so that a single excess shows). Sixteen accounts of one host pushed with
+/// `--jobs 16`: llmx lets at most 8 connections to one host set up at a time, and every target
+/// is written, none dropped.
+#[test]
+fn many_accounts_on_one_host_with_high_jobs_stay_under_sshds_max_startups() {
+    let sshd = Sshd::start(SshdOptions { users: 16, max_startups: "10:100:10", ..SshdOptions::default() });
+    let c = Client::new();
+    for u in &sshd.users {
+        c.trust(&sshd, u);
+    }
+    login_api_key(&c, SECRET);
+    let specs: Vec<String> = sshd.users.iter().map(|u| sshd.spec(u)).collect();
+    let mut args = vec!["auth", "push", "--jobs", "16"];
+    args.extend(specs.iter().map(String::as_str));
+    for said in ["16 created", "16 unchanged"] {
+        let (code, out, err) = llmx(&c, &args);
+        assert_eq!(code, 0, "{out}\n{err}\n{}", sshd.log());
+        assert!(out.contains(said), "{out}");
+    }
+    for u in &sshd.users {
+        assert_eq!(mode(&u.home.join(".llmx/auth.json")), 0o600, "{}", u.name);
+    }
+    assert!(!sshd.log().contains("drop connection"), "sshd dropped connections: {}", sshd.log());
 }
 
 #[test]

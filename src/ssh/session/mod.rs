@@ -14,6 +14,9 @@
 //!   forwarded sockets, and only sleeps after a pass that moved nothing while libssh2 holds no
 //!   queued data for any channel.
 //!
+//! At most `startups::PER_HOST` connections to one host are being set up (connected, not yet
+//! authenticated) at a time, so that many targets on one sshd stay under its `MaxStartups`.
+//!
 //! A connection through jump hosts is one such thread per hop: each hop's session carries the
 //! next hop's SSH bytes in a `direct-tcpip` forward to one end of a local socket pair, and the next
 //! session runs over the other end (libssh2 needs a socket). A `ProxyCommand` gets the other end
@@ -33,6 +36,7 @@ mod hops;
 mod owner;
 mod proxy;
 mod pump;
+mod startups;
 mod streams;
 
 use crate::ssh::SshAddress;
@@ -194,6 +198,8 @@ impl Session {
                     (Transport::Stream(stream), Some(Via::Command(child)))
                 }
             };
+            // Wait for this host's turn (sshd's MaxStartups), held until authenticated.
+            let turn = startups::admit(&dest.host, dest.port).await;
             let (ready_tx, ready_rx) = oneshot::channel();
             let name = format!("ssh {shown}");
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
@@ -226,7 +232,10 @@ impl Session {
             if let Err(e) = spawned {
                 return Err(SshError::Connect { addr: shown, reason: format!("cannot start a thread: {e}") });
             }
-            ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: shown, during: "connecting".into() }))
+            let ready =
+                ready_rx.await.unwrap_or_else(|_| Err(SshError::Closed { host: shown, during: "connecting".into() }));
+            drop(turn);
+            ready
         })
     }
 

@@ -126,11 +126,13 @@ impl Key {
 pub struct SshdOptions {
     pub users: usize,
     pub permit_user_environment: bool,
+    /// sshd's `MaxStartups` (raised by default, so that tests never trip it by accident).
+    pub max_startups: &'static str,
 }
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        SshdOptions { users: 1, permit_user_environment: false }
+        SshdOptions { users: 1, permit_user_environment: false, max_startups: "64" }
     }
 }
 
@@ -190,12 +192,13 @@ impl Sshd {
                 "Port {port}\nListenAddress {addr}\nHostKey {hk}\nPidFile {pid}\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                  AuthorizedKeysFile .ssh/authorized_keys\nSubsystem sftp /usr/lib/openssh/sftp-server\n\
-                 PermitUserEnvironment {env}\nAllowUsers {allow}\nMaxStartups 64\nMaxSessions 32\n\
+                 PermitUserEnvironment {env}\nAllowUsers {allow}\nMaxStartups {startups}\nMaxSessions 32\n\
                  LogLevel VERBOSE\n{extra}",
                 hk = hk.display(),
                 pid = dir.path().join("sshd.pid").display(),
                 env = if opts.permit_user_environment { "yes" } else { "no" },
                 allow = allow.join(" "),
+                startups = opts.max_startups,
             ),
         )
         .unwrap();
