@@ -142,7 +142,7 @@ prep_llmx_ssh() { fresh_auth "$(SSH_AUTH)"; }
 do_llmx_ssh() {
   local t=()
   mapfile -t t < <(ssh_targets llmx "$1" | sed 's/^/ssh:/')
-  HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx "$LLMX" auth push --json "${t[@]}"
+  HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx "$LLMX" auth push --json ${BENCH_JOBS:+-j "$BENCH_JOBS"} "${t[@]}"
 }
 check_llmx_ssh() { llmx_all_written "$W/out" "$1" && ssh_same llmx "$1"; }
 
