@@ -189,6 +189,64 @@ fn tls_engine_host_name_is_checked_against_the_certificate() {
     assert!(seen.load(Ordering::SeqCst) > 0, "the handshake never reached the engine");
 }
 
+#[test]
+fn tls_engine_with_a_mistyped_cert_path_is_named_before_connecting() {
+    let e = tls_engine();
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = relay(l, To::Tcp(e.host.trim_start_matches("tcp://").to_string()));
+    let typo = e.certs.with_file_name("clinet");
+    let mut env = e.env(&typo);
+    env[0].1 = format!("tcp://127.0.0.1:{port}");
+    let r = local.llmx(&["auth", "push", "docker:whatever"], &with(&env));
+    assert_eq!(r.code(), 1, "{}", r.all());
+    let line = format!("DOCKER_CERT_PATH={}: no such directory", typo.display());
+    assert!(r.stdout.contains(&line), "{}", r.all());
+    assert!(r.stdout.contains("ca.pem, cert.pem and key.pem"), "the hint says what belongs there: {}", r.all());
+    assert!(!r.all().contains("cannot reach"), "{}", r.all());
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "llmx connected with a certificate directory that is not there");
+
+    // A directory that is there without ca.pem still means the system roots (as the docker CLI).
+    let empty = tempfile::tempdir().unwrap();
+    let mut env = e.env(empty.path());
+    env[0].1 = format!("tcp://127.0.0.1:{port}");
+    let r = local.llmx(&["auth", "push", "docker:whatever"], &with(&env));
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stdout.contains("UnknownIssuer"), "{}", r.all());
+    assert!(seen.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn tls_engine_refusing_the_client_certificate_is_said_as_tls_with_the_cert_dir() {
+    let e = tls_engine();
+    let (none, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [none.path(), stranger.path()] {
+        std::fs::copy(e.certs.join("ca.pem"), d.join("ca.pem")).unwrap();
+    }
+    // A client certificate the engine's CA never signed.
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=stranger", "-keyout"])
+        .arg(stranger.path().join("key.pem"))
+        .arg("-out")
+        .arg(stranger.path().join("cert.pem")));
+    for (dir, want) in
+        [(none.path(), "has no cert.pem and key.pem"), (stranger.path(), "refused the client certificate")]
+    {
+        let (c, _local, r) = push_to_tls_container("tls-client-cert", &e.env(dir));
+        assert_eq!(r.code(), 1, "{}", r.all());
+        assert!(
+            r.stdout.contains("TLS to the Docker engine at") && r.stdout.contains("nothing was sent"),
+            "{}",
+            r.all()
+        );
+        assert!(r.stdout.contains(want) && r.stdout.contains(&dir.display().to_string()), "{}", r.all());
+        assert!(!r.all().contains("cannot reach") && !r.all().contains("start Docker"), "{}", r.all());
+        assert_eq!(c.auth_json(), None);
+    }
+}
+
 /// The main engine's socket (the run's DOCKER_HOST when it is a unix:// one).
 fn main_socket() -> String {
     std::env::var("DOCKER_HOST")
