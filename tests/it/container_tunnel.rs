@@ -4,9 +4,12 @@
 //! (support/netns.rs, `Netns::of_process`), so its 127.0.0.1 is not ours and the test issuer,
 //! listening on this side's veth address, is reachable from inside. The browser relay is
 //! checked with the scripted browser following the authorize URL to 127.0.0.1:PORT here; the
-//! device code is approved on the issuer's page as a person would.
+//! device code is approved on the issuer's page as a person would. The same device login runs
+//! through the engines of tests/it/engines.rs: the second dockerd behind TLS (the image loaded
+//! into it with docker save | load) and the machine's engine reached over `ssh://`.
 
-use crate::support::docker::{Container, IMAGE_GLIBC, IMAGE_NOSHELL};
+use crate::engines::{SshEngine, tls_engine};
+use crate::support::docker::{Container, EngineEnv, IMAGE_GLIBC, IMAGE_NOSHELL};
 use crate::support::harness::{Events, LLMX, free_port};
 use crate::support::login::{Browser, Home, port_of};
 use crate::support::netns::{Netns, has_port, listeners};
@@ -22,24 +25,37 @@ struct Bed {
     ns: Netns,
     c: Container,
     issuer: RunningIssuer,
+    /// What the llmx under test is given to reach the container's engine (empty: the test run's
+    /// DOCKER_HOST).
+    llmx_env: EngineEnv,
 }
 
 async fn container(tag: &str) -> Bed {
-    let c = Container::run(tag, IMAGE_GLIBC, &[]);
+    bed(Container::run(tag, IMAGE_GLIBC, &[]), Vec::new()).await
+}
+
+/// The container `c` (running IMAGE_GLIBC on any engine of this machine) joined to this side,
+/// the issuer listening here for it.
+async fn bed(c: Container, llmx_env: EngineEnv) -> Bed {
     let ns = Netns::of_process(c.pid());
     let listener = tokio::net::TcpListener::bind((ns.host_ip, 0)).await.unwrap();
     let issuer = Issuer::new(IssuerConfig::default()).spawn(listener).unwrap();
-    Bed { ns, c, issuer }
+    Bed { ns, c, issuer, llmx_env }
 }
 
 /// `llmx -c auth_issuer=ISSUER auth tunnel --json --no-browser docker:NAME EXTRA...`.
 fn spawn(b: &Bed, local: &Home, extra: &[&str]) -> Events {
-    local
+    let mut cmd = local
         .llmx(["-c", &format!("auth_issuer={}", b.issuer.base_url()), "auth", "tunnel", "--json", "--no-browser"])
         .args([b.c.target()])
-        .args(extra)
-        .envs_from_docker()
-        .events()
+        .args(extra);
+    if b.llmx_env.is_empty() {
+        cmd = cmd.envs_from_docker();
+    }
+    for (k, v) in &b.llmx_env {
+        cmd = cmd.env(k, v);
+    }
+    cmd.events()
 }
 
 trait DockerEnv {
@@ -160,6 +176,76 @@ async fn container_device_tunnel_signs_the_container_in_with_a_code_and_binds_no
     let auth = assert_container_login(&b.c, false);
     assert_no_tokens(&auth, &format!("{events:?}{stderr}"));
     assert_torn_down(&b, 1455);
+}
+
+/// `--install --device` into `b`'s container: this llmx copied in through the archive API, the
+/// login run through the exec API's hijacked stream, the code approved; signed in, nothing
+/// secret said, nothing left. Returns the output (events and stderr) as text.
+async fn install_and_sign_in_with_a_code(b: &Bed) -> String {
+    let local = Home::new();
+    let started = Instant::now();
+    let mut t = spawn(b, &local, &["--install", "--device"]);
+    let ready = t.wait_for("container_ready").await;
+    let to_ready = started.elapsed();
+    assert_eq!(ready["user"], "app", "{ready}");
+    assert_eq!(t.wait_for("installed").await["path"], "/home/app/.llmx/bin/llmx");
+    let to_installed = started.elapsed();
+    // Checked inside (busybox stat, sha256sum): copying the debug build back out through the
+    // docker CLI over TLS takes half a minute on a loaded machine.
+    let path = "/home/app/.llmx/bin/llmx";
+    assert_eq!(b.c.exec(&["stat", "-c", "%u %a", path]), "1000 700", "installed binary");
+    let local_sum = std::process::Command::new("sha256sum").arg(LLMX).output().unwrap();
+    let sum = String::from_utf8_lossy(&local_sum.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(b.c.exec(&["sha256sum", path]).split_whitespace().next(), Some(sum.as_str()), "copied bytes differ");
+    let code = t.wait_for("device_code").await;
+    let to_code = started.elapsed();
+    assert_eq!(code["verification_url"], format!("{}/codex/device", b.issuer.base_url()), "{code}");
+    assert!(b.ns.listeners().is_empty(), "the container login listens: {:?}", b.ns.listeners());
+    let approved = Instant::now();
+    crate::signin::decide_on_page(&b.issuer.base_url(), code["user_code"].as_str().unwrap(), "approve").await;
+    let (status, events, stderr) = t.finish().await;
+    eprintln!(
+        "{}: start→container_ready {to_ready:?}, →installed {to_installed:?}, →device_code {to_code:?}, \
+         approve→exit {:?}",
+        b.c.name,
+        approved.elapsed()
+    );
+    assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "tunnel_succeeded", "{events:?}");
+    assert_eq!(done["auth_file"], "/home/app/.llmx/auth.json", "{done}");
+    let auth = assert_container_login(&b.c, false);
+    let text = format!("{events:?}{stderr}");
+    assert_no_tokens(&auth, &text);
+    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    assert_torn_down(b, 1455);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_device_tunnel_through_a_tls_engine_installs_llmx_and_signs_the_container_in() {
+    let e = tls_engine();
+    e.load(IMAGE_GLIBC);
+    let env = e.env(&e.certs);
+    let b = bed(Container::run_on(env.clone(), "tls-device", IMAGE_GLIBC, &[]), env).await;
+    let started = Instant::now();
+    let text = install_and_sign_in_with_a_code(&b).await;
+    eprintln!("container tunnel --install --device over TLS: {:?} in all", started.elapsed());
+    let key = std::fs::read_to_string(e.certs.join("key.pem")).unwrap();
+    let key_line = key.lines().nth(1).unwrap();
+    assert!(!text.contains(key_line), "the client key leaked into the output");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_device_tunnel_through_an_ssh_engine_installs_llmx_and_signs_the_container_in() {
+    let e = SshEngine::start(true);
+    let env = vec![("DOCKER_HOST", e.host(&e.sshd.users[0])), ("HOME", e.local.home().display().to_string())];
+    let b = bed(Container::run("ssh-device", IMAGE_GLIBC, &[]), env).await;
+    let started = Instant::now();
+    install_and_sign_in_with_a_code(&b).await;
+    eprintln!("container tunnel --install --device over ssh://: {:?} in all", started.elapsed());
+    let log = e.sshd.log();
+    assert!(log.contains(&format!("Accepted publickey for {}", e.sshd.users[0].name)), "not through this sshd: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,22 +9,26 @@ use crate::support::docker::{Container, IMAGE_ROOT, Local, api_key_auth, docker_
 use crate::support::harness::Run;
 use crate::support::netns::Netns;
 use crate::support::sshd::{Key, Sshd, SshdOptions, User, run};
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The TLS engine scripts/tls-engine started: address, client certificates, and a directory with
 /// the same client certificate but an unrelated CA.
-struct TlsEngine {
+pub(crate) struct TlsEngine {
     host: String,
-    certs: PathBuf,
+    pub(crate) certs: PathBuf,
     wrong_ca: PathBuf,
+    /// The images given to it so far by this test process.
+    loaded: Mutex<HashSet<&'static str>>,
 }
 
-fn tls_engine() -> &'static TlsEngine {
+pub(crate) fn tls_engine() -> &'static TlsEngine {
     static ENGINE: OnceLock<TlsEngine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let var = |k: &str| {
@@ -39,23 +43,30 @@ fn tls_engine() -> &'static TlsEngine {
             host: var("LLMX_TEST_TLS_ENGINE"),
             certs: var("LLMX_TEST_TLS_CERTS").into(),
             wrong_ca: var("LLMX_TEST_TLS_WRONG_CA").into(),
+            loaded: Mutex::new(HashSet::new()),
         };
-        // It starts with no images: give it the test image from the machine's engine.
-        images();
-        let saved = docker_raw(&["save", IMAGE_ROOT], None);
-        assert!(saved.status.success(), "docker save: {}", String::from_utf8_lossy(&saved.stderr));
-        let loaded = e.docker(&["load"], Some(&saved.stdout));
-        assert!(
-            loaded.status.success(),
-            "docker load into the TLS engine: {}",
-            String::from_utf8_lossy(&loaded.stderr)
-        );
+        e.load(IMAGE_ROOT);
         e
     })
 }
 
 impl TlsEngine {
-    fn env(&self, certs: &Path) -> Vec<(&'static str, String)> {
+    /// It starts with no images: give it `image` from the machine's engine (docker save | load),
+    /// once per test process.
+    pub(crate) fn load(&self, image: &'static str) {
+        let mut loaded = self.loaded.lock().unwrap();
+        if loaded.contains(image) {
+            return;
+        }
+        images();
+        let saved = docker_raw(&["save", image], None);
+        assert!(saved.status.success(), "docker save {image}: {}", String::from_utf8_lossy(&saved.stderr));
+        let out = self.docker(&["load"], Some(&saved.stdout));
+        assert!(out.status.success(), "docker load into the TLS engine: {}", String::from_utf8_lossy(&out.stderr));
+        loaded.insert(image);
+    }
+
+    pub(crate) fn env(&self, certs: &Path) -> Vec<(&'static str, String)> {
         vec![
             ("DOCKER_HOST", self.host.clone()),
             ("DOCKER_TLS_VERIFY", "1".into()),
@@ -178,6 +189,64 @@ fn tls_engine_host_name_is_checked_against_the_certificate() {
     assert!(seen.load(Ordering::SeqCst) > 0, "the handshake never reached the engine");
 }
 
+#[test]
+fn tls_engine_with_a_mistyped_cert_path_is_named_before_connecting() {
+    let e = tls_engine();
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = relay(l, To::Tcp(e.host.trim_start_matches("tcp://").to_string()));
+    let typo = e.certs.with_file_name("clinet");
+    let mut env = e.env(&typo);
+    env[0].1 = format!("tcp://127.0.0.1:{port}");
+    let r = local.llmx(&["auth", "push", "docker:whatever"], &with(&env));
+    assert_eq!(r.code(), 1, "{}", r.all());
+    let line = format!("DOCKER_CERT_PATH={}: no such directory", typo.display());
+    assert!(r.stdout.contains(&line), "{}", r.all());
+    assert!(r.stdout.contains("ca.pem, cert.pem and key.pem"), "the hint says what belongs there: {}", r.all());
+    assert!(!r.all().contains("cannot reach"), "{}", r.all());
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "llmx connected with a certificate directory that is not there");
+
+    // A directory that is there without ca.pem still means the system roots (as the docker CLI).
+    let empty = tempfile::tempdir().unwrap();
+    let mut env = e.env(empty.path());
+    env[0].1 = format!("tcp://127.0.0.1:{port}");
+    let r = local.llmx(&["auth", "push", "docker:whatever"], &with(&env));
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stdout.contains("UnknownIssuer"), "{}", r.all());
+    assert!(seen.load(Ordering::SeqCst) > 0);
+}
+
+#[test]
+fn tls_engine_refusing_the_client_certificate_is_said_as_tls_with_the_cert_dir() {
+    let e = tls_engine();
+    let (none, stranger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [none.path(), stranger.path()] {
+        std::fs::copy(e.certs.join("ca.pem"), d.join("ca.pem")).unwrap();
+    }
+    // A client certificate the engine's CA never signed.
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=stranger", "-keyout"])
+        .arg(stranger.path().join("key.pem"))
+        .arg("-out")
+        .arg(stranger.path().join("cert.pem")));
+    for (dir, want) in
+        [(none.path(), "has no cert.pem and key.pem"), (stranger.path(), "refused the client certificate")]
+    {
+        let (c, _local, r) = push_to_tls_container("tls-client-cert", &e.env(dir));
+        assert_eq!(r.code(), 1, "{}", r.all());
+        assert!(
+            r.stdout.contains("TLS to the Docker engine at") && r.stdout.contains("nothing was sent"),
+            "{}",
+            r.all()
+        );
+        assert!(r.stdout.contains(want) && r.stdout.contains(&dir.display().to_string()), "{}", r.all());
+        assert!(!r.all().contains("cannot reach") && !r.all().contains("start Docker"), "{}", r.all());
+        assert_eq!(c.auth_json(), None);
+    }
+}
+
 /// The main engine's socket (the run's DOCKER_HOST when it is a unix:// one).
 fn main_socket() -> String {
     std::env::var("DOCKER_HOST")
@@ -265,13 +334,13 @@ fn plain_tcp_to_another_machine_is_refused_before_connecting_and_insecure_engine
 
 /// An sshd whose first user may use the Docker socket (the `docker` group) and whose second may
 /// not, and a client HOME whose ~/.ssh holds a key both accept; `trusted` writes known_hosts.
-struct SshEngine {
-    sshd: Sshd,
-    local: Local,
+pub(crate) struct SshEngine {
+    pub(crate) sshd: Sshd,
+    pub(crate) local: Local,
 }
 
 impl SshEngine {
-    fn start(trusted: bool) -> SshEngine {
+    pub(crate) fn start(trusted: bool) -> SshEngine {
         let sshd = Sshd::start(SshdOptions { users: 2, ..SshdOptions::default() });
         run(Command::new("usermod").args(["-aG", "docker", &sshd.users[0].name]));
         let local = Local::new();
@@ -287,7 +356,7 @@ impl SshEngine {
         SshEngine { sshd, local }
     }
 
-    fn host(&self, user: &User) -> String {
+    pub(crate) fn host(&self, user: &User) -> String {
         format!("ssh://{}@127.0.0.1:{}", user.name, self.sshd.port)
     }
 }

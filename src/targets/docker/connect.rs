@@ -85,8 +85,9 @@ impl Endpoint {
                 (None, Some(_)) => ("DOCKER_TLS", false),
                 (None, None) => return None,
             };
+            let named_by = env.cert_path.as_ref().map(|_| "DOCKER_CERT_PATH".to_string());
             let dir = env.cert_path.clone().or_else(|| env.config_dir.clone()).unwrap_or_default();
-            Some(TlsMaterial { why: why.to_string(), dir, ca_only: false, verify })
+            Some(TlsMaterial { why: why.to_string(), dir, named_by, ca_only: false, verify })
         };
         if let Some(h) = &env.docker_host {
             return Ok(Endpoint { host: h.clone(), origin: "DOCKER_HOST".into(), tls: env_tls() });
@@ -111,6 +112,7 @@ impl Endpoint {
                 let tls = (material.exists() || skip_verify).then(|| TlsMaterial {
                     why: why.clone(),
                     dir: material,
+                    named_by: None,
                     ca_only: true,
                     verify: !skip_verify,
                 });
@@ -333,7 +335,11 @@ async fn connect(ep: Endpoint, opts: &DockerOptions, ssh: &SshOptions) -> Result
             // such, before any request is sent.
             match tokio::time::timeout(CONNECT_TIMEOUT, dial()).await {
                 Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
-                Ok(Err(e)) => return Err(tls_failure(&ep, material, &e).unwrap_or_else(|| unreachable(e.to_string()))),
+                Ok(Err(e)) => {
+                    return Err(rustls_cause(&e)
+                        .map(|r| tls_failure(&ep, material, r))
+                        .unwrap_or_else(|| unreachable(e.to_string())));
+                }
                 Ok(Ok(_)) => {}
             }
             docker_over(dial, addr, secs).map_err(|e| unreachable(error_text(&e)))?
@@ -361,9 +367,31 @@ async fn connect(ep: Endpoint, opts: &DockerOptions, ssh: &SshOptions) -> Result
                  key.pem, as for the docker CLI",
             ))
         }
-        Ok(Err(e)) => Err(unreachable(error_text(&e))),
+        // TLS 1.3 ends the client's side of the handshake before the engine has checked the
+        // client certificate: its refusal (an alert) arrives with the first answer.
+        Ok(Err(e)) => match (&route, rustls_cause(&e)) {
+            (Route::Tls { material, .. }, Some(r)) => Err(tls_failure(&ep, material, r)),
+            _ => Err(unreachable(error_text(&e))),
+        },
         Ok(Ok(d)) => Ok(d),
     }
+}
+
+/// The rustls error somewhere in `e`'s causes (inside an `io::Error` as tokio-rustls wraps it).
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && let Some(r) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(r);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// TCP, then the TLS handshake with `material`'s certificates, checking the certificate against `name`.
@@ -382,33 +410,39 @@ fn tls_dial(addr: String, name: &str, material: &TlsMaterial) -> Result<Dial, Ta
 }
 
 /// A failed TLS handshake, said as what it is, with the fix.
-fn tls_failure(ep: &Endpoint, m: &TlsMaterial, e: &std::io::Error) -> Option<TargetError> {
-    let inner = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+fn tls_failure(ep: &Endpoint, m: &TlsMaterial, inner: &rustls::Error) -> TargetError {
     let dir = m.dir.display();
+    // What chose the directory, for the reader to fix.
+    let from = match (&m.named_by, m.ca_only) {
+        (Some(var), _) => var.clone(),
+        (None, true) => m.why.clone(),
+        (None, false) => "the default of DOCKER_CERT_PATH".to_string(),
+    };
     let hint = match inner {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
-            format!(
-                "the engine's certificate is not signed by {dir}/ca.pem (nor a system CA): check {} points at this engine's CA",
-                m.why
-            )
-        }
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => format!(
+            "the engine's certificate is not signed by {dir}/ca.pem (nor a system CA): check that {from} points at \
+             this engine's CA"
+        ),
         rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
         | rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. }) => {
             "the engine's certificate does not name this host: use the name or address it was issued for in DOCKER_HOST"
                 .to_string()
         }
-        rustls::Error::AlertReceived(_) => {
-            format!("the engine refused the client certificate: use the cert.pem/key.pem it trusts in {dir}")
-        }
+        rustls::Error::AlertReceived(_) if !m.dir.join("cert.pem").exists() => format!(
+            "the engine wants a client certificate and {dir} ({from}) has no cert.pem and key.pem: use the directory \
+             that holds them"
+        ),
+        rustls::Error::AlertReceived(_) => format!(
+            "the engine refused the client certificate {dir}/cert.pem ({from}): use a cert.pem/key.pem issued by the \
+             engine's CA"
+        ),
         _ => format!("check the certificates in {dir} ({})", m.why),
     };
-    Some(
-        TargetError::new(format!(
-            "TLS to the Docker engine at {} (from {}) failed: {inner}; nothing was sent",
-            ep.host, ep.origin
-        ))
-        .with_hint(hint),
-    )
+    TargetError::new(format!(
+        "TLS to the Docker engine at {} (from {}) failed: {inner}; nothing was sent",
+        ep.host, ep.origin
+    ))
+    .with_hint(hint)
 }
 
 /// A bollard error with its causes, on one line ("client error (Connect): No such file...").
@@ -496,8 +530,13 @@ mod tests {
 
     #[test]
     fn remote_plain_tcp_is_refused_unless_insecure_and_tls_gets_the_default_port() {
-        let material =
-            |verify| TlsMaterial { why: "DOCKER_TLS_VERIFY".into(), dir: "/c".into(), ca_only: false, verify };
+        let material = |verify| TlsMaterial {
+            why: "DOCKER_TLS_VERIFY".into(),
+            dir: "/c".into(),
+            named_by: None,
+            ca_only: false,
+            verify,
+        };
         let ep =
             |host: &str, tls: Option<TlsMaterial>| Endpoint { host: host.into(), origin: "DOCKER_HOST".into(), tls };
         for (e, want) in [

@@ -3,7 +3,8 @@
 //! - From the environment (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`, default the docker config
 //!   directory): `ca.pem` is trusted *in addition to* the system roots, and `cert.pem` + `key.pem`
 //!   are the client certificate, each used only when the file exists (the docker CLI's
-//!   `tlsconfig.Client`).
+//!   `tlsconfig.Client`). A `DOCKER_CERT_PATH` set to a directory that does not exist (a typo) is
+//!   an error naming it, before anything connects; the default directory may be missing.
 //! - From a `docker context` (`contexts/tls/<sha256 of the name>/docker/`): its `ca.pem` *replaces*
 //!   the system roots, as the CLI's context loader does.
 //!
@@ -26,6 +27,9 @@ pub struct TlsMaterial {
     pub why: String,
     /// Holds `ca.pem`, `cert.pem` and `key.pem`, each optional.
     pub dir: PathBuf,
+    /// The variable that named `dir` (`DOCKER_CERT_PATH`), when it was set rather than defaulted:
+    /// then the directory must exist.
+    pub named_by: Option<String>,
     /// The CA replaces the system roots (a context) rather than joining them (the environment).
     pub ca_only: bool,
     /// Check the server's certificate (off: `DOCKER_TLS` alone, `SkipTLSVerify`).
@@ -40,6 +44,9 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TargetError> 
         TargetError::new(format!("cannot use {} for TLS to the Docker engine: {e}", path.display()))
             .with_hint(fix.clone())
     };
+    if let Some(var) = &m.named_by {
+        named_dir(var, m)?;
+    }
     let mut roots = rustls::RootCertStore::empty();
     let ca = m.dir.join("ca.pem");
     let have_ca = ca.exists();
@@ -84,6 +91,26 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<ClientConfig>, TargetError> 
     Ok(Arc::new(config))
 }
 
+/// A directory the user named must be there: a typo is said as one, not later as an engine that
+/// does not trust us or that we do not trust.
+fn named_dir(var: &str, m: &TlsMaterial) -> Result<(), TargetError> {
+    let dir = m.dir.display();
+    let what = match std::fs::metadata(&m.dir) {
+        Ok(md) if md.is_dir() => return Ok(()),
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(TargetError::new(format!(
+        "{var}={dir}: {what} ({} asks for TLS to the Docker engine with the certificates in it); nothing was sent",
+        m.why
+    ))
+    .with_hint(format!(
+        "set {var} to the directory holding ca.pem, cert.pem and key.pem (as for the docker CLI), or unset it to use \
+         the docker config directory"
+    )))
+}
+
 /// The name the server's certificate must carry: a DNS name or an IP address.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, TargetError> {
     ServerName::try_from(host.to_string())
@@ -126,5 +153,39 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material(dir: &Path, named_by: Option<&str>) -> TlsMaterial {
+        TlsMaterial {
+            why: "DOCKER_TLS_VERIFY".into(),
+            dir: dir.to_path_buf(),
+            named_by: named_by.map(str::to_string),
+            ca_only: false,
+            verify: true,
+        }
+    }
+
+    #[test]
+    fn a_named_cert_dir_must_exist_and_a_default_one_may_be_missing() {
+        let t = tempfile::tempdir().unwrap();
+        let typo = t.path().join("certz");
+        let e = client_config(&material(&typo, Some("DOCKER_CERT_PATH"))).unwrap_err();
+        assert!(e.message.starts_with(&format!("DOCKER_CERT_PATH={}: no such directory", typo.display())), "{e}");
+        assert!(e.message.contains("DOCKER_TLS_VERIFY") && !e.message.contains('\n'), "{e}");
+        assert!(e.hint.as_deref().is_some_and(|h| h.contains("ca.pem, cert.pem and key.pem")), "{e:?}");
+
+        let file = t.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let e = client_config(&material(&file, Some("DOCKER_CERT_PATH"))).unwrap_err();
+        assert!(e.message.contains("is not a directory"), "{e}");
+
+        // A missing default directory, and a named one without ca.pem: the system roots, as before.
+        client_config(&material(&typo, None)).unwrap();
+        client_config(&material(t.path(), Some("DOCKER_CERT_PATH"))).unwrap();
     }
 }

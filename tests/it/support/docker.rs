@@ -30,8 +30,17 @@ pub fn docker(args: &[&str]) -> String {
 }
 
 pub fn docker_raw(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    docker_on(&[], args, stdin)
+}
+
+/// The variables that point the docker CLI at an engine other than the test run's
+/// (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`); empty: the test run's engine.
+pub type EngineEnv = Vec<(&'static str, String)>;
+
+/// `docker ARGS` against the engine `env` names (see [`EngineEnv`]).
+pub fn docker_on(env: &[(&'static str, String)], args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut cmd = Command::new("docker");
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}); install docker.io"));
     if let Some(data) = stdin {
@@ -263,6 +272,8 @@ fn noshell_rootfs() -> Result<Vec<u8>, String> {
 /// A container this test made; removed (with `docker rm -f`) when dropped, pass or fail.
 pub struct Container {
     pub name: String,
+    /// The engine it runs on (empty: the test run's).
+    pub engine: EngineEnv,
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -283,10 +294,19 @@ impl Container {
         Container::start("create", tag, image, opts)
     }
 
+    /// `docker run -d` on the engine `engine` names, which must hold `image` already.
+    pub fn run_on(engine: EngineEnv, tag: &str, image: &str, opts: &[&str]) -> Container {
+        Container::make(engine, "run", tag, image, opts)
+    }
+
     fn start(verb: &str, tag: &str, image: &str, opts: &[&str]) -> Container {
         images();
+        Container::make(Vec::new(), verb, tag, image, opts)
+    }
+
+    fn make(engine: EngineEnv, verb: &str, tag: &str, image: &str, opts: &[&str]) -> Container {
         let name = unique_name(tag);
-        let c = Container { name: name.clone() };
+        let c = Container { name: name.clone(), engine };
         let mut args = vec![verb];
         if verb == "run" {
             args.push("-d");
@@ -294,8 +314,19 @@ impl Container {
         args.extend(["--pull", "never", "--network", "none", "--name", &name]);
         args.extend(opts);
         args.push(image);
-        docker(&args);
+        c.docker(&args);
         c
+    }
+
+    /// `docker ARGS` against this container's engine; panics with its stderr when it fails.
+    fn docker(&self, args: &[&str]) -> String {
+        let out = self.docker_raw(args, None);
+        assert!(out.status.success(), "docker {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn docker_raw(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        docker_on(&self.engine, args, stdin)
     }
 
     pub fn target(&self) -> String {
@@ -305,7 +336,7 @@ impl Container {
     /// A file (or directory) in the container through `docker cp` (works with no shell and
     /// when stopped): its bytes (files), uid, gid and permission bits; `None` when missing.
     pub fn stat(&self, path: &str) -> Option<(Vec<u8>, u64, u64, u32)> {
-        let out = docker_raw(&["cp", &format!("{}:{path}", self.name), "-"], None);
+        let out = self.docker_raw(&["cp", &format!("{}:{path}", self.name), "-"], None);
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -336,33 +367,33 @@ impl Container {
         h.set_size(data.len() as u64);
         b.append_data(&mut h, name, data).unwrap();
         let tar = b.into_inner().unwrap();
-        let out = docker_raw(&["cp", "-", &format!("{}:{dir}", self.name)], Some(&tar));
+        let out = self.docker_raw(&["cp", "-", &format!("{}:{dir}", self.name)], Some(&tar));
         assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn exec(&self, cmd: &[&str]) -> String {
         let mut args = vec!["exec", self.name.as_str()];
         args.extend(cmd);
-        docker(&args)
+        self.docker(&args)
     }
 }
 
 impl Container {
     /// The container's main process id (for joining its network namespace).
     pub fn pid(&self) -> u32 {
-        docker(&["inspect", "-f", "{{.State.Pid}}", &self.name]).parse().unwrap()
+        self.docker(&["inspect", "-f", "{{.State.Pid}}", &self.name]).parse().unwrap()
     }
 
     /// Command lines of the container's processes (`docker top`, no exec needed).
     pub fn processes(&self) -> Vec<String> {
-        docker(&["top", &self.name, "-o", "pid,args"]).lines().skip(1).map(str::to_string).collect()
+        self.docker(&["top", &self.name, "-o", "pid,args"]).lines().skip(1).map(str::to_string).collect()
     }
 
     /// The engine's event actions for this container since `since` (unix seconds) until now,
     /// e.g. `exec_create: /bin/sh -c …`, `extract-to-dir`: what a push asked of the engine.
     pub fn events_since(&self, since: f64) -> Vec<String> {
         let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64() + 0.5;
-        let out = docker(&[
+        let out = self.docker(&[
             "events",
             "--since",
             &format!("{since:.3}"),
@@ -378,7 +409,7 @@ impl Container {
 
     /// The execs the engine knows for the container (`null` when none was ever made).
     pub fn exec_ids(&self) -> String {
-        docker(&["inspect", "-f", "{{json .ExecIDs}}", &self.name])
+        self.docker(&["inspect", "-f", "{{json .ExecIDs}}", &self.name])
     }
 
     /// Copy `bin` to `path` in the container (the directory must exist), 0755.
@@ -389,14 +420,14 @@ impl Container {
         h.set_mode(0o755);
         h.set_size(data.len() as u64);
         b.append_data(&mut h, name, &data[..]).unwrap();
-        let out = docker_raw(&["cp", "-", &format!("{}:{dir}", self.name)], Some(&b.into_inner().unwrap()));
+        let out = self.docker_raw(&["cp", "-", &format!("{}:{dir}", self.name)], Some(&b.into_inner().unwrap()));
         assert!(out.status.success(), "docker cp: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker_raw(&["rm", "-f", &self.name], None);
+        let _ = self.docker_raw(&["rm", "-f", &self.name], None);
     }
 }
 
