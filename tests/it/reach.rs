@@ -25,6 +25,20 @@ impl Fleet {
         Fleet::start_many(1, 1)
     }
 
+    /// Push to every inner user (`push_args` then `specs`), expecting success and every file
+    /// written; what the bastion's sshd logged meanwhile.
+    fn push_all_and_bastion_log(&self, push_args: &[&str], specs: &[String]) -> String {
+        let mut args = push_args.to_vec();
+        args.extend(specs.iter().map(String::as_str));
+        let before = self.bastion.sshd.log().len();
+        let (code, out, err) = self.llmx(&args);
+        assert_eq!(code, 0, "{out}\n{err}");
+        for u in &self.inner.users {
+            assert!(u.home.join(".llmx/auth.json").exists(), "{}", u.name);
+        }
+        self.bastion.sshd.log()[before..].to_string()
+    }
+
     /// With `bastion_users` users on the bastion (the client key authorized for the first) and
     /// `inner_users` on the inner host (the client key authorized for all).
     fn start_many(bastion_users: usize, inner_users: usize) -> Fleet {
@@ -388,15 +402,7 @@ fn two_bastion_users_with_their_own_keys_are_two_connections_not_one() {
         .enumerate()
         .map(|(i, u)| format!("ssh:{}@inner-{}", u.name, if i % 2 == 0 { "a" } else { "b" }))
         .collect();
-    let mut args = vec!["auth", "push"];
-    args.extend(specs.iter().map(String::as_str));
-    let before = f.bastion.sshd.log().len();
-    let (code, out, err) = f.llmx(&args);
-    assert_eq!(code, 0, "{out}\n{err}");
-    for u in &f.inner.users {
-        assert!(u.home.join(".llmx/auth.json").exists(), "{}", u.name);
-    }
-    let blog = f.bastion.sshd.log()[before..].to_string();
+    let blog = f.push_all_and_bastion_log(&["auth", "push"], &specs);
     assert_eq!(count(&blog, &format!("Accepted publickey for {ua} ")), 1, "bastion sshd log:\n{blog}");
     assert_eq!(count(&blog, &format!("Accepted publickey for {ub} ")), 1, "bastion sshd log:\n{blog}");
     assert_eq!(count(&blog, "Connection from"), 2, "bastion sshd log:\n{blog}");
@@ -454,15 +460,7 @@ fn a_two_hop_chain_shares_each_hop_by_its_own_key() {
     f.login();
     let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
     let specs: Vec<String> = f.inner.users.iter().map(|u| format!("ssh://{}@127.0.0.1:{INNER_PORT}", u.name)).collect();
-    let mut args = vec!["auth", "push", "-J", "bastion-a,bastion-b"];
-    args.extend(specs.iter().map(String::as_str));
-    let before = f.bastion.sshd.log().len();
-    let (code, out, err) = f.llmx(&args);
-    assert_eq!(code, 0, "{out}\n{err}");
-    for u in &f.inner.users {
-        assert!(u.home.join(".llmx/auth.json").exists(), "{}", u.name);
-    }
-    let blog = f.bastion.sshd.log()[before..].to_string();
+    let blog = f.push_all_and_bastion_log(&["auth", "push", "-J", "bastion-a,bastion-b"], &specs);
     let (host_ip, ns_ip) = (f.bastion.ns.host_ip, f.bastion.ns.ns_ip);
     assert_eq!(count(&blog, &format!("Accepted publickey for {ua} from {host_ip} ")), 1, "{blog}");
     assert_eq!(count(&blog, &format!("Accepted publickey for {ub} from {ns_ip} ")), 1, "{blog}");
