@@ -68,8 +68,15 @@ fn assert_torn_down(remote: &Remote, port: u16) {
     let there = remote.ns.listeners();
     assert!(!has_port(&there, port), "a listener is left on the remote's port {port}: {there:?}");
     assert!(has_port(&there, 22), "the namespace check is blind: sshd's listener is not seen: {there:?}");
-    let procs = remote.user_processes("llmx");
-    assert!(procs.is_empty(), "stray remote llmx processes: {procs:?}");
+    // A process ends a moment after its channel closes (and a uid freed by an earlier test's
+    // user may still own one being killed): give them up to five seconds, no more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut procs = remote.user_processes("llmx");
+    while !procs.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        procs = remote.user_processes("llmx");
+    }
+    assert!(procs.is_empty(), "stray remote llmx processes after 5 s: {procs:?}");
 }
 
 /// The remote user's auth.json: tokens, 0600, owned by the user, in a 0700 directory.
