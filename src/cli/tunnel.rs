@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         remote_llmx: args.remote_llmx.clone(),
         install: args.install,
         install_from: if args.install { std::env::current_exe().ok() } else { None },
-        overrides: ctx.overrides.iter().map(|o| o.raw.clone()).collect(),
+        overrides: remote_overrides(ctx)?,
         timeout: Duration::from_secs(timeout_secs(&args)),
         issuer: ctx.settings()?.auth_issuer,
     };
@@ -130,6 +130,22 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
             Err(failure(e))
         }
     }
+}
+
+/// The `-c` overrides the remote login gets: the ones typed here, plus the effective
+/// `auth_issuer` and `auth_client_id` when config.toml (not `-c`) set them, so the remote signs in
+/// to the issuer whose page this machine's browser opens.
+fn remote_overrides(ctx: &Ctx) -> Result<Vec<String>, Failure> {
+    let settings = ctx.settings()?;
+    let mut out: Vec<String> = ctx.overrides.iter().map(|o| o.raw.clone()).collect();
+    let typed = |key: &str| ctx.overrides.iter().any(|o| o.path.len() == 1 && o.path[0] == key);
+    if settings.auth_issuer != llmx::config::DEFAULT_ISSUER && !typed("auth_issuer") {
+        out.push(format!("auth_issuer={}", settings.auth_issuer));
+    }
+    if settings.auth_client_id != llmx::config::DEFAULT_CLIENT_ID && !typed("auth_client_id") {
+        out.push(format!("auth_client_id={}", settings.auth_client_id));
+    }
+    Ok(out)
 }
 
 /// A ChatGPT sign-in through the tunnel is recorded in the ledger as kind `own` (its own

@@ -195,7 +195,7 @@ fn leave_alone(kind: Kind, state: &State, theirs: Option<&AuthFile>, refused: Op
         return Some("it signed in on its own (its own lineage); left alone".into());
     }
     let holds_full = theirs.is_some_and(|f| f.tokens.is_some() && !lease::is_lease(f));
-    if kind == Kind::Lease && holds_full && *state != State::Same {
+    if kind == Kind::Lease && holds_full {
         return Some(
             "the ledger says it holds a lease, but it holds a full copy now (pushed with --full from elsewhere, or its own sign-in); left alone"
                 .into(),

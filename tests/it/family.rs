@@ -14,16 +14,21 @@ const ROOT_AUTH: &str = "/root/.llmx/auth.json";
 
 /// A machine signed in to a test issuer through the browser, as a docker-test [`Local`] (its own
 /// HOME and LLMX_HOME); the issuer serves from its own runtime while the test blocks.
-struct Signed {
-    rt: tokio::runtime::Runtime,
-    issuer: RunningIssuer,
-    local: Local,
+pub struct Signed {
+    pub rt: tokio::runtime::Runtime,
+    pub issuer: RunningIssuer,
+    pub local: Local,
 }
 
 impl Signed {
-    fn new() -> Signed {
+    pub fn new() -> Signed {
+        Signed::with(llmx_test_issuer::IssuerConfig::default())
+    }
+
+    /// Signed in to an issuer with `config` (e.g. a longer access-token lifetime).
+    pub fn with(config: llmx_test_issuer::IssuerConfig) -> Signed {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let issuer = rt.block_on(login_support::issuer());
+        let issuer = rt.block_on(login_support::issuer_with(config));
         let home = Home::new();
         rt.block_on(login_support::browser_login(&home, &issuer));
         let local = Local::new();
@@ -31,27 +36,27 @@ impl Signed {
         Signed { rt, issuer, local }
     }
 
-    fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
+    pub fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
         let iss = format!("auth_issuer={}", self.issuer.base_url());
         let mut all = vec!["-c", &iss];
         all.extend(args);
         self.local.llmx(&all, &[])
     }
 
-    fn auth(&self) -> Vec<u8> {
+    pub fn auth(&self) -> Vec<u8> {
         std::fs::read(self.local.auth_path()).unwrap()
     }
 
-    fn refreshes(&self) -> u32 {
+    pub fn refreshes(&self) -> u32 {
         self.issuer.issuer.stats().refreshes
     }
 
-    fn ledger(&self) -> String {
+    pub fn ledger(&self) -> String {
         std::fs::read_to_string(self.local.auth_path().with_file_name("ledger.json")).unwrap_or_default()
     }
 
     /// The secrets of the current local login, for "no secret in any output".
-    fn secrets(&self) -> Vec<String> {
+    pub fn secrets(&self) -> Vec<String> {
         let v: Value = serde_json::from_slice(&self.auth()).unwrap();
         ["id_token", "access_token", "refresh_token"]
             .iter()
@@ -60,13 +65,13 @@ impl Signed {
     }
 }
 
-fn assert_no_tokens(text: &str, secrets: &[String]) {
+pub fn assert_no_tokens(text: &str, secrets: &[String]) {
     for s in secrets {
         assert!(!text.contains(s.as_str()), "a token leaked:\n{text}");
     }
 }
 
-fn holder_states(where_json: &Value) -> Vec<(String, String)> {
+pub fn holder_states(where_json: &Value) -> Vec<(String, String)> {
     where_json["holders"]
         .as_array()
         .unwrap()

@@ -15,6 +15,7 @@ mod docker;
 mod engines;
 mod family;
 mod k8s;
+mod leases;
 mod login;
 mod reach;
 mod signin;
