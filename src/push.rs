@@ -180,6 +180,9 @@ pub struct TargetReport {
     /// When the lease the target now holds expires (RFC 3339; a lease push or renewal only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<String>,
+    /// Why llmx could never remove what it wrote there (a container without a shell).
+    #[serde(skip)]
+    pub cannot_remove: Option<String>,
     /// Who the target turned out to be (for the ledger; not part of `--json`).
     #[serde(skip)]
     pub identity: Option<Identity>,
@@ -197,6 +200,7 @@ impl TargetReport {
             hint: None,
             same_as: None,
             lease_expires_at: None,
+            cannot_remove: None,
             identity: None,
         }
     }
@@ -208,6 +212,9 @@ pub enum Warning {
     /// ChatGPT tokens were copied to `targets` places: the copies share one refresh token, and
     /// the first copy that refreshes invalidates the others.
     RotationHazard { targets: usize },
+    /// A whole ChatGPT login was written where llmx can never remove it (containers without a
+    /// shell): the targets and why.
+    CannotRemove { targets: Vec<String> },
 }
 
 impl Warning {
@@ -215,6 +222,7 @@ impl Warning {
     pub fn code(&self) -> &'static str {
         match self {
             Warning::RotationHazard { .. } => "rotation_hazard",
+            Warning::CannotRemove { .. } => "cannot_remove",
         }
     }
 
@@ -226,6 +234,11 @@ impl Warning {
                  every other copy out (refresh_token_reused)",
                 if *targets == 1 { "" } else { "s" }
             ),
+            Warning::CannotRemove { targets } => format!(
+                "the whole login written to {} cannot be taken back: {} no /bin/sh, and the Engine API cannot delete files",
+                targets.join(", "),
+                if targets.len() == 1 { "the container has" } else { "these containers have" }
+            ),
         }
     }
 
@@ -234,6 +247,10 @@ impl Warning {
             Warning::RotationHazard { .. } => {
                 "push without --full (a lease: access only, renewed by `llmx auth sync`), give each machine \
                  its own login with `llmx auth tunnel HOST`, or push an API key"
+            }
+            Warning::CannotRemove { .. } => {
+                "push a lease there instead (without --full): it stops working when it expires; to be rid of \
+                 this copy, recreate the container"
             }
         }
     }
@@ -302,7 +319,16 @@ pub async fn push(
         reports[index] = Some(report);
     }
     let reports: Vec<TargetReport> = reports.into_iter().flatten().collect();
-    let warnings = rotation_warning(local, &reports).into_iter().collect::<Vec<_>>();
+    let mut warnings = rotation_warning(local, &reports).into_iter().collect::<Vec<_>>();
+    let stuck: Vec<String> = reports
+        .iter()
+        .filter(|r| local.has_chatgpt_tokens() && !r.dry_run && r.cannot_remove.is_some())
+        .filter(|r| matches!(r.outcome, Outcome::Created | Outcome::Updated))
+        .map(|r| r.target.clone())
+        .collect();
+    if !stuck.is_empty() {
+        warnings.push(Warning::CannotRemove { targets: stuck });
+    }
     for w in &warnings {
         on_event(PushEvent::Warning(w));
     }
@@ -356,6 +382,7 @@ async fn push_one(
         && matches!(outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
     .then(|| local.access_expiry().and_then(rfc3339))
     .flatten();
+    let cannot_remove = target.removable().err();
     TargetReport {
         target: label,
         path,
@@ -365,6 +392,7 @@ async fn push_one(
         hint,
         same_as,
         lease_expires_at,
+        cannot_remove,
         identity,
     }
 }

@@ -15,8 +15,11 @@ Examples:
   llmx auth pull ssh:build-01 --force --json
 
 The copy is taken only when it is the same account and fresher than this machine's (it has
-rotated the refresh token, so the local one no longer works); otherwise pull refuses and says
-why. --force takes it anyway (never a missing or invalid file).";
+rotated the refresh token, so the local one no longer works), and only on the issuer's word: its
+refresh token is refreshed here and the answer must name this machine's account (nothing else of
+the holder's file is taken); the renewed login is written back to the holder. Otherwise pull
+refuses and says why. --force takes the holder's file as it is (never a missing or invalid file,
+never a lease).";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
@@ -51,13 +54,14 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
     let specs = parse_targets(std::slice::from_ref(&args.target))?;
     check_remote_home(args.remote_home.as_deref())?;
     let ledger = ledger(ctx)?;
+    let client = crate::cli::refresh::client(ctx)?;
     let rt = crate::cli::runtime()?;
     let path = ctx.home.auth_path();
     let result = rt.block_on(async {
         let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
         match holders.as_mut_slice() {
-            [one] => pull(&path, one, args.force, &|_| {}).await.map_err(failure),
+            [one] => pull(&path, one, args.force, &client, &|_| {}).await.map_err(failure),
             [] => Err(Failure::new(format!("{}: nothing matches", args.target))),
             many => Err(Failure::usage(format!("{} matches {} containers; pull takes one", args.target, many.len()))
                 .hint("name one container: `llmx auth pull docker:NAME`")),
@@ -70,17 +74,38 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
             "path": pulled.path,
             "state": pulled.state,
             "adopted": pulled.adopted,
+            "verified_by_issuer": pulled.verified_by_issuer,
+            "account_id": pulled.account_id,
+            "email": pulled.email,
+            "write_back_error": pulled.write_back_error,
             "last_refresh": pulled.last_refresh,
             "auth_file": path.display().to_string(),
         }))?;
     } else if pulled.adopted {
-        output::lines(&[format!(
-            "Adopted the copy of {} ({}, last refresh {}) into {}",
+        let account = match (&pulled.email, &pulled.account_id) {
+            (Some(e), Some(a)) => format!("{e}, account {a}"),
+            (None, Some(a)) => format!("account {a}"),
+            (Some(e), None) => e.clone(),
+            (None, None) => "no account named".into(),
+        };
+        let how = if pulled.verified_by_issuer {
+            "refreshed here: the issuer confirmed the account"
+        } else {
+            "taken as it was (--force)"
+        };
+        let mut lines = vec![format!(
+            "Adopted the login of {} ({account}; {how}; last refresh {}) into {}",
             pulled.target,
-            pulled.path,
             pulled.last_refresh.as_deref().unwrap_or("never"),
             path.display()
-        )])?;
+        )];
+        if let Some(e) = &pulled.write_back_error {
+            lines.push(format!(
+                "  Note: the renewed login could not be written back to {} ({e}); run `llmx auth sync`",
+                pulled.target
+            ));
+        }
+        output::lines(&lines)?;
     } else {
         output::lines(&[format!("{} already holds this machine's copy; nothing to do", pulled.target)])?;
     }

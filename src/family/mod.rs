@@ -7,6 +7,7 @@
 //! Shared here: a [`Holder`] (a target and the home to look in), [`probe`] (locate + read), and
 //! [`State`], what a holder's copy is relative to the local login. Nothing here prints.
 
+pub mod adopt;
 pub mod lease;
 pub mod ledger;
 pub mod logout;

@@ -1,13 +1,14 @@
 //! `llmx auth pull TARGET`: adopt a holder's copy of the login when it is the same account and
-//! fresher (it refreshed on its own, so the local copy's refresh token is dead). Anything else is
-//! refused with the reason unless `force`; a missing or invalid file is always refused. The local
-//! auth.json is replaced atomically under the home's lock, and the ledger records that the
-//! target now holds exactly the local bytes.
+//! fresher (it refreshed on its own, so the local copy's refresh token is dead) — on the issuer's
+//! word, not the holder's (see [`super::adopt`]). Anything else is refused with the reason unless
+//! `force`; a missing or invalid file, and a lease, are always refused. The local auth.json is
+//! replaced atomically under the home's lock, and the ledger records what the target now holds.
 
 use super::ledger::{Entry, Ledger, LedgerError};
 use super::{Holder, Local, State, classify, probe};
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::auth::oauth::OAuthClient;
 use crate::home::{read_optional, write_private};
 use crate::targets::{StepFn, TargetError};
 use serde::Serialize;
@@ -36,22 +37,39 @@ pub struct Pulled {
     pub state: State,
     /// False when the local copy already was the target's.
     pub adopted: bool,
+    /// The holder's refresh token was refreshed here and the issuer named this account.
+    pub verified_by_issuer: bool,
+    /// The account (and email) of the login now here.
+    pub account_id: Option<String>,
+    pub email: Option<String>,
+    /// The renewed login could not be written back to the holder (its copy is then retired).
+    pub write_back_error: Option<String>,
     pub last_refresh: Option<String>,
 }
 
-/// Adopt `holder`'s copy into the auth.json at `auth_path`.
-pub async fn pull(auth_path: &Path, holder: &mut Holder, force: bool, step: StepFn<'_>) -> Result<Pulled, PullError> {
+/// Adopt `holder`'s copy into the auth.json at `auth_path`. A fresher full copy of this account
+/// is adopted on the issuer's word ([`super::adopt`]): its refresh token is refreshed here, and
+/// the renewed login is written back to the holder (whose own copy that refresh retired). With
+/// `force` the holder's bytes are taken as they are (the user's explicit choice). The holder is
+/// read before the home's lock is taken; the lock covers only the local read-decide-write.
+pub async fn pull(
+    auth_path: &Path,
+    holder: &mut Holder,
+    force: bool,
+    client: &OAuthClient,
+    step: StepFn<'_>,
+) -> Result<Pulled, PullError> {
     let dir = auth_path.parent().unwrap_or(Path::new("."));
     let label = holder.target.label();
-    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
+    let p = probe(holder, step).await.map_err(|source| PullError::Target { target: label.clone(), source })?;
+    let path = p.loc.auth_path();
+    let remote = p.file.as_ref().map(|f| f.bytes.as_slice());
+    let lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
     let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?;
     let local = match &local_bytes {
         Some(b) => Some(AuthFile::parse(auth_path, b)?),
         None => None,
     };
-    let p = probe(holder, step).await.map_err(|source| PullError::Target { target: label.clone(), source })?;
-    let path = p.loc.auth_path();
-    let remote = p.file.as_ref().map(|f| f.bytes.as_slice());
     let lease = local.as_ref().and_then(Local::lease_bytes);
     let pair = local.as_ref().zip(local_bytes.as_deref()).map(|(f, b)| Local::new(f, b, lease.as_deref()));
     let (state, theirs) = classify(pair, remote, &path, super::lease::DEFAULT_WINDOW);
@@ -95,16 +113,52 @@ pub async fn pull(auth_path: &Path, holder: &mut Holder, force: bool, step: Step
             return Err(refuse("it holds an API key, not this login".into(), Some("add --force to take the API key")));
         }
     };
-    let bytes = p.file.map(|f| f.bytes).unwrap_or_default();
-    if adopt {
-        write_private(auth_path, &bytes).map_err(AuthFileError::from)?;
+    let their_bytes = p.file.as_ref().map(|f| f.bytes.clone()).unwrap_or_default();
+    let verified = adopt && state == State::Fresher && !force;
+    let (bytes, write_back) = match (verified, &local, &theirs) {
+        (true, Some(local), Some(theirs)) => match super::adopt::adopt(auth_path, local, theirs, client).await {
+            Ok(new) => (new.to_bytes(), true),
+            Err(why) => {
+                return Err(refuse(
+                    format!("its fresher copy was not adopted: {}", why.reason),
+                    Some(
+                        "if that machine signed in on its own, leave it; `llmx auth where` shows what each place holds",
+                    ),
+                ));
+            }
+        },
+        _ => {
+            if adopt {
+                write_private(auth_path, &their_bytes).map_err(AuthFileError::from)?;
+            }
+            (their_bytes.clone(), false)
+        }
+    };
+    drop(lock);
+    // The issuer rotated the holder's refresh token: give it the renewed login back.
+    let mut written_back = None;
+    if write_back {
+        step("writing the renewed login back");
+        written_back = Some(holder.target.write(&p.loc, &bytes, step).await.map_err(|e| e.message));
     }
+    let recorded = if written_back.as_ref().is_some_and(Result::is_err) { &their_bytes } else { &bytes };
     let dir = dir.to_path_buf();
     let route = holder.entry.as_ref().map(|e| e.route.clone()).unwrap_or_default();
     Ledger::update(&dir, |l| {
-        let mut entry = Entry::new(&label, p.identity.clone(), &path, &bytes);
+        let mut entry = Entry::new(&label, p.identity.clone(), &path, recorded);
         entry.route = route;
         l.upsert(entry)
     })?;
-    Ok(Pulled { target: label, path, state, adopted: adopt, last_refresh: theirs.and_then(|f| f.last_refresh) })
+    let file = AuthFile::parse(auth_path, &bytes).ok();
+    Ok(Pulled {
+        target: label,
+        path,
+        state,
+        adopted: adopt,
+        verified_by_issuer: verified,
+        account_id: file.as_ref().and_then(AuthFile::account_id),
+        email: file.as_ref().and_then(AuthFile::email),
+        write_back_error: written_back.and_then(Result::err),
+        last_refresh: file.and_then(|f| f.last_refresh),
+    })
 }

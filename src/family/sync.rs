@@ -261,15 +261,23 @@ async fn decide_and_refresh(
     if let Some(i) = best
         && !opts.dry_run
     {
-        match adopt(auth_path, local, states[i].1.as_ref(), client).await {
+        let theirs = states[i]
+            .1
+            .as_ref()
+            .ok_or(super::adopt::NotAdopted { reason: "it holds no login".into(), issuer_called: false });
+        let adopted = match theirs {
+            Ok(theirs) => super::adopt::adopt(auth_path, local, theirs, client).await,
+            Err(e) => Err(e),
+        };
+        match adopted {
             Ok(adopted) => {
                 current = adopted;
                 source = labels[i].clone();
                 issuer_calls += 1;
             }
             Err(why) => {
-                issuer_calls += u32::from(why.1);
-                refused.insert(i, format!("its fresher copy was not adopted: {}", why.0));
+                issuer_calls += u32::from(why.issuer_called);
+                refused.insert(i, format!("its fresher copy was not adopted: {}", why.reason));
             }
         }
     } else if let Some(i) = best {
@@ -299,30 +307,4 @@ async fn decide_and_refresh(
         local_report.reason = Some("would refresh here first".into());
     }
     Ok(Decided { bytes, lease, states, refused, source, due, issuer_calls, local_report })
-}
-
-/// Adopt a holder's fresher copy on the issuer's word: its refresh token, put into this machine's
-/// file, is refreshed here; the answer must name this machine's account. Only the tokens the
-/// issuer returns are kept. The error says why (and whether the issuer was called).
-async fn adopt(
-    auth_path: &Path,
-    local: &AuthFile,
-    theirs: Option<&AuthFile>,
-    client: &OAuthClient,
-) -> Result<AuthFile, (String, bool)> {
-    let Some(their_tokens) = theirs.and_then(|f| f.tokens.as_ref()) else {
-        return Err(("it holds no tokens".into(), false));
-    };
-    if local.account_id().is_none() {
-        return Err(("this machine's login names no account to check it against".into(), false));
-    }
-    let mut candidate = local.clone();
-    let Some(tokens) = candidate.tokens.as_mut() else { return Err(("no local tokens".into(), false)) };
-    tokens.refresh_token = their_tokens.refresh_token.clone();
-    // The account the answer must name is this machine's, not the holder's claim.
-    tokens.account_id = local.account_id();
-    match refresh_and_save(&candidate, auth_path, client).await {
-        Ok((new, _)) => Ok(new),
-        Err(e) => Err((e.to_string(), true)),
-    }
 }

@@ -219,6 +219,12 @@ pub trait Target: Send {
     /// Delete auth.json (never through a symbolic link, never one owned by another user);
     /// `Ok(false)` when there was none.
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>>;
+
+    /// Whether [`Target::remove`] could ever delete what was written, once located: `Err(why)`
+    /// for a place llmx cannot delete from at all (a container without a shell).
+    fn removable(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -98,6 +98,17 @@ fn shell_less_container_is_written_through_the_archive_api() {
     assert!(ct.read("/home/nonroot/.llmx/auth.json").unwrap().contains(&c2.access_token));
     assert_no_secret(&r.all(), &c);
     assert_no_secret(&r2.all(), &c2);
+
+    // A whole login written there can never be taken back, and the push says so; remove tells
+    // a running shell-less container apart from a stopped one.
+    let full = local.llmx(&["auth", "push", &ct.target(), "--full"], &[]);
+    assert_eq!(full.code(), 0, "{}", full.all());
+    assert!(full.stderr.contains("cannot be taken back") && full.stderr.contains("no /bin/sh"), "{}", full.stderr);
+    let rm = local.llmx(&["auth", "remove", &ct.target()], &[]);
+    assert_eq!(rm.code(), 1, "{}", rm.all());
+    assert!(rm.stdout.contains("has no /bin/sh") && !rm.stdout.contains("stopped"), "{}", rm.all());
+    assert!(rm.all().contains("recreate the container"), "{}", rm.all());
+    assert_no_secret(&format!("{}{}", full.all(), rm.all()), &c2);
 }
 
 #[test]
@@ -111,6 +122,10 @@ fn stopped_container_is_written_and_read() {
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, mode), (text.clone(), 1000, 0o600));
     let s = local.llmx(&["auth", "status", &ct.target()], &[]);
     assert_eq!(s.code(), 0, "{}", s.all());
+    // Removing from a stopped container says it is stopped and how to go on.
+    let rm = local.llmx(&["auth", "remove", &ct.target()], &[]);
+    assert_eq!(rm.code(), 1, "{}", rm.all());
+    assert!(rm.stdout.contains("the container is stopped") && rm.all().contains("docker start"), "{}", rm.all());
     // Starting it afterwards: the agent's user sees the file.
     docker(&["start", &ct.name]);
     assert_eq!(ct.exec(&["cat", "/home/app/.llmx/auth.json"]), text.trim());

@@ -131,11 +131,20 @@ fn a_container_that_refreshed_on_its_own_is_fresher_then_pulled_then_one_sync_le
     assert!(human.stdout.contains("fresher") && human.stdout.contains("llmx auth sync"), "{}", human.all());
     eprintln!("auth where over 2 containers: {where_time:?}");
 
-    // Pull adopts it; the other container now holds an older copy.
+    // Pull adopts it on the issuer's word (its refresh token refreshed here, the answer naming
+    // this account) and gives the container the renewed login back; the other container now
+    // holds an older copy.
     let p = s.llmx(&["auth", "pull", &a.target(), "--json"]);
     assert_eq!(p.code(), 0, "{}", p.all());
-    assert_eq!(p.json()["adopted"], true);
-    assert_eq!(s.auth(), theirs);
+    assert_eq!(
+        (p.json()["adopted"].clone(), p.json()["verified_by_issuer"].clone()),
+        (Value::Bool(true), Value::Bool(true))
+    );
+    assert_eq!(p.json()["account_id"], "acc-test-0001");
+    assert_eq!(s.refreshes(), 2, "one refresh to adopt it");
+    assert_ne!(s.auth(), theirs, "the issuer's answer, not the holder's bytes");
+    assert_eq!(a.read(ROOT_AUTH).unwrap().as_bytes(), s.auth().as_slice(), "written back to the holder");
+    let theirs = s.auth();
     let again = s.llmx(&["auth", "pull", &b.target()]);
     assert_eq!(again.code(), 1, "an older copy is refused: {}", again.all());
     assert!(again.stderr.contains("not fresher") && again.stderr.contains("--force"), "{}", again.stderr);
@@ -146,12 +155,12 @@ fn a_container_that_refreshed_on_its_own_is_fresher_then_pulled_then_one_sync_le
     // A dry run writes nothing and calls nobody.
     let dry = s.llmx(&["auth", "sync", "--refresh", "--dry-run", "--json"]);
     assert_eq!(dry.code(), 0, "{}", dry.all());
-    assert_eq!((s.refreshes(), s.auth()), (1, theirs.clone()));
+    assert_eq!((s.refreshes(), s.auth()), (2, theirs.clone()));
 
     // One sync: refreshed once here, then written everywhere, byte for byte.
     let sync = s.llmx(&["auth", "sync", "--refresh", "--json"]);
     assert_eq!(sync.code(), 0, "{}", sync.all());
-    assert_eq!(s.refreshes(), 2, "exactly one refresh during sync");
+    assert_eq!(s.refreshes(), 3, "exactly one refresh during sync");
     let lines = json_lines(&sync.stdout);
     let summary = lines.last().unwrap();
     assert_eq!((summary["refreshed"].clone(), summary["ok"].clone()), (Value::Bool(true), Value::Bool(true)));
@@ -320,7 +329,7 @@ fn remove_deletes_only_this_logins_copies_unless_forced() {
     assert_eq!(s.llmx(&["auth", "push", &stopped.target()]).code(), 0);
     let r = s.llmx(&["auth", "remove", &stopped.target()]);
     assert_eq!(r.code(), 1, "{}", r.all());
-    assert!(r.stdout.contains("not running or has no /bin/sh"), "{}", r.stdout);
+    assert!(r.stdout.contains("the container is stopped"), "{}", r.stdout);
     assert!(docker_raw(&["rm", "-f", &stopped.name], None).status.success());
 }
 
@@ -437,4 +446,63 @@ fn where_with_targets_surveys_only_those_also_from_a_file_and_unpushed_ones() {
 
     let bad = s.llmx(&["auth", "where", "nonsense:x"]);
     assert_eq!(bad.code(), 2, "{}", bad.all());
+}
+
+/// Issue 21 item 1 (High): a holder's copy is adopted only on the issuer's word. Root in a
+/// container rewrites its auth.json three ways; `auth sync` (the cron job) never puts this
+/// machine on the holder's API key, account claim or future date.
+#[test]
+fn a_hostile_holder_cannot_put_this_machine_on_its_key_its_claims_or_a_future_date() {
+    let s = Signed::new();
+    let a = Container::run("fam-hostile", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", "--full", &a.target()]).code(), 0);
+    let mine: Value = serde_json::from_slice(&s.auth()).unwrap();
+
+    // 1. The victim's real, fresher tokens (it refreshed) plus the attacker's key and auth_mode.
+    let fresher = refresh_inside(&s, &a);
+    let mut planted: Value = serde_json::from_slice(&fresher).unwrap();
+    planted["OPENAI_API_KEY"] = "sk-attacker-000000000000000000000000".into();
+    planted["auth_mode"] = "apikey".into();
+    a.put("/root/.llmx", "auth.json", serde_json::to_vec_pretty(&planted).unwrap().as_slice(), 0);
+    let sync = s.llmx(&["auth", "sync", "--renew-within", "1m"]);
+    assert_eq!(sync.code(), 0, "{}", sync.all());
+    let now: Value = serde_json::from_slice(&s.auth()).unwrap();
+    assert_eq!(now["OPENAI_API_KEY"], mine["OPENAI_API_KEY"], "the holder's API key is never taken");
+    assert_eq!(now["auth_mode"], "chatgpt");
+    assert_eq!(now["tokens"]["account_id"], "acc-test-0001");
+    let status = s.llmx(&["login", "status", "--json"]);
+    assert_eq!(status.json()["method"], "chatgpt", "{}", status.all());
+
+    // 2. A forged login claiming this account (unsigned claims, account_id) with a refresh token
+    //    the issuer never issued, a moment fresher: the issuer refuses it; nothing here changes.
+    let before = s.auth();
+    let mut forged: Value = serde_json::from_slice(&before).unwrap();
+    forged["tokens"]["refresh_token"] = "rt_attacker_forged".into();
+    forged["last_refresh"] = llmx_now().into();
+    a.put("/root/.llmx", "auth.json", serde_json::to_vec_pretty(&forged).unwrap().as_slice(), 0);
+    let sync = s.llmx(&["auth", "sync", "--renew-within", "1m"]);
+    assert_eq!(sync.code(), 1, "the refused holder is listed as a failure: {}", sync.all());
+    assert!(sync.stdout.contains("not adopted") && sync.stdout.contains("refused"), "{}", sync.stdout);
+    assert_eq!(s.auth(), before, "this machine's login is untouched");
+
+    // 3. A copy dated 2099 is not "fresher": it is overwritten with this machine's login.
+    let mut future: Value = serde_json::from_slice(&before).unwrap();
+    future["tokens"]["refresh_token"] = "rt_attacker_2099".into();
+    future["last_refresh"] = "2099-01-01T00:00:00Z".into();
+    a.put("/root/.llmx", "auth.json", serde_json::to_vec_pretty(&future).unwrap().as_slice(), 0);
+    let w = s.llmx(&["auth", "where", "--json"]);
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(holder_states(&v), [(a.target(), "older".into())]);
+    let sync = s.llmx(&["auth", "sync", "--renew-within", "1m"]);
+    assert_eq!(sync.code(), 0, "{}", sync.all());
+    assert_eq!(s.auth(), before);
+    assert_eq!(a.read(ROOT_AUTH).unwrap().as_bytes(), before.as_slice(), "the holder is back on this lineage");
+}
+
+/// A minute from now as RFC 3339 UTC: fresher than anything written here, within the clock skew
+/// llmx allows.
+fn llmx_now() -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::minutes(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }

@@ -466,6 +466,13 @@ impl Target for DockerTarget {
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
         Box::pin(self.do_remove(loc))
     }
+
+    fn removable(&self) -> Result<(), String> {
+        match &self.resolved {
+            Some(r) if !r.has_shell => Err("the container has no /bin/sh (the Engine API cannot delete files)".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl DockerTarget {
@@ -476,11 +483,23 @@ impl DockerTarget {
         // The exec conversation of the fast path ends when its input closes, writing nothing.
         self.session = None;
         let path = loc.auth_path();
-        if !(r.running && r.has_shell) {
+        if !r.has_shell {
             return Err(TargetError::new(format!(
-                "cannot remove {path}: the container is not running or has no /bin/sh (the Engine API cannot delete files)"
+                "cannot remove {path}: the container has no /bin/sh, and the Engine API cannot delete files"
             ))
-            .with_hint(format!("start it and run `llmx auth remove docker:{}` again", self.container)));
+            .with_hint(format!(
+                "recreate the container (`docker rm -f {0}`, then run it again) to be rid of the file; a lease there stops working when it expires (`llmx auth where docker:{0}`)",
+                self.container
+            )));
+        }
+        if !r.running {
+            return Err(TargetError::new(format!(
+                "cannot remove {path}: the container is stopped, and the Engine API cannot delete files"
+            ))
+            .with_hint(format!(
+                "start it (`docker start {0}`) and run `llmx auth remove docker:{0}` again",
+                self.container
+            )));
         }
         let docker = self.engine.get().await?.clone();
         match exec(&docker, &r.id, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
