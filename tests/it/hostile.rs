@@ -1,0 +1,93 @@
+//! Hostile input from places llmx reaches or is handed (issue 21): names that would reach a shell
+//! through a `ProxyCommand`, targets whose shell floods its output, issuers that answer nonsense,
+//! a full disk. Each test runs the real binary and counts what it tried.
+
+use crate::support::harness::Llmx;
+use std::path::Path;
+
+/// `llmx ARGS` with HOME (so `~/.ssh/config`) and LLMX_HOME in `home`, and `PWNED` naming the
+/// file a successful injection would create.
+fn llmx_in(home: &Path, pwned: &Path, docker_host: &str, args: &[&str]) -> crate::support::harness::Run {
+    Llmx::new(args)
+        .env("HOME", home)
+        .env("LLMX_HOME", home.join(".llmx"))
+        .env("PWNED", pwned)
+        .env("DOCKER_HOST", docker_host)
+        .stdin("sk-hostile-0123456789abcdefghijkl\n")
+        .run_blocking()
+}
+
+const NO_DOCKER: &str = "unix:///nonexistent/docker.sock";
+
+/// Names a shell would run if they were put into `sh -c` verbatim: `$(…)`, backticks, `;`, `|`,
+/// `&&`, a redirection, a broken quote, `${IFS}` for the spaces a target name cannot hold.
+const HOSTILE_HOSTS: &[&str] = &[
+    "$(touch${IFS}$PWNED)",
+    "`touch${IFS}$PWNED`",
+    "x;touch${IFS}$PWNED",
+    "x|touch${IFS}$PWNED",
+    "x&&touch${IFS}$PWNED",
+    "x>$PWNED",
+    "x'$(touch${IFS}$PWNED)'",
+    "x\"$(touch${IFS}$PWNED)\"",
+    "${IFS}touch${IFS}$PWNED",
+    "x{a}<$PWNED",
+];
+
+#[test]
+fn proxy_command_tokens_from_the_command_line_file_and_jump_hosts_never_reach_a_shell() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join(".ssh")).unwrap();
+    let pwned = home.path().join("pwned");
+    let log = home.path().join("proxy.log");
+    // A wildcard ProxyCommand, as for SSM (`Host i-*`) or a bastion for `*.internal`: it logs
+    // what it was given and fails the connection.
+    std::fs::write(
+        home.path().join(".ssh/config"),
+        format!("Host *\n  ProxyCommand sh -c 'echo \"$1 $2 $3\" >> {}; exit 1' proxy %h %n %r\n", log.display()),
+    )
+    .unwrap();
+    let run = llmx_in(home.path(), &pwned, NO_DOCKER, &["login", "--with-api-key"]);
+    assert_eq!(run.code(), 0, "{run:?}");
+    let mut tried = 0;
+    let check_with = |args: &[&str], bad: &str, docker_host: &str, tried: &mut usize| {
+        *tried += 1;
+        let run = llmx_in(home.path(), &pwned, docker_host, args);
+        run.assert_orderly();
+        assert_ne!(run.code(), 0, "{args:?}: {run:?}");
+        assert!(!pwned.exists(), "{args:?} ran a command through the ProxyCommand: {run:?}");
+        assert!(
+            !log.exists() || !std::fs::read_to_string(&log).unwrap().contains("PWNED"),
+            "{args:?}: the ProxyCommand ran with the hostile name"
+        );
+        assert!(run.all().contains("is not safe to put into the ProxyCommand"), "{args:?}: {run:?}");
+        let shown = llmx::text::terminal_safe(bad);
+        assert!(run.all().contains(&shown), "{args:?}: the error names the bad name {bad}: {run:?}");
+    };
+    let check = |args: &[&str], bad: &str, tried: &mut usize| check_with(args, bad, NO_DOCKER, tried);
+    for bad in HOSTILE_HOSTS {
+        for cmd in [&["auth", "push"][..], &["auth", "status"][..]] {
+            let target = format!("ssh:{bad}");
+            check(&[cmd, &[target.as_str()]].concat(), bad, &mut tried);
+            let user_target = format!("ssh:{bad}@host");
+            check(&[cmd, &[user_target.as_str()]].concat(), bad, &mut tried);
+        }
+        // From a targets file.
+        let file = home.path().join("fleet.txt");
+        std::fs::write(&file, format!("ssh:{bad}\n")).unwrap();
+        let at = format!("@{}", file.display());
+        check(&["auth", "push", &at], bad, &mut tried);
+        // As a jump host: the first hop is resolved by the config, so the ProxyCommand applies to it.
+        check(&["auth", "push", "-J", bad, "ssh:inner"], bad, &mut tried);
+        check(&["auth", "status", "-J", &format!("u@{bad}"), "ssh:inner"], bad, &mut tried);
+        // An engine over SSH named by DOCKER_HOST.
+        check_with(&["auth", "push", "docker:web"], bad, &format!("ssh://{bad}"), &mut tried);
+    }
+    eprintln!("hostile ProxyCommand inputs tried: {tried}");
+
+    // A plain name still goes through the same ProxyCommand (which fails the connection).
+    let run = llmx_in(home.path(), &pwned, NO_DOCKER, &["auth", "status", "ssh:deploy@build-1.internal"]);
+    assert_ne!(run.code(), 0, "{run:?}");
+    let seen = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(seen.trim(), "build-1.internal build-1.internal deploy", "{seen}");
+}
