@@ -14,14 +14,14 @@ const ROOT_AUTH: &str = "/root/.llmx/auth.json";
 
 /// A machine signed in to a test issuer through the browser, as a docker-test [`Local`] (its own
 /// HOME and LLMX_HOME); the issuer serves from its own runtime while the test blocks.
-struct Signed {
+pub(crate) struct Signed {
     rt: tokio::runtime::Runtime,
     issuer: RunningIssuer,
-    local: Local,
+    pub(crate) local: Local,
 }
 
 impl Signed {
-    fn new() -> Signed {
+    pub(crate) fn new() -> Signed {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let issuer = rt.block_on(login_support::issuer());
         let home = Home::new();
@@ -31,7 +31,7 @@ impl Signed {
         Signed { rt, issuer, local }
     }
 
-    fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
+    pub(crate) fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
         let iss = format!("auth_issuer={}", self.issuer.base_url());
         let mut all = vec!["-c", &iss];
         all.extend(args);

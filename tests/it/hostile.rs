@@ -91,3 +91,81 @@ fn proxy_command_tokens_from_the_command_line_file_and_jump_hosts_never_reach_a_
     let seen = std::fs::read_to_string(&log).unwrap();
     assert_eq!(seen.trim(), "build-1.internal build-1.internal deploy", "{seen}");
 }
+
+// ---- Item 2: a holder that never stops writing ---------------------------------------------
+
+/// Every command that reads or writes a target, with what it needs after `llmx`.
+fn commands_on(target: &str) -> Vec<Vec<String>> {
+    [
+        vec!["auth", "push", target],
+        vec!["auth", "status", target],
+        vec!["auth", "pull", target],
+        vec!["auth", "remove", target],
+        vec!["auth", "where"],
+        vec!["auth", "sync"],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(str::to_string).collect())
+    .collect()
+}
+
+/// Run each command against a flooding target: every one ends quickly (nowhere near the
+/// harness's 60 s limit), fails or reports that target with the reason, and never panics.
+/// Returns how many runs were made.
+fn each_command_gives_up_on(target: &str, run: &dyn Fn(&[&str]) -> crate::support::harness::Run) -> usize {
+    let mut n = 0;
+    for args in commands_on(target) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&args);
+        n += 1;
+        eprintln!("{args:?}: exit {} in {:?}\n{}", r.code(), r.elapsed, r.all());
+        r.assert_orderly();
+        assert!(r.elapsed < std::time::Duration::from_secs(40), "{args:?} took {:?}: {r:?}", r.elapsed);
+        // Every command names the target and why it gave up on it (where and sync find it in
+        // the ledger).
+        assert_ne!(r.code(), 0, "{args:?}: {r:?}");
+        assert!(r.all().contains("more than 4 MiB to its error output"), "{args:?}: {r:?}");
+    }
+    n
+}
+
+#[test]
+fn a_container_whose_shell_floods_stderr_fails_alone_and_quickly_for_every_command() {
+    use crate::support::docker::{Container, IMAGE_ROOT};
+    let c = Container::run("flood", IMAGE_ROOT, &[]);
+    let s = crate::family::Signed::new();
+    let target = c.target();
+    // Pushed while the shell was honest: the ledger knows it (for where, pull and sync).
+    let r = s.llmx(&["auth", "push", &target]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    let pushed = c.read("/root/.llmx/auth.json").unwrap();
+    // Then /bin/sh becomes one that writes to stderr without end (busybox itself stays).
+    c.exec(&["/bin/busybox", "rm", "/bin/sh"]);
+    c.put("/bin", "sh", b"#!/bin/busybox ash\nwhile :; do echo flooding the error output; done >&2\n", 0);
+    c.exec(&["/bin/busybox", "chmod", "755", "/bin/sh"]);
+    let tried = each_command_gives_up_on(&target, &|args| s.llmx(args));
+    eprintln!("commands tried against a flooding container shell: {tried}");
+    // The copy is still there: nothing was removed or replaced through the hostile shell.
+    assert_eq!(c.read("/root/.llmx/auth.json").unwrap(), pushed);
+}
+
+#[test]
+fn an_ssh_account_whose_rc_file_floods_stderr_fails_alone_and_quickly_for_every_command() {
+    use crate::support::sshd::{Key, Sshd, SshdOptions};
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let s = crate::family::Signed::new();
+    let ssh_dir = s.local.home().join(".ssh");
+    let key = Key::generate(&ssh_dir, "id_ed25519", "");
+    std::fs::write(ssh_dir.join("known_hosts"), sshd.known_hosts_line()).unwrap();
+    user.authorize(&key.public);
+    let target = sshd.spec(user);
+    let r = s.llmx(&["auth", "push", &target]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    let pushed = std::fs::read(user.home.join(".llmx/auth.json")).unwrap();
+    // sshd runs ~/.ssh/rc before every command and subsystem (SFTP too), its output on the channel.
+    user.write(".ssh/rc", "while :; do echo flooding the error output; done >&2\n", 0o644);
+    let tried = each_command_gives_up_on(&target, &|args| s.llmx(args));
+    eprintln!("commands tried against a flooding ~/.ssh/rc: {tried}");
+    assert_eq!(std::fs::read(user.home.join(".llmx/auth.json")).unwrap(), pushed);
+}
