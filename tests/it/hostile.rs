@@ -169,3 +169,95 @@ fn an_ssh_account_whose_rc_file_floods_stderr_fails_alone_and_quickly_for_every_
     eprintln!("commands tried against a flooding ~/.ssh/rc: {tried}");
     assert_eq!(std::fs::read(user.home.join(".llmx/auth.json")).unwrap(), pushed);
 }
+
+// ---- Item 4: issuer answers that must not be saved -----------------------------------------
+
+/// Token answers a login must refuse: 200 with JSON of the right shape whose tokens cannot work.
+fn unusable_token_answers() -> Vec<(String, &'static str)> {
+    let jwt = llmx_test_issuer::jwt(&serde_json::json!({"email": "x@example.com"}));
+    let body = |id: &str, at: &str, rt: &str| {
+        serde_json::json!({"id_token": id, "access_token": at, "refresh_token": rt}).to_string()
+    };
+    vec![
+        (body("not-a-jwt", "at-0123", "rt-0123"), "its id_token is not a JWT"),
+        (body("", "at-0123", "rt-0123"), "its id_token is empty"),
+        (body(&jwt, "", "rt-0123"), "its access token is empty"),
+        (body(&jwt, "at-0123", ""), "its refresh token is empty"),
+        (body(&jwt, " ", "rt-0123"), "its access token is empty"),
+        (body("a.!!!.c", "at-0123", "rt-0123"), "its id_token is JWT payload is not base64url"),
+        (body("a.bm90anNvbg.c", "at-0123", "rt-0123"), "its id_token is JWT payload is not a JSON object"),
+        (body("", "", ""), "its id_token is empty"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_never_saves_empty_or_non_jwt_tokens_over_a_good_login() {
+    use crate::support::harness::last_event;
+    use crate::support::login::{Browser, Home, issuer, start_login};
+    use llmx_test_issuer::TokenAnswer;
+    let issuer = issuer().await;
+    let good = br#"{"OPENAI_API_KEY":"sk-old-key-0000000000"}"#;
+    let mut tried = 0;
+    for (body, want) in unusable_token_answers() {
+        let answer =
+            TokenAnswer::Raw { status: 200, content_type: "application/json".into(), body: body.clone().into_bytes() };
+        // Browser login.
+        let home = Home::new();
+        home.write("auth.json", good);
+        issuer.issuer.set_token_answer(Some(answer.clone()));
+        let (login, listening) = start_login(&home, &issuer.base_url(), 0, &[]).await;
+        let _ = Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
+        let (status, events, stderr) = login.finish().await;
+        tried += 1;
+        assert_eq!(status.code(), Some(1), "{body}: {stderr}");
+        let failed = last_event(&events);
+        assert_eq!(failed["reason"], "token_exchange", "{body}: {events:?}");
+        assert!(stderr.contains(want) && stderr.contains("nothing was saved"), "{body}: want {want:?} in {stderr}");
+        assert!(!stderr.contains("at-0123") && !stderr.contains("rt-0123"), "a token in {stderr}");
+        assert_eq!(home.read_auth().unwrap(), good, "{body}");
+
+        // Device-code login: the same answer to the code exchange after approval.
+        let home = Home::new();
+        home.write("auth.json", good);
+        issuer.issuer.set_token_answer(Some(answer));
+        let mut login = crate::signin::device_login(&home, &issuer.base_url(), &[]);
+        let code = login.expect_next("device_code").await;
+        crate::signin::decide_on_page(&issuer.base_url(), code["user_code"].as_str().unwrap(), "approve").await;
+        let (status, _, stderr) = login.finish().await;
+        tried += 1;
+        assert_eq!(status.code(), Some(1), "device {body}: {stderr}");
+        assert!(stderr.contains(want), "device {body}: want {want:?} in {stderr}");
+        assert_eq!(home.read_auth().unwrap(), good, "device {body}");
+    }
+    issuer.issuer.set_token_answer(None);
+    eprintln!("unusable login answers tried: {tried}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_refresh_answer_after_rotation_keeps_the_new_refresh_token_and_the_login_works() {
+    use crate::support::login::{logged_in, refresh};
+    use llmx_test_issuer::RefreshAnswer;
+    for (answer, access_saved) in [(RefreshAnswer::NonJwtIdToken, true), (RefreshAnswer::EmptyAccessToken, false)] {
+        let (issuer, home) = logged_in().await;
+        let before = home.auth_json();
+        issuer.issuer.set_refresh_answer(answer);
+        let r = refresh(&home, &issuer.base_url(), false).await;
+        assert_eq!(r.code(), 1, "{answer:?}: {r:?}");
+        let said = if access_saved {
+            "the new refresh token and access token were saved with the previous id_token, so the login still works"
+        } else {
+            "the new refresh token was saved with the previous id_token, so the login still works"
+        };
+        assert!(r.stderr.contains("had already replaced the refresh token") && r.stderr.contains(said), "{}", r.stderr);
+        assert!(r.stderr.contains("hint: run `llmx auth refresh` again"), "{}", r.stderr);
+        let after = home.auth_json();
+        assert_ne!(after["tokens"]["refresh_token"], before["tokens"]["refresh_token"], "the rotated token is kept");
+        assert_eq!(after["tokens"]["id_token"], before["tokens"]["id_token"], "the malformed id_token is not");
+        assert_eq!(after["tokens"]["access_token"] != before["tokens"]["access_token"], access_saved);
+        assert!(!home.path().join("auth.json.recovered").exists());
+        // The login was not lost: the next refresh (a normal answer) works with the saved token.
+        issuer.issuer.set_refresh_answer(RefreshAnswer::Normal);
+        let r = refresh(&home, &issuer.base_url(), false).await;
+        assert_eq!(r.code(), 0, "{answer:?}: the login still works: {r:?}");
+    }
+}
