@@ -261,3 +261,36 @@ async fn a_malformed_refresh_answer_after_rotation_keeps_the_new_refresh_token_a
         assert_eq!(r.code(), 0, "{answer:?}: the login still works: {r:?}");
     }
 }
+
+// ---- Item 5: a full disk -------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_on_a_full_disk_is_refused_before_the_issuer_is_called_and_the_login_survives() {
+    use crate::support::login::{logged_in, refresh};
+    let (issuer, home) = logged_in().await;
+    let url = issuer.base_url();
+    assert_eq!(refresh(&home, &url, false).await.code(), 0, "creates the lock file");
+    let calls = issuer.issuer.stats().refreshes;
+    let saved = tempfile::tempdir().unwrap();
+    // In a mount namespace of its own: the home's files on a small tmpfs that is then filled up.
+    let script = r#"set -e
+cp -a "$H/." "$S/"
+mount -t tmpfs -o size=256k,mode=0700 llmx-full "$H"
+cp -a "$S/." "$H/"
+cat /dev/zero > "$H/fill" 2>/dev/null || true
+exec "$0" "$@""#;
+    let iss = format!("auth_issuer={url}");
+    let r = Llmx::via("unshare", ["-m", "sh", "-c", script])
+        .args(["-c", &iss, "auth", "refresh"])
+        .env("H", home.path())
+        .env("S", saved.path())
+        .env("LLMX_HOME", home.path())
+        .run()
+        .await;
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(r.stderr.contains("the issuer was not called and the login still works"), "{}", r.stderr);
+    assert_eq!(issuer.issuer.stats().refreshes, calls, "the refresh token was not spent");
+    // The login (here, outside the full tmpfs) still refreshes.
+    assert_eq!(refresh(&home, &url, false).await.code(), 0);
+}
