@@ -13,7 +13,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -168,9 +168,11 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// A write prepared before the bytes exist: the temp file is created (0600, in the target's
-/// directory) first, which proves the directory is writable, then [`PendingWrite::commit`]
-/// fills it and renames it over the target. A refresh prepares one *before* it calls the issuer
-/// (DESIGN.md §9 "never burn a login"): an answer that cannot be saved is never asked for.
+/// directory) and filled with [`PendingWrite::reserve_for`] zero bytes (fsynced), which proves
+/// the directory is writable *and* that the disk has room, then [`PendingWrite::commit`]
+/// overwrites it in place (the blocks are already allocated) and renames it over the target. A
+/// refresh prepares one *before* it calls the issuer (DESIGN.md §9 "never burn a login"): an
+/// answer that cannot be saved, on a read-only home or a full disk, is never asked for.
 /// Dropping an uncommitted one removes its temp file.
 #[derive(Debug)]
 pub struct PendingWrite {
@@ -186,8 +188,21 @@ impl PendingWrite {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), random_suffix()));
         let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
-        let file = file.map_err(|e| HomeError::io(path, e))?;
-        Ok(PendingWrite { path: path.to_path_buf(), tmp, file: Some(file) })
+        let mut file = file.map_err(|e| HomeError::io(path, e))?;
+        // From here on, dropping `pending` removes the temp file (also when the reservation fails).
+        let reserve = PendingWrite::reserve_for(path);
+        let reserved = file.write_all(&vec![0u8; reserve]).and_then(|()| file.sync_data());
+        let pending = PendingWrite { path: path.to_path_buf(), tmp, file: Some(file) };
+        reserved.map_err(|e| HomeError::io(path, e))?;
+        Ok(pending)
+    }
+
+    /// How many bytes to reserve for the new content of `path`: twice what is there now, at
+    /// least 64 KiB (a refreshed login is about the size of the old one), at most the largest file
+    /// llmx reads back.
+    pub fn reserve_for(path: &Path) -> usize {
+        let now = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+        usize::try_from(now.saturating_mul(2).clamp(64 * 1024, MAX_FILE_BYTES)).unwrap_or(64 * 1024)
     }
 
     pub fn path(&self) -> &Path {
@@ -201,7 +216,10 @@ impl PendingWrite {
         };
         let result = (|| {
             f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            // Over the reserved bytes: no new block is needed for what fits in them.
+            f.seek(io::SeekFrom::Start(0))?;
             f.write_all(bytes)?;
+            f.set_len(bytes.len() as u64)?;
             f.sync_all()?;
             drop(f);
             fs::rename(&self.tmp, &self.path)

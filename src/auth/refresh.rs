@@ -9,7 +9,11 @@
 //! - **Prove the save first.** The temp file of the new auth.json is created before the issuer
 //!   is called ([`PendingWrite`]); a home that cannot be written is an error that spent nothing.
 //! - **Validate the answer.** An access token and an id_token must be present and non-empty, the
-//!   id_token a decodable JWT of the same account; otherwise nothing is replaced.
+//!   id_token a decodable JWT of the same account; otherwise nothing is replaced — except when
+//!   the issuer has already rotated the refresh token (the old one is spent): then what it
+//!   returned that is usable is kept (the new refresh token, and the access token when it is
+//!   not empty) with the old id_token, so the login survives, and
+//!   [`RefreshFailure::PartlySaved`] says exactly that.
 //! - **Never lose an accepted answer.** If the issuer accepted and the save still fails, the new
 //!   file is written to `auth.json.recovered` beside it (0600), and the error says how to restore.
 
@@ -45,6 +49,19 @@ pub enum RefreshFailure {
     /// The issuer answered with tokens that must not be saved.
     #[error("the issuer's refresh answer was refused: {reason}; auth.json was left unchanged")]
     InvalidAnswer { reason: String },
+    /// The answer was malformed but the issuer had already rotated the refresh token: the new
+    /// refresh token (and access token, when usable) were saved with the old id_token.
+    #[error(
+        "the issuer's refresh answer was malformed ({reason}), but it had already replaced the refresh token: \
+         the new refresh token{} {} saved with the previous id_token, so the login still works",
+        if *access_saved { " and access token" } else { "" },
+        if *access_saved { "were" } else { "was" }
+    )]
+    PartlySaved { reason: String, access_saved: bool },
+    /// What [`refresh_file`] returns for such an answer: the file to save instead (with the
+    /// reason); [`refresh_and_save`] saves it and reports [`RefreshFailure::PartlySaved`].
+    #[error("the issuer's refresh answer was malformed ({reason}); the usable part is not saved yet")]
+    Salvage { reason: String, file: Box<AuthFile>, access_saved: bool },
     /// The issuer accepted the refresh but the new auth.json could not be saved.
     #[error("the refresh succeeded but {} could not be written ({source}){}", path.display(),
         recovery.as_ref().map(|r| format!("; the new login is in {}", r.display())).unwrap_or_default())]
@@ -147,17 +164,29 @@ pub async fn refresh_and_save(
     client: &OAuthClient,
 ) -> Result<(AuthFile, Refreshed), RefreshFailure> {
     let pending = PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?;
-    let (new, r) = refresh_file(file, client).await?;
-    let bytes = new.to_bytes();
-    if let Err(source) = pending.commit(&bytes) {
-        let recovery = path.with_file_name(RECOVERY_FILE);
-        let recovery = write_private(&recovery, &bytes).ok().map(|()| recovery);
-        return Err(RefreshFailure::NotSaved { path: path.to_path_buf(), source, recovery });
+    let save = |pending: PendingWrite, new: &AuthFile| {
+        let bytes = new.to_bytes();
+        pending.commit(&bytes).map_err(|source| {
+            let recovery = path.with_file_name(RECOVERY_FILE);
+            let recovery = write_private(&recovery, &bytes).ok().map(|()| recovery);
+            RefreshFailure::NotSaved { path: path.to_path_buf(), source, recovery }
+        })
+    };
+    match refresh_file(file, client).await {
+        Ok((new, r)) => {
+            save(pending, &new)?;
+            Ok((new, r))
+        }
+        Err(RefreshFailure::Salvage { reason, file, access_saved }) => {
+            save(pending, &file)?;
+            Err(RefreshFailure::PartlySaved { reason, access_saved })
+        }
+        Err(e) => Err(e),
     }
-    Ok((new, r))
 }
 
-/// Call the issuer and build the refreshed file; nothing is written.
+/// Call the issuer and build the refreshed file; nothing is written. A malformed answer that
+/// rotated the refresh token is [`RefreshFailure::Salvage`], carrying the file to save instead.
 pub async fn refresh_file(file: &AuthFile, client: &OAuthClient) -> Result<(AuthFile, Refreshed), RefreshFailure> {
     let mut file = file.clone();
     let Some(tokens) = file.tokens.as_mut() else {
@@ -165,8 +194,24 @@ pub async fn refresh_file(file: &AuthFile, client: &OAuthClient) -> Result<(Auth
     };
     let new = client.refresh(&tokens.refresh_token).await?;
     let expected = tokens.account_id.clone().or_else(|| IdClaims::parse(tokens.id_token.expose()).ok()?.account_id);
-    let (id, access) =
-        validate(&new, expected.as_deref()).map_err(|reason| RefreshFailure::InvalidAnswer { reason })?;
+    let (id, access) = match validate(&new, expected.as_deref()) {
+        Ok(v) => v,
+        Err(Invalid { reason, salvageable }) => {
+            let rotated = new.refresh_token.as_ref().filter(|r| !r.is_empty() && **r != tokens.refresh_token);
+            let Some(rotated) = rotated.filter(|_| salvageable) else {
+                return Err(RefreshFailure::InvalidAnswer { reason });
+            };
+            // The old refresh token is spent: keep the new one (and a usable access token),
+            // and the id_token we had, which still names this account.
+            tokens.refresh_token = rotated.clone();
+            let access = new.access_token.clone().filter(|t| !t.expose().trim().is_empty());
+            let access_saved = access.is_some();
+            if let Some(a) = access {
+                tokens.access_token = a;
+            }
+            return Err(RefreshFailure::Salvage { reason, file: Box::new(file), access_saved });
+        }
+    };
     let rotated = new.refresh_token.as_ref().is_some_and(|r| *r != tokens.refresh_token);
     if tokens.account_id.is_none() {
         tokens.account_id = IdClaims::parse(id.expose()).ok().and_then(|c| c.account_id);
@@ -181,19 +226,31 @@ pub async fn refresh_file(file: &AuthFile, client: &OAuthClient) -> Result<(Auth
     Ok((file, r))
 }
 
+/// Why an answer was refused; `salvageable`: the rest of it may be kept when the refresh token
+/// was rotated (not when the id_token names another account: then nothing in it is ours).
+struct Invalid {
+    reason: String,
+    salvageable: bool,
+}
+
 /// The answer must carry a non-empty access token and an id_token that is a JWT of the expected
 /// account; a refresh token, when sent, must not be empty. The reason never quotes a token.
-fn validate(new: &RefreshedTokens, account: Option<&str>) -> Result<(Secret, Secret), String> {
-    let id = new.id_token.clone().filter(|t| !t.is_empty()).ok_or("it has no id_token")?;
-    let access = new.access_token.clone().filter(|t| !t.is_empty()).ok_or("it has no access token")?;
+fn validate(new: &RefreshedTokens, account: Option<&str>) -> Result<(Secret, Secret), Invalid> {
+    let bad = |reason: &str| Invalid { reason: reason.to_string(), salvageable: true };
+    let id = new.id_token.clone().filter(|t| !t.is_empty()).ok_or_else(|| bad("it has no id_token"))?;
+    let access = new
+        .access_token
+        .clone()
+        .filter(|t| !t.expose().trim().is_empty())
+        .ok_or_else(|| bad("it has no access token"))?;
     if new.refresh_token.as_ref().is_some_and(Secret::is_empty) {
-        return Err("its refresh token is empty".into());
+        return Err(bad("its refresh token is empty"));
     }
-    let claims = IdClaims::parse(id.expose()).map_err(|e| format!("its id_token is {e}"))?;
+    let claims = IdClaims::parse(id.expose()).map_err(|e| bad(&format!("its id_token is {e}")))?;
     if let (Some(want), Some(got)) = (account, claims.account_id.as_deref())
         && want != got
     {
-        return Err(format!("its id_token is for account {got}, not {want}"));
+        return Err(Invalid { reason: format!("its id_token is for account {got}, not {want}"), salvageable: false });
     }
     Ok((id, access))
 }

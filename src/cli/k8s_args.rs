@@ -37,6 +37,6 @@ impl K8sArgs {
             context: self.context.clone(),
             connect_timeout: Duration::from_secs(ssh.connect_timeout.unwrap_or(15)),
         };
-        ResolveOptions { ssh: ssh.options_for(dry_run), k8s, docker: docker.options() }
+        ResolveOptions { ssh: ssh.options_for(dry_run), k8s, docker: docker.options(), deadline: None }
     }
 }

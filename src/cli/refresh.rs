@@ -101,6 +101,8 @@ pub fn failure(e: RefreshFailure, path: &std::path::Path) -> Failure {
             .hint(format!("make {} writable, then refresh again", path.parent().unwrap_or(path).display())),
         RefreshFailure::InvalidAnswer { .. } => Failure::new(e.to_string())
             .hint("try `llmx auth refresh` again; if the login no longer works, run `llmx login`"),
+        RefreshFailure::PartlySaved { .. } | RefreshFailure::Salvage { .. } => Failure::new(e.to_string())
+            .hint("run `llmx auth refresh` again for a new id_token (the saved refresh token works)"),
         RefreshFailure::NotSaved { ref recovery, .. } => {
             let hint = match recovery {
                 Some(r) => format!("restore it with `mv {} {}`", r.display(), path.display()),

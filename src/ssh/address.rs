@@ -23,8 +23,13 @@ impl SshAddress {
         };
         let (user, hostport) = match s.rsplit_once('@') {
             Some((u, h)) => {
+                // A user may hold an `@` (`first@realm@host`, as ssh splits at the last one), but
+                // not an empty part around it: `u@@host` is a typo, not the user `u@`.
                 if u.is_empty()
                     || u.starts_with('-')
+                    || u.starts_with('@')
+                    || u.ends_with('@')
+                    || u.contains("@@")
                     || u.chars().any(|c| c.is_whitespace() || c.is_control() || c == ':')
                 {
                     return Err("invalid user name".to_string());
@@ -101,5 +106,14 @@ mod tests {
         assert_eq!((a.user, a.host.as_str(), a.port), (None, "::1", Some(22)));
         assert!(SshAddress::parse("ssh://web/path").is_err());
         assert!(SshAddress::parse("ssh://").is_err());
+    }
+
+    #[test]
+    fn a_doubled_at_sign_is_an_invalid_user_not_a_user_ending_in_at() {
+        for s in ["u@@h", "ssh:u@@h", "@@h", "u@@@h", "a@@b@h", "@u@h"] {
+            assert_eq!(SshAddress::parse(s), Err("invalid user name".to_string()), "{s}");
+        }
+        let a = SshAddress::parse("first@realm@h").unwrap();
+        assert_eq!((a.user.as_deref(), a.host.as_str()), (Some("first@realm"), "h"));
     }
 }

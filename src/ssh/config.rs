@@ -444,6 +444,45 @@ fn wildcard(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// Why a host name that did not come from ssh_config may not go into a `ProxyCommand`, as
+/// OpenSSH 9.6's `valid_hostname`: a leading `-`, whitespace, controls, or one of
+/// `' ` " $ \ ; & < > | ( ) { }` (the shell would run or split it). `None`: safe.
+pub fn shell_unsafe_host(name: &str) -> Option<String> {
+    if name.starts_with('-') {
+        return Some("it starts with '-'".into());
+    }
+    name.chars()
+        .find(|c| "'`\"$\\;&<>|(){}".contains(*c) || c.is_whitespace() || c.is_control())
+        .map(|c| format!("it holds {}", shown_char(c)))
+}
+
+/// The same for a user name, as OpenSSH 9.6's `valid_ruser`: a leading `-`, a control, one of
+/// `' ` " ; & < > | ( ) { }`, a trailing `\`; and, stricter than OpenSSH (which lets them
+/// through), any whitespace and a `$` anywhere but at the end (where a Samba machine account
+/// has it).
+pub fn shell_unsafe_user(name: &str) -> Option<String> {
+    if name.starts_with('-') {
+        return Some("it starts with '-'".into());
+    }
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let next = chars.get(i + 1).copied();
+        let bad = "'`\";&<>|(){}".contains(c)
+            || c.is_control()
+            || c.is_whitespace()
+            || (c == '\\' && next.is_none())
+            || (c == '$' && next.is_some());
+        if bad {
+            return Some(format!("it holds {}", shown_char(c)));
+        }
+    }
+    None
+}
+
+fn shown_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() { format!("U+{:04X}", u32::from(c)) } else { format!("'{c}'") }
+}
+
 /// `HostName` with `%h` (the name as typed) and `%%`.
 pub fn expand_host_name(raw: &str, alias: &str) -> String {
     expand(raw, &Tokens { host: alias, original: alias, ..Tokens::default() }).to_string_lossy().into_owned()
@@ -711,6 +750,27 @@ Host *
     fn errors_name_the_line() {
         assert_eq!(parse("Host a\n Port x\n", &q("a")).unwrap_err(), "line 2: bad Port 'x'");
         assert!(parse("Host \"a\n", &q("a")).unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn names_a_shell_would_run_are_unsafe_for_a_proxy_command() {
+        for bad in [
+            "$(id)", "`id`", "a;id", "a|id", "a&id", "a>f", "a<f", "'a'", "\"a\"", "a\\b", "${IFS}", "-oX", "a b",
+            "a\tb",
+        ] {
+            assert!(shell_unsafe_host(bad).is_some(), "{bad}");
+        }
+        for bad in ["$(id)", "`id`", "a;id", "a|id", "a&id", "a>f", "${IFS}", "$HOME", "-l", "a b", "a\\", "{a}"] {
+            assert!(shell_unsafe_user(bad).is_some(), "{bad}");
+        }
+        for good in ["build-1.internal", "10.0.0.7", "::1", "i-0123456789abcdef0", "host_name%x"] {
+            assert_eq!(shell_unsafe_host(good), None, "{good}");
+        }
+        for good in ["deploy", "machine$", "DOMAIN\\user", "first.last", "user@realm"] {
+            assert_eq!(shell_unsafe_user(good), None, "{good}");
+        }
+        assert_eq!(shell_unsafe_host("a;b").as_deref(), Some("it holds ';'"));
+        assert_eq!(shell_unsafe_host("a\tb").as_deref(), Some("it holds U+0009"));
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl Destination {
                     reason: format!("ProxyJump for {}: {reason}", addr.host),
                 })?),
                 (None, Some(c)) if c.eq_ignore_ascii_case("none") => Route::Direct,
-                (None, Some(c)) => Route::Command(config::expand(c, &tokens).to_string_lossy().into_owned()),
+                (None, Some(c)) => {
+                    refuse_shell_words(addr)?;
+                    Route::Command(config::expand(c, &tokens).to_string_lossy().into_owned())
+                }
                 (None, None) => Route::Direct,
             },
         };
@@ -208,6 +211,18 @@ pub fn parse_jump_list(s: &str) -> Result<Vec<SshAddress>, String> {
         return Ok(Vec::new());
     }
     s.split(',').map(|hop| SshAddress::parse(hop.trim()).map_err(|e| format!("'{hop}': {e}"))).collect()
+}
+
+/// Before `%h`, `%n` and `%r` go into a `ProxyCommand` (run by `/bin/sh`): the host and user
+/// names the user gave (not those from ssh_config) must hold nothing the shell would run.
+fn refuse_shell_words(addr: &SshAddress) -> Result<(), SshError> {
+    if let Some(why) = config::shell_unsafe_host(&addr.host) {
+        return Err(SshError::UnsafeName { what: "host name", name: addr.host.clone(), why });
+    }
+    if let Some(why) = addr.user.as_deref().and_then(config::shell_unsafe_user) {
+        return Err(SshError::UnsafeName { what: "user name", name: addr.user.clone().unwrap_or_default(), why });
+    }
+    Ok(())
 }
 
 /// The name of the local user (passwd database), for the default remote user and `%u`.

@@ -196,6 +196,10 @@ pub enum SshError {
     Refused { host: String, path: String, reason: String },
     #[error("{host}: connection lost while {during}")]
     Closed { host: String, during: String },
+    /// A host or user name from outside ssh_config (a target, `@FILE`, `-J`, `DOCKER_HOST`, a
+    /// docker context) that a `ProxyCommand` would hand to the shell (OpenSSH 9.6's rule).
+    #[error("{what} '{name}' is not safe to put into the ProxyCommand ({why}); refusing to run it, as OpenSSH does")]
+    UnsafeName { what: &'static str, name: String, why: String },
 }
 
 impl SshError {
@@ -222,6 +226,11 @@ impl SshError {
             SshError::Auth { .. } => Some(
                 "add your public key to the host's ~/.ssh/authorized_keys (ssh-copy-id), load it into ssh-agent \
                  (ssh-add), or name it with -i KEY"
+                    .to_string(),
+            ),
+            SshError::UnsafeName { .. } => Some(
+                "name the host by an alias in ~/.ssh/config (HostName there may be anything), or check where the \
+                 name came from: it may be an attempt to run a command"
                     .to_string(),
             ),
             SshError::Connect { .. } | SshError::Timeout { .. } => {

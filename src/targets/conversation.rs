@@ -38,6 +38,14 @@
 //!
 //! When a step fails for another reason (a directory the user cannot create) the script exits
 //! non-zero and [`WriteError::Failed`] lets the caller use another path.
+//!
+//! **Bounded in time and size, whatever the target sends.** Each stage (the header; the
+//! directory answer; the confirmation and the file read back) has one deadline, [`STAGE_TIMEOUT`]
+//! from its start, not a timeout per chunk: a target that keeps writing a byte now and then cannot
+//! stretch a stage. Stdout is bounded by the protocol (a line is at most 64 KiB, a file at most
+//! [`MAX_READ`]); stderr is counted, and past [`MAX_READ`] bytes in all the conversation ends with
+//! [`StartError::hostile`] (a hostile `/bin/sh` or an `~/.ssh/rc` that floods it): final, the
+//! caller fails the target rather than trying another path.
 
 use crate::targets::{DirFacts, DirKind, DirVerdict, FileEntry, MAX_READ, TargetError, judge_dir};
 use crate::text::printable;
@@ -45,8 +53,8 @@ use futures_util::{Stream, StreamExt};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-/// How long the target may take to answer at each stage.
-const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the target may take for each stage of the protocol, from the stage's start.
+pub const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest protocol line we hold (an `ls -ln` line is under 200 bytes).
 const MAX_LINE: usize = 64 * 1024;
 /// How much of the script's stderr is kept for error messages.
@@ -133,6 +141,56 @@ pub struct Header {
     pub unreadable: bool,
 }
 
+/// Why a conversation did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError {
+    /// What went wrong, with the script's stderr (made printable).
+    pub why: String,
+    /// The target flooded its error output past [`MAX_READ`]: final; do not try another path
+    /// on this target (it would be the same shell, or the same `~/.ssh/rc`).
+    pub hostile: bool,
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+/// What ended a read from the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadError {
+    /// The target wrote more than [`MAX_READ`] bytes to stderr.
+    Flood,
+    Other(String),
+}
+
+impl From<String> for ReadError {
+    fn from(s: String) -> ReadError {
+        ReadError::Other(s)
+    }
+}
+
+impl From<&str> for ReadError {
+    fn from(s: &str) -> ReadError {
+        ReadError::Other(s.to_string())
+    }
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Flood => write!(
+                f,
+                "the target wrote more than {} MiB to its error output without answering (a shell or login \
+                 script that never stops writing); gave up on it",
+                MAX_READ / (1024 * 1024)
+            ),
+            ReadError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Why a write through the conversation did not happen.
 #[derive(Debug)]
 pub enum WriteError {
@@ -149,6 +207,12 @@ pub struct Conversation<O, I> {
     input: I,
     buf: Vec<u8>,
     stderr: String,
+    /// Bytes of stderr seen in all (kept or not).
+    stderr_seen: usize,
+    /// How long each stage may take ([`STAGE_TIMEOUT`]).
+    stage: Duration,
+    /// When the current stage must be over.
+    deadline: tokio::time::Instant,
     uid: u32,
     home: String,
 }
@@ -160,19 +224,35 @@ where
 {
     /// Read the header from a started script; `Err` (with the script's stderr) when it does not
     /// answer as expected.
-    pub async fn start(output: O, input: I) -> Result<(Self, Header), String> {
-        let mut c = Conversation { output, input, buf: Vec::new(), stderr: String::new(), uid: 0, home: String::new() };
+    pub async fn start(output: O, input: I) -> Result<(Self, Header), StartError> {
+        Conversation::start_with(output, input, STAGE_TIMEOUT).await
+    }
+
+    /// [`start`](Conversation::start) with stages of `stage` each.
+    async fn start_with(output: O, input: I, stage: Duration) -> Result<(Self, Header), StartError> {
+        let mut c = Conversation {
+            stage,
+            output,
+            input,
+            buf: Vec::new(),
+            stderr: String::new(),
+            stderr_seen: 0,
+            deadline: tokio::time::Instant::now() + stage,
+            uid: 0,
+            home: String::new(),
+        };
         match c.header().await {
             Ok(h) => {
                 c.uid = h.uid;
                 c.home = h.home.clone();
                 Ok((c, h))
             }
-            Err(e) => Err(format!("{e}; {}", printable(c.stderr.trim()))),
+            Err(ReadError::Flood) => Err(StartError { why: ReadError::Flood.to_string(), hostile: true }),
+            Err(e) => Err(StartError { why: format!("{e}; {}", printable(c.stderr.trim())), hostile: false }),
         }
     }
 
-    async fn header(&mut self) -> Result<Header, String> {
+    async fn header(&mut self) -> Result<Header, ReadError> {
         let line = self.line().await?;
         let f: Vec<&str> = line.splitn(4, ' ').collect();
         let (uid, gid, home) = match f.as_slice() {
@@ -204,12 +284,14 @@ where
     }
 
     /// `ls -ln` line already read (its size field says how many bytes follow); then the bytes.
-    async fn file(&mut self, ls: &str) -> Result<FileEntry, String> {
+    async fn file(&mut self, ls: &str) -> Result<FileEntry, ReadError> {
         let e = parse_ls(ls).ok_or_else(|| format!("unexpected ls output {:?}", printable(ls)))?;
         let size = e.size;
         // The target says how much follows: never buffer more than any file we accept.
         if size > MAX_READ {
-            return Err(format!("auth.json is larger than expected ({size} bytes, over {} KiB)", MAX_READ / 1024));
+            return Err(
+                format!("auth.json is larger than expected ({size} bytes, over {} KiB)", MAX_READ / 1024).into()
+            );
         }
         let bytes = self.exact(size).await?;
         Ok(FileEntry { bytes, uid: e.uid, gid: e.gid, mode: e.mode })
@@ -217,16 +299,18 @@ where
 
     /// Send `bytes` to be written; returns the file as read back after the move.
     pub async fn write(mut self, bytes: &[u8]) -> Result<FileEntry, WriteError> {
-        let failed = |c: &Self, e: String| {
+        let failed = |c: &Self, e: ReadError| {
             let why = printable(c.stderr.trim());
+            let e = e.to_string();
             WriteError::Failed(TargetError::new(format!(
                 "writing through exec failed: {}",
-                if why.is_empty() { e } else { why }
+                if why.is_empty() || c.stderr_seen > MAX_READ { e } else { why }
             )))
         };
         let suffix = crate::home::random_suffix();
+        self.deadline = tokio::time::Instant::now() + self.stage;
         if let Err(e) = self.send(format!("write {} {suffix}\n", bytes.len()).as_bytes(), false).await {
-            return Err(failed(&self, e));
+            return Err(failed(&self, e.into()));
         }
         let facts = match self.line().await.map(|l| parse_dir_line(&l)) {
             Ok(Some(f)) => f,
@@ -244,17 +328,18 @@ where
             }
         };
         let answer: &[u8] = if verdict == DirVerdict::Tighten { b"tighten\n" } else { b"keep\n" };
+        self.deadline = tokio::time::Instant::now() + self.stage;
         let sent = async {
             self.send(answer, false).await?;
             self.send(bytes, true).await
         }
         .await;
         if let Err(e) = sent {
-            return Err(failed(&self, e));
+            return Err(failed(&self, e.into()));
         }
         let result = async {
             if self.line().await? != "done" {
-                return Err("no confirmation".to_string());
+                return Err(ReadError::from("no confirmation"));
             }
             let ls = self.line().await?;
             self.file(&ls).await
@@ -268,25 +353,29 @@ where
             self.input.write_all(bytes).await?;
             if last { self.input.shutdown().await } else { self.input.flush().await }
         };
-        tokio::time::timeout(STAGE_TIMEOUT, send)
+        tokio::time::timeout_at(self.deadline, send)
             .await
             .map_err(|_| "the target did not take the file in time".to_string())?
             .map_err(|e| format!("sending to the target: {e}"))
     }
 
-    async fn fill(&mut self) -> Result<(), String> {
+    async fn fill(&mut self) -> Result<(), ReadError> {
         loop {
-            let next = tokio::time::timeout(STAGE_TIMEOUT, self.output.next())
+            let next = tokio::time::timeout_at(self.deadline, self.output.next())
                 .await
-                .map_err(|_| "the target did not answer in time".to_string())?;
+                .map_err(|_| format!("the target did not answer within {}s", self.stage.as_secs()))?;
             match next {
                 None => return Err("the script ended early".into()),
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => return Err(e.into()),
                 Some(Ok(Chunk::Stdout(message))) => {
                     self.buf.extend_from_slice(&message);
                     return Ok(());
                 }
                 Some(Ok(Chunk::Stderr(message))) => {
+                    self.stderr_seen = self.stderr_seen.saturating_add(message.len());
+                    if self.stderr_seen > MAX_READ {
+                        return Err(ReadError::Flood);
+                    }
                     if self.stderr.len() < STDERR_KEEP {
                         let room = STDERR_KEEP - self.stderr.len();
                         let text = String::from_utf8_lossy(&message[..message.len().min(room)]).into_owned();
@@ -297,7 +386,7 @@ where
         }
     }
 
-    async fn line(&mut self) -> Result<String, String> {
+    async fn line(&mut self) -> Result<String, ReadError> {
         loop {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
@@ -310,7 +399,7 @@ where
         }
     }
 
-    async fn exact(&mut self, n: usize) -> Result<Vec<u8>, String> {
+    async fn exact(&mut self, n: usize) -> Result<Vec<u8>, ReadError> {
         while self.buf.len() < n {
             self.fill().await?;
         }
@@ -472,11 +561,45 @@ mod tests {
         // before any of it is buffered.
         let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 {} Jan 1 2020 /f\n", MAX_READ + 1);
         let (o, i) = conversation_with(vec![head.into_bytes()], true);
-        let e = Conversation::start(o, i).await.err().unwrap();
+        let e = Conversation::start(o, i).await.err().unwrap().why;
         assert!(e.contains("larger than expected"), "{e}");
         // Up to the limit it is read.
         let (o, i) = conversation_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 3 Jan 1 2020 /f\nabc".to_vec()], false);
         assert_eq!(Conversation::start(o, i).await.unwrap().1.current.unwrap().bytes, b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_target_flooding_stderr_is_given_up_past_the_cap_as_hostile() {
+        // Endless stderr before any header (a hostile /bin/sh, an ~/.ssh/rc): ends after
+        // MAX_READ bytes with a final error, not after a timeout that each chunk renews.
+        let flood = futures_util::stream::repeat_with(|| Ok(Chunk::Stderr(vec![b'e'; 65536])));
+        let start = std::time::Instant::now();
+        let e = Conversation::start(Box::pin(flood), tokio::io::sink()).await.err().unwrap();
+        assert!(e.hostile && e.why.contains("more than 4 MiB to its error output"), "{e:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // The same flood after the header, while a write waits for its answer.
+        let head = futures_util::stream::iter(vec![Ok(Chunk::Stdout(b"llmx1 0 0 /h\nnone\n".to_vec()))]);
+        let flood = futures_util::stream::repeat_with(|| Ok(Chunk::Stderr(vec![b'e'; 65536])));
+        let (c, _) = Conversation::start(Box::pin(head.chain(flood)), tokio::io::sink()).await.unwrap();
+        match c.write(b"{}").await {
+            Err(WriteError::Failed(e)) => assert!(e.message.contains("more than 4 MiB"), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stage_has_one_deadline_that_a_trickle_of_stderr_does_not_renew() {
+        // A byte of stderr every 10 ms, never a header: the stage ends at its deadline.
+        let stage = Duration::from_secs(1);
+        let trickle = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Some((Ok(Chunk::Stderr(b".".to_vec())), ()))
+        });
+        let start = tokio::time::Instant::now();
+        let e = Conversation::start_with(Box::pin(trickle), tokio::io::sink(), stage).await.err().unwrap();
+        assert!(!e.hostile && e.why.contains("did not answer within 1s"), "{e:?}");
+        let took = start.elapsed();
+        assert!(took >= stage && took < stage * 2, "{took:?}");
     }
 
     #[tokio::test]
@@ -494,7 +617,7 @@ mod tests {
         ];
         for (n, output) in cases.into_iter().enumerate() {
             let (o, i) = conversation_with(output, false);
-            let e = Conversation::start(o, i).await.err().unwrap_or_else(|| panic!("case {n} accepted"));
+            let e = Conversation::start(o, i).await.err().unwrap_or_else(|| panic!("case {n} accepted")).why;
             assert!(!e.contains('\x1b') && !e.contains('\x07'), "case {n}: {e:?}");
         }
     }

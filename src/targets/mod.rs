@@ -5,10 +5,12 @@
 //! of an auth.json and reports owner and mode; `push` decides what to write.
 //!
 //! Shared by every kind: [`conversation`] (write, move and read back through one shell on an exec
-//! API, whatever the runtime), the read cap [`MAX_READ`], and [`judge_dir`], the one rule for
-//! which existing credential directory may be written into (and when it is tightened to 0700).
+//! API, whatever the runtime), the read cap [`MAX_READ`], [`deadline`] (one overall time budget
+//! per target, applied by [`resolve`] to every target it returns), and [`judge_dir`], the one rule
+//! for which existing credential directory may be written into (and when it is tightened to 0700).
 
 pub mod conversation;
+pub mod deadline;
 pub mod docker;
 pub mod k8s;
 pub mod resolve;

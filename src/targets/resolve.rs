@@ -7,10 +7,12 @@
 
 use crate::ssh::SshOptions;
 use crate::targets::SshTarget;
+use crate::targets::deadline::{Bounded, DEFAULT_TARGET_DEADLINE};
 use crate::targets::docker::connect::Engine;
 use crate::targets::docker::{DockerTarget, containers_with_labels};
 use crate::targets::{DockerSelector, Identity, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use futures_util::future::BoxFuture;
+use std::time::Duration;
 
 /// What the kinds need to reach their targets: one field per kind that has options.
 #[derive(Clone, Default)]
@@ -21,10 +23,30 @@ pub struct ResolveOptions {
     pub k8s: crate::targets::k8s::K8sOptions,
     /// How Docker targets reach their engine (`--insecure-engine`).
     pub docker: crate::targets::docker::connect::DockerOptions,
+    /// The overall budget of each target (see [`crate::targets::deadline`]); `None`:
+    /// [`DEFAULT_TARGET_DEADLINE`], stretched to leave 2 minutes beyond a longer connect timeout.
+    pub deadline: Option<Duration>,
+}
+
+impl ResolveOptions {
+    /// The budget each target gets: every call on it ends by this much after the first.
+    pub fn target_deadline(&self) -> Duration {
+        self.deadline.unwrap_or_else(|| {
+            let connect = self.ssh.connect_timeout.max(self.k8s.connect_timeout);
+            DEFAULT_TARGET_DEADLINE.max(connect + Duration::from_secs(120))
+        })
+    }
 }
 
 /// Expand `specs` into targets, in order; the same container or host named twice is pushed once.
+/// Each target is [`Bounded`]: everything done on it ends within [`ResolveOptions::target_deadline`]
+/// of the first call.
 pub async fn resolve(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn Target>> {
+    let budget = opts.target_deadline();
+    expand(specs, opts).await.into_iter().map(|t| Box::new(Bounded::new(t, budget)) as Box<dyn Target>).collect()
+}
+
+async fn expand(specs: &[TargetSpec], opts: &ResolveOptions) -> Vec<Box<dyn Target>> {
     let mut engine: Option<Engine> = None;
     let mut seen: Vec<String> = Vec::new();
     let mut seen_ssh: Vec<String> = Vec::new();

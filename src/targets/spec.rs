@@ -166,6 +166,11 @@ fn parse_docker(rest: &str) -> Result<TargetSpec, String> {
         if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("expected docker:label=KEY[=VALUE] with a non-empty KEY".into());
         }
+        // A value may hold spaces (Docker allows them) but no control character: it is shown in
+        // every outcome line and would otherwise fake one of its own.
+        if value.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+            return Err("a docker:label=KEY=VALUE value may not hold control characters".into());
+        }
         return Ok(TargetSpec::Docker(DockerSelector::Label { key: key.to_string(), value }));
     }
     if !valid_container_ref(rest) {
@@ -281,5 +286,20 @@ mod tests {
         ] {
             assert!(s.parse::<TargetSpec>().is_err(), "{s} should be rejected");
         }
+    }
+
+    #[test]
+    fn labels_with_control_characters_and_doubled_at_signs_are_refused() {
+        for s in [
+            "ssh:u@@h",
+            "docker:label=env=prod\n\u{2713} docker:x  created",
+            "docker:label=a=\u{1b}[2J",
+            "docker:label=a=b\u{9b}c",
+            "docker:label=a\tb=c",
+            "k8s:label=a=b\nc",
+        ] {
+            assert!(s.parse::<TargetSpec>().is_err(), "{s:?} should be rejected");
+        }
+        assert!("docker:label=note=two words".parse::<TargetSpec>().is_ok());
     }
 }

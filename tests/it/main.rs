@@ -14,6 +14,7 @@ mod credentials;
 mod docker;
 mod engines;
 mod family;
+mod hostile;
 mod k8s;
 mod leases;
 mod login;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// `llmx -c auth_issuer=URL login --device-auth --json EXTRA...`.
-fn device_login(home: &Home, issuer_url: &str, extra: &[&str]) -> crate::support::harness::Events {
+pub(crate) fn device_login(home: &Home, issuer_url: &str, extra: &[&str]) -> crate::support::harness::Events {
     let iss = format!("auth_issuer={issuer_url}");
     home.llmx(["-c", &iss, "login", "--device-auth", "--json"]).args(extra).events()
 }

@@ -98,6 +98,10 @@ pub enum LoginError {
     Exchange(OAuthError),
     #[error("saving the credentials failed: {0}")]
     Save(AuthFileError),
+    /// The issuer's tokens must not be saved (an empty token, an id_token that is not a JWT):
+    /// nothing was written, the login that was there still works.
+    #[error("the issuer's token answer was refused: {reason}; nothing was saved (auth.json is as it was)")]
+    InvalidAnswer { reason: String },
     #[error("nobody completed the sign-in within {}", crate::text::format_duration(*after))]
     TimedOut { after: Duration },
     #[error("the login was cancelled (a request to /cancel, typically a newer `llmx login` taking over the port)")]
@@ -127,6 +131,7 @@ impl LoginError {
             LoginError::Denied { .. } => "denied",
             LoginError::Exchange(_) => "token_exchange",
             LoginError::Save(_) => "save",
+            LoginError::InvalidAnswer { .. } => "token_exchange",
             LoginError::TimedOut { .. } => "timeout",
             LoginError::Cancelled => "cancelled",
             LoginError::Interrupted => "interrupted",

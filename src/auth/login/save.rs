@@ -10,8 +10,13 @@ use crate::home::HomeError;
 use std::path::Path;
 
 /// Write `obtained` to `path` atomically (0600), under the home's lock (a concurrent refresh
-/// must not write the old login back over the new one), and say what was saved.
+/// must not write the old login back over the new one), and say what was saved. Tokens that
+/// cannot work (see [`check_tokens`]) are refused before anything is touched.
 pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginError> {
+    if let Obtained::ChatGpt { tokens, .. } = &obtained {
+        check_tokens(tokens.id_token.expose(), tokens.access_token.expose(), tokens.refresh_token.expose())
+            .map_err(|reason| LoginError::InvalidAnswer { reason })?;
+    }
     let auth_file = path.display().to_string();
     let dir = path.parent().unwrap_or(Path::new("."));
     let _lock = AuthLock::acquire(dir, DEFAULT_WAIT).map_err(|e| match e {
@@ -63,6 +68,46 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
                 callback_to_saved_ms: timing.map(|t| millis(t.started.elapsed())),
                 issuer_ms: timing.map(|t| millis(t.issuer_time)),
             })
+        }
+    }
+}
+
+/// What a login must have got from the issuer before it replaces anything: a non-empty access
+/// token and refresh token, and an id_token that is a JWT (its claims say whose login it is).
+/// The reason never quotes a token.
+pub fn check_tokens(id_token: &str, access_token: &str, refresh_token: &str) -> Result<(), String> {
+    if id_token.is_empty() {
+        return Err("its id_token is empty".into());
+    }
+    if access_token.trim().is_empty() {
+        return Err("its access token is empty".into());
+    }
+    if refresh_token.trim().is_empty() {
+        return Err("its refresh token is empty".into());
+    }
+    IdClaims::parse(id_token).map_err(|e| format!("its id_token is {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::claims::test_jwt;
+
+    #[test]
+    fn empty_or_non_jwt_tokens_are_refused_before_saving() {
+        let id = test_jwt(&serde_json::json!({"email": "a@b"}));
+        assert!(check_tokens(&id, "at", "rt").is_ok());
+        for (i, a, r) in [
+            ("", "at", "rt"),
+            (&*id, "", "rt"),
+            (&*id, "at", ""),
+            (&*id, " ", "rt"),
+            ("not-a-jwt", "at", "rt"),
+            ("a.b.c", "at", "rt"),
+        ] {
+            let e = check_tokens(i, a, r).unwrap_err();
+            assert!(!e.contains("not-a-jwt") && !e.contains("at\""), "{e}");
         }
     }
 }

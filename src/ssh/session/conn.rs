@@ -73,10 +73,13 @@ impl Conn {
     }
 
     fn read_both_nonblocking(&self, ch: &mut ssh2::Channel, what: &str) -> Result<(Vec<u8>, Vec<u8>), SshError> {
-        let timeout_ms = match self.sess.timeout() {
-            0 => -1,
-            t => i32::try_from(t).unwrap_or(i32::MAX),
+        // One deadline for the whole command, not per chunk: output trickling in a byte at a
+        // time must not keep us here past the I/O timeout.
+        let deadline = match self.sess.timeout() {
+            0 => None,
+            t => Some(std::time::Instant::now() + std::time::Duration::from_millis(u64::from(t))),
         };
+        let timed_out = || SshError::Remote { host: self.host.clone(), what: what.into(), reason: "timed out".into() };
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let (mut out_done, mut err_done) = (false, false);
         let mut buf = [0u8; 32 * 1024];
@@ -99,15 +102,18 @@ impl Conn {
                     return Err(self.too_large(what, name));
                 }
             }
+            let left_ms = match deadline {
+                None => -1,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(left) => i32::try_from(left.as_millis()).unwrap_or(i32::MAX),
+                    None => return Err(timed_out()),
+                },
+            };
             if !moved {
                 let mut fd = libc::pollfd { fd: self.sock, events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd, for the socket this session owns.
-                if unsafe { libc::poll(&mut fd, 1, timeout_ms) } == 0 {
-                    return Err(SshError::Remote {
-                        host: self.host.clone(),
-                        what: what.into(),
-                        reason: "timed out".into(),
-                    });
+                if unsafe { libc::poll(&mut fd, 1, left_ms) } == 0 {
+                    return Err(timed_out());
                 }
             }
         }

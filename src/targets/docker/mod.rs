@@ -222,7 +222,10 @@ impl DockerTarget {
                     self.session = Some(session);
                     return Ok(Location { home, owner: Some((h.uid, h.gid)) });
                 }
-                Err(session::Unavailable(why)) => {
+                Err(session::Unavailable::Hostile(why)) => {
+                    return Err(TargetError::new(why));
+                }
+                Err(session::Unavailable::Exec(why)) => {
                     let why: String = why.chars().take(80).collect();
                     step(&format!("exec unusable ({why}): using the archive API"));
                 }
@@ -410,10 +413,27 @@ async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> ExecResult {
     let mut output = String::new();
     match docker.start_exec(&created.id, None).await {
         Ok(StartExecResults::Attached { output: mut stream, .. }) => {
-            while let Some(item) = stream.next().await {
+            // One deadline for the whole command and a cap on what it may print: a shell that
+            // never stops writing must not hold the push (or the auth lock of a sync) forever.
+            let deadline = tokio::time::Instant::now() + crate::targets::conversation::STAGE_TIMEOUT;
+            let mut seen = 0usize;
+            loop {
+                let item = match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(_) => return ExecResult::Failed("the command did not finish in time".into()),
+                };
                 match item {
-                    Ok(chunk) if output.len() < 4096 => output.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
-                    Ok(_) => {}
+                    Ok(chunk) => {
+                        let bytes = chunk.into_bytes();
+                        seen = seen.saturating_add(bytes.len());
+                        if seen > crate::targets::MAX_READ {
+                            return ExecResult::Failed("the command wrote more than 4 MiB; gave up on it".into());
+                        }
+                        if output.len() < 4096 {
+                            output.push_str(&String::from_utf8_lossy(&bytes));
+                        }
+                    }
                     Err(_) => break,
                 }
             }

@@ -25,7 +25,12 @@ pub type Session = Conversation<BoxStream<'static, Result<Chunk, String>>, Pin<B
 
 /// Why the conversation could not be used; the caller then uses the archive path.
 #[derive(Debug)]
-pub struct Unavailable(pub String);
+pub enum Unavailable {
+    /// Exec cannot run the script, or it did not answer as expected: the archive path may work.
+    Exec(String),
+    /// The container's shell flooded its error output: final, the target fails.
+    Hostile(String),
+}
 
 /// Start the script; `Err(Unavailable)` when exec cannot run it or it does not answer as
 /// expected (the caller falls back to the archive API).
@@ -37,11 +42,11 @@ pub async fn open(docker: &Docker, id: &str, remote_home: Option<&str>) -> Resul
         attach_stderr: Some(true),
         ..Default::default()
     };
-    let created = docker.create_exec(id, opts).await.map_err(|e| Unavailable(error_text(&e)))?;
+    let created = docker.create_exec(id, opts).await.map_err(|e| Unavailable::Exec(error_text(&e)))?;
     let (output, input) = match docker.start_exec(&created.id, None).await {
         Ok(StartExecResults::Attached { output, input }) => (output, input),
-        Ok(StartExecResults::Detached) => return Err(Unavailable("exec detached".into())),
-        Err(e) => return Err(Unavailable(error_text(&e))),
+        Ok(StartExecResults::Detached) => return Err(Unavailable::Exec("exec detached".into())),
+        Err(e) => return Err(Unavailable::Exec(error_text(&e))),
     };
     let chunks = output
         .filter_map(|item| async move {
@@ -53,5 +58,7 @@ pub async fn open(docker: &Docker, id: &str, remote_home: Option<&str>) -> Resul
             }
         })
         .boxed();
-    Conversation::start(chunks, input).await.map_err(Unavailable)
+    Conversation::start(chunks, input)
+        .await
+        .map_err(|e| if e.hostile { Unavailable::Hostile(e.why) } else { Unavailable::Exec(e.why) })
 }

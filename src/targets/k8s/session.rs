@@ -9,7 +9,7 @@
 //! the exec URL (audit and kubelet logs): nothing secret is ever in them.
 
 use crate::targets::FileEntry;
-use crate::targets::conversation::{self, Chunk, Conversation, Header, WriteError};
+use crate::targets::conversation::{self, Chunk, Conversation, Header, StartError, WriteError};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
@@ -87,7 +87,8 @@ pub async fn open(
     // The exec lives in `process` (its drop ends it): kept until the status has been read.
     match Conversation::start(chunks, OpenStdin { inner: stdin }).await {
         Ok((conversation, header)) => Ok((Session { conversation, _process: process }, header)),
-        Err(why) => {
+        Err(e) if e.hostile => Err(OpenError::Script(e.why)),
+        Err(StartError { why, .. }) => {
             let code = match status {
                 Some(s) => tokio::time::timeout(Duration::from_secs(5), s).await.ok().flatten(),
                 None => None,

@@ -70,23 +70,25 @@ impl SshTarget {
     }
 
     /// Start a conversation for `home` (`None`: the host's own rule); on failure remember that
-    /// this host takes the SFTP path.
+    /// this host takes the SFTP path. A host that floods the channel's error output fails here:
+    /// SFTP would meet the same `~/.ssh/rc`.
     async fn start(
         &mut self,
         session: &Session,
         home: Option<&str>,
         step: StepFn<'_>,
-    ) -> Option<(session::Shell, Header)> {
+    ) -> Result<Option<(session::Shell, Header)>, TargetError> {
         match session::open(session, home).await {
             Ok(started) => {
                 self.fallback = None;
-                Some(started)
+                Ok(Some(started))
             }
+            Err(u) if u.hostile => Err(TargetError::new(format!("{}: {}", session.host(), u.why))),
             Err(u) => {
                 let why: String = crate::text::printable(u.why.trim()).chars().take(80).collect();
                 step(&format!("the shell did not run the conversation ({why}): using SFTP"));
                 self.fallback = Some(u.commands);
-                None
+                Ok(None)
             }
         }
     }
@@ -175,7 +177,7 @@ impl Target for SshTarget {
             self.open = None;
             self.prefetched = None;
             step("reading through the shell");
-            let Some((shell, h)) = self.start(&session, remote_home, step).await else {
+            let Some((shell, h)) = self.start(&session, remote_home, step).await? else {
                 let commands = self.fallback.unwrap_or(Commands::Unusable);
                 return Ok(sftp::locate(&session, remote_home, commands).await?);
             };
@@ -204,7 +206,7 @@ impl Target for SshTarget {
             }
             if self.fallback.is_none() {
                 // A conversation that only reads: dropped, it closes the script's stdin.
-                if let Some((_shell, h)) = self.start(&session, Some(&loc.home), &|_| {}).await {
+                if let Some((_shell, h)) = self.start(&session, Some(&loc.home), &|_| {}).await? {
                     return current(&session.host(), &h);
                 }
             }
@@ -228,7 +230,7 @@ impl Target for SshTarget {
                 _ if self.fallback.is_some() => None,
                 _ => {
                     step("starting the remote shell");
-                    self.start(&session, Some(&loc.home), step).await
+                    self.start(&session, Some(&loc.home), step).await?
                 }
             };
             let Some((shell, h)) = open else {

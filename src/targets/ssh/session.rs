@@ -67,19 +67,23 @@ pub struct Unavailable {
     /// Whether the script ran at all (its header came back), i.e. whether commands work.
     pub commands: Commands,
     pub why: String,
+    /// The host flooded the channel's error output (an `~/.ssh/rc` or login shell that never
+    /// stops): final, SFTP would meet the same `~/.ssh/rc`.
+    pub hostile: bool,
 }
 
 /// Start the script on a new channel of `session` and read its header.
 pub async fn open(session: &Session, remote_home: Option<&str>) -> Result<(Shell, Header), Unavailable> {
-    let unusable = |why: String| Unavailable { commands: Commands::Unusable, why };
+    let unusable = |why: String| Unavailable { commands: Commands::Unusable, why, hostile: false };
     let process = session.spawn(&command(remote_home)).await.map_err(|e| unusable(e.to_string()))?;
     let input = process.input();
     input.write(HELLO.to_vec()).map_err(|e| unusable(e.to_string()))?;
     let header_seen = Arc::new(AtomicBool::new(false));
     let chunks = output(process, header_seen.clone());
-    Conversation::start(chunks, Stdin(input)).await.map_err(|why| Unavailable {
+    Conversation::start(chunks, Stdin(input)).await.map_err(|e| Unavailable {
         commands: if header_seen.load(Ordering::SeqCst) { Commands::Works } else { Commands::Unusable },
-        why,
+        why: e.why,
+        hostile: e.hostile,
     })
 }
 
