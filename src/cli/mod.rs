@@ -15,6 +15,7 @@ mod push;
 mod push_view;
 mod refresh;
 mod remove;
+mod schedule;
 pub mod ssh_args;
 mod status;
 mod sync;

@@ -17,6 +17,8 @@ Examples:
   llmx auth sync docker:web ssh:build-01
   llmx auth sync --dry-run              # what it would do, writing nothing
   llmx auth sync --refresh --json       # refresh now, then write everywhere
+  llmx auth sync --schedule --every 6h  # a systemd user timer (else prints a crontab line)
+  llmx auth sync --unschedule
 
 Gathers every holder's copy, takes the newest copy of this account (here or on a holder),
 refreshes it once here when its access token expires within --refresh-within, then writes that
@@ -45,6 +47,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub schedule: crate::cli::schedule::ScheduleArgs,
 }
 
 /// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -62,6 +67,9 @@ pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
 }
 
 pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
+    if let Some(code) = crate::cli::schedule::run(ctx, &args.schedule, args.fleet.json)? {
+        return Ok(code);
+    }
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.fleet.remote_home.as_deref())?;
     let client = client(ctx)?;

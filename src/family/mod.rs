@@ -11,6 +11,7 @@ pub mod ledger;
 pub mod logout;
 pub mod pull;
 pub mod remove;
+pub mod schedule;
 pub mod survey;
 pub mod sync;
 

@@ -17,6 +17,7 @@ mod family;
 mod k8s;
 mod login;
 mod reach;
+mod schedule;
 mod signin;
 mod ssh;
 mod support;
