@@ -10,6 +10,7 @@ pub mod k8s_args;
 mod login;
 mod logout;
 mod output;
+mod owner;
 mod pull;
 mod push;
 mod push_view;

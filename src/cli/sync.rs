@@ -19,6 +19,7 @@ Examples:
   llmx auth sync --refresh --json       # refresh now, then write everywhere
   llmx auth sync --schedule --every 6h  # a systemd user timer (else prints a crontab line)
   llmx auth sync --unschedule
+  llmx auth sync --owner k8s:agents/secret/llmx-owner k8s:agents/secret/llmx-lease   # in a CronJob
 
 Gathers every holder's copy, takes the newest copy of this account (here or on a holder),
 refreshes it once here when its access token expires within --refresh-within, then writes that
@@ -50,6 +51,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub schedule: crate::cli::schedule::ScheduleArgs,
+
+    #[command(flatten)]
+    pub owner: crate::cli::owner::OwnerArgs,
 }
 
 /// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
@@ -70,6 +74,12 @@ pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     if let Some(code) = crate::cli::schedule::run(ctx, &args.schedule, args.fleet.json)? {
         return Ok(code);
     }
+    let (owner, json) = (args.owner.clone(), args.fleet.json);
+    let k8s = args.fleet.k8s.resolve_options(&args.fleet.ssh, &args.fleet.docker).k8s;
+    crate::cli::owner::around(ctx, &owner, k8s, json, || sync_here(ctx, args))
+}
+
+fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.fleet.remote_home.as_deref())?;
     let client = client(ctx)?;

@@ -9,6 +9,7 @@
 
 pub mod ledger;
 pub mod logout;
+pub mod owner;
 pub mod pull;
 pub mod remove;
 pub mod schedule;

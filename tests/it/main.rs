@@ -15,6 +15,7 @@ mod docker;
 mod engines;
 mod family;
 mod k8s;
+mod k8s_cronjob;
 mod login;
 mod reach;
 mod schedule;
