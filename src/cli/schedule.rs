@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct ScheduleArgs {
     /// Run `llmx auth sync` for this home on a timer (systemd user timer; else prints a crontab line)
-    #[arg(long, conflicts_with_all = ["targets", "unschedule"])]
+    #[arg(long, conflicts_with_all = ["targets", "unschedule", "owner"])]
     pub schedule: bool,
 
     /// With --schedule: how often (30m, 6h, 1d; at least 5m)
@@ -19,7 +19,7 @@ pub struct ScheduleArgs {
     pub every: Option<String>,
 
     /// Remove this home's timer (stop, disable, delete the unit files)
-    #[arg(long, conflicts_with = "targets")]
+    #[arg(long, conflicts_with_all = ["targets", "owner"])]
     pub unschedule: bool,
 }
 

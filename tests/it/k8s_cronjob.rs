@@ -137,8 +137,10 @@ async fn k8s_cronjob_renews_the_lease_secret_and_writes_the_owner_back_under_lea
         assert!(!can_i(&ns, verb, what), "the service account may {verb} {what}");
     }
 
+    let started = std::time::Instant::now();
     kubectl(&["-n", &ns.name, "create", "job", "--from=cronjob/llmx-sync", "renew"], None);
     let logs = wait_job(&ns, "renew", "complete").await;
+    eprintln!("the Job ran and completed in {:?} (pod start included)", started.elapsed());
     assert_eq!(issuer.issuer.stats().refreshes, 1, "one issuer refresh per run: {logs}");
     assert!(logs.contains("owner  seeded k8s:") && logs.contains("owner  written-back k8s:"), "{logs}");
 
@@ -217,6 +219,7 @@ async fn k8s_sync_owner_writes_back_a_refresh_an_earlier_run_left_in_the_home() 
     let owner = format!("k8s:{}/secret/llmx-owner", ns.name);
     let run = home.llmx(["-c", &iss, "auth", "sync", "--owner", &owner]).env("KUBECONFIG", kubeconfig()).run().await;
     assert_eq!(run.code(), 0, "{run:?}");
+    eprintln!("auth sync --owner from outside the cluster took {:?}", run.elapsed);
     assert!(run.stderr.contains(&format!("owner  wrote-back {owner}")), "{run:?}");
     let now = secret_json(&ns, "llmx-owner");
     let mine: Value = serde_json::from_slice(&home.read_auth().unwrap()).unwrap();

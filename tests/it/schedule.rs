@@ -163,6 +163,8 @@ fn sync_schedule_every_refuses_a_bad_interval_in_one_line() {
     assert_eq!(run.code(), 2, "--every needs --schedule: {run:?}");
     let run = m.llmx(&["auth", "sync", "--schedule", "docker:web"], None);
     assert_eq!(run.code(), 2, "a schedule syncs every holder, not named targets: {run:?}");
+    let run = m.llmx(&["auth", "sync", "--schedule", "--owner", "k8s:a/secret/b"], None);
+    assert_eq!(run.code(), 2, "a schedule does not carry --owner (that is the CronJob's): {run:?}");
 }
 
 #[test]
