@@ -14,7 +14,7 @@ pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 pub const MAX_KEY_DEPTH: usize = 32;
 
 /// The keys this tool reads (every other key is the agent's, and allowed).
-pub const KEYS: [&str; 3] = ["preferred_auth_method", "auth_issuer", "auth_client_id"];
+pub const KEYS: [&str; 4] = ["preferred_auth_method", "auth_issuer", "auth_client_id", "lease_renew_within"];
 
 /// For a key this tool does not read but that is a likely typo of one it does: that key
 /// (`auth_isuer` → `auth_issuer`).
@@ -63,20 +63,53 @@ impl fmt::Display for AuthMethod {
     }
 }
 
+/// `preferred_auth_method` and whether the user set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Preference {
+    pub method: AuthMethod,
+    /// Set in config.toml or with `-c`: then it wins over a file's `auth_mode`.
+    pub explicit: bool,
+}
+
+impl Preference {
+    /// The default (ChatGPT first), not set by the user.
+    pub fn default_order() -> Preference {
+        Preference::default()
+    }
+
+    /// Set by the user.
+    pub fn explicit(method: AuthMethod) -> Preference {
+        Preference { method, explicit: true }
+    }
+}
+
 /// The settings this tool reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub preferred_auth_method: AuthMethod,
+    /// The user set `preferred_auth_method` (config.toml or `-c`): it then decides which
+    /// credential a file offers, whatever the file's `auth_mode` says (DESIGN.md §1, §2).
+    pub preferred_auth_method_set: bool,
     pub auth_issuer: String,
     pub auth_client_id: String,
+    /// `lease_renew_within`: `auth sync` renews leases whose access token expires within this.
+    pub lease_renew_within: time::Duration,
+}
+
+impl Settings {
+    pub fn preference(&self) -> Preference {
+        Preference { method: self.preferred_auth_method, explicit: self.preferred_auth_method_set }
+    }
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             preferred_auth_method: AuthMethod::ChatGpt,
+            preferred_auth_method_set: false,
             auth_issuer: DEFAULT_ISSUER.to_string(),
             auth_client_id: DEFAULT_CLIENT_ID.to_string(),
+            lease_renew_within: time::Duration::days(2),
         }
     }
 }
@@ -140,7 +173,17 @@ pub fn load(config_path: &Path, overrides: &[Override]) -> Result<Settings, Conf
         }
     };
     let mut s = Settings::default();
+    if let Some(v) = table.get("lease_renew_within") {
+        s.lease_renew_within =
+            v.as_str().and_then(|t| parse_duration(t).ok()).ok_or_else(|| ConfigError::InvalidValue {
+                origin: origin("lease_renew_within"),
+                key: "lease_renew_within",
+                value: v.to_string(),
+                valid: "a duration such as \"2d\", \"12h\" or \"30m\"",
+            })?;
+    }
     if let Some(v) = table.get("preferred_auth_method") {
+        s.preferred_auth_method_set = true;
         s.preferred_auth_method = match v.as_str() {
             Some("chatgpt") => AuthMethod::ChatGpt,
             Some("apikey") => AuthMethod::ApiKey,
@@ -178,6 +221,22 @@ pub fn load(config_path: &Path, overrides: &[Override]) -> Result<Settings, Conf
         });
     }
     Ok(s)
+}
+
+/// `2d`, `12h`, `30m`, `45s` (a bare number is seconds); never negative.
+pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
+    let s = s.trim();
+    let bad = || format!("'{s}' is not a duration like 2d, 12h, 30m or 45s");
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        "m" => n.checked_mul(60),
+        "s" | "" => Some(n),
+        _ => None,
+    };
+    secs.map(time::Duration::seconds).ok_or_else(bad)
 }
 
 fn parse_file(path: &Path, bytes: &[u8]) -> Result<toml::Table, ConfigError> {

@@ -1,12 +1,16 @@
 //! The push engine: where the local credential meets the targets (DESIGN.md §4, §5).
 //!
 //! For each target, with at most `jobs` at a time: locate the credential home, read the current
-//! auth.json, decide, write, and report an [`Outcome`]. The decision is the rotation guard:
-//! identical bytes are `unchanged`; a target holding a *fresher* login of the same ChatGPT
-//! account (`last_refresh` newer) is `skipped` unless `force`, since overwriting it would
-//! replace a live refresh token with an older one that the issuer may already have rotated.
-//! Writing ChatGPT tokens to a target gets a [`Warning::RotationHazard`], given after the writes
-//! (a dry run, or a push that wrote nothing, has no hazard); API keys push freely.
+//! auth.json, decide, write, and report an [`Outcome`]. The credential is usually a *lease*
+//! (DESIGN.md §10: the owner's file with an empty refresh token, made by `family::lease`), which
+//! cannot burn the lineage; `--full` pushes the whole login. The decision guards the places that
+//! hold a login of their own: identical bytes are `unchanged`; a target holding a *fresher* full
+//! login of the same account (`last_refresh` newer) is `skipped` unless `force` (overwriting it
+//! would replace a live refresh token with one the issuer may already have rotated); so is a
+//! full login this machine never pushed there (its own lineage, e.g. from `auth tunnel`) and a
+//! login of another account. Copying a refresh token to a target gets a
+//! [`Warning::RotationHazard`], given after the writes (a dry run, or a push that wrote nothing,
+//! has no hazard); leases and API keys push freely.
 //!
 //! A malformed local auth.json cannot reach this module: [`LocalCredential`] validates it, so it
 //! is refused before any target is touched. Nothing here prints: progress and results are
@@ -15,13 +19,13 @@
 use crate::auth::claims::IdClaims;
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::status::StatusReport;
-use crate::config::AuthMethod;
 use crate::targets::{Identity, Location, StepFn, Target, TargetError};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 
 /// The credential to push: the local auth.json, validated, and its exact bytes.
@@ -30,6 +34,9 @@ pub struct LocalCredential {
     path: PathBuf,
     file: AuthFile,
     bytes: Vec<u8>,
+    /// For a lease: the owner's refresh token, kept only to recognise a copy of the same lineage
+    /// on a target (compared in memory, never written or shown).
+    lineage: Option<crate::secret::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +66,20 @@ impl LocalCredential {
         if file.api_key().is_none() && file.tokens.is_none() {
             return Err(LocalError::Empty { path: path.to_path_buf() });
         }
-        Ok(LocalCredential { path: path.to_path_buf(), file, bytes })
+        Ok(LocalCredential { path: path.to_path_buf(), file, bytes, lineage: None })
+    }
+
+    /// The credential to push in place of `owner`: `lease` (the owner's lease bytes), which
+    /// remembers the owner's lineage so that a hand-made copy of it is recognised on a target.
+    pub fn as_lease(owner: &LocalCredential, lease: Vec<u8>) -> Result<LocalCredential, LocalError> {
+        let mut l = LocalCredential::from_bytes(&owner.path, lease)?;
+        l.lineage = owner.file.tokens.as_ref().map(|t| t.refresh_token.clone());
+        Ok(l)
+    }
+
+    /// The refresh token of the lineage this credential belongs to (its own, or its owner's).
+    fn lineage_token(&self) -> Option<&crate::secret::Secret> {
+        self.lineage.as_ref().or(self.file.tokens.as_ref().map(|t| &t.refresh_token)).filter(|t| !t.is_empty())
     }
 
     pub fn path(&self) -> &Path {
@@ -76,7 +96,17 @@ impl LocalCredential {
 
     /// Whether pushing this credential copies a ChatGPT refresh token (the rotation hazard).
     pub fn has_chatgpt_tokens(&self) -> bool {
-        self.file.tokens.is_some()
+        self.file.tokens.as_ref().is_some_and(|t| !t.refresh_token.is_empty())
+    }
+
+    /// Whether this is a lease: ChatGPT tokens without a refresh token.
+    pub fn is_lease(&self) -> bool {
+        self.file.tokens.as_ref().is_some_and(|t| t.refresh_token.is_empty())
+    }
+
+    /// Unix time of the access token's `exp`, when it is a JWT.
+    pub fn access_expiry(&self) -> Option<i64> {
+        crate::auth::claims::expiry(self.file.tokens.as_ref()?.access_token.expose())
     }
 }
 
@@ -147,6 +177,9 @@ pub struct TargetReport {
     /// same host, a label matching a named container): that target's name. It was written once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_as: Option<String>,
+    /// When the lease the target now holds expires (RFC 3339; a lease push or renewal only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<String>,
     /// Who the target turned out to be (for the ledger; not part of `--json`).
     #[serde(skip)]
     pub identity: Option<Identity>,
@@ -155,7 +188,17 @@ pub struct TargetReport {
 impl TargetReport {
     /// A report with only the target, the outcome and a reason.
     pub fn new(target: String, outcome: Outcome, reason: Option<String>) -> TargetReport {
-        TargetReport { target, path: None, outcome, dry_run: false, reason, hint: None, same_as: None, identity: None }
+        TargetReport {
+            target,
+            path: None,
+            outcome,
+            dry_run: false,
+            reason,
+            hint: None,
+            same_as: None,
+            lease_expires_at: None,
+            identity: None,
+        }
     }
 }
 
@@ -178,9 +221,9 @@ impl Warning {
     pub fn message(&self) -> String {
         match self {
             Warning::RotationHazard { targets } => format!(
-                "copied a ChatGPT login to {targets} target{}: the provider rotates refresh tokens, so the first \
-                 copy that refreshes (this machine or a target) signs every other copy out \
-                 (refresh_token_reused)",
+                "--full copied a whole ChatGPT login (its refresh token) to {targets} target{}: the provider \
+                 rotates refresh tokens, so the first copy that refreshes (this machine or a target) signs \
+                 every other copy out (refresh_token_reused)",
                 if *targets == 1 { "" } else { "s" }
             ),
         }
@@ -189,8 +232,8 @@ impl Warning {
     pub fn hint(&self) -> &'static str {
         match self {
             Warning::RotationHazard { .. } => {
-                "give each machine its own login with `llmx auth tunnel HOST`, or push an API key \
-                 (`llmx login --with-api-key`), which can be copied safely"
+                "push without --full (a lease: access only, renewed by `llmx auth sync`), give each machine \
+                 its own login with `llmx auth tunnel HOST`, or push an API key"
             }
         }
     }
@@ -305,11 +348,25 @@ async fn push_one(
     let (outcome, reason, hint) = match result {
         Ok(Decision::Write(o)) => (o, None, None),
         Ok(Decision::Unchanged) => (Outcome::Unchanged, None, None),
-        Ok(Decision::Skip(why)) => (Outcome::Skipped, Some(why), Some(skip_hint(&label, opts))),
+        Ok(Decision::Skip(why, hint)) => (Outcome::Skipped, Some(why), Some(hint.replace("TARGET", &label))),
         Err(e) => (Outcome::Failed, Some(e.message), e.hint),
     };
     let identity = target.identity();
-    TargetReport { target: label, path, outcome, dry_run: opts.dry_run, reason, hint, same_as, identity }
+    let lease_expires_at = (local.is_lease()
+        && matches!(outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
+    .then(|| local.access_expiry().and_then(rfc3339))
+    .flatten();
+    TargetReport {
+        target: label,
+        path,
+        outcome,
+        dry_run: opts.dry_run,
+        reason,
+        hint,
+        same_as,
+        lease_expires_at,
+        identity,
+    }
 }
 
 /// Targets of one push that resolve to the same destination (identity + path) share one write:
@@ -342,7 +399,10 @@ async fn write_steps(
 ) -> Result<Decision, TargetError> {
     step("reading the current credential");
     let current = target.read(loc).await?;
-    let decision = decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force);
+    let label = target.label();
+    let pushed_before = opts.pushed_before.contains(&label);
+    let decision =
+        decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force, pushed_before);
     if let Decision::Write(_) = decision
         && !opts.dry_run
     {
@@ -357,25 +417,19 @@ pub enum Decision {
     /// Write, reporting `Created` or `Updated`.
     Write(Outcome),
     Unchanged,
-    /// Leave it: the reason is for the user.
-    Skip(String),
+    /// Leave it: the reason and the command that would change it, for the user.
+    Skip(String, String),
 }
 
-/// What to do about a target that holds a fresher login of the same account: a copy pushed from
-/// here that refreshed on its own is pulled back (overwriting it would kill its live token); a
-/// login the target made itself (e.g. `llmx auth tunnel`) is its own lineage and best left alone.
-fn skip_hint(label: &str, opts: &PushOptions) -> String {
-    if opts.pushed_before.iter().any(|t| t == label) {
-        format!(
-            "it refreshed on its own since it was pushed: adopt its copy with `llmx auth pull {label}` (or add --force to overwrite it)"
-        )
-    } else {
-        "it holds its own login of this account (its own lineage, e.g. from `llmx auth tunnel`): leave it, or add --force to replace it with a copy of this one".to_string()
-    }
-}
-
-/// The rotation guard. `remote_path` names the target's file in the reason.
-pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str, force: bool) -> Decision {
+/// The rotation guard and the own-lineage guard. `remote_path` names the target's file in the
+/// reason; `pushed_before`: the ledger says this machine wrote there before.
+pub fn decide(
+    local: &LocalCredential,
+    remote: Option<&[u8]>,
+    remote_path: &str,
+    force: bool,
+    pushed_before: bool,
+) -> Decision {
     let Some(remote) = remote else { return Decision::Write(Outcome::Created) };
     if remote == local.bytes() {
         return Decision::Unchanged;
@@ -388,24 +442,56 @@ pub fn decide(local: &LocalCredential, remote: Option<&[u8]>, remote_path: &str,
     let ours = local.file();
     let same = match (Owner::of(ours), Owner::of(&theirs)) {
         (Some(a), Some(b)) => a.same_account(&b),
-        // One side holds no ChatGPT login (an API key): no rotation hazard between them.
-        _ => Sameness::Different,
+        // One side holds no ChatGPT login (an API key): no lineage to protect.
+        _ => return Decision::Write(Outcome::Updated),
     };
-    let which = match same {
-        Sameness::Different => return Decision::Write(Outcome::Updated),
-        Sameness::Same => "a fresher login of the same account",
-        Sameness::Unknown => {
-            "a fresher login that may be of the same account (neither account id nor email to compare)"
-        }
-    };
-    match (ours.last_refresh_time(), theirs.last_refresh_time()) {
-        (mine, Some(t)) if mine.is_none_or(|m| t > m) => Decision::Skip(format!(
-            "the target holds {which} (last refresh {} vs {} here)",
-            theirs.last_refresh.as_deref().unwrap_or("?"),
-            ours.last_refresh.as_deref().unwrap_or("never")
-        )),
-        _ => Decision::Write(Outcome::Updated),
+    let theirs_full = theirs.tokens.as_ref().is_some_and(|t| !t.refresh_token.is_empty());
+    if same == Sameness::Different {
+        let what = if theirs_full { "a login of another account" } else { "a lease of another account" };
+        return Decision::Skip(
+            format!("the target holds {what}"),
+            "leave it, or add --force to replace it with this login".into(),
+        );
     }
+    if !theirs_full {
+        // A lease of this account: replaced by the current copy.
+        return Decision::Write(Outcome::Updated);
+    }
+    // A copy of this very lineage (the same refresh token, e.g. copied by hand): ours to update
+    // unless it is fresher, which cannot be with the same token.
+    let same_lineage =
+        local.lineage_token().is_some_and(|rt| theirs.tokens.as_ref().is_some_and(|t| t.refresh_token == *rt));
+    let which = match same {
+        Sameness::Unknown => "a login that may be of the same account (neither account id nor email to compare)",
+        _ => "a login of the same account",
+    };
+    let fresher = match (ours.last_refresh_time(), theirs.last_refresh_time()) {
+        (mine, Some(t)) => mine.is_none_or(|m| t > m),
+        _ => false,
+    };
+    let times = format!(
+        "last refresh {} there vs {} here",
+        theirs.last_refresh.as_deref().unwrap_or("?"),
+        ours.last_refresh.as_deref().unwrap_or("never")
+    );
+    if pushed_before && fresher {
+        return Decision::Skip(
+            format!("your copy here is retired: the target refreshed the copy pushed to it ({times})"),
+            "adopt its copy with `llmx auth pull TARGET` (or add --force to overwrite it)".into(),
+        );
+    }
+    if !pushed_before && !same_lineage {
+        return Decision::Skip(
+            format!("the target holds its own sign-in, {which} ({times})"),
+            "it is its own lineage (e.g. from `llmx auth tunnel`): leave it, or add --force to replace it".into(),
+        );
+    }
+    Decision::Write(Outcome::Updated)
+}
+
+/// RFC 3339 text of a Unix time.
+fn rfc3339(unix: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp(unix).ok()?.format(&Rfc3339).ok()
 }
 
 /// Whether two ChatGPT logins belong to the same account, as far as their files tell.
@@ -466,7 +552,7 @@ pub struct RemoteStatus {
 pub async fn remote_status(
     target: &mut dyn Target,
     remote_home: Option<&str>,
-    preferred: AuthMethod,
+    preferred: crate::config::Preference,
     step: StepFn<'_>,
 ) -> Result<RemoteStatus, TargetError> {
     let loc = target.locate(remote_home, step).await?;
@@ -511,19 +597,47 @@ mod tests {
         let old = "2025-01-01T00:00:00Z";
         let new = "2025-02-01T00:00:00Z";
         let me = local(chatgpt("acc-1", Some(old), "rt1"));
-        let d = |remote: &[u8], force| decide(&me, Some(remote), "/r/auth.json", force);
-        assert_eq!(decide(&me, None, "/r", false), Decision::Write(Outcome::Created));
+        let d = |remote: &[u8], force| decide(&me, Some(remote), "/r/auth.json", force, true);
+        assert_eq!(decide(&me, None, "/r", false, false), Decision::Write(Outcome::Created));
         assert_eq!(d(me.bytes(), false), Decision::Unchanged);
         assert_eq!(d(me.bytes(), true), Decision::Unchanged);
-        assert!(matches!(d(&chatgpt("acc-1", Some(new), "rt2"), false), Decision::Skip(_)));
+        assert!(matches!(d(&chatgpt("acc-1", Some(new), "rt2"), false), Decision::Skip(r, _) if r.contains("retired")));
         assert!(matches!(d(&chatgpt("acc-1", Some(new), "rt2"), true), Decision::Write(Outcome::Updated)));
         assert_eq!(d(&chatgpt("acc-1", Some(old), "rt2"), false), Decision::Write(Outcome::Updated));
-        assert_eq!(d(&chatgpt("acc-2", Some(new), "rt2"), false), Decision::Write(Outcome::Updated));
+        assert!(
+            matches!(d(&chatgpt("acc-2", Some(new), "rt2"), false), Decision::Skip(r, _) if r.contains("another account"))
+        );
+        assert_eq!(d(&chatgpt("acc-2", Some(new), "rt2"), true), Decision::Write(Outcome::Updated));
         assert_eq!(d(b"{not json", false), Decision::Write(Outcome::Updated));
         let key = br#"{"OPENAI_API_KEY": "sk-x"}"#;
         assert_eq!(d(key, false), Decision::Write(Outcome::Updated));
         let never = local(chatgpt("acc-1", None, "rt1"));
-        assert!(matches!(decide(&never, Some(&chatgpt("acc-1", Some(old), "r")), "/r", false), Decision::Skip(_)));
+        let got = decide(&never, Some(&chatgpt("acc-1", Some(old), "r")), "/r", false, true);
+        assert!(matches!(got, Decision::Skip(..)));
+    }
+
+    #[test]
+    fn a_target_that_signed_in_on_its_own_is_skipped_unless_forced() {
+        let (old, new) = ("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z");
+        let me = local(chatgpt("acc-1", Some(new), "rt1"));
+        // Older than ours, but never pushed from here: its own lineage.
+        let own = chatgpt("acc-1", Some(old), "rt-own");
+        let got = decide(&me, Some(&own), "/r", false, false);
+        assert!(
+            matches!(&got, Decision::Skip(r, h) if r.contains("its own sign-in") && h.contains("--force")),
+            "{got:?}"
+        );
+        assert_eq!(decide(&me, Some(&own), "/r", true, false), Decision::Write(Outcome::Updated));
+        // A copy of this very lineage (its refresh token), made by hand: ours to update.
+        let owner = local(chatgpt("acc-1", Some(new), "rt1"));
+        let lease = LocalCredential::as_lease(&owner, chatgpt("acc-1", Some(new), "")).unwrap();
+        let copied = chatgpt("acc-1", Some(old), "rt1");
+        assert_eq!(decide(&lease, Some(&copied), "/r", false, false), Decision::Write(Outcome::Updated));
+        // A lease there (of this account) is simply replaced.
+        assert_eq!(
+            decide(&me, Some(&chatgpt("acc-1", Some(old), "")), "/r", false, false),
+            Decision::Write(Outcome::Updated)
+        );
     }
 
     /// An auth.json whose tokens carry no `account_id` and an id_token with only `claims`.
@@ -538,12 +652,13 @@ mod tests {
         let (old, new) = ("2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z");
         let d = |mine: serde_json::Value, theirs: serde_json::Value| {
             let me = local(chatgpt_claims(mine, old, "rt1"));
-            decide(&me, Some(&chatgpt_claims(theirs, new, "rt2")), "/r/auth.json", false)
+            decide(&me, Some(&chatgpt_claims(theirs, new, "rt2")), "/r/auth.json", false, true)
         };
         // No account id on either side: the email decides.
         let skip = d(json!({"email": "a@b.c"}), json!({"email": "A@b.c"}));
-        assert!(matches!(&skip, Decision::Skip(r) if r.contains("of the same account")), "{skip:?}");
-        assert_eq!(d(json!({"email": "a@b.c"}), json!({"email": "x@y.z"})), Decision::Write(Outcome::Updated));
+        assert!(matches!(&skip, Decision::Skip(r, _) if r.contains("retired")), "{skip:?}");
+        let other = d(json!({"email": "a@b.c"}), json!({"email": "x@y.z"}));
+        assert!(matches!(&other, Decision::Skip(r, _) if r.contains("another account")), "{other:?}");
         // Neither account id nor email on both sides: possibly the same account, so kept.
         for (mine, theirs) in [
             (json!({}), json!({})),
@@ -551,15 +666,15 @@ mod tests {
             (json!({AUTH_CLAIMS: {"chatgpt_account_id": "acc-1"}}), json!({"email": "a@b.c"})),
         ] {
             let got = d(mine, theirs);
-            assert!(matches!(&got, Decision::Skip(r) if r.contains("may be of the same account")), "{got:?}");
+            assert!(matches!(&got, Decision::Skip(..)), "{got:?}");
         }
-        // With --force it is replaced; an older target is replaced anyway.
+        // With --force it is replaced; an older target pushed from here is replaced anyway.
         let me = local(chatgpt_claims(json!({}), new, "rt1"));
         let older = chatgpt_claims(json!({}), old, "rt2");
-        assert_eq!(decide(&me, Some(&older), "/r", false), Decision::Write(Outcome::Updated));
+        assert_eq!(decide(&me, Some(&older), "/r", false, true), Decision::Write(Outcome::Updated));
         let me = local(chatgpt_claims(json!({}), old, "rt1"));
         let newer = chatgpt_claims(json!({}), new, "rt2");
-        assert_eq!(decide(&me, Some(&newer), "/r", true), Decision::Write(Outcome::Updated));
+        assert_eq!(decide(&me, Some(&newer), "/r", true, true), Decision::Write(Outcome::Updated));
     }
 
     #[test]

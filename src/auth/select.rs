@@ -1,9 +1,12 @@
 //! Which credential is in use (DESIGN.md §2): an API key from `OPENAI_API_KEY` (non-empty) or
-//! else from auth.json, ChatGPT tokens from auth.json, ordered by `preferred_auth_method`. A file
-//! that declares `auth_mode` offers only the credential it names (as current Codex reads it).
+//! else from auth.json, ChatGPT tokens from auth.json, ordered by `preferred_auth_method`. When
+//! the user has not set a preference, a file that declares `auth_mode` offers only the
+//! credential it names (as current Codex reads it); a preference the user set (config.toml or
+//! `-c`) always wins, as the seed documents ("always use your API key, even when ChatGPT auth
+//! exists").
 
 use crate::auth::file::{AuthFile, AuthMode, Tokens};
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, Preference};
 use crate::secret::Secret;
 use serde::Serialize;
 
@@ -23,19 +26,21 @@ pub enum Selected<'a> {
 }
 
 /// Apply the selection rule. `env_key` is the value of `OPENAI_API_KEY`, if set.
-pub fn select<'a>(preferred: AuthMethod, env_key: Option<&str>, file: Option<&'a AuthFile>) -> Option<Selected<'a>> {
+pub fn select<'a>(preferred: Preference, env_key: Option<&str>, file: Option<&'a AuthFile>) -> Option<Selected<'a>> {
+    // The file's `auth_mode` narrows what it offers only when the user expressed no preference.
+    let mode = if preferred.explicit { None } else { file.and_then(AuthFile::auth_mode) };
     let api_key = match env_key.filter(|k| !k.is_empty()) {
         Some(k) => Some(Selected::ApiKey { key: Secret::new(k), source: Source::Env }),
         None => file
-            .filter(|f| f.auth_mode() != Some(AuthMode::ChatGpt))
+            .filter(|_| mode != Some(AuthMode::ChatGpt))
             .and_then(AuthFile::api_key)
             .map(|k| Selected::ApiKey { key: k.clone(), source: Source::File }),
     };
     let chatgpt = file
-        .filter(|f| f.auth_mode() != Some(AuthMode::ApiKey))
+        .filter(|_| mode != Some(AuthMode::ApiKey))
         .and_then(|f| f.tokens.as_ref())
         .map(|tokens| Selected::ChatGpt { tokens });
-    match preferred {
+    match preferred.method {
         AuthMethod::ApiKey => api_key.or(chatgpt),
         AuthMethod::ChatGpt => chatgpt.or(api_key),
     }
@@ -94,7 +99,7 @@ mod tests {
                 extra: Default::default(),
             };
             let env_key = env.then_some("sk-env");
-            let got = match select(pref, env_key, Some(&file)) {
+            let got = match select(Preference::explicit(pref), env_key, Some(&file)) {
                 None => Nothing,
                 Some(Selected::ChatGpt { .. }) => Tokens,
                 Some(Selected::ApiKey { key, source: Source::Env }) => {
@@ -119,20 +124,27 @@ mod tests {
             extra: Default::default(),
         };
         both.set_auth_mode(AuthMode::ChatGpt);
-        // An llmx ChatGPT login that also holds the exchanged key is a ChatGPT login...
-        assert!(matches!(select(AuthMethod::ApiKey, None, Some(&both)), Some(Selected::ChatGpt { .. })));
-        // ...but an API key in the environment still wins when preferred.
-        assert!(matches!(select(AuthMethod::ApiKey, Some("sk-env"), Some(&both)), Some(Selected::ApiKey { .. })));
+        let unset = Preference::default_order();
+        // Without a preference, an llmx ChatGPT login that also holds the exchanged key is a
+        // ChatGPT login...
+        assert!(matches!(select(unset, None, Some(&both)), Some(Selected::ChatGpt { .. })));
+        // ...but a preference the user set wins over auth_mode ("always use your API key").
+        let apikey = Preference::explicit(AuthMethod::ApiKey);
+        let chatgpt = Preference::explicit(AuthMethod::ChatGpt);
+        assert!(matches!(select(apikey, None, Some(&both)), Some(Selected::ApiKey { source: Source::File, .. })));
+        assert!(matches!(select(apikey, Some("sk-env"), Some(&both)), Some(Selected::ApiKey { .. })));
         both.set_auth_mode(AuthMode::ApiKey);
-        assert!(matches!(select(AuthMethod::ChatGpt, None, Some(&both)), Some(Selected::ApiKey { .. })));
+        assert!(matches!(select(unset, None, Some(&both)), Some(Selected::ApiKey { .. })));
+        assert!(matches!(select(chatgpt, None, Some(&both)), Some(Selected::ChatGpt { .. })));
         both.extra.insert("auth_mode".into(), "something-new".into());
-        assert!(matches!(select(AuthMethod::ChatGpt, None, Some(&both)), Some(Selected::ChatGpt { .. })));
+        assert!(matches!(select(unset, None, Some(&both)), Some(Selected::ChatGpt { .. })));
     }
 
     #[test]
     fn empty_values_do_not_count() {
         let file = AuthFile::with_api_key(Secret::new(""));
-        assert_eq!(select(AuthMethod::ApiKey, Some(""), Some(&file)), None);
-        assert_eq!(select(AuthMethod::ApiKey, None, None), None);
+        let apikey = Preference::explicit(AuthMethod::ApiKey);
+        assert_eq!(select(apikey, Some(""), Some(&file)), None);
+        assert_eq!(select(apikey, None, None), None);
     }
 }

@@ -4,7 +4,7 @@
 use crate::auth::claims::{IdClaims, expiry};
 use crate::auth::file::AuthFile;
 use crate::auth::select::{Selected, Source, select};
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, Preference};
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -22,10 +22,13 @@ pub struct StatusReport {
     pub account_id: Option<String>,
     pub last_refresh: Option<String>,
     pub access_token_expires_at: Option<String>,
+    /// A ChatGPT login without a refresh token: a lease (DESIGN.md §10), usable until the
+    /// access token expires and renewed by the machine that pushed it.
+    pub lease: bool,
 }
 
 impl StatusReport {
-    pub fn build(preferred: AuthMethod, env_key: Option<&str>, file: Option<&AuthFile>) -> StatusReport {
+    pub fn build(preferred: Preference, env_key: Option<&str>, file: Option<&AuthFile>) -> StatusReport {
         let last_refresh = file.and_then(|f| f.last_refresh.clone());
         match select(preferred, env_key, file) {
             None => StatusReport::default(),
@@ -49,6 +52,7 @@ impl StatusReport {
                     account_id: tokens.account_id.clone().or(claims.account_id),
                     last_refresh,
                     access_token_expires_at: expiry(tokens.access_token.expose()).and_then(format_unix),
+                    lease: tokens.refresh_token.is_empty(),
                 }
             }
         }

@@ -27,6 +27,7 @@ impl DockerArgs {
                     Some("use TLS (DOCKER_TLS_VERIFY=1, DOCKER_CERT_PATH) or DOCKER_HOST=ssh://USER@HOST"),
                 )
             })),
+            recorded: None,
         }
     }
 }

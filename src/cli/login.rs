@@ -88,6 +88,29 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if let Some(LoginCommand::Status(s)) = args.sub {
         return status::run(ctx, s);
     }
+    let json = args.json;
+    let before = copies_of_the_login_here(ctx);
+    let code = sign_in(ctx, args)?;
+    if code == 0 && !json && !before.is_empty() {
+        output::note(&[format!(
+            "the ledger knows {} place{} holding copies of the previous login ({}): `llmx auth sync` gives leases of this account the new login; `llmx auth where` shows what each holds",
+            before.len(),
+            if before.len() == 1 { "" } else { "s" },
+            before.join(", ")
+        )]);
+    }
+    Ok(code)
+}
+
+/// The places the ledger says hold a copy of this home's login (leases, full copies, keys; not
+/// machines signed in on their own): a new login leaves them on the previous one.
+fn copies_of_the_login_here(ctx: &Ctx) -> Vec<String> {
+    use llmx::family::lease::Kind;
+    let Ok(ledger) = llmx::family::ledger::Ledger::load(ctx.home.dir()) else { return Vec::new() };
+    ledger.entries.iter().filter(|e| e.kind() != Kind::Own).map(|e| e.target.clone()).collect()
+}
+
+fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if args.with_api_key {
         return with_api_key(ctx, args.json);
     }

@@ -17,8 +17,12 @@ Examples:
   llmx logout --everywhere       # first delete every pushed copy (see `llmx auth where`)
   llmx logout --local            # delete only this machine's file; pushed copies keep working
 
-Revoking a ChatGPT login signs out every copy of it, so logout refuses while the ledger knows
-other copies, unless --everywhere or --local says which you mean.";
+Revoking a ChatGPT login signs out every copy of it (leases lose their renewal), so logout
+refuses while the ledger knows other copies, unless --everywhere or --local says which you mean.
+Users of the provider report that a revoke is account-wide: it also signs out machines that
+signed in with the same account on their own (e.g. through `llmx auth tunnel`); logout says so
+before revoking and names the ones the ledger knows. --everywhere asks first on a terminal
+(--yes skips the question).";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -34,6 +38,10 @@ pub struct LogoutArgs {
     /// Delete only the local auth.json; revoke nothing (pushed copies keep working)
     #[arg(long)]
     pub local: bool,
+
+    /// Do not ask before --everywhere removes the copies and revokes
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 
     #[command(flatten)]
     pub ssh: SshArgs,
@@ -53,6 +61,9 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         _ => Scope::Default,
     };
     let client = client(ctx)?;
+    if scope != Scope::Local && !warn_before_revoking(ctx, scope, args.yes)? {
+        return Err(Failure::new("logout cancelled: nothing was removed or revoked"));
+    }
     let rt = crate::cli::runtime()?;
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
@@ -113,4 +124,38 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         output::lines(&lines)?;
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Before a revoke: one line saying it is account-wide, naming the machines the ledger knows
+/// signed in on their own; with `--everywhere` on a terminal, ask (unless `--yes`). Whether to go on.
+fn warn_before_revoking(ctx: &Ctx, scope: Scope, yes: bool) -> Result<bool, Failure> {
+    use llmx::family::ledger::Ledger;
+    use std::io::IsTerminal;
+    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&ctx.home.auth_path()) else { return Ok(true) };
+    if file.tokens.as_ref().is_none_or(|t| t.refresh_token.is_empty()) {
+        return Ok(true);
+    }
+    let ledger = Ledger::load(ctx.home.dir()).unwrap_or_default();
+    let own = llmx::family::logout::signed_in_separately(&ledger, &file);
+    let copies = llmx::family::logout::live_copies(&ledger, &file).len();
+    if scope == Scope::Default && copies > 0 {
+        return Ok(true); // refused below, with the list of copies
+    }
+    let named = if own.is_empty() { String::new() } else { format!(" (the ledger knows: {})", own.join(", ")) };
+    output::warning(
+        &format!(
+            "logout revokes this login at the issuer, and a revoke is account-wide: it also signs out machines that signed in on their own with this account{named}"
+        ),
+        Some("`llmx logout --local` deletes only this machine's file and revokes nothing"),
+    );
+    if scope != Scope::Everywhere || yes || !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(true);
+    }
+    output::err_lines(&[format!(
+        "Remove {copies} cop{} of this login and revoke it? [y/N] ",
+        if copies == 1 { "y" } else { "ies" }
+    )]);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

@@ -20,6 +20,7 @@ mod schedule;
 pub mod ssh_args;
 mod status;
 mod sync;
+mod token;
 mod tunnel;
 #[path = "where.rs"]
 mod where_;
@@ -107,6 +108,7 @@ impl Command {
                 AuthCommand::Pull(a) => a.json,
                 AuthCommand::Sync(a) => a.fleet.json,
                 AuthCommand::Remove(a) => a.fleet.json,
+                AuthCommand::Token(a) => a.json,
             },
             Command::Completion(_) | Command::Man(_) => false,
         }
@@ -119,7 +121,7 @@ pub enum AuthCommand {
     Status(status::AuthStatusArgs),
     /// Refresh the ChatGPT tokens in auth.json now
     Refresh(refresh::RefreshArgs),
-    /// Copy this machine's auth.json to containers and hosts
+    /// Copy this machine's login to containers and hosts (a lease by default; --full for all of it)
     Push(push::PushArgs),
     /// Sign a host (SSH) or a container in with its own login, from this machine's browser
     Tunnel(tunnel::TunnelArgs),
@@ -127,10 +129,12 @@ pub enum AuthCommand {
     Where(where_::WhereArgs),
     /// Adopt a target's fresher copy of this login
     Pull(pull::PullArgs),
-    /// Keep one live copy of this login: newest copy, refreshed once, written everywhere
+    /// Renew every lease and keep one live lineage: refreshed once here, written everywhere
     Sync(sync::SyncArgs),
     /// Delete this login's copies from targets (and from the ledger)
     Remove(remove::RemoveArgs),
+    /// Print the current access token (refreshed first when it is about to expire)
+    Token(token::TokenArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -190,6 +194,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Auth(AuthCommand::Pull(args)) => pull::run(&ctx, args),
         Command::Auth(AuthCommand::Sync(args)) => sync::run(&ctx, args),
         Command::Auth(AuthCommand::Remove(args)) => remove::run(&ctx, args),
+        Command::Auth(AuthCommand::Token(args)) => token::run(&ctx, args),
         Command::Completion(_) | Command::Man(_) => Ok(0),
     }
 }

@@ -82,6 +82,12 @@ pub struct PushArgs {
     #[arg(long)]
     pub from_env: bool,
 
+    /// Copy the whole ChatGPT login, refresh token included, instead of a lease (an
+    /// access-only copy renewed by `llmx auth sync`): the copies then share one rotating
+    /// refresh token, and the first that refreshes signs the others out
+    #[arg(long)]
+    pub full: bool,
+
     #[command(flatten)]
     pub ssh: SshArgs,
 
@@ -328,7 +334,14 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         return explain(&specs, &args.ssh.options(), args.json);
     }
     refresh_if_expiring(ctx, args.dry_run)?;
-    let local = if args.from_env { from_env()? } else { local_credential(ctx)? };
+    let owner = if args.from_env { from_env()? } else { local_credential(ctx)? };
+    // A ChatGPT login goes out as a lease unless --full: the refresh token stays here.
+    let local = match llmx::family::lease::lease_of(owner.file()) {
+        Some(lease) if !args.full => {
+            LocalCredential::as_lease(&owner, lease.to_bytes()).map_err(|e| Failure::usage(e.to_string()))?
+        }
+        _ => owner,
+    };
     // A ledger that cannot be read only costs the skip hint its precision; the record below
     // reports it.
     let pushed_before = llmx::family::ledger::Ledger::load(ctx.home.dir())
@@ -356,7 +369,45 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         view.finish(&summary).map(|()| summary)
     })?;
     if !opts.dry_run && !args.from_env {
-        llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports)?;
+        let route = route_of(&args);
+        llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports, &route)?;
+    }
+    if local.is_lease() && !args.json {
+        lease_note(&summary);
     }
     Ok(if summary.all_ok() { 0 } else { 1 })
+}
+
+/// How this push reached its targets, for the ledger: `-J`, `--kubeconfig`/`--context`, and
+/// the Docker engine (`DOCKER_HOST`, `DOCKER_CONTEXT`).
+pub fn route_of(args: &PushArgs) -> llmx::family::ledger::Route {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    llmx::family::ledger::Route {
+        jump: args.ssh.jump.as_ref().map(|j| {
+            if j.0.is_empty() {
+                "none".to_string()
+            } else {
+                j.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+            }
+        }),
+        kubeconfig: args
+            .k8s
+            .kubeconfig
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()),
+        context: args.k8s.context.clone(),
+        docker_host: var("DOCKER_HOST"),
+        docker_context: var("DOCKER_CONTEXT"),
+    }
+}
+
+/// After a lease push: when the leases expire and what renews them.
+fn lease_note(summary: &llmx::push::PushSummary) {
+    let Some(exp) = summary.reports.iter().find_map(|r| r.lease_expires_at.clone()) else { return };
+    let n = summary.reports.iter().filter(|r| r.lease_expires_at.is_some()).count();
+    output::note(&[format!(
+        "{n} lease{} (access only; the refresh token stays here) usable until {exp}; `llmx auth sync` renews {} (schedule it: `llmx auth sync --schedule`)",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "it" } else { "them" }
+    )]);
 }

@@ -91,7 +91,7 @@ fn run_target(
     json: bool,
 ) -> Result<u8, Failure> {
     let spec = spec.clone();
-    let preferred = ctx.settings()?.preferred_auth_method;
+    let preferred = ctx.settings()?.preference();
     let status = crate::cli::runtime()?.block_on(async {
         let mut targets = llmx::targets::resolve::resolve(std::slice::from_ref(&spec), opts).await;
         if targets.len() != 1 {
@@ -130,7 +130,7 @@ pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let path = ctx.home.auth_path();
     let file = AuthFile::load(&path)?;
     let env_key = std::env::var("OPENAI_API_KEY").ok();
-    let report = StatusReport::build(settings.preferred_auth_method, env_key.as_deref(), file.as_ref());
+    let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());
     if args.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
@@ -168,6 +168,12 @@ pub fn describe(r: &StatusReport, origin: &str) -> Vec<String> {
                 out.push(format!("  Account ID: {a}"));
             }
             out.push(format!("  Source: {origin}"));
+            if r.lease {
+                out.push(
+                    "  Kind: lease (access only, no refresh token: renewed by the machine that pushed it, with `llmx auth sync`)"
+                        .to_string(),
+                );
+            }
         }
     }
     if r.logged_in {

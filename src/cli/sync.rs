@@ -21,11 +21,14 @@ Examples:
   llmx auth sync --unschedule
   llmx auth sync --owner k8s:agents/secret/llmx-owner k8s:agents/secret/llmx-lease   # in a CronJob
 
-Gathers every holder's copy, takes the newest copy of this account (here or on a holder),
-refreshes it once here when its access token expires within --refresh-within, then writes that
-file here and to every holder of the login, so exactly one live copy remains. Holders of another
-account or of an API key are reported (skipped) and left alone. Run it from cron or a systemd
-timer as the fleet's one refresher (docs/headless.md). Exit status 0 only when nothing failed.";
+Renews leases and keeps one live lineage: gathers every holder's copy, refreshes this machine's
+login once when its access token expires within --renew-within (at most one issuer call
+however many holders; a holder's fresher full copy is adopted only when the issuer accepts its
+refresh token for this account), then writes every lease holder the new lease and every
+`--full` holder the full file. Holders of another account, of an API key, machines signed in on
+their own, and a lease holder that now holds a full copy are reported and left alone. Run it
+from cron or a systemd timer as the fleet's one refresher (docs/headless.md). Exit status 0 only
+when nothing failed; the failures are listed.";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
@@ -34,9 +37,10 @@ pub struct SyncArgs {
     #[arg(value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true)]
     pub targets: Vec<String>,
 
-    /// Refresh when the access token expires within this long (e.g. 2d, 12h, 30m)
-    #[arg(long, value_name = "DURATION", default_value = "2d", value_parser = parse_duration)]
-    pub refresh_within: time::Duration,
+    /// Renew (refresh here once, rewrite every lease) when the access token expires within this
+    /// long, e.g. 2d, 12h, 30m (default: config `lease_renew_within`, else 2d)
+    #[arg(long, alias = "refresh-within", value_name = "DURATION", value_parser = parse_duration)]
+    pub renew_within: Option<time::Duration>,
 
     /// Refresh now, however long the access token has left
     #[arg(long)]
@@ -56,18 +60,9 @@ pub struct SyncArgs {
     pub owner: crate::cli::owner::OwnerArgs,
 }
 
-/// `2d`, `12h`, `30m`, `45s` (a bare number is seconds).
+/// A duration flag (`2d`, `12h`, `30m`, `45s`).
 pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 2d, 12h, 30m or 45s"))?;
-    match unit {
-        "d" => Ok(time::Duration::days(n)),
-        "h" => Ok(time::Duration::hours(n)),
-        "m" => Ok(time::Duration::minutes(n)),
-        "s" | "" => Ok(time::Duration::seconds(n)),
-        _ => Err(format!("'{s}' is not a duration like 2d, 12h, 30m or 45s")),
-    }
+    llmx::config::parse_duration(s)
 }
 
 pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
@@ -87,7 +82,10 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let opts = SyncOptions {
         jobs: usize::from(args.fleet.jobs),
         refresh: args.refresh,
-        refresh_within: args.refresh_within,
+        refresh_within: match args.renew_within {
+            Some(d) => d,
+            None => ctx.settings()?.lease_renew_within,
+        },
         dry_run: args.dry_run,
     };
     let path = ctx.home.auth_path();
@@ -103,6 +101,8 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
         extra.insert("local".into(), serde_json::to_value(&s.local).unwrap_or_default());
         extra.insert("source".into(), s.source.clone().into());
         extra.insert("refreshed".into(), s.refreshed.into());
+        extra.insert("issuer_calls".into(), s.issuer_calls.into());
+        extra.insert("lease_expires_at".into(), s.lease_expires_at.clone().into());
         extra.insert("last_refresh".into(), s.last_refresh.clone().into());
         extra.insert("ok".into(), s.all_ok().into());
         let local = format!(
@@ -113,8 +113,12 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
             s.source,
             if s.refreshed { ", refreshed once here" } else { "" }
         );
+        let mut tail = vec![local];
+        if let Some(exp) = &s.lease_expires_at {
+            tail.push(format!("leases now usable until {exp}"));
+        }
         let summary = PushSummary { reports: s.reports.clone(), warnings: Vec::new() };
-        view.finish_with(&summary, extra, &[local])?;
+        view.finish_with(&summary, extra, &tail)?;
         Ok(if s.all_ok() { 0 } else { 1 })
     })
 }

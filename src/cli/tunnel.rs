@@ -92,7 +92,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         remote_llmx: args.remote_llmx.clone(),
         install: args.install,
         install_from: if args.install { std::env::current_exe().ok() } else { None },
-        overrides: ctx.overrides.iter().map(|o| o.raw.clone()).collect(),
+        overrides: remote_overrides(ctx)?,
         timeout: Duration::from_secs(timeout_secs(&args)),
         issuer: ctx.settings()?.auth_issuer,
     };
@@ -113,6 +113,7 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
     ui.browser.close();
     match result {
         Ok(s) => {
+            record_own(ctx, &args, &s);
             if args.json {
                 output::json_line(&Tagged { event: "tunnel_succeeded", body: &s })?;
             } else {
@@ -128,6 +129,47 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
             }
             Err(failure(e))
         }
+    }
+}
+
+/// The `-c` overrides the remote login gets: the ones typed here, plus the effective
+/// `auth_issuer` and `auth_client_id` when config.toml (not `-c`) set them, so the remote signs in
+/// to the issuer whose page this machine's browser opens.
+fn remote_overrides(ctx: &Ctx) -> Result<Vec<String>, Failure> {
+    let settings = ctx.settings()?;
+    let mut out: Vec<String> = ctx.overrides.iter().map(|o| o.raw.clone()).collect();
+    let typed = |key: &str| ctx.overrides.iter().any(|o| o.path.len() == 1 && o.path[0] == key);
+    if settings.auth_issuer != llmx::config::DEFAULT_ISSUER && !typed("auth_issuer") {
+        out.push(format!("auth_issuer={}", settings.auth_issuer));
+    }
+    if settings.auth_client_id != llmx::config::DEFAULT_CLIENT_ID && !typed("auth_client_id") {
+        out.push(format!("auth_client_id={}", settings.auth_client_id));
+    }
+    Ok(out)
+}
+
+/// A ChatGPT sign-in through the tunnel is recorded in the ledger as kind `own` (its own
+/// lineage, this account), with the route it took: `auth where` lists it, `logout` names it
+/// before a revoke, a later push there is told it holds its own login. A ledger that cannot be
+/// written costs only this record: a warning, the sign-in stands.
+fn record_own(ctx: &Ctx, args: &TunnelArgs, s: &TunnelSuccess) {
+    use llmx::family::ledger::{Entry, Ledger, Route};
+    let status = s.status.clone().unwrap_or_default();
+    if s.login.method != "chatgpt" {
+        return;
+    }
+    let label = match llmx::tunnel::TunnelTarget::parse(&args.host) {
+        Ok(llmx::tunnel::TunnelTarget::Ssh(addr)) => format!("ssh:{addr}"),
+        Ok(llmx::tunnel::TunnelTarget::Docker(name)) => format!("docker:{name}"),
+        Err(_) => return,
+    };
+    let path = status.auth_file.clone().unwrap_or_else(|| s.login.auth_file.clone());
+    let account = status.account_id.clone().or_else(|| s.login.account_id.clone());
+    let mut entry = Entry::own(&label, &path, account, status.last_refresh.clone());
+    let jump = args.ssh.jump.as_ref().map(|j| j.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    entry.route = Route { jump, ..Route::default() }.for_target(&label);
+    if let Err(e) = Ledger::update(ctx.home.dir(), |l| l.upsert(entry)) {
+        output::warning(&format!("the sign-in is not recorded in the ledger: {e}"), None);
     }
 }
 

@@ -14,12 +14,17 @@ Examples:
   llmx auth where @fleet.txt      # the targets listed in a file, one a line (`-`: stdin)
   llmx auth where --json | jq -r '.holders[] | select(.state != \"same\") | .target'
 
-States: same (the bytes this machine holds), fresher (same account, refreshed later there: it
-rotated the refresh token; `llmx auth pull TARGET` or `llmx auth sync` adopts it), older (same
-account, not newer: its refresh token is probably dead; `llmx auth sync` fixes it),
-other-account, api-key, missing, invalid, unreachable: reason.
-Exit status 0 when every holder is reachable and holds this login's lineage (same, fresher or
-older), 1 otherwise.";
+Kinds: lease (an access-only copy: usable until its access token expires, renewed by `llmx auth
+sync`), full (a whole login, pushed with --full), own (signed in on its own, e.g. `llmx auth
+tunnel`), api-key.
+States: same (what this machine would write there now), fresher (a full copy refreshed later
+there: it rotated the refresh token; `llmx auth pull TARGET` or `llmx auth sync` adopts it),
+older (same account, not newer: a full copy's refresh token is dead, its agent is signed out at
+its next refresh; a lease from an earlier refresh; `llmx auth sync` fixes both), expiring (a
+lease inside the renewal window), expired (a lease past its expiry: the place cannot work until
+`llmx auth sync` renews it), other-account, api-key, missing, invalid, unreachable: reason.
+Exit status 0 when every holder is reachable and holds a working copy of this login's lineage,
+1 otherwise.";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{EXAMPLES}", llmx::targets::spec::forms_help()))]
@@ -57,7 +62,8 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
         let spinner = Spinner::new(args.json, holders.len(), "checking");
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));
-        let s = survey::survey(pair, &mut holders, usize::from(args.jobs), &on_progress).await;
+        let window = ctx.settings().map(|s| s.lease_renew_within).unwrap_or(llmx::family::lease::DEFAULT_WINDOW);
+        let s = survey::survey(pair, &mut holders, usize::from(args.jobs), window, &on_progress).await;
         spinner.clear();
         s
     });
@@ -75,11 +81,14 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
         let width = survey.holders.iter().map(|h| h.target.chars().count()).max().unwrap_or(0);
         let mut lines = Vec::new();
         for h in &survey.holders {
-            let mut text = h.state.as_str().to_string();
+            let kind = h.kind.map(|k| k.as_str()).unwrap_or("-");
+            let mut text = format!("{:<6} {}", kind, h.state.as_str());
             if let Some(r) = &h.reason {
                 text.push_str(&format!(": {r}"));
             }
-            if h.state.in_lineage() || h.state == State::OtherAccount {
+            if let Some(exp) = &h.lease_expires_at {
+                text.push_str(&format!("  (lease until {exp})"));
+            } else if h.state.in_lineage() || h.state == State::OtherAccount {
                 text.push_str(&format!("  (last refresh {})", h.last_refresh.as_deref().unwrap_or("never")));
             }
             if let Some(p) = &h.path {
@@ -91,13 +100,42 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
             "this machine: last refresh {}",
             survey.local_last_refresh.as_deref().unwrap_or("never (no ChatGPT login here)")
         ));
-        if survey.holders.iter().any(|h| h.state == State::Fresher) {
-            lines.push(
-                "hint: a holder refreshed on its own; `llmx auth sync` makes its copy the one live copy everywhere"
-                    .into(),
-            );
-        }
+        lines.extend(hints(&survey));
         output::lines(&lines)?;
     }
     Ok(if survey.all_in_lineage() { 0 } else { 1 })
+}
+
+/// What the states found mean for the user, and what to run.
+fn hints(survey: &llmx::family::survey::Survey) -> Vec<String> {
+    use llmx::family::lease::Kind;
+    let mut out = Vec::new();
+    let count = |st: State| survey.count(&st);
+    let full_older = survey.holders.iter().filter(|h| h.state == State::Older && h.kind == Some(Kind::Full)).count();
+    if count(State::Fresher) > 0 {
+        out.push(
+            "hint: a holder refreshed on its own; `llmx auth sync` adopts its copy (checked with the issuer) and writes it everywhere"
+                .into(),
+        );
+    }
+    if full_older > 0 {
+        out.push(format!(
+            "hint: {full_older} full cop{} older than this machine's: {} agent{} signed out at {} next refresh (refresh_token_reused); run `llmx auth sync`",
+            if full_older == 1 { "y is" } else { "ies are" },
+            if full_older == 1 { "its" } else { "their" },
+            if full_older == 1 { " is" } else { "s are" },
+            if full_older == 1 { "its" } else { "their" },
+        ));
+    }
+    let stale = count(State::Expired)
+        + count(State::Expiring)
+        + survey.holders.iter().filter(|h| h.state == State::Older && h.kind == Some(Kind::Lease)).count();
+    if stale > 0 {
+        out.push(format!(
+            "hint: {stale} lease{} due for renewal ({} expired): run `llmx auth sync`, or schedule it with `llmx auth sync --schedule`",
+            if stale == 1 { " is" } else { "s are" },
+            count(State::Expired)
+        ));
+    }
+    out
 }

@@ -2,11 +2,15 @@
 //!
 //! One entry per destination (target + path): the target spec as typed (canonical form), the
 //! resolved identity (container id; host-key fingerprint + user + port), the remote path, the
-//! account id, and the SHA-256 and `last_refresh` of what was written, and when. No secrets.
+//! account id, and the SHA-256 and `last_refresh` of what was written, and when; what kind of
+//! copy it is (lease, full, own, api-key) and when a lease's access token expires; and the
+//! [`Route`] the push took (`-J`, kubeconfig/context, Docker engine), so every later command
+//! reaches the holder the same way. No secrets.
 //! Written atomically (0600) under its own lock (`ledger.json.lock`), so two commands that record
 //! at once both land. Keys and fields this version does not know are kept. A ledger that does
 //! not parse is an error naming the file, never silently replaced.
 
+use super::lease::{Kind, access_expiry, rfc3339};
 use crate::auth::file::AuthFile;
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::home::{HomeError, read_optional, write_private};
@@ -45,6 +49,15 @@ pub struct Entry {
     pub last_refresh: Option<String>,
     /// RFC 3339 time of the write.
     pub written_at: String,
+    /// What was written (absent in entries of older versions: full copies or API keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<Kind>,
+    /// RFC 3339 expiry of the access token written (a lease is usable until then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// How the push reached the target.
+    #[serde(default, skip_serializing_if = "Route::is_empty")]
+    pub route: Route,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -59,10 +72,38 @@ impl Entry {
             path: path.to_string(),
             account_id: file.as_ref().and_then(AuthFile::account_id),
             sha256: sha256_hex(bytes),
+            kind: file.as_ref().map(Kind::of_written),
+            expires_at: file.as_ref().and_then(access_expiry).and_then(rfc3339),
             last_refresh: file.and_then(|f| f.last_refresh),
             written_at: crate::auth::file::now_rfc3339(),
+            route: Route::default(),
             extra: Default::default(),
         }
+    }
+
+    /// A place that signed in on its own (`auth tunnel`): its own lineage of `account_id`,
+    /// recorded so that `where` is the one inventory of where this account is signed in from
+    /// here. Nothing was written by this machine, so there is no hash.
+    pub fn own(target: &str, path: &str, account_id: Option<String>, last_refresh: Option<String>) -> Entry {
+        Entry {
+            target: target.to_string(),
+            identity: None,
+            path: path.to_string(),
+            account_id,
+            sha256: String::new(),
+            kind: Some(Kind::Own),
+            expires_at: None,
+            last_refresh,
+            written_at: crate::auth::file::now_rfc3339(),
+            route: Route::default(),
+            extra: Default::default(),
+        }
+    }
+
+    /// What the place holds: as recorded, else (an entry of an older version) a full copy when
+    /// it names an account, an API key otherwise.
+    pub fn kind(&self) -> Kind {
+        self.kind.unwrap_or(if self.account_id.is_some() { Kind::Full } else { Kind::ApiKey })
     }
 
     /// The credential directory on the target (what `--remote-home` would say).
@@ -73,6 +114,59 @@ impl Entry {
     fn same_place(&self, other: &Entry) -> bool {
         self.path == other.path
             && (self.target == other.target || (self.identity.is_some() && self.identity == other.identity))
+    }
+}
+
+/// How a push reached its target, as given then: recorded per entry (only what applies to the
+/// target's kind) and used again by `where`, `sync`, `pull`, `remove` and `logout --everywhere`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// `-J` as given (comma-separated jump hosts, or `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jump: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// `DOCKER_HOST` and `DOCKER_CONTEXT` at the time of the push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_context: Option<String>,
+}
+
+impl Route {
+    pub fn is_empty(&self) -> bool {
+        *self == Route::default()
+    }
+
+    /// The part of the route that applies to the target `label` (`ssh:…` keeps the jump hosts,
+    /// `k8s:…` the kubeconfig and context, `docker:…` the engine).
+    pub fn for_target(&self, label: &str) -> Route {
+        let kind = label.split_once(':').map(|(k, _)| k).unwrap_or("");
+        match kind {
+            "ssh" => Route { jump: self.jump.clone(), ..Route::default() },
+            "k8s" => Route { kubeconfig: self.kubeconfig.clone(), context: self.context.clone(), ..Route::default() },
+            "docker" => Route {
+                docker_host: self.docker_host.clone(),
+                docker_context: self.docker_context.clone(),
+                ..Route::default()
+            },
+            _ => Route::default(),
+        }
+    }
+
+    /// `base` (the command's options) with this route in place of the command's, for a target
+    /// of the ledger: it is reached as it was pushed.
+    pub fn apply(&self, base: &crate::targets::resolve::ResolveOptions) -> crate::targets::resolve::ResolveOptions {
+        let mut o = base.clone();
+        o.ssh.jump = self.jump.as_deref().and_then(|j| crate::ssh::parse_jump_list(j).ok());
+        if self.kubeconfig.is_some() || self.context.is_some() {
+            o.k8s.kubeconfig = self.kubeconfig.clone().map(Into::into);
+            o.k8s.context = self.context.clone();
+        }
+        o.docker.recorded = Some((self.docker_host.clone(), self.docker_context.clone()));
+        o
     }
 }
 
@@ -147,20 +241,47 @@ impl Ledger {
     }
 }
 
-/// Record the holders of a push (or a sync) that now hold `bytes`: created, updated or unchanged.
-pub fn record_push(dir: &Path, bytes: &[u8], reports: &[crate::push::TargetReport]) -> Result<(), LedgerError> {
+/// Record the holders of a push that now hold `bytes`: created, updated or unchanged, each with
+/// the part of `route` that applies to it.
+pub fn record_push(
+    dir: &Path,
+    bytes: &[u8],
+    reports: &[crate::push::TargetReport],
+    route: &Route,
+) -> Result<(), LedgerError> {
+    let items: Vec<(&crate::push::TargetReport, &[u8])> = reports.iter().map(|r| (r, bytes)).collect();
+    record_written(dir, &items, Some(route))
+}
+
+/// Record each holder that now holds its bytes (a sync writes leases to some, full copies to
+/// others). `route`: the route of this command (a push), or `None` to keep each entry's
+/// recorded route (a sync reaches holders the way they were pushed).
+pub fn record_written(
+    dir: &Path,
+    items: &[(&crate::push::TargetReport, &[u8])],
+    route: Option<&Route>,
+) -> Result<(), LedgerError> {
     use crate::push::Outcome;
-    let held: Vec<&crate::push::TargetReport> = reports
+    let held: Vec<&(&crate::push::TargetReport, &[u8])> = items
         .iter()
-        .filter(|r| !r.dry_run && matches!(r.outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
+        .filter(|(r, _)| !r.dry_run && matches!(r.outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
         .collect();
     if held.is_empty() {
         return Ok(());
     }
     Ledger::update(dir, |l| {
-        for r in held {
+        for (r, bytes) in held {
             if let Some(path) = &r.path {
-                l.upsert(Entry::new(&r.target, r.identity.clone(), path, bytes));
+                let mut entry = Entry::new(&r.target, r.identity.clone(), path, bytes);
+                match route {
+                    Some(route) => entry.route = route.for_target(&r.target),
+                    None => {
+                        if let Some(old) = l.entries.iter().find(|e| e.same_place(&entry)) {
+                            entry.route = old.route.clone();
+                        }
+                    }
+                }
+                l.upsert(entry);
             }
         }
     })

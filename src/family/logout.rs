@@ -2,8 +2,11 @@
 //! signs out every copy of the lineage, so when the ledger knows other copies of this account,
 //! logout refuses unless told which way to go: [`Scope::Everywhere`] removes those copies first,
 //! then revokes and deletes the local file; [`Scope::Local`] deletes only the local file and
-//! revokes nothing (the copies keep working).
+//! revokes nothing (the copies keep working). Machines that signed in on their own (kind `own`,
+//! from `auth tunnel`) are not copies: they are never removed, but a revoke is account-wide
+//! (DESIGN.md §10), so [`signed_in_separately`] names them for the warning given before it.
 
+use super::lease::Kind;
 use super::ledger::{Ledger, LedgerError};
 use super::{Holder, holders_from_ledger};
 use crate::auth::file::AuthFile;
@@ -42,7 +45,8 @@ pub struct FamilyLoggedOut {
     pub remote: Vec<TargetReport>,
 }
 
-/// The ledger entries holding this account's login (the copies a revocation would kill).
+/// The ledger entries holding a copy of this account's login, leases included (the copies a
+/// revocation would kill or leave without renewal); not the machines signed in on their own.
 pub fn live_copies(ledger: &Ledger, local: &AuthFile) -> Vec<usize> {
     let account = local.account_id();
     if local.tokens.is_none() {
@@ -52,8 +56,21 @@ pub fn live_copies(ledger: &Ledger, local: &AuthFile) -> Vec<usize> {
         .entries
         .iter()
         .enumerate()
+        .filter(|(_, e)| e.kind() != Kind::Own)
         .filter(|(_, e)| account.is_none() || e.account_id.is_none() || e.account_id == account)
         .map(|(i, _)| i)
+        .collect()
+}
+
+/// The machines the ledger knows signed in on their own with this account (`auth tunnel`): a
+/// revoke signs them out too, as users of the provider report.
+pub fn signed_in_separately(ledger: &Ledger, local: &AuthFile) -> Vec<String> {
+    let account = local.account_id();
+    ledger
+        .entries
+        .iter()
+        .filter(|e| e.kind() == Kind::Own && (account.is_none() || e.account_id == account))
+        .map(|e| e.target.clone())
         .collect()
 }
 

@@ -7,6 +7,7 @@
 //! Shared here: a [`Holder`] (a target and the home to look in), [`probe`] (locate + read), and
 //! [`State`], what a holder's copy is relative to the local login. Nothing here prints.
 
+pub mod lease;
 pub mod ledger;
 pub mod logout;
 pub mod owner;
@@ -32,12 +33,14 @@ pub struct Holder {
     pub entry: Option<Entry>,
 }
 
-/// Every ledger entry as a holder, in ledger order.
+/// Every ledger entry as a holder, in ledger order, each reached the way it was pushed (its
+/// recorded route, not the route flags of this command: those are for the targets named).
 pub async fn holders_from_ledger(ledger: &Ledger, opts: &ResolveOptions) -> Vec<Holder> {
     let mut out = Vec::new();
     for e in &ledger.entries {
+        let opts = e.route.apply(opts);
         let target = match e.target.parse::<TargetSpec>() {
-            Ok(spec) => resolve(std::slice::from_ref(&spec), opts).await.into_iter().next(),
+            Ok(spec) => resolve(std::slice::from_ref(&spec), &opts).await.into_iter().next(),
             Err(_) => None,
         };
         let target = target.unwrap_or_else(|| {
@@ -50,22 +53,73 @@ pub async fn holders_from_ledger(ledger: &Ledger, opts: &ResolveOptions) -> Vec<
 }
 
 /// The targets the user named (labels expand), each with its ledger entry when there is one;
-/// `remote_home` (from `--remote-home`) wins over the ledger's.
+/// `remote_home` (from `--remote-home`) wins over the ledger's. A target named without route
+/// flags (`-J`, `--kubeconfig`, `--context`) that the ledger knows is reached by its recorded
+/// route; flags given on this command line win.
 pub async fn holders_from_specs(
     specs: &[TargetSpec],
     ledger: &Ledger,
     remote_home: Option<&str>,
     opts: &ResolveOptions,
 ) -> Vec<Holder> {
-    resolve(specs, opts)
-        .await
+    // Specs the ledger knows a route for are resolved one by one with it; the others together,
+    // so they share one engine connection.
+    let mut routed: Vec<(usize, ResolveOptions)> = Vec::new();
+    let mut plain: Vec<(usize, TargetSpec)> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        match ledger.find(&spec.to_string()).map(|e| &e.route).filter(|r| !r.is_empty()) {
+            Some(route) => routed.push((i, route_for_named(route, opts))),
+            None => plain.push((i, spec.clone())),
+        }
+    }
+    let mut found: Vec<(usize, Box<dyn Target>)> = Vec::new();
+    let plain_specs: Vec<TargetSpec> = plain.iter().map(|(_, s)| s.clone()).collect();
+    // `resolve` keeps the order of its input; a label expands in place. A target carries the
+    // position of the last spec whose name it matched.
+    let mut at = 0;
+    for target in resolve(&plain_specs, opts).await {
+        if let Some(q) = plain.iter().skip(at).position(|(_, s)| target.label() == s.to_string()) {
+            at += q;
+        }
+        found.push((plain.get(at).map(|(i, _)| *i).unwrap_or(0), target));
+    }
+    for (i, o) in routed {
+        for target in resolve(std::slice::from_ref(&specs[i]), &o).await {
+            found.push((i, target));
+        }
+    }
+    found.sort_by_key(|(i, _)| *i);
+    let out = found
         .into_iter()
-        .map(|target| {
+        .map(|(_, target)| {
             let entry = ledger.find(&target.label()).cloned();
             let home = remote_home.map(str::to_string).or_else(|| entry.as_ref().map(|e| e.home().to_string()));
             Holder { target, remote_home: home, entry }
         })
-        .collect()
+        .collect();
+    dedupe(out)
+}
+
+/// The options for a named target the ledger knows: its recorded route, except where this
+/// command line gives one.
+fn route_for_named(route: &ledger::Route, opts: &ResolveOptions) -> ResolveOptions {
+    let mut o = route.apply(opts);
+    if opts.ssh.jump.is_some() {
+        o.ssh.jump = opts.ssh.jump.clone();
+    }
+    if opts.k8s.kubeconfig.is_some() || opts.k8s.context.is_some() {
+        o.k8s = opts.k8s.clone();
+    }
+    if route.docker_host.is_none() && route.docker_context.is_none() {
+        o.docker.recorded = None;
+    }
+    o
+}
+
+/// The same target named twice is visited once (as `resolve` does within one call).
+fn dedupe(holders: Vec<Holder>) -> Vec<Holder> {
+    let mut seen = std::collections::HashSet::new();
+    holders.into_iter().filter(|h| seen.insert(h.target.label())).collect()
 }
 
 /// The holders a family command works on: the targets named (`specs`), else every target in
@@ -131,12 +185,18 @@ pub async fn probe(h: &mut Holder, step: StepFn<'_>) -> Result<Probed, TargetErr
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
-    /// The same bytes as the local auth.json.
+    /// What this machine would write there now: its login (a full copy) or its lease.
     Same,
-    /// The same account, refreshed later than the local copy: it rotated the refresh token.
+    /// A full copy of the same account, refreshed later than the local copy: it rotated the
+    /// refresh token.
     Fresher,
-    /// The same account, not newer than the local copy (the local copy rotated, or it is stale).
+    /// The same account, not newer than what this machine holds (a full copy whose refresh
+    /// token the local copy has rotated away, or a lease from an earlier refresh).
     Older,
+    /// A lease whose access token expires inside the renewal window: `auth sync` renews it.
+    Expiring,
+    /// A lease whose access token has expired: the place cannot work until it is renewed.
+    Expired,
     OtherAccount,
     ApiKey,
     Missing,
@@ -151,6 +211,8 @@ impl State {
             State::Same => "same",
             State::Fresher => "fresher",
             State::Older => "older",
+            State::Expiring => "expiring",
+            State::Expired => "expired",
             State::OtherAccount => "other-account",
             State::ApiKey => "api-key",
             State::Missing => "missing",
@@ -159,36 +221,74 @@ impl State {
         }
     }
 
-    /// A copy of this login's lineage (same account, ChatGPT tokens).
+    /// A copy of this login's lineage (same account, ChatGPT tokens), a lease included.
     pub fn in_lineage(&self) -> bool {
-        matches!(self, State::Same | State::Fresher | State::Older)
+        matches!(self, State::Same | State::Fresher | State::Older | State::Expiring | State::Expired)
     }
 }
 
-/// Compare the holder's bytes with the local login (`local` and its bytes; `None` when this
-/// machine holds no login). The account is compared by account id when both have one, else by
-/// email; when neither can tell, the copy counts as the same account (the safe direction).
+/// The local login as holders are compared with it: the owner's file, its bytes, and the
+/// bytes of its lease (what a lease holder would be given now).
+#[derive(Clone, Copy)]
+pub struct Local<'a> {
+    pub file: &'a AuthFile,
+    pub bytes: &'a [u8],
+    pub lease: Option<&'a [u8]>,
+}
+
+impl<'a> Local<'a> {
+    /// The lease bytes of `file`, to keep beside it (see [`Local::new`]).
+    pub fn lease_bytes(file: &AuthFile) -> Option<Vec<u8>> {
+        lease::lease_of(file).map(|l| l.to_bytes())
+    }
+
+    pub fn new(file: &'a AuthFile, bytes: &'a [u8], lease: Option<&'a [u8]>) -> Local<'a> {
+        Local { file, bytes, lease }
+    }
+}
+
+/// How far into the future a holder's `last_refresh` may be (clock skew) and still count: a
+/// copy that claims to be refreshed later than that is not taken as fresher.
+pub const FUTURE_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Compare the holder's bytes with the local login (`None` when this machine holds no login).
+/// The account is compared by account id when both have one, else by email; when neither can
+/// tell, the copy counts as the same account (the safe direction for keeping it). A lease (an
+/// empty refresh token) is never fresher: it cannot have refreshed; it is `same` (the lease this
+/// machine would write now), `expired`/`expiring` by its access token and `window`, else
+/// `older`. A `last_refresh` more than [`FUTURE_SKEW`] ahead is not fresher either.
 pub fn classify(
-    local: Option<(&AuthFile, &[u8])>,
+    local: Option<Local<'_>>,
     remote: Option<&[u8]>,
     remote_path: &str,
+    window: time::Duration,
 ) -> (State, Option<AuthFile>) {
     let Some(bytes) = remote else { return (State::Missing, None) };
     let Ok(theirs) = AuthFile::parse(Path::new(remote_path), bytes) else { return (State::Invalid, None) };
-    if local.is_some_and(|(_, b)| b == bytes) {
+    if local.is_some_and(|l| l.bytes == bytes || l.lease == Some(bytes)) {
         return (State::Same, Some(theirs));
     }
     if theirs.tokens.is_none() {
         let state = if theirs.api_key().is_some() { State::ApiKey } else { State::Invalid };
         return (state, Some(theirs));
     }
-    let Some((ours, _)) = local.filter(|(f, _)| f.tokens.is_some()) else {
+    let Some(ours) = local.map(|l| l.file).filter(|f| f.tokens.is_some()) else {
         return (State::OtherAccount, Some(theirs));
     };
     if !same_account(ours, &theirs) {
         return (State::OtherAccount, Some(theirs));
     }
+    let now = time::OffsetDateTime::now_utc();
+    if lease::is_lease(&theirs) {
+        let state = match lease::standing(lease::access_expiry(&theirs), window, now) {
+            lease::Standing::Expired => State::Expired,
+            lease::Standing::Expiring => State::Expiring,
+            lease::Standing::Current | lease::Standing::Unknown => State::Older,
+        };
+        return (state, Some(theirs));
+    }
     let state = match (ours.last_refresh_time(), theirs.last_refresh_time()) {
+        (_, Some(t)) if t > now + FUTURE_SKEW => State::Older,
         (mine, Some(t)) if mine.is_none_or(|m| t > m) => State::Fresher,
         _ => State::Older,
     };
@@ -233,8 +333,9 @@ mod tests {
     fn states_relative_to_the_local_login() {
         let mine = login("acc", "2025-02-01T00:00:00Z", "r1");
         let f = AuthFile::parse(Path::new("l"), &mine).unwrap();
-        let local = Some((&f, mine.as_slice()));
-        let st = |b: Option<&[u8]>| classify(local, b, "/r/auth.json").0;
+        let lease = Local::lease_bytes(&f).unwrap();
+        let local = Some(Local::new(&f, &mine, Some(&lease)));
+        let st = |b: Option<&[u8]>| classify(local, b, "/r/auth.json", time::Duration::days(2)).0;
         assert_eq!(st(Some(&mine)), State::Same);
         assert_eq!(st(Some(&login("acc", "2025-03-01T00:00:00Z", "r2"))), State::Fresher);
         assert_eq!(st(Some(&login("acc", "2025-01-01T00:00:00Z", "r0"))), State::Older);
@@ -242,5 +343,27 @@ mod tests {
         assert_eq!(st(Some(br#"{"OPENAI_API_KEY":"sk-1"}"#)), State::ApiKey);
         assert_eq!(st(Some(b"{")), State::Invalid);
         assert_eq!(st(None), State::Missing);
+        assert_eq!(st(Some(&lease)), State::Same, "the lease this machine would write");
+        assert_eq!(st(Some(&login("acc", "2099-01-01T00:00:00Z", "r9"))), State::Older, "a future last_refresh");
+    }
+
+    #[test]
+    fn a_lease_is_never_fresher_and_stands_by_its_access_token() {
+        let mine = login("acc", "2025-02-01T00:00:00Z", "r1");
+        let f = AuthFile::parse(Path::new("l"), &mine).unwrap();
+        let local = Some(Local::new(&f, &mine, None));
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let lease_with = |exp: i64, lr: &str| {
+            let id = test_jwt(&serde_json::json!({ AUTH_CLAIMS: {"chatgpt_account_id": "acc"} }));
+            let at = test_jwt(&serde_json::json!({ "exp": exp }));
+            serde_json::to_vec(&serde_json::json!({"OPENAI_API_KEY": null,
+                "tokens": {"id_token": id, "access_token": at, "refresh_token": "", "account_id": "acc"},
+                "last_refresh": lr}))
+            .unwrap()
+        };
+        let st = |b: &[u8]| classify(local, Some(b), "/r/auth.json", time::Duration::days(2)).0;
+        assert_eq!(st(&lease_with(now - 10, "2025-03-01T00:00:00Z")), State::Expired);
+        assert_eq!(st(&lease_with(now + 3600, "2025-03-01T00:00:00Z")), State::Expiring);
+        assert_eq!(st(&lease_with(now + 5 * 86_400, "2025-03-01T00:00:00Z")), State::Older);
     }
 }

@@ -5,7 +5,7 @@
 //! target now holds exactly the local bytes.
 
 use super::ledger::{Entry, Ledger, LedgerError};
-use super::{Holder, State, classify, probe};
+use super::{Holder, Local, State, classify, probe};
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::home::{read_optional, write_private};
@@ -52,21 +52,30 @@ pub async fn pull(auth_path: &Path, holder: &mut Holder, force: bool, step: Step
     let p = probe(holder, step).await.map_err(|source| PullError::Target { target: label.clone(), source })?;
     let path = p.loc.auth_path();
     let remote = p.file.as_ref().map(|f| f.bytes.as_slice());
-    let pair = local.as_ref().zip(local_bytes.as_deref());
-    let (state, theirs) = classify(pair, remote, &path);
+    let lease = local.as_ref().and_then(Local::lease_bytes);
+    let pair = local.as_ref().zip(local_bytes.as_deref()).map(|(f, b)| Local::new(f, b, lease.as_deref()));
+    let (state, theirs) = classify(pair, remote, &path, super::lease::DEFAULT_WINDOW);
     let refuse = |reason: String, hint: Option<&str>| PullError::Refused {
         target: label.clone(),
         reason,
         hint: hint.map(str::to_string),
     };
     let lr = |f: Option<&AuthFile>| f.and_then(|f| f.last_refresh.clone()).unwrap_or_else(|| "never".into());
+    if theirs.as_ref().is_some_and(super::lease::is_lease) {
+        // A lease holder is never a source: it holds no refresh token, and what it holds came
+        // from here (or from whoever can write there).
+        return Err(refuse(
+            "it holds a lease (an access-only copy, no refresh token): there is nothing to adopt".into(),
+            Some("leases are renewed from here with `llmx auth sync`"),
+        ));
+    }
     let adopt = match state {
         State::Same => false,
         State::Fresher => true,
         State::Missing => return Err(refuse(format!("{path} does not exist"), None)),
         State::Invalid | State::Unreachable => return Err(refuse(format!("{path} is not a valid auth.json"), None)),
         _ if force => true,
-        State::Older => {
+        State::Older | State::Expiring | State::Expired => {
             return Err(refuse(
                 format!(
                     "its copy is not fresher than this machine's (last refresh {} there, {} here)",
@@ -91,6 +100,11 @@ pub async fn pull(auth_path: &Path, holder: &mut Holder, force: bool, step: Step
         write_private(auth_path, &bytes).map_err(AuthFileError::from)?;
     }
     let dir = dir.to_path_buf();
-    Ledger::update(&dir, |l| l.upsert(Entry::new(&label, p.identity.clone(), &path, &bytes)))?;
+    let route = holder.entry.as_ref().map(|e| e.route.clone()).unwrap_or_default();
+    Ledger::update(&dir, |l| {
+        let mut entry = Entry::new(&label, p.identity.clone(), &path, &bytes);
+        entry.route = route;
+        l.upsert(entry)
+    })?;
     Ok(Pulled { target: label, path, state, adopted: adopt, last_refresh: theirs.and_then(|f| f.last_refresh) })
 }

@@ -3,7 +3,7 @@
 //! target does the deleting safely (no symbolic links, no file of another user; one unlink).
 
 use super::ledger::{Ledger, LedgerError};
-use super::{Holder, State, classify, concurrently, probe};
+use super::{Holder, Local, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
 use std::path::Path;
@@ -23,6 +23,8 @@ pub async fn remove(
     for (index, target) in labels.iter().enumerate() {
         on_event(PushEvent::Queued { index, target });
     }
+    let lease = local.and_then(|(f, _)| Local::lease_bytes(f));
+    let local = local.map(|(f, b)| Local::new(f, b, lease.as_deref()));
     let reports = concurrently(holders, jobs, |index, h| async move {
         let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
         let mut r = TargetReport::new(h.target.label(), Outcome::Failed, None);
@@ -34,7 +36,8 @@ pub async fn remove(
             Ok(p) => {
                 let path = p.loc.auth_path();
                 r.path = Some(path.clone());
-                let (state, _) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path);
+                let (state, _) =
+                    classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path, super::lease::DEFAULT_WINDOW);
                 if state == State::Missing {
                     r.outcome = Outcome::Unchanged;
                     r.reason = Some("nothing to remove".into());

@@ -1,8 +1,10 @@
 //! `llmx auth where`: every place the ledger says this login was pushed, and what each holds now
-//! (contacted concurrently): `same`, `fresher`, `older`, `other-account`, `api-key`, `missing`,
-//! `invalid` or `unreachable` with the reason. Reads only; writes nothing anywhere.
+//! (contacted concurrently): `same`, `fresher`, `older`, `expiring`, `expired`, `other-account`,
+//! `api-key`, `missing`, `invalid` or `unreachable` with the reason; and what kind of copy each
+//! holds (`lease`, `full`, `own`, `api-key`) with a lease's expiry. Reads only; writes nothing.
 
-use super::{Holder, Progress, ProgressFn, State, classify, concurrently, probe};
+use super::lease::{Kind, access_expiry, rfc3339};
+use super::{Holder, Local, Progress, ProgressFn, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use serde::Serialize;
 
@@ -21,6 +23,10 @@ pub struct Holding {
     pub account_id: Option<String>,
     /// When this machine last wrote it (from the ledger).
     pub pushed_at: Option<String>,
+    /// What the place holds: as found there, else as recorded.
+    pub kind: Option<Kind>,
+    /// When the access token it holds expires (RFC 3339): a lease is usable until then.
+    pub lease_expires_at: Option<String>,
 }
 
 /// Every holder, in ledger order, and the local login's `last_refresh`.
@@ -32,22 +38,33 @@ pub struct Survey {
 }
 
 impl Survey {
-    /// The exit rule: every holder reachable and holding this login's lineage.
+    /// The exit rule: every holder reachable and holding a working copy of this login's lineage
+    /// (an expired lease does not work).
     pub fn all_in_lineage(&self) -> bool {
-        self.holders.iter().all(|h| h.state.in_lineage())
+        self.holders.iter().all(|h| h.state.in_lineage() && h.state != State::Expired)
+    }
+
+    /// How many holders are in `state`.
+    pub fn count(&self, state: &State) -> usize {
+        self.holders.iter().filter(|h| h.state == *state).count()
     }
 }
 
 /// Ask every holder, `jobs` at a time. `local` is this machine's auth.json (file and bytes).
+/// `window`: a lease whose access token expires within it is `expiring`.
 pub async fn survey(
     local: Option<(&AuthFile, &[u8])>,
     holders: &mut [Holder],
     jobs: usize,
+    window: time::Duration,
     on_progress: ProgressFn<'_>,
 ) -> Survey {
+    let lease = local.and_then(|(f, _)| Local::lease_bytes(f));
+    let lease = lease.as_deref();
     let holdings = concurrently(holders, jobs, |index, h| async move {
         let step = move |s: &str| on_progress(Progress::Step { index, step: s });
-        let holding = look(local, h, &step).await;
+        let local = local.map(|(f, b)| Local::new(f, b, lease));
+        let holding = look(local, h, window, &step).await;
         on_progress(Progress::Done { index });
         holding
     })
@@ -59,7 +76,12 @@ pub async fn survey(
     }
 }
 
-async fn look(local: Option<(&AuthFile, &[u8])>, h: &mut Holder, step: crate::targets::StepFn<'_>) -> Holding {
+async fn look(
+    local: Option<Local<'_>>,
+    h: &mut Holder,
+    window: time::Duration,
+    step: crate::targets::StepFn<'_>,
+) -> Holding {
     let mut out = Holding {
         target: h.target.label(),
         path: h.entry.as_ref().map(|e| e.path.clone()),
@@ -69,6 +91,8 @@ async fn look(local: Option<(&AuthFile, &[u8])>, h: &mut Holder, step: crate::ta
         last_refresh: None,
         account_id: None,
         pushed_at: h.entry.as_ref().map(|e| e.written_at.clone()),
+        kind: h.entry.as_ref().map(|e| e.kind()),
+        lease_expires_at: None,
     };
     match probe(h, step).await {
         Err(e) => {
@@ -77,7 +101,17 @@ async fn look(local: Option<(&AuthFile, &[u8])>, h: &mut Holder, step: crate::ta
         }
         Ok(p) => {
             let path = p.loc.auth_path();
-            let (state, file) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path);
+            let (state, file) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path, window);
+            if let Some(f) = &file {
+                let found = Kind::of_written(f);
+                // A full copy of the lineage the place made itself stays "own" as recorded.
+                if !(found == Kind::Full && out.kind == Some(Kind::Own)) {
+                    out.kind = Some(found);
+                }
+                if found == Kind::Lease {
+                    out.lease_expires_at = access_expiry(f).and_then(rfc3339);
+                }
+            }
             if state == State::Invalid {
                 out.reason = Some(format!("{path} is not a valid auth.json"));
             }

@@ -1,20 +1,31 @@
-//! `llmx auth sync [TARGET…]`: leave exactly one live copy of the lineage, everywhere.
+//! `llmx auth sync [TARGET…]`: renew every lease and leave exactly one live lineage, everywhere.
 //!
-//! Under the home's lock for the whole run: gather every holder's copy (concurrently), take the
-//! newest copy of this account (local or remote), refresh it once here when its access token
-//! expires within `refresh_within` (or always with `refresh`), save it locally (the refresh
-//! discipline of `auth::refresh`: temp file first, validated answer, recovery file), then write
-//! that one file to every holder of the lineage (and to holders whose file went missing). Holders
-//! of another account, of an API key, or of a file that is not an auth.json are reported and left
-//! alone. The ledger records every holder that ends up with the file.
+//! Three phases, so the home's lock is never held across remote I/O:
+//! 1. **Gather** every holder's copy, concurrently, without the lock.
+//! 2. **Decide and refresh, under the lock**: re-read the local login; the newest *full* copy of
+//!    this account wins (a lease is never a source: it holds no refresh token). A holder's copy
+//!    is adopted only on the issuer's word: its refresh token is refreshed here, inside this
+//!    machine's file, and the answer must name this machine's account (a holder can write any
+//!    bytes; only the issuer can vouch for them), so nothing else of the holder's file — API key,
+//!    `auth_mode`, claims — is ever taken. The login is refreshed once when its access token
+//!    expires within `refresh_within` (the lease renewal window), or always with `refresh`,
+//!    and saved locally (the refresh discipline of `auth::refresh`). At most one issuer call for
+//!    the login, however many holders (two when a holder's copy is adopted: that is its refresh).
+//! 3. **Write**, without the lock: each holder gets what it is recorded as holding — the lease of
+//!    the new login (the default), or the full file for a `push --full` holder. Holders of another
+//!    account, of an API key, of a file that is not an auth.json, places signed in on their own
+//!    (`own`), and a lease holder that now holds a full copy are reported and left alone.
+//!
+//! The ledger records every holder that ends up with its file.
 
+use super::lease::{self, Kind};
 use super::ledger::LedgerError;
-use super::{Holder, Probed, State, classify, concurrently, probe};
+use super::{Holder, Local, Probed, State, classify, concurrently, probe};
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
 use crate::auth::refresh::{RefreshFailure, expires_within, refresh_and_save};
-use crate::home::{read_optional, write_private};
+use crate::home::read_optional;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
 use crate::targets::TargetError;
 use std::path::Path;
@@ -25,7 +36,7 @@ pub struct SyncOptions {
     pub jobs: usize,
     /// Refresh even when the access token is far from expiring.
     pub refresh: bool,
-    /// Refresh when the access token expires within this (default 2 days).
+    /// Refresh (and so renew every lease) when the access token expires within this.
     pub refresh_within: Duration,
     /// Gather and decide; write nothing and call no issuer.
     pub dry_run: bool,
@@ -33,7 +44,7 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { jobs: 8, refresh: false, refresh_within: Duration::days(2), dry_run: false }
+        SyncOptions { jobs: 8, refresh: false, refresh_within: lease::DEFAULT_WINDOW, dry_run: false }
     }
 }
 
@@ -58,9 +69,13 @@ pub struct SyncSummary {
     pub reports: Vec<TargetReport>,
     /// Where the copy that won came from: `local` or a target.
     pub source: String,
-    /// Whether the issuer was called (once).
+    /// Whether the issuer was called for the login.
     pub refreshed: bool,
+    /// Issuer refresh calls made (0 or 1; 2 when a holder's copy was adopted and then renewed).
+    pub issuer_calls: u32,
     pub last_refresh: Option<String>,
+    /// When the leases written now expire (RFC 3339), when known.
+    pub lease_expires_at: Option<String>,
 }
 
 impl SyncSummary {
@@ -78,11 +93,9 @@ pub async fn sync(
     on_event: EventFn<'_>,
 ) -> Result<SyncSummary, SyncError> {
     let dir = auth_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let _lock = AuthLock::acquire(&dir, DEFAULT_WAIT)?;
     let no_login = || SyncError::NoLogin { path: auth_path.to_path_buf() };
-    let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?;
-    let local = AuthFile::parse(auth_path, &local_bytes)?;
-    if local.tokens.is_none() {
+    let has_login = |bytes: &[u8]| AuthFile::parse(auth_path, bytes).map(|f| f.tokens.is_some());
+    if !has_login(&read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?)? {
         return Err(no_login());
     }
     let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
@@ -90,65 +103,37 @@ pub async fn sync(
         on_event(PushEvent::Queued { index, target });
     }
 
-    // 1. Gather.
+    // 1. Gather, without the lock.
     let probes: Vec<Result<Probed, TargetError>> = concurrently(holders, opts.jobs, |index, h| async move {
         let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
         probe(h, &step).await
     })
     .await;
-    let pair = Some((&local, local_bytes.as_slice()));
-    let states: Vec<(State, Option<AuthFile>)> = probes
-        .iter()
-        .map(|p| match p {
-            Ok(p) => classify(pair, p.file.as_ref().map(|f| f.bytes.as_slice()), &p.loc.auth_path()),
-            Err(_) => (State::Unreachable, None),
-        })
-        .collect();
 
-    // 2. The newest copy of the lineage.
-    let mut best: (&AuthFile, &[u8], String) = (&local, &local_bytes, "local".to_string());
-    for (i, (state, file)) in states.iter().enumerate() {
-        if let (State::Fresher, Some(f), Ok(p)) = (state, file, &probes[i])
-            && f.last_refresh_time() > best.0.last_refresh_time()
-            && let Some(rf) = &p.file
-        {
-            best = (f, &rf.bytes, labels[i].clone());
+    // 2. Decide and refresh under the lock (re-reading the local login).
+    let decided = {
+        let _lock = AuthLock::acquire(&dir, DEFAULT_WAIT)?;
+        let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?;
+        let local = AuthFile::parse(auth_path, &local_bytes)?;
+        if local.tokens.is_none() {
+            return Err(no_login());
         }
-    }
-    let (best_file, best_bytes, source) = best;
-
-    // 3. Refresh it once, here, when due; save it locally.
-    let due = opts.refresh || expires_within(best_file, opts.refresh_within, OffsetDateTime::now_utc());
-    let mut refreshed = false;
-    let final_bytes: Vec<u8> = if opts.dry_run {
-        best_bytes.to_vec()
-    } else if due {
-        let (new, _) = refresh_and_save(best_file, auth_path, client).await?;
-        refreshed = true;
-        new.to_bytes()
-    } else {
-        if best_bytes != local_bytes.as_slice() {
-            write_private(auth_path, best_bytes).map_err(AuthFileError::from)?;
-        }
-        best_bytes.to_vec()
+        decide_and_refresh(auth_path, &local, &local_bytes, &probes, &labels, client, opts).await?
     };
-    let last_refresh = AuthFile::parse(auth_path, &final_bytes).ok().and_then(|f| f.last_refresh);
-    let local_outcome = if refreshed || final_bytes != local_bytes { Outcome::Updated } else { Outcome::Unchanged };
-    let mut local_report = TargetReport::new("local".into(), local_outcome, None);
-    local_report.path = Some(auth_path.display().to_string());
-    local_report.dry_run = opts.dry_run;
-    if opts.dry_run && due {
-        local_report.reason = Some("would refresh here first".into());
-    }
 
-    // 4. Write that one file to every holder of the lineage.
-    let final_ref = &final_bytes;
+    // 3. Write each holder its file, without the lock.
+    let full = &decided.bytes;
+    let lease_bytes = &decided.lease;
     let probes_ref = &probes;
-    let states_ref = &states;
-    let reports: Vec<TargetReport> = concurrently(holders, opts.jobs, |index, h| async move {
+    let states_ref = &decided.states;
+    let refused = &decided.refused;
+    let will_refresh = opts.dry_run && decided.due;
+    let written: Vec<(TargetReport, Vec<u8>)> = concurrently(holders, opts.jobs, |index, h| async move {
         let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
         let mut r = TargetReport::new(h.target.label(), Outcome::Failed, None);
         r.dry_run = opts.dry_run;
+        let kind = h.entry.as_ref().map(|e| e.kind()).unwrap_or(Kind::Lease);
+        let give = if kind == Kind::Full { full.clone() } else { lease_bytes.clone() };
         match &probes_ref[index] {
             Err(e) => {
                 r.reason = Some(e.message.clone());
@@ -157,17 +142,17 @@ pub async fn sync(
             Ok(p) => {
                 r.path = Some(p.loc.auth_path());
                 r.identity = p.identity.clone();
-                let state = &states_ref[index].0;
+                let (state, theirs) = &states_ref[index];
                 let current = p.file.as_ref().map(|f| f.bytes.as_slice());
-                if !(state.in_lineage() || *state == State::Missing) {
-                    r.outcome = Outcome::Skipped;
-                    r.reason = Some(format!("it holds {}; left alone", super::describe(state)));
-                } else if current == Some(final_ref.as_slice()) {
+                if let Some(why) = leave_alone(kind, state, theirs.as_ref(), refused.get(&index)) {
+                    r.outcome = if refused.contains_key(&index) { Outcome::Failed } else { Outcome::Skipped };
+                    r.reason = Some(why);
+                } else if current == Some(give.as_slice()) && !will_refresh {
                     r.outcome = Outcome::Unchanged;
                 } else {
                     let outcome = if current.is_some() { Outcome::Updated } else { Outcome::Created };
-                    let written = if opts.dry_run { Ok(()) } else { h.target.write(&p.loc, final_ref, &step).await };
-                    match written {
+                    let done = if opts.dry_run { Ok(()) } else { h.target.write(&p.loc, &give, &step).await };
+                    match done {
                         Ok(()) => r.outcome = outcome,
                         Err(e) => {
                             r.reason = Some(e.message);
@@ -178,12 +163,166 @@ pub async fn sync(
             }
         }
         on_event(PushEvent::Done { index, report: &r });
-        r
+        (r, give)
     })
     .await;
 
     if !opts.dry_run {
-        super::ledger::record_push(&dir, &final_bytes, &reports)?;
+        let items: Vec<(&TargetReport, &[u8])> = written.iter().map(|(r, b)| (r, b.as_slice())).collect();
+        super::ledger::record_written(&dir, &items, None)?;
     }
-    Ok(SyncSummary { local: local_report, reports, source, refreshed, last_refresh })
+    let new_file = AuthFile::parse(auth_path, full).ok();
+    Ok(SyncSummary {
+        local: decided.local_report,
+        reports: written.into_iter().map(|(r, _)| r).collect(),
+        source: decided.source,
+        refreshed: decided.issuer_calls > 0,
+        issuer_calls: decided.issuer_calls,
+        last_refresh: new_file.as_ref().and_then(|f| f.last_refresh.clone()),
+        lease_expires_at: new_file.as_ref().and_then(lease::access_expiry).and_then(lease::rfc3339),
+    })
+}
+
+/// Why a holder is not written, or `None` to write it.
+fn leave_alone(kind: Kind, state: &State, theirs: Option<&AuthFile>, refused: Option<&String>) -> Option<String> {
+    if let Some(why) = refused {
+        return Some(why.clone());
+    }
+    if !(state.in_lineage() || *state == State::Missing) {
+        return Some(format!("it holds {}; left alone", super::describe(state)));
+    }
+    if kind == Kind::Own {
+        return Some("it signed in on its own (its own lineage); left alone".into());
+    }
+    let holds_full = theirs.is_some_and(|f| f.tokens.is_some() && !lease::is_lease(f));
+    if kind == Kind::Lease && holds_full {
+        return Some(
+            "the ledger says it holds a lease, but it holds a full copy now (pushed with --full from elsewhere, or its own sign-in); left alone"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The outcome of phase 2.
+struct Decided {
+    /// The login now saved here (full) and its lease.
+    bytes: Vec<u8>,
+    lease: Vec<u8>,
+    states: Vec<(State, Option<AuthFile>)>,
+    /// Holders whose fresher copy was refused by the issuer: index → reason.
+    refused: std::collections::HashMap<usize, String>,
+    source: String,
+    due: bool,
+    issuer_calls: u32,
+    local_report: TargetReport,
+}
+
+async fn decide_and_refresh(
+    auth_path: &Path,
+    local: &AuthFile,
+    local_bytes: &[u8],
+    probes: &[Result<Probed, TargetError>],
+    labels: &[String],
+    client: &OAuthClient,
+    opts: &SyncOptions,
+) -> Result<Decided, SyncError> {
+    let local_lease = Local::lease_bytes(local);
+    let view = Local::new(local, local_bytes, local_lease.as_deref());
+    let states: Vec<(State, Option<AuthFile>)> = probes
+        .iter()
+        .map(|p| match p {
+            Ok(p) => classify(
+                Some(view),
+                p.file.as_ref().map(|f| f.bytes.as_slice()),
+                &p.loc.auth_path(),
+                opts.refresh_within,
+            ),
+            Err(_) => (State::Unreachable, None),
+        })
+        .collect();
+
+    // The newest full copy of the lineage (fresher holders are full copies: leases never are).
+    let mut best: Option<usize> = None;
+    for (i, (state, file)) in states.iter().enumerate() {
+        let newer = |f: &AuthFile| match best {
+            None => f.last_refresh_time() > local.last_refresh_time(),
+            Some(b) => f.last_refresh_time() > states[b].1.as_ref().and_then(AuthFile::last_refresh_time),
+        };
+        if *state == State::Fresher && file.as_ref().is_some_and(newer) {
+            best = Some(i);
+        }
+    }
+
+    let mut current = local.clone();
+    let mut source = "local".to_string();
+    let mut issuer_calls = 0;
+    let mut refused = std::collections::HashMap::new();
+    if let Some(i) = best
+        && !opts.dry_run
+    {
+        match adopt(auth_path, local, states[i].1.as_ref(), client).await {
+            Ok(adopted) => {
+                current = adopted;
+                source = labels[i].clone();
+                issuer_calls += 1;
+            }
+            Err(why) => {
+                issuer_calls += u32::from(why.1);
+                refused.insert(i, format!("its fresher copy was not adopted: {}", why.0));
+            }
+        }
+    } else if let Some(i) = best {
+        source = labels[i].clone();
+    }
+
+    let now = OffsetDateTime::now_utc();
+    let adopted = source != "local" && !opts.dry_run;
+    let due = opts.refresh || expires_within(&current, opts.refresh_within, now) || (opts.dry_run && best.is_some());
+    let (final_file, changed) = if adopted {
+        (current, true)
+    } else if due && !opts.dry_run {
+        let (new, _) = refresh_and_save(&current, auth_path, client).await?;
+        issuer_calls += 1;
+        (new, true)
+    } else {
+        (current, false)
+    };
+    let bytes = if changed { final_file.to_bytes() } else { local_bytes.to_vec() };
+    let lease = lease::lease_of(&final_file).map(|l| l.to_bytes()).unwrap_or_else(|| bytes.clone());
+
+    let outcome = if changed || (opts.dry_run && due) { Outcome::Updated } else { Outcome::Unchanged };
+    let mut local_report = TargetReport::new("local".into(), outcome, None);
+    local_report.path = Some(auth_path.display().to_string());
+    local_report.dry_run = opts.dry_run;
+    if opts.dry_run && due {
+        local_report.reason = Some("would refresh here first".into());
+    }
+    Ok(Decided { bytes, lease, states, refused, source, due, issuer_calls, local_report })
+}
+
+/// Adopt a holder's fresher copy on the issuer's word: its refresh token, put into this machine's
+/// file, is refreshed here; the answer must name this machine's account. Only the tokens the
+/// issuer returns are kept. The error says why (and whether the issuer was called).
+async fn adopt(
+    auth_path: &Path,
+    local: &AuthFile,
+    theirs: Option<&AuthFile>,
+    client: &OAuthClient,
+) -> Result<AuthFile, (String, bool)> {
+    let Some(their_tokens) = theirs.and_then(|f| f.tokens.as_ref()) else {
+        return Err(("it holds no tokens".into(), false));
+    };
+    if local.account_id().is_none() {
+        return Err(("this machine's login names no account to check it against".into(), false));
+    }
+    let mut candidate = local.clone();
+    let Some(tokens) = candidate.tokens.as_mut() else { return Err(("no local tokens".into(), false)) };
+    tokens.refresh_token = their_tokens.refresh_token.clone();
+    // The account the answer must name is this machine's, not the holder's claim.
+    tokens.account_id = local.account_id();
+    match refresh_and_save(&candidate, auth_path, client).await {
+        Ok((new, _)) => Ok(new),
+        Err(e) => Err((e.to_string(), true)),
+    }
 }

@@ -147,7 +147,7 @@ async fn container_tunnel_installs_llmx_and_relays_the_browser_callback_into_the
     let auth = assert_container_login(&b.c, true);
     assert_no_tokens(&auth, &format!("{events:?}{stderr}"));
     assert_eq!(b.issuer.issuer.stats().code_exchanges, 1, "the container exchanged the code once");
-    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    assert!(!local.auth_path().exists(), "the tunnel wrote a login here (only the ledger records the sign-in)");
     assert_torn_down(&b, port);
 }
 
@@ -217,7 +217,7 @@ async fn install_and_sign_in_with_a_code(b: &Bed) -> String {
     let auth = assert_container_login(&b.c, false);
     let text = format!("{events:?}{stderr}");
     assert_no_tokens(&auth, &text);
-    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    assert!(!local.auth_path().exists(), "the tunnel wrote a login here (only the ledger records the sign-in)");
     assert_torn_down(b, 1455);
     text
 }
@@ -311,7 +311,7 @@ fn container_without_shell_or_llmx_fails_in_one_line_and_starts_no_exec() {
 
     assert_eq!(c.exec_ids(), "null", "an exec was started");
     assert!(c.stat("/home/nonroot/.llmx").is_none(), "something was written");
-    assert!(!local.path().exists());
+    assert!(!local.auth_path().exists());
 }
 
 #[test]

@@ -26,7 +26,9 @@ fn chatgpt_local(tag: &str) -> (Local, Creds, String) {
     let c = creds("acc-1", tag);
     let text = chatgpt_auth(&c, "acc-1", OLD);
     local.write_auth(&text);
-    (local, c, text)
+    // What a push puts on a target: the lease (no refresh token).
+    let lease = lease_text(&text, &c);
+    (local, c, lease)
 }
 
 #[test]
@@ -88,11 +90,12 @@ fn shell_less_container_is_written_through_the_archive_api() {
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text, 65532, 65532, 0o600));
     assert_eq!(ct.stat("/home/nonroot/.llmx").map(|s| (s.1, s.3)), Some((65532, 0o700)));
     // A second push with a new credential replaces it (updated) with no shell either.
+    // (Another account there needs --force.)
     let c2 = creds("acc-2", "noshell2");
     local.write_auth(&chatgpt_auth(&c2, "acc-2", OLD));
-    let r2 = local.llmx(&["auth", "push", &ct.target()], &[]);
+    let r2 = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
     assert!(r2.stdout.contains("updated"), "{}", r2.all());
-    assert!(ct.read("/home/nonroot/.llmx/auth.json").unwrap().contains(&c2.refresh_token));
+    assert!(ct.read("/home/nonroot/.llmx/auth.json").unwrap().contains(&c2.access_token));
     assert_no_secret(&r.all(), &c);
     assert_no_secret(&r2.all(), &c2);
 }
@@ -153,7 +156,13 @@ fn label_selects_every_running_container_and_only_those() {
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["counts"]["created"], 3);
     assert_eq!(summary["ok"], true);
-    assert_eq!(summary["warnings"][0]["code"], "rotation_hazard");
+    // Leases: no rotation hazard, and each target says when its lease expires.
+    assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(0), "{}", r.stdout);
+    assert!(
+        lines.iter().filter(|l| l["event"] == "target").all(|l| l["lease_expires_at"] == "2100-01-01T00:00:00Z"),
+        "{}",
+        r.stdout
+    );
     for ct in &cts {
         assert!(ct.stat("/root/.llmx/auth.json").is_some());
     }
@@ -366,7 +375,7 @@ fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     ct.put("/home/app/.llmx", "auth.json", fresher.as_bytes(), 1000);
     let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
     assert_eq!(skip.code(), 0, "skipped is not a failure: {}", skip.all());
-    assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
+    assert!(skip.stdout.contains("skipped: your copy here is retired"), "{}", skip.stdout);
     assert!(skip.stdout.contains("--force"), "{}", skip.stdout);
     // It was pushed from here before (the ledger says so): its fresher copy is this lineage.
     assert!(skip.stdout.contains(&format!("llmx auth pull {}", ct.target())), "{}", skip.stdout);
@@ -380,10 +389,12 @@ fn unchanged_then_skipped_when_target_is_fresher_then_force() {
     // No temp file left beside it by the atomic replace.
     assert_eq!(ct.exec(&["ls", "-a", "/home/app/.llmx"]).split_whitespace().count(), 3);
 
-    // A different account on the target is simply replaced.
+    // A different account on the target is said and needs --force.
     let other = creds("acc-9", "guard-other");
     ct.put("/home/app/.llmx", "auth.json", chatgpt_auth(&other, "acc-9", NEW).as_bytes(), 1000);
-    let upd = local.llmx(&["auth", "push", &ct.target()], &[]);
+    let kept = local.llmx(&["auth", "push", &ct.target()], &[]);
+    assert!(kept.stdout.contains("skipped: the target holds a login of another account"), "{}", kept.stdout);
+    let upd = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
     assert!(upd.stdout.contains("updated"), "{}", upd.stdout);
     for r in [&again, &skip, &forced, &upd] {
         assert_no_secret(&r.all(), &c);
@@ -456,13 +467,28 @@ fn api_keys_push_without_the_rotation_warning() {
     let dummy = creds("acc-1", "apikey");
     assert_no_secret(&format!("{}{}", r.all(), s.all()), &dummy);
 
-    // A ChatGPT login names the hazard and the safe alternatives.
+    // A ChatGPT login goes out as a lease: no hazard, and the output says when it expires and
+    // what renews it. Only --full copies the refresh token, and that names the hazard, --full
+    // as its cause, and the safe alternatives.
     let (local, c, _) = chatgpt_local("hazard");
-    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
-    assert!(r.stderr.contains("warning: copied a ChatGPT login"), "{}", r.stderr);
+    let lease = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
+    assert_eq!(lease.code(), 0, "{}", lease.all());
+    assert!(!lease.stderr.contains("warning:"), "{}", lease.stderr);
+    assert!(
+        lease.stderr.contains("usable until 2100-01-01") && lease.stderr.contains("llmx auth sync"),
+        "{}",
+        lease.stderr
+    );
+    assert!(
+        !ct.read("/root/.llmx/auth.json").unwrap().contains(&c.refresh_token),
+        "a lease never carries the refresh token"
+    );
+    let r = local.llmx(&["auth", "push", &ct.target(), "--full"], &[]);
+    assert!(r.stderr.contains("warning: --full copied a whole ChatGPT login"), "{}", r.stderr);
     assert!(r.stderr.contains("refresh_token_reused") && r.stderr.contains("llmx auth tunnel"), "{}", r.stderr);
-    assert!(r.stderr.contains("API key"), "{}", r.stderr);
-    assert_no_secret(&r.all(), &c);
+    assert!(r.stderr.contains("API key") && r.stderr.contains("without --full"), "{}", r.stderr);
+    assert!(ct.read("/root/.llmx/auth.json").unwrap().contains(&c.refresh_token), "--full copies the whole login");
+    assert_no_secret(&format!("{}{}", lease.all(), r.all()), &c);
 }
 
 #[test]
@@ -688,7 +714,7 @@ fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_ow
     assert!(
         squeezed(&r.stdout).contains(&format!("{}  updated /home/app/.llmx/auth.json", ct.target())),
         "{}",
-        r.stdout
+        r.all()
     );
     let (bytes, uid, gid, mode) = ct.stat("/home/app/.llmx/auth.json").unwrap();
     assert_eq!((String::from_utf8(bytes).unwrap(), uid, gid, mode), (text.clone(), 1000, 1000, 0o600));
@@ -708,7 +734,7 @@ fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_ow
     ct.put("/home/app/.llmx", "auth.json", fresher.as_bytes(), 0);
     let skip = local.llmx(&["auth", "push", &ct.target()], &[]);
     assert_eq!(skip.code(), 0, "{}", skip.all());
-    assert!(skip.stdout.contains("skipped: the target holds a fresher login of the same account"), "{}", skip.stdout);
+    assert!(skip.stdout.contains("skipped: your copy here is retired"), "{}", skip.stdout);
     assert_eq!(ct.read("/home/app/.llmx/auth.json").as_deref(), Some(fresher.as_str()), "left as it was");
     assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| s.1), Some(0), "still root's");
 }

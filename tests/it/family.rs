@@ -14,16 +14,21 @@ const ROOT_AUTH: &str = "/root/.llmx/auth.json";
 
 /// A machine signed in to a test issuer through the browser, as a docker-test [`Local`] (its own
 /// HOME and LLMX_HOME); the issuer serves from its own runtime while the test blocks.
-struct Signed {
-    rt: tokio::runtime::Runtime,
-    issuer: RunningIssuer,
-    local: Local,
+pub struct Signed {
+    pub rt: tokio::runtime::Runtime,
+    pub issuer: RunningIssuer,
+    pub local: Local,
 }
 
 impl Signed {
-    fn new() -> Signed {
+    pub fn new() -> Signed {
+        Signed::with(llmx_test_issuer::IssuerConfig::default())
+    }
+
+    /// Signed in to an issuer with `config` (e.g. a longer access-token lifetime).
+    pub fn with(config: llmx_test_issuer::IssuerConfig) -> Signed {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let issuer = rt.block_on(login_support::issuer());
+        let issuer = rt.block_on(login_support::issuer_with(config));
         let home = Home::new();
         rt.block_on(login_support::browser_login(&home, &issuer));
         let local = Local::new();
@@ -31,27 +36,27 @@ impl Signed {
         Signed { rt, issuer, local }
     }
 
-    fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
+    pub fn llmx(&self, args: &[&str]) -> crate::support::harness::Run {
         let iss = format!("auth_issuer={}", self.issuer.base_url());
         let mut all = vec!["-c", &iss];
         all.extend(args);
         self.local.llmx(&all, &[])
     }
 
-    fn auth(&self) -> Vec<u8> {
+    pub fn auth(&self) -> Vec<u8> {
         std::fs::read(self.local.auth_path()).unwrap()
     }
 
-    fn refreshes(&self) -> u32 {
+    pub fn refreshes(&self) -> u32 {
         self.issuer.issuer.stats().refreshes
     }
 
-    fn ledger(&self) -> String {
+    pub fn ledger(&self) -> String {
         std::fs::read_to_string(self.local.auth_path().with_file_name("ledger.json")).unwrap_or_default()
     }
 
     /// The secrets of the current local login, for "no secret in any output".
-    fn secrets(&self) -> Vec<String> {
+    pub fn secrets(&self) -> Vec<String> {
         let v: Value = serde_json::from_slice(&self.auth()).unwrap();
         ["id_token", "access_token", "refresh_token"]
             .iter()
@@ -60,13 +65,13 @@ impl Signed {
     }
 }
 
-fn assert_no_tokens(text: &str, secrets: &[String]) {
+pub fn assert_no_tokens(text: &str, secrets: &[String]) {
     for s in secrets {
         assert!(!text.contains(s.as_str()), "a token leaked:\n{text}");
     }
 }
 
-fn holder_states(where_json: &Value) -> Vec<(String, String)> {
+pub fn holder_states(where_json: &Value) -> Vec<(String, String)> {
     where_json["holders"]
         .as_array()
         .unwrap()
@@ -92,7 +97,8 @@ fn a_container_that_refreshed_on_its_own_is_fresher_then_pulled_then_one_sync_le
     let s = Signed::new();
     let a = Container::run("fam-a", IMAGE_ROOT, &[]);
     let b = Container::run("fam-b", IMAGE_ROOT, &[]);
-    let pushed = s.llmx(&["auth", "push", &a.target(), &b.target()]);
+    // Full copies (--full): the lineage shared by three places, the case leases avoid.
+    let pushed = s.llmx(&["auth", "push", "--full", &a.target(), &b.target()]);
     assert_eq!(pushed.code(), 0, "{}", pushed.all());
     let mut secrets = s.secrets();
 
@@ -170,7 +176,7 @@ fn sync_adopts_the_fresher_remote_copy_and_leaves_other_accounts_alone() {
     let s = Signed::new();
     let a = Container::run("fam-sa", IMAGE_ROOT, &[]);
     let other = Container::run("fam-so", IMAGE_ROOT, &[]);
-    assert_eq!(s.llmx(&["auth", "push", &a.target(), &other.target()]).code(), 0);
+    assert_eq!(s.llmx(&["auth", "push", "--full", &a.target(), &other.target()]).code(), 0);
     let theirs = refresh_inside(&s, &a);
     let c = crate::support::docker::creds("acc-other", "famso");
     let foreign = crate::support::docker::chatgpt_auth(&c, "acc-other", "2025-01-01T00:00:00Z");
@@ -178,8 +184,10 @@ fn sync_adopts_the_fresher_remote_copy_and_leaves_other_accounts_alone() {
     // The issuer's access tokens live an hour: 30 minutes is "far from expiry".
     let sync = s.llmx(&["auth", "sync", "--refresh-within", "30m"]);
     assert_eq!(sync.code(), 0, "{}", sync.all());
-    assert_eq!(s.refreshes(), 1, "a copy far from expiry is not refreshed");
-    assert_eq!(s.auth(), theirs, "the newest copy (the container's) won");
+    // The holder's copy is adopted on the issuer's word: its refresh token, refreshed once here.
+    assert_eq!(s.refreshes(), 2, "one refresh to adopt the holder's copy, none more");
+    assert_ne!(s.auth(), theirs, "not the holder's bytes: the issuer's answer");
+    assert_eq!(a.read(ROOT_AUTH).unwrap().as_bytes(), s.auth().as_slice(), "the --full holder has the new login");
     assert!(sync.stdout.contains(&format!("newest copy from {}", a.target())), "{}", sync.stdout);
     assert!(sync.stdout.contains("skipped: it holds a login of another account"), "{}", sync.stdout);
     assert_eq!(other.read(ROOT_AUTH).unwrap(), foreign, "left alone");

@@ -2,7 +2,7 @@
 //! a v1.20 API server, kubelet and dockershim on this machine's Docker Engine). Each test has its
 //! own namespace, deleted pass or fail.
 
-use crate::support::docker::{Local, assert_no_secret, chatgpt_auth, creds};
+use crate::support::docker::{Local, assert_no_secret, chatgpt_auth, creds, lease_text};
 use crate::support::k8s::*;
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
     let c = creds("acc-1", "k8spod");
     let text = chatgpt_auth(&c, "acc-1", OLD);
     local.write_auth(&text);
+    // What lands in the pod: the lease.
+    let text = lease_text(&text, &c);
     let main = format!("k8s:{}/pod/agent", ns.name);
     let side = format!("k8s:{}/pod/agent/side", ns.name);
 
@@ -92,6 +94,7 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
     let c2 = creds("acc-1", "k8spod2");
     let text2 = chatgpt_auth(&c2, "acc-1", "2025-02-01T00:00:00Z");
     local.write_auth(&text2);
+    let text2 = lease_text(&text2, &c2);
     let up = local.llmx(&["auth", "push", &side], &[]);
     assert!(up.stdout.plain().contains(&format!("{side}  updated")), "{}", up.all());
     assert_eq!(ns.stat("agent", "side", "/home/agent/.llmx/auth.json").map(|s| s.0), Some(text2));
@@ -125,8 +128,10 @@ spec:
     let pods = ns.pods("app=workers");
     assert_eq!(pods.len(), 2, "{pods:?}");
     let local = Local::new();
-    let text = chatgpt_auth(&creds("acc-1", "k8sdep"), "acc-1", OLD);
+    let c = creds("acc-1", "k8sdep");
+    let text = chatgpt_auth(&c, "acc-1", OLD);
     local.write_auth(&text);
+    let text = lease_text(&text, &c);
 
     let r = local.llmx(&["auth", "push", &format!("k8s:{}/deploy/workers", ns.name)], &[]);
     assert_eq!(r.code(), 0, "{}", r.all());
@@ -151,6 +156,8 @@ fn a_secret_is_created_updated_unchanged_and_the_update_reaches_a_pod_that_mount
     let c = creds("acc-1", "k8ssec");
     let text = chatgpt_auth(&c, "acc-1", OLD);
     local.write_auth(&text);
+    // A Secret target gets a lease too: agents mount it; the owner's login stays here.
+    let text = lease_text(&text, &c);
     let target = format!("k8s:{}/secret/llmx-auth", ns.name);
 
     let r = local.llmx(&["auth", "push", &target], &[]);
@@ -188,6 +195,7 @@ spec:
     let c2 = creds("acc-1", "k8ssec2");
     let text2 = chatgpt_auth(&c2, "acc-1", "2025-02-01T00:00:00Z");
     local.write_auth(&text2);
+    let text2 = lease_text(&text2, &c2);
     let u = local.llmx(&["auth", "push", &target], &[]);
     assert!(u.stdout.plain().contains(&format!("{target}  updated")), "{}", u.all());
     let started = Instant::now();

@@ -16,6 +16,7 @@ mod engines;
 mod family;
 mod k8s;
 mod k8s_cronjob;
+mod leases;
 mod login;
 mod reach;
 mod schedule;

@@ -154,6 +154,42 @@ fn dash_j_goes_through_the_jump_host_like_ssh_dash_j_and_none_goes_direct() {
     assert!(format!("{out}{err}").contains(&format!("cannot connect to [127.0.0.1]:{INNER_PORT}")), "{out}{err}");
 }
 
+/// Issue 20 item 1: the route is part of the place. Without it, `where`/`sync` called a `-J`
+/// holder unreachable on every run and a cron'd sync exited 1 forever.
+#[test]
+fn a_dash_j_push_is_recorded_with_its_jump_and_where_sync_and_remove_reach_the_holder_that_way() {
+    let f = Fleet::start();
+    f.write_config("");
+    let c = crate::support::docker::creds("acc-1", "route");
+    let owner = crate::support::docker::chatgpt_auth(&c, "acc-1", "2025-01-01T00:00:00Z");
+    std::fs::create_dir_all(f.home().join(".llmx")).unwrap();
+    std::fs::write(f.home().join(".llmx/auth.json"), &owner).unwrap();
+    let spec = format!("ssh://{}@127.0.0.1:{INNER_PORT}", f.inner.user().name);
+    let jump = format!("{}@{}", f.bastion.user().name, f.bastion.ns.ns_ip);
+    let (code, out, err) = f.llmx(&["auth", "push", "-J", &jump, &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let ledger: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.home().join(".llmx/ledger.json")).unwrap()).unwrap();
+    assert_eq!(ledger["entries"][0]["route"]["jump"], jump.as_str(), "{ledger}");
+
+    // No -J now: every family command reaches it through the recorded jump host.
+    let (code, out, err) = f.llmx(&["auth", "where"]);
+    assert_eq!(code, 0, "reachable the way it was pushed: {out}\n{err}");
+    assert!(out.contains("lease") && out.contains("same"), "{out}");
+    let (code, out, err) = f.llmx(&["auth", "sync", "--renew-within", "30m"]);
+    assert_eq!(code, 0, "a cron'd sync succeeds: {out}\n{err}");
+    // A -J given to `where` applies to the targets named with it, not to the ledger's holders.
+    let (code, out, err) = f.llmx(&["auth", "where", "-J", "none", "--connect-timeout", "3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = f.llmx(&["auth", "remove", &spec]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("removed"), "{out}");
+    assert!(!f.inner_auth().exists());
+    for text in [&out, &err] {
+        assert!(!text.contains(&c.refresh_token) && !text.contains(&c.access_token));
+    }
+}
+
 #[test]
 fn proxy_command_speaks_ssh_over_the_stdio_of_ssh_dash_w() {
     let f = Fleet::start();

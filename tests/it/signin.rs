@@ -273,16 +273,19 @@ async fn busy_default_port_falls_back_to_1457_then_names_both() {
 /// Tests that hold the fixed ports 1455/1457 on this machine's loopback take turns.
 static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A file that declares `auth_mode` is read by it: an llmx ChatGPT login that also holds the
-/// exchanged API key is a ChatGPT login even with `preferred_auth_method = "apikey"`.
+/// A file that declares `auth_mode` is read by it when the user set no preference: an llmx
+/// ChatGPT login that also holds the exchanged API key is a ChatGPT login; a preference the user
+/// set wins (issue 22 item 8: "always use your API key, even when ChatGPT auth exists").
 #[tokio::test]
 async fn auth_mode_in_the_file_decides_which_credential_is_used() {
     let (_issuer, home) = logged_in().await;
     let auth: Value = home.auth_json();
     assert_eq!(auth["auth_mode"], "chatgpt");
     assert!(auth["OPENAI_API_KEY"].is_string());
-    let r = home.llmx(["-c", "preferred_auth_method=apikey", "login", "status", "--json"]).run().await;
+    let r = home.llmx(["login", "status", "--json"]).run().await;
     assert_eq!(r.json()["method"], "chatgpt", "{r:?}");
+    let r = home.llmx(["-c", "preferred_auth_method=apikey", "login", "status", "--json"]).run().await;
+    assert_eq!(r.json()["method"], "apikey", "an explicit preference wins: {r:?}");
     let mut edited = auth.clone();
     edited["auth_mode"] = "apikey".into();
     home.write("auth.json", serde_json::to_string_pretty(&edited).unwrap().as_bytes());

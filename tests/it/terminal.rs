@@ -40,12 +40,12 @@ fn chatgpt_local(tag: &str) -> Local {
 #[test]
 fn rotation_warning_reaches_every_kind_of_terminal_and_quiet_does_not_hide_it() {
     let ct = Container::run("ptywarn", IMAGE_ROOT, &[]);
-    let want = "warning: copied a ChatGPT login to 1 target";
+    let want = "warning: --full copied a whole ChatGPT login (its refresh token) to 1 target";
     for term in [Some("dumb"), Some("xterm"), None] {
         for quiet in [false, true] {
             let local = chatgpt_local("ptywarn");
             let target = ct.target();
-            let mut args = vec!["auth", "push", target.as_str()];
+            let mut args = vec!["auth", "push", "--full", target.as_str()];
             if quiet {
                 args.push("-q");
             }
@@ -59,12 +59,12 @@ fn rotation_warning_reaches_every_kind_of_terminal_and_quiet_does_not_hide_it() 
     }
     // No terminal: the same warning on stderr.
     let local = chatgpt_local("ptywarn");
-    let r = local.llmx(&["auth", "push", &ct.target()], &[]);
+    let r = local.llmx(&["auth", "push", "--full", &ct.target()], &[]);
     assert_eq!(r.code(), 0, "{}", r.all());
     assert!(r.stderr.contains(want), "{}", r.stderr);
     // Nothing written, no hazard: not on a dry run, not when every target is unchanged.
     for extra in ["--dry-run", ""] {
-        let mut args = vec!["auth", "push", "-q"];
+        let mut args = vec!["auth", "push", "-q", "--full"];
         let target = ct.target();
         args.push(&target);
         if !extra.is_empty() {

@@ -167,7 +167,18 @@ async fn tunnel_signs_the_remote_user_in_and_leaves_nothing_behind() {
     let auth = assert_remote_login(&remote);
     assert_eq!(done["auth_file"], remote.user().home.join(".llmx/auth.json").display().to_string());
     assert_no_secrets(&auth, &format!("{events:?}{stderr}"));
-    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    // Nothing of the login here: only the ledger, recording the machine's own sign-in (kind
+    // `own`: its own lineage of this account), so `auth where` and `logout` know it.
+    assert!(!local.auth_path().exists(), "the tunnel wrote a login here");
+    let ledger: Value = serde_json::from_slice(&std::fs::read(local.path().join("ledger.json")).unwrap()).unwrap();
+    let entry = &ledger["entries"][0];
+    assert_eq!(
+        (entry["kind"].as_str(), entry["account_id"].as_str()),
+        (Some("own"), Some("acc-test-0001")),
+        "{ledger}"
+    );
+    assert_eq!(entry["path"], done["auth_file"], "{ledger}");
+    assert_no_secrets(&auth, &ledger.to_string());
     assert_torn_down(&remote, port);
     issuer.stop().await.unwrap();
 }
@@ -422,7 +433,7 @@ async fn device_tunnel_shows_the_remote_code_here_and_signs_the_remote_in_withou
     assert!(!events.iter().any(|e| e["event"] == "bound" || e["event"] == "listening"), "{events:?}");
     let auth = assert_remote_tokens(&remote);
     assert_no_secrets_but_key(&auth, &format!("{events:?}{stderr}"));
-    assert!(!local.path().exists(), "the tunnel touched the local llmx home");
+    assert!(!local.auth_path().exists(), "the tunnel wrote a login here (only the ledger records the sign-in)");
     assert_torn_down(&remote, 1455);
     issuer.stop().await.unwrap();
 }

@@ -157,6 +157,9 @@ pub struct DockerOptions {
     /// `--insecure-engine`: allow plain `tcp://` (or TLS without verification) to another machine.
     pub insecure_engine: bool,
     pub on_insecure: Option<InsecureNotice>,
+    /// The engine a ledger entry was pushed through (`DOCKER_HOST`, `DOCKER_CONTEXT` as they
+    /// were then): replaces the environment's, so a holder is reached the way it was written.
+    pub recorded: Option<(Option<String>, Option<String>)>,
 }
 
 impl std::fmt::Debug for DockerOptions {
@@ -300,7 +303,12 @@ impl Engine {
     /// The engine the environment names (`DOCKER_HOST`, contexts), reached as `opts` allow; an
     /// `ssh://` engine as `ssh:` targets are reached.
     pub fn from_env(opts: &DockerOptions, ssh: &SshOptions) -> Engine {
-        Engine::new(Endpoint::resolve(&EndpointEnv::from_process()), opts.clone(), ssh.clone())
+        let mut env = EndpointEnv::from_process();
+        if let Some((host, context)) = &opts.recorded {
+            env.docker_host = host.clone();
+            env.docker_context = context.clone();
+        }
+        Engine::new(Endpoint::resolve(&env), opts.clone(), ssh.clone())
     }
 
     pub async fn get(&self) -> Result<&Docker, TargetError> {

@@ -506,6 +506,14 @@ pub fn chatgpt_auth(c: &Creds, account: &str, last_refresh: &str) -> String {
     .unwrap()
 }
 
+/// The lease llmx pushes for the login `owner` (an auth.json from [`chatgpt_auth`] of `c`): the
+/// same bytes with an empty refresh token.
+pub fn lease_text(owner: &str, c: &Creds) -> String {
+    let lease = owner.replace(&format!("\"refresh_token\": \"{}\"", c.refresh_token), "\"refresh_token\": \"\"");
+    assert_ne!(lease, owner, "the owner's file holds the refresh token");
+    lease
+}
+
 pub fn api_key_auth() -> String {
     serde_json::to_string_pretty(&serde_json::json!({"OPENAI_API_KEY": API_KEY})).unwrap()
 }
