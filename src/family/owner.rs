@@ -146,3 +146,23 @@ impl Owner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::full;
+
+    fn file(refresh_token: Option<&str>) -> Vec<u8> {
+        let tokens = refresh_token.map(|rt| {
+            serde_json::json!({"id_token": "a.e30.c", "access_token": "at", "refresh_token": rt, "account_id": "acc"})
+        });
+        serde_json::to_vec(&serde_json::json!({"OPENAI_API_KEY": null, "tokens": tokens})).unwrap()
+    }
+
+    #[test]
+    fn only_a_full_login_is_adopted_or_written_back() {
+        assert!(full(&file(Some("rt"))).is_ok());
+        assert_eq!(full(&file(Some(""))).err(), Some("a lease (no refresh token)"));
+        assert_eq!(full(&file(None)).err(), Some("an API key"));
+        assert_eq!(full(b"not json").err(), Some("a file that is not an auth.json"));
+    }
+}
