@@ -17,6 +17,9 @@ Examples:
   llmx auth sync docker:web ssh:build-01
   llmx auth sync --dry-run              # what it would do, writing nothing
   llmx auth sync --refresh --json       # refresh now, then write everywhere
+  llmx auth sync --schedule --every 6h  # a systemd user timer (else prints a crontab line)
+  llmx auth sync --unschedule
+  llmx auth sync --owner k8s:agents/secret/llmx-owner k8s:agents/secret/llmx-lease   # in a CronJob
 
 Renews leases and keeps one live lineage: gathers every holder's copy, refreshes this machine's
 login once when its access token expires within --renew-within (at most one issuer call
@@ -49,6 +52,12 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    #[command(flatten)]
+    pub schedule: crate::cli::schedule::ScheduleArgs,
+
+    #[command(flatten)]
+    pub owner: crate::cli::owner::OwnerArgs,
 }
 
 /// A duration flag (`2d`, `12h`, `30m`, `45s`).
@@ -57,6 +66,15 @@ pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
 }
 
 pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
+    if let Some(code) = crate::cli::schedule::run(ctx, &args.schedule, args.fleet.json)? {
+        return Ok(code);
+    }
+    let (owner, json) = (args.owner.clone(), args.fleet.json);
+    let k8s = args.fleet.k8s.resolve_options(&args.fleet.ssh, &args.fleet.docker).k8s;
+    crate::cli::owner::around(ctx, &owner, k8s, json, || sync_here(ctx, args))
+}
+
+fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.fleet.remote_home.as_deref())?;
     let client = client(ctx)?;

@@ -11,8 +11,10 @@ pub mod adopt;
 pub mod lease;
 pub mod ledger;
 pub mod logout;
+pub mod owner;
 pub mod pull;
 pub mod remove;
+pub mod schedule;
 pub mod survey;
 pub mod sync;
 

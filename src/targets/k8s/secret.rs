@@ -4,6 +4,11 @@
 //! the Secret are left alone, and a key another manager owns is a conflict, reported, never
 //! forced. The push engine compares bytes first, so an equal Secret is `unchanged` and not
 //! applied. After the apply the returned object's bytes are compared (SHA-256) with what was sent.
+//!
+//! [`SecretTarget::compare_and_swap`] makes every write conditional on the Secret still being the
+//! one `locate` (or the previous write) saw: the apply carries its `resourceVersion`, the API's
+//! compare-and-swap, so a Secret changed by someone else in between is refused, never overwritten
+//! (the owner of a login, `auth sync --owner`, must not replace a newer login with an older one).
 
 use super::cluster::{CallError, Cluster, Request};
 use crate::targets::{Identity, Location, RemoteFile, StepFn, Target, TargetError};
@@ -25,11 +30,25 @@ pub struct SecretTarget {
     name: String,
     /// The Secret as `locate` found it (`None`: there is none).
     current: Option<Option<Secret>>,
+    /// Write only over the `resourceVersion` last seen.
+    compare_and_swap: bool,
 }
 
 impl SecretTarget {
     pub fn new(cluster: Cluster, namespace: String, name: String) -> SecretTarget {
-        SecretTarget { cluster, namespace, name, current: None }
+        SecretTarget { cluster, namespace, name, current: None, compare_and_swap: false }
+    }
+
+    /// Every write only replaces the Secret as it was last read or written (its
+    /// `resourceVersion`); a Secret that changed in between is a failure, not overwritten.
+    pub fn compare_and_swap(mut self) -> SecretTarget {
+        self.compare_and_swap = true;
+        self
+    }
+
+    /// The `resourceVersion` of the Secret as last seen.
+    fn seen_version(&self) -> Option<String> {
+        self.current.as_ref()?.as_ref()?.metadata.resource_version.clone()
     }
 
     fn api(&self) -> Api<Secret> {
@@ -73,7 +92,7 @@ impl SecretTarget {
     async fn do_write(&mut self, bytes: &[u8], step: StepFn<'_>) -> Result<(), TargetError> {
         self.located()?;
         step("applying the Secret");
-        let manifest = serde_json::json!({
+        let mut manifest = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {
@@ -84,6 +103,10 @@ impl SecretTarget {
             "type": "Opaque",
             "data": { KEY: base64::engine::general_purpose::STANDARD.encode(bytes) },
         });
+        let expected = self.seen_version().filter(|_| self.compare_and_swap);
+        if let Some(v) = &expected {
+            manifest["metadata"]["resourceVersion"] = v.clone().into();
+        }
         let params = PatchParams::apply(FIELD_MANAGER);
         let applied =
             self.cluster.call(self.req("patch"), self.api().patch(&self.name, &params, &Patch::Apply(&manifest))).await;
@@ -92,16 +115,13 @@ impl SecretTarget {
             Err(CallError::NotFound) => {
                 return Err(self.cluster.not_found(&self.namespace, &format!("secret {}", self.name)).await);
             }
-            Err(CallError::Other(e)) if e.message.contains("(409 Conflict)") => {
-                return Err(TargetError::new(format!(
-                    "secret {}/{}: its key {KEY} is managed by another field manager (server-side apply conflict)",
-                    self.namespace, self.name
-                ))
-                .with_hint(format!(
-                    "delete it (`kubectl delete secret -n {} {}`) and push again, or name another Secret",
-                    self.namespace, self.name
-                )));
+            Err(CallError::Other(e)) if e.message.contains("(409 Conflict)") && expected.is_some() => {
+                if let Some(changed) = self.changed_since_read(expected.as_deref().unwrap_or_default()).await {
+                    return Err(changed);
+                }
+                return Err(self.manager_conflict());
             }
+            Err(CallError::Other(e)) if e.message.contains("(409 Conflict)") => return Err(self.manager_conflict()),
             Err(CallError::Other(e)) => return Err(e),
         };
         let back = key_bytes(&applied);
@@ -113,6 +133,35 @@ impl SecretTarget {
         }
         self.current = Some(Some(applied));
         Ok(())
+    }
+
+    fn manager_conflict(&self) -> TargetError {
+        TargetError::new(format!(
+            "secret {}/{}: its key {KEY} is managed by another field manager (server-side apply conflict)",
+            self.namespace, self.name
+        ))
+        .with_hint(format!(
+            "delete it (`kubectl delete secret -n {} {}`) and push again, or name another Secret",
+            self.namespace, self.name
+        ))
+    }
+
+    /// A compare-and-swap write got a conflict: when the Secret's `resourceVersion` moved on since
+    /// it was read, say so (`None`: it did not; the conflict is another field manager's).
+    async fn changed_since_read(&self, expected: &str) -> Option<TargetError> {
+        let now = self.get().await.ok().flatten().and_then(|s| s.metadata.resource_version);
+        if now.as_deref() == Some(expected) {
+            return None;
+        }
+        Some(
+            TargetError::new(format!(
+                "secret {}/{} changed since it was read (resourceVersion {expected}, now {}): not overwritten",
+                self.namespace,
+                self.name,
+                now.as_deref().unwrap_or("gone")
+            ))
+            .with_hint("someone else wrote it in between; run again to start from what it holds now"),
+        )
     }
 
     /// Delete the Secret when auth.json is all it holds, else only its key.
