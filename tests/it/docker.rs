@@ -753,3 +753,26 @@ fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_ow
     assert_eq!(ct.read("/home/app/.llmx/auth.json").as_deref(), Some(fresher.as_str()), "left as it was");
     assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| s.1), Some(0), "still root's");
 }
+
+/// Issue 20 item 3: a socket this user may not open says to join the docker group, with no
+/// HTTP-client internals ("hyper", "client error") in the line.
+#[test]
+fn a_docker_socket_the_user_may_not_open_says_to_join_the_docker_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = crate::support::harness::Llmx::via("runuser", ["-u", "nobody", "--"])
+        .env("HOME", home.path())
+        .env("LLMX_HOME", home.path().join("llmx"))
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(["auth", "status", "docker:web"])
+        .run_blocking();
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("permission denied on") && r.stderr.contains("docker group"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hyper") && !r.stderr.contains("client error"), "{}", r.stderr);
+}

@@ -485,3 +485,31 @@ async fn device_tunnel_refuses_a_verification_page_of_another_issuer() {
     issuer.stop().await.unwrap();
     other.stop().await.unwrap();
 }
+
+/// Issue 20 item 4: the issuer goes where the login goes. With `auth_issuer` only in this
+/// machine's config.toml (no `-c`), the remote login signs in to that issuer too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_set_only_in_config_toml_is_the_remote_logins_issuer_too() {
+    let remote = Remote::start();
+    let issuer = issuer_for(&remote).await;
+    remote.give_binary(Path::new(LLMX), "tools/llmx");
+    let local = Home::new();
+    local.write("config.toml", format!("auth_issuer = \"{}\"\n", issuer.base_url()).as_bytes());
+    let port = free_port().to_string();
+    let mut t = local
+        .llmx(["auth", "tunnel", "--json", "--no-browser", "--port", &port, "--remote-llmx", "~/tools/llmx"])
+        .env("HOME", remote.client_home.path())
+        .args(["--connect-timeout", "10", "-i"])
+        .args([&remote.key.path])
+        .args([remote.spec()])
+        .events();
+    let listening = t.wait_for("listening").await;
+    let url = listening["authorize_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&issuer.base_url()), "the remote login uses config.toml's issuer: {url}");
+    sign_in(&url).await;
+    let (status, events, stderr) = t.finish().await;
+    assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
+    assert_eq!(last_event(&events)["event"], "tunnel_succeeded", "{events:?}");
+    assert_remote_login(&remote);
+    issuer.stop().await.unwrap();
+}
