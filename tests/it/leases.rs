@@ -305,3 +305,23 @@ fn logout_says_a_revoke_is_account_wide_names_machines_signed_in_on_their_own_an
     assert!(a.read(ROOT_AUTH).is_none(), "the lease is removed");
     assert_eq!(s.issuer.issuer.stats().revocations, 1);
 }
+
+/// Issue 20 item 3: a new login names the places that hold copies of the previous one.
+#[test]
+fn a_new_login_names_the_places_holding_the_previous_login() {
+    let s = Signed::new();
+    let a = Container::run("lease-relogin", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target()]).code(), 0);
+    let relogin = crate::support::harness::Llmx::new(["login", "--with-api-key"])
+        .env("HOME", s.local.home())
+        .env("LLMX_HOME", s.local.auth_path().parent().unwrap())
+        .stdin("sk-test-relogin-000000000000000000000\n")
+        .run_blocking();
+    assert_eq!(relogin.code(), 0, "{}", relogin.all());
+    assert!(
+        relogin.stderr.contains("holding copies of the previous login") && relogin.stderr.contains(&a.target()),
+        "{}",
+        relogin.all()
+    );
+    assert!(relogin.stderr.contains("llmx auth where"), "{}", relogin.stderr);
+}
