@@ -236,6 +236,9 @@ fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
         LoginEvent::StaleServerCancelled { port } => {
             format!("Stopped an earlier llmx login that was waiting on port {port}.")
         }
+        LoginEvent::PortFallback { busy, port } => format!(
+            "Port {busy} is held by another program (see `ss -ltnp 'sport = :{busy}'`); using {port}, the issuer's other callback port."
+        ),
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
             "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\n{}Waiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },
