@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 /// The credential to push: the local auth.json, validated, and its exact bytes.
 #[derive(Debug, Clone)]
@@ -93,11 +94,36 @@ pub struct PushOptions {
     /// Labels of targets this login was pushed to before (the ledger's): a fresher copy there has
     /// refreshed on its own and can be pulled back; a fresher login elsewhere is its own lineage.
     pub pushed_before: Vec<String>,
+    /// Cancelled on an interrupt: targets not yet writing stop at once (failed, [`INTERRUPTED`]);
+    /// a write already under way finishes, so that what was written is known and recorded.
+    pub stop: CancellationToken,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { jobs: 8, force: false, dry_run: false, remote_home: None, pushed_before: Vec::new() }
+        PushOptions {
+            jobs: 8,
+            force: false,
+            dry_run: false,
+            remote_home: None,
+            pushed_before: Vec::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+}
+
+/// The reason of a target the interrupt stopped before anything was written to it.
+pub const INTERRUPTED: &str = "interrupted before anything was written";
+
+/// `f`, unless the push is stopped first.
+async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    f: impl std::future::Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(TargetError::new(INTERRUPTED)),
+        r = f => r,
     }
 }
 
@@ -289,7 +315,7 @@ async fn push_one(
     let label = target.label();
     let mut path = None;
     let mut same_as = None;
-    let result = match target.locate(opts.remote_home.as_deref(), &step).await {
+    let result = match unless_stopped(&opts.stop, target.locate(opts.remote_home.as_deref(), &step)).await {
         Err(e) => Err(e),
         Ok(loc) => {
             path = Some(loc.auth_path());
@@ -341,11 +367,15 @@ async fn write_steps(
     step: StepFn<'_>,
 ) -> Result<Decision, TargetError> {
     step("reading the current credential");
-    let current = target.read(loc).await?;
+    let current = unless_stopped(&opts.stop, target.read(loc)).await?;
     let decision = decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force);
     if let Decision::Write(_) = decision
         && !opts.dry_run
     {
+        if opts.stop.is_cancelled() {
+            return Err(TargetError::new(INTERRUPTED));
+        }
+        // Not raced against the interrupt: once started, a write finishes and is reported.
         target.write(loc, local.bytes(), step).await?;
     }
     Ok(decision)

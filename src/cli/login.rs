@@ -88,6 +88,8 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if let Some(LoginCommand::Status(s)) = args.sub {
         return status::run(ctx, s);
     }
+    // A home that cannot take the login is found before a port is opened or the issuer is asked.
+    llmx::home::check_writable(ctx.home.dir())?;
     if args.with_api_key {
         return with_api_key(ctx, args.json);
     }
@@ -158,12 +160,9 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     finish(result, json)
 }
 
-/// Resolves on Ctrl-C. If the signal handler cannot be installed, Ctrl-C simply keeps its default
-/// effect (the process ends, nothing was written yet).
+/// Resolves on Ctrl-C or SIGTERM (nothing was written yet when the login is stopped).
 async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    crate::cli::signals::interrupted().await;
 }
 
 /// Lines of standard input, read on a thread of their own (a blocking read must not hold up the

@@ -102,12 +102,8 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         Arc::new(move |event| ui.event(&event))
     };
     let runtime = crate::cli::runtime()?;
-    let interrupt = async {
-        // If the handler cannot be installed, Ctrl-C keeps its default effect (no teardown).
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    // Ctrl-C and SIGTERM (a supervisor stopping it) both tear the tunnel down.
+    let interrupt = crate::cli::signals::interrupted();
     let result = runtime.block_on(tunnel::run(opts, sink, interrupt));
     ui.done();
     ui.browser.close();

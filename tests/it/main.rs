@@ -14,6 +14,7 @@ mod credentials;
 mod docker;
 mod engines;
 mod family;
+mod inventory;
 mod k8s;
 mod login;
 mod reach;
