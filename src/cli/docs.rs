@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 const COMPLETION_EXAMPLES: &str = "\
 Examples:
+  mkdir -p ~/.local/share/bash-completion/completions
   llmx completion bash > ~/.local/share/bash-completion/completions/llmx
   llmx completion zsh > \"${fpath[1]}/_llmx\"
-  llmx completion fish > ~/.config/fish/completions/llmx.fish
+  mkdir -p ~/.config/fish/completions && llmx completion fish > ~/.config/fish/completions/llmx.fish
   source <(llmx completion bash)        # this shell only
 
 Targets complete to their kinds (docker:, ssh:); the rest of a target is yours to type.";
@@ -98,5 +99,27 @@ mod tests {
         cmd.build();
         walk(&cmd, "", &mut missing);
         assert!(missing.is_empty(), "no Examples section: {missing:?}");
+    }
+
+    /// No `--help` shows a key typed on a command line (it would land in the shell's history
+    /// and in `ps`): keys come from stdin or an exported variable (issue 20 item 6).
+    #[test]
+    fn no_help_shows_a_key_on_a_command_line() {
+        fn walk(cmd: &mut clap::Command, bad: &mut Vec<String>) {
+            let help = cmd.render_long_help().to_string();
+            for line in help.lines() {
+                if line.contains("sk-") || line.contains("OPENAI_API_KEY=") || line.contains("--api-key ") {
+                    bad.push(format!("{}: {line}", cmd.get_name()));
+                }
+            }
+            for sub in cmd.get_subcommands_mut() {
+                walk(sub, bad);
+            }
+        }
+        let mut bad = Vec::new();
+        let mut cmd = Cli::command();
+        cmd.build();
+        walk(&mut cmd, &mut bad);
+        assert!(bad.is_empty(), "{bad:#?}");
     }
 }

@@ -30,7 +30,7 @@ Examples:
   llmx auth push docker:compose=shop/web         # every running container of a Compose service
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
-  OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
+  llmx auth push --from-env docker:web          # the key exported in OPENAI_API_KEY (never type it on a command line)
   DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
   DOCKER_HOST=tcp://build-01:2376 DOCKER_TLS_VERIFY=1 llmx auth push docker:web  # TLS, ~/.docker/*.pem
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
@@ -274,7 +274,7 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
 fn from_env() -> Result<LocalCredential, Failure> {
     let key = env_api_key().ok_or_else(|| {
         Failure::of(Kind::NotLoggedIn, "--from-env: OPENAI_API_KEY is not set in this environment")
-            .hint("export OPENAI_API_KEY=..., or push the saved login without --from-env")
+            .hint("set it without typing it on a command line (`read -rs OPENAI_API_KEY && export OPENAI_API_KEY`), or push the saved login without --from-env")
     })?;
     let bytes = AuthFile::with_api_key(Secret::new(key)).to_bytes();
     LocalCredential::from_bytes(std::path::Path::new("$OPENAI_API_KEY"), bytes)

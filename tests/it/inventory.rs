@@ -177,3 +177,27 @@ async fn login_into_a_read_only_home_is_refused_before_a_port_opens_or_the_issue
     }
     assert_eq!(issuer.issuer.stats(), Default::default(), "the issuer was asked");
 }
+
+/// `llmx` alone prints its help on stdout and exits 0 (as gh and kubectl); a usage error is one
+/// `llmx:` line and one `hint:` line like every other failure, not clap's paragraphs, and with
+/// --json the JSON error too (issue 20 item 6).
+#[test]
+fn no_arguments_print_the_help_and_usage_errors_are_one_llmx_line() {
+    let r = Llmx::new(Vec::<String>::new()).run_blocking();
+    assert_eq!(r.status.code(), Some(0), "{r:?}");
+    assert!(r.stdout.contains("Usage: llmx") && r.stdout.contains("Examples:"), "{}", r.stdout);
+    assert_eq!(r.stderr, "");
+    for (args, json) in [(&["auth", "push"][..], false), (&["auth", "push", "--bogus", "docker:x", "--json"], true)] {
+        let r = Llmx::new(args).run_blocking();
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {r:?}");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {}", r.stderr);
+        assert!(lines[0].starts_with("llmx: ") && lines[1].starts_with("hint: "), "{}", r.stderr);
+        if json {
+            let v: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+            assert_eq!(v["error"]["kind"], "usage", "{v}");
+        } else {
+            assert!(lines[0].contains("<TARGET>..."), "{}", r.stderr);
+        }
+    }
+}
