@@ -321,7 +321,7 @@ async fn push_one(
             path = Some(loc.auth_path());
             let identity = target.identity();
             let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
-            same_as = first.filter(|f| *f != label);
+            same_as = first;
             if same_as.is_some() {
                 step("same destination as another target: waiting for it");
             }
@@ -348,14 +348,21 @@ struct Destinations {
 type DecisionCell = OnceCell<Result<Decision, TargetError>>;
 
 impl Destinations {
-    /// The shared cell of this destination and the first target that claimed it (`None` for a
-    /// target without an identity: it is its own destination).
+    /// The shared cell of this destination, and the target that claimed it first when that was
+    /// another one (also one typed the same way twice); `None` for the first claim and for a
+    /// target without an identity (it is its own destination).
     fn claim(&self, identity: Option<&Identity>, loc: &Location, label: &str) -> (Arc<DecisionCell>, Option<String>) {
         let Some(identity) = identity else { return (Arc::new(OnceCell::new()), None) };
         let key = format!("{identity:?} {}", loc.auth_path());
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        let (cell, first) = cells.entry(key).or_insert_with(|| (Arc::new(OnceCell::new()), label.to_string()));
-        (cell.clone(), Some(first.clone()))
+        match cells.get(&key) {
+            Some((cell, first)) => (cell.clone(), Some(first.clone())),
+            None => {
+                let cell = Arc::new(OnceCell::new());
+                cells.insert(key, (cell.clone(), label.to_string()));
+                (cell, None)
+            }
+        }
     }
 }
 

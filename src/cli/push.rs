@@ -392,10 +392,11 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
             }
         };
         drop(push);
-        let summary = summary.unwrap_or_else(|| {
+        let mut summary = summary.unwrap_or_else(|| {
             let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
             cut_short(&labels, done, args.dry_run)
         });
+        count_typed_again(&specs, &mut summary);
         view.finish(&summary)?;
         Ok((summary, interrupted))
     });
@@ -416,6 +417,23 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         )));
     }
     Ok(if summary.all_ok() { 0 } else { 1 })
+}
+
+/// A target typed more than once is pushed once (resolving drops the repeats); each repeat is
+/// still reported, as the same place as the first (`3 targets: 1 updated, 2 the same place`),
+/// so the count matches what was typed.
+fn count_typed_again(specs: &[TargetSpec], summary: &mut PushSummary) {
+    let typed: Vec<String> = specs.iter().map(ToString::to_string).collect();
+    for (i, t) in typed.iter().enumerate() {
+        if !typed[..i].contains(t) {
+            continue;
+        }
+        if let Some(at) = summary.reports.iter().rposition(|r| r.target == *t) {
+            let mut again = summary.reports[at].clone();
+            again.same_as = Some(t.clone());
+            summary.reports.insert(at + 1, again);
+        }
+    }
 }
 
 /// The summary of a push the interrupt cut short: the targets done, and the others, whose write

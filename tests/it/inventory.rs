@@ -201,3 +201,40 @@ fn no_arguments_print_the_help_and_usage_errors_are_one_llmx_line() {
         }
     }
 }
+
+/// On a pipe each target's row is printed as it finishes, while slower targets still run — not
+/// all at the end (issue 20 item 5); then the recap.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_pipe_each_target_is_printed_as_it_finishes_then_the_recap() {
+    use tokio::io::AsyncBufReadExt;
+    let bed = Bed::start(1);
+    let (_silent, hang) = silent_target();
+    let spec = bed.specs()[0].clone();
+    let mut child = bed.llmx(&["auth", "push", "--connect-timeout", "5", &hang, &spec]).spawn();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(first.starts_with(&format!("✓ {spec}")) && first.contains("created"), "{first}");
+    assert!(child.try_wait().unwrap().is_none(), "printed only at the end");
+    let mut rest = Vec::new();
+    while let Some(l) = lines.next_line().await.unwrap() {
+        rest.push(l);
+    }
+    assert_eq!(child.wait().await.unwrap().code(), Some(1));
+    assert!(rest[0].starts_with(&format!("✗ {hang}")), "{rest:?}");
+    assert_eq!(rest.last().unwrap(), "2 targets: 1 created, 1 failed", "{rest:?}");
+    assert_eq!(rest.iter().filter(|l| l.contains(&spec)).count(), 0, "a row printed twice: {rest:?}");
+}
+
+/// A target typed three times is written once and counted as such (issue 20 item 5).
+#[test]
+fn a_target_typed_twice_is_counted_as_the_same_place() {
+    let bed = Bed::start(1);
+    let spec = bed.specs()[0].clone();
+    let r = bed.llmx(&["auth", "push", &spec, &spec, &spec]).run_blocking();
+    assert_eq!(r.status.code(), Some(0), "{r:?}");
+    assert!(r.stdout.contains("3 targets: 1 created, 2 the same place"), "{}", r.stdout);
+    assert_eq!(r.stdout.matches("(typed twice: written once)").count(), 2, "{}", r.stdout);
+    let r = bed.llmx(&["auth", "push", "--json", &spec, &spec]).run_blocking();
+    let summary: Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["same_place"], 1, "{summary}");
+}
