@@ -712,3 +712,27 @@ fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_ow
     assert_eq!(ct.read("/home/app/.llmx/auth.json").as_deref(), Some(fresher.as_str()), "left as it was");
     assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| s.1), Some(0), "still root's");
 }
+
+/// `auth status docker:label=…` takes a selector as push does and reports on every container it
+/// matches: one aligned row each with its mark, then a recap; --json one object each and a
+/// summary (issue 20 item 5; on main it refused: "matches 2 containers").
+#[test]
+fn status_of_a_label_reports_every_matching_container_in_rows_with_marks() {
+    let (local, c, _) = chatgpt_local("stlabel");
+    let label = format!("llmx.test={}", unique_name("stl"));
+    let cts: Vec<Container> =
+        (0..2).map(|i| Container::run(&format!("stl{i}"), IMAGE_ROOT, &["--label", &label])).collect();
+    let r = local.llmx(&["auth", "push", &cts[0].target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    let s = local.llmx(&["auth", "status", &format!("docker:label={label}")], &[]);
+    assert_eq!(s.code(), 1, "one holds nothing: {}", s.all());
+    let rows: Vec<&str> = s.stdout.lines().collect();
+    assert!(rows.iter().any(|l| l.starts_with(&format!("✓ {}  ChatGPT", cts[0].target()))), "{}", s.stdout);
+    assert!(rows.iter().any(|l| l.starts_with(&format!("✗ {}  no credential", cts[1].target()))), "{}", s.stdout);
+    assert_eq!(rows.last(), Some(&"2 targets: 1 logged in, 1 not logged in"), "{}", s.stdout);
+    let j = local.llmx(&["auth", "status", "--json", &format!("docker:label={label}")], &[]);
+    let lines = json_lines(&j.stdout);
+    assert_eq!(lines.len(), 3, "{}", j.stdout);
+    assert_eq!(lines[2]["logged_in"], 1, "{}", j.stdout);
+    assert_no_secret(&format!("{}{}", s.all(), j.all()), &c);
+}
