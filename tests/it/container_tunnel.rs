@@ -348,3 +348,36 @@ fn tunnel_target_forms_are_named_on_a_wrong_one() {
         assert!(!out.stderr.contains("invalid port 'x'"), "{}", out.stderr);
     }
 }
+
+/// The human screen of a container tunnel speaks of the container and of a relayed callback,
+/// not of a host and a forwarded port (issue 20 item 6).
+#[tokio::test(flavor = "multi_thread")]
+async fn container_tunnel_says_container_and_relayed() {
+    use tokio::io::AsyncBufReadExt;
+    let b = container("words").await;
+    b.c.give_binary(Path::new(LLMX), "/usr/local/bin", "llmx");
+    let local = Home::new();
+    let port = free_port().to_string();
+    let mut cmd = local
+        .llmx(["-c", &format!("auth_issuer={}", b.issuer.base_url()), "auth", "tunnel", "--no-browser"])
+        .args(["--port", &port, &b.c.target()]);
+    cmd = cmd.envs_from_docker();
+    let mut child = cmd.spawn();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        let done = l.contains("localhost:");
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("sign in the container:"), "{text}");
+    assert!(text.contains("is relayed to the container's llmx login"), "{text}");
+    assert!(!text.contains("the host") && !text.contains("forwarded"), "{text}");
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(130));
+}
