@@ -736,3 +736,28 @@ fn status_of_a_label_reports_every_matching_container_in_rows_with_marks() {
     assert_eq!(lines[2]["logged_in"], 1, "{}", j.stdout);
     assert_no_secret(&format!("{}{}", s.all(), j.all()), &c);
 }
+
+/// `auth remove --dry-run` reaches the target and says what it would remove, and deletes
+/// nothing, on the target or in the ledger (issue 20 item 5; on main the flag did not exist).
+#[test]
+fn remove_dry_run_says_what_would_go_and_deletes_nothing() {
+    let (local, c, _) = chatgpt_local("rmdry");
+    let ct = Container::run("rmdry", IMAGE_ROOT, &[]);
+    assert_eq!(local.llmx(&["auth", "push", &ct.target()], &[]).code(), 0);
+    let ledger = || std::fs::read_to_string(local.auth_path().with_file_name("ledger.json")).unwrap();
+    let before = ledger();
+    let r = local.llmx(&["auth", "remove", "--dry-run", &ct.target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(
+        squeezed(&r.stdout).contains(&format!("✓ {}  would remove /root/.llmx/auth.json", ct.target())),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1 target: would remove 1 (dry run: nothing written)"), "{}", r.stdout);
+    assert!(ct.stat("/root/.llmx/auth.json").is_some(), "deleted by a dry run");
+    assert_eq!(ledger(), before, "the ledger changed on a dry run");
+    let r = local.llmx(&["auth", "remove", &ct.target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(ct.stat("/root/.llmx/auth.json").is_none());
+    assert_no_secret(&r.all(), &c);
+}
