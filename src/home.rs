@@ -33,6 +33,9 @@ pub enum HomeError {
     NoHome,
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// Found before anything is done that would have to be recorded there.
+    #[error("LLMX_HOME {} is not writable ({source})", dir.display())]
+    NotWritable { dir: PathBuf, source: io::Error },
 }
 
 impl HomeError {
@@ -72,6 +75,19 @@ impl Home {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
+}
+
+/// Whether llmx can write in the home `dir` (created 0700 when missing): a temp file is created
+/// there and removed, as every atomic write does first. Commands that will have to record
+/// something there (a login's auth.json, a push's ledger) check this before they ask the issuer
+/// for anything, open a port or write to a target.
+pub fn check_writable(dir: &Path) -> Result<(), HomeError> {
+    let not_writable = |e: HomeError| match e {
+        HomeError::Io { source, .. } => HomeError::NotWritable { dir: dir.to_path_buf(), source },
+        e => e,
+    };
+    ensure_private_dir(dir).map_err(not_writable)?;
+    PendingWrite::create(&dir.join(".write-check")).map(drop).map_err(not_writable)
 }
 
 /// Create `dir` (and parents) if missing, and make sure the directory itself is 0700.

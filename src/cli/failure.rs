@@ -149,7 +149,18 @@ impl From<ConfigError> for Failure {
 
 impl From<HomeError> for Failure {
     fn from(e: HomeError) -> Failure {
-        Failure::new(e.to_string())
+        let hint = match &e {
+            HomeError::NotWritable { dir, .. } => Some(format!(
+                "make {} writable for this user, or point LLMX_HOME at a directory that is (nothing was done)",
+                dir.display()
+            )),
+            _ => None,
+        };
+        let f = Failure::new(e.to_string());
+        match hint {
+            Some(h) => f.hint(h),
+            None => f,
+        }
     }
 }
 

@@ -111,6 +111,8 @@ fn copies_of_the_login_here(ctx: &Ctx) -> Vec<String> {
 }
 
 fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
+    // A home that cannot take the login is found before a port is opened or the issuer is asked.
+    llmx::home::check_writable(ctx.home.dir())?;
     if args.with_api_key {
         return with_api_key(ctx, args.json);
     }
@@ -181,12 +183,9 @@ fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     finish(result, json)
 }
 
-/// Resolves on Ctrl-C. If the signal handler cannot be installed, Ctrl-C simply keeps its default
-/// effect (the process ends, nothing was written yet).
+/// Resolves on Ctrl-C or SIGTERM (nothing was written yet when the login is stopped).
 async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    crate::cli::signals::interrupted().await;
 }
 
 /// Lines of standard input, read on a thread of their own (a blocking read must not hold up the
@@ -259,6 +258,9 @@ fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
         LoginEvent::StaleServerCancelled { port } => {
             format!("Stopped an earlier llmx login that was waiting on port {port}.")
         }
+        LoginEvent::PortFallback { busy, port } => format!(
+            "Port {busy} is held by another program (see `ss -ltnp 'sport = :{busy}'`); using {port}, the issuer's other callback port."
+        ),
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
             "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\n{}Waiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },

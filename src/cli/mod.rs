@@ -14,9 +14,11 @@ mod owner;
 mod pull;
 mod push;
 mod push_view;
+mod recorder;
 mod refresh;
 mod remove;
 mod schedule;
+mod signals;
 pub mod ssh_args;
 mod status;
 mod sync;
@@ -49,7 +51,7 @@ Examples:
   llmx auth tunnel --device deploy@build-01   # the same with a code: nothing forwarded
   llmx auth tunnel docker:web             # a container's own login, from this browser
   llmx logout
-  llmx completion bash > ~/.local/share/bash-completion/completions/llmx
+  mkdir -p ~/.local/share/bash-completion/completions && llmx completion bash > ~/.local/share/bash-completion/completions/llmx
 
 Exit status: 0 ok, 1 not logged in or a target failed, 2 usage or config error, 3 unreachable
 (Docker Engine, SSH host, issuer), 4 authentication needed, 130 interrupted. With --json, a
