@@ -294,3 +294,69 @@ exec "$0" "$@""#;
     // The login (here, outside the full tmpfs) still refreshes.
     assert_eq!(refresh(&home, &url, false).await.code(), 0);
 }
+
+// ---- Item 6: low ones --------------------------------------------------------------------------
+
+#[test]
+fn remote_home_naming_an_existing_directory_leaves_its_mode_alone() {
+    use crate::support::docker::{Container, IMAGE_ROOT, Local, api_key_auth};
+    let c = Container::run("etc", IMAGE_ROOT, &[]);
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let (_, _, _, before) = c.stat("/etc").unwrap();
+    assert_eq!(before, 0o755);
+    let r = local.llmx(&["auth", "push", &c.target(), "--remote-home", "/etc"], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    let (bytes, _, _, mode) = c.stat("/etc/auth.json").unwrap();
+    assert_eq!((bytes, mode), (api_key_auth().into_bytes(), 0o600));
+    assert_eq!(c.stat("/etc").unwrap().3, 0o755, "a root container's /etc is not chmodded 0700");
+    // llmx's own default directory, loosened by hand, is still tightened.
+    c.exec(&["/bin/busybox", "mkdir", "-p", "-m", "755", "/root/.llmx"]);
+    let r = local.llmx(&["auth", "push", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(c.stat("/root/.llmx").unwrap().3, 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_code_intervals_of_any_size_never_panic_nor_end_the_login_early_and_timeout_is_kept() {
+    use crate::support::login::{Home, issuer};
+    let issuer = issuer().await;
+    let url = issuer.base_url();
+    // u64::MAX seconds (a panic on `Instant + interval` before) and huge values: the login keeps
+    // polling, times out when told, with a true message.
+    for interval in [serde_json::json!(u64::MAX), serde_json::json!("18446744073709551615"), serde_json::json!(100_000)]
+    {
+        issuer.issuer.set_device_interval(interval.clone());
+        let home = Home::new();
+        let start = std::time::Instant::now();
+        let login = crate::signin::device_login(&home, &url, &["--timeout", "2"]);
+        let (status, events, stderr) = login.finish().await;
+        assert_eq!(status.code(), Some(1), "{interval}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{interval}: {stderr}");
+        assert_eq!(crate::support::harness::last_event(&events)["reason"], "timeout", "{interval}: {events:?}");
+        let took = start.elapsed();
+        assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_millis(4500), "{took:?}");
+        assert!(home.read_auth().is_none());
+    }
+    // A huge interval and a person who approves after the first poll: noticed at the deadline,
+    // not "nobody completed the sign-in" after one poll.
+    issuer.issuer.set_device_interval(serde_json::json!("100000"));
+    let home = Home::new();
+    let mut login = crate::signin::device_login(&home, &url, &["--timeout", "3"]);
+    let code = login.expect_next("device_code").await;
+    crate::signin::decide_on_page(&url, code["user_code"].as_str().unwrap(), "approve").await;
+    let (status, _, stderr) = login.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(home.read_auth().is_some());
+    // A poll the issuer stalls is abandoned at --timeout, not answered 10 s later.
+    issuer.issuer.set_device_interval(serde_json::json!("1"));
+    issuer.issuer.set_device_poll_delay(std::time::Duration::from_secs(10));
+    let home = Home::new();
+    let start = std::time::Instant::now();
+    let (status, events, stderr) = crate::signin::device_login(&home, &url, &["--timeout", "2"]).finish().await;
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(crate::support::harness::last_event(&events)["reason"], "timeout", "{events:?}");
+    assert!(took < std::time::Duration::from_millis(4500), "--timeout 2 overrun: {took:?}");
+    issuer.issuer.set_device_poll_delay(std::time::Duration::ZERO);
+}
