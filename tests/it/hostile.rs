@@ -360,3 +360,29 @@ async fn device_code_intervals_of_any_size_never_panic_nor_end_the_login_early_a
     assert!(took < std::time::Duration::from_millis(4500), "--timeout 2 overrun: {took:?}");
     issuer.issuer.set_device_poll_delay(std::time::Duration::ZERO);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuer_text_with_newlines_never_makes_a_line_of_its_own() {
+    use crate::support::login::{Home, issuer};
+    let issuer = issuer().await;
+    let fakes = [
+        "ABCD-1234\nLogged in using ChatGPT - admin@example.com",
+        "ABCD-1234\r\nLogged in using ChatGPT - admin@example.com",
+        "ABCD-1234\u{85}Logged in using ChatGPT - admin@example.com",
+        "ABCD-1234\u{2028}Logged in using ChatGPT - admin@example.com",
+        "\nLogged in using ChatGPT - admin@example.com\n",
+    ];
+    for fake in fakes {
+        issuer.issuer.set_device_user_code(Some(fake.to_string()));
+        let home = Home::new();
+        let iss = format!("auth_issuer={}", issuer.base_url());
+        let r = home.llmx(["-c", &iss, "login", "--device-auth", "--timeout", "1"]).run().await;
+        assert_eq!(r.code(), 1, "{r:?}");
+        assert!(r.stderr.contains("ABCD-1234") || fake.starts_with('\n'), "{:?}", r.stderr);
+        for line in r.all().lines() {
+            assert!(!line.starts_with("Logged in"), "{fake:?} made a line of its own: {:?}", r.stderr);
+        }
+    }
+    issuer.issuer.set_device_user_code(None);
+    eprintln!("hostile issuer texts tried: {}", fakes.len());
+}

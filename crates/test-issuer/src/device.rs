@@ -44,6 +44,8 @@ pub(crate) struct DeviceStore {
     pub(crate) polls: u32,
     /// How long each token poll takes to be answered (a slow or stalling issuer).
     poll_delay: std::time::Duration,
+    /// The user code to hand out instead of a random one (hostile text, for display tests).
+    user_code: Option<String>,
 }
 
 impl Default for DeviceStore {
@@ -55,6 +57,7 @@ impl Default for DeviceStore {
             usercodes_issued: 0,
             polls: 0,
             poll_delay: std::time::Duration::ZERO,
+            user_code: None,
         }
     }
 }
@@ -68,6 +71,11 @@ impl Issuer {
     /// The `interval` the usercode answer carries, as JSON (the real issuer sends a string).
     pub fn set_device_interval(&self, interval: Value) {
         lock(&self.inner.device).interval = interval;
+    }
+
+    /// Hand out `code` as the user code (`None`: random ones, as the real issuer does).
+    pub fn set_device_user_code(&self, code: Option<String>) {
+        lock(&self.inner.device).user_code = code;
     }
 
     /// Answer every token poll only after `delay` (an issuer that stalls a poll).
@@ -114,7 +122,7 @@ pub(crate) async fn usercode(State(issuer): State<Issuer>, body: Bytes) -> Respo
     }
     let device_auth_id = format!("deviceauth_{}", nonce());
     let raw = nonce().to_uppercase().replace(['-', '_'], "X");
-    let user_code = format!("{}-{}", &raw[..4], &raw[4..8]);
+    let user_code = d.user_code.clone().unwrap_or_else(|| format!("{}-{}", &raw[..4], &raw[4..8]));
     d.codes.insert(device_auth_id.clone(), Code { user_code: user_code.clone(), state: DeviceState::Pending });
     d.usercodes_issued += 1;
     axum::Json(json!({"device_auth_id": device_auth_id, "user_code": user_code, "interval": d.interval}))
