@@ -386,3 +386,25 @@ async fn issuer_text_with_newlines_never_makes_a_line_of_its_own() {
     issuer.issuer.set_device_user_code(None);
     eprintln!("hostile issuer texts tried: {}", fakes.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_and_removes_the_recovered_login_a_failed_save_left() {
+    use crate::support::login::{Home, browser_login, logged_in};
+    let (issuer, home) = logged_in().await;
+    // A live login in auth.json.recovered (as a refresh whose save failed leaves it).
+    let other = Home::new();
+    browser_login(&other, &issuer).await;
+    let recovered = other.read_auth().unwrap();
+    home.write("auth.json.recovered", &recovered);
+    let rt = serde_json::from_slice::<serde_json::Value>(&recovered).unwrap()["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let iss = format!("auth_issuer={}", issuer.base_url());
+    let r = home.llmx(["-c", &iss, "logout", "--json"]).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(r.json()["recovery_file_removed"], true, "{r:?}");
+    assert!(!home.path().join("auth.json.recovered").exists(), "the recovered login is gone");
+    assert!(issuer.issuer.is_revoked(&rt), "and its refresh token no longer works");
+    assert!(!r.all().contains(&rt));
+}
