@@ -149,7 +149,14 @@ impl From<ConfigError> for Failure {
 
 impl From<HomeError> for Failure {
     fn from(e: HomeError) -> Failure {
-        Failure::new(e.to_string())
+        let f = Failure::new(e.to_string());
+        match e {
+            HomeError::NotPrivate { .. } => f.hint(
+                "point LLMX_HOME at a directory of your own that others cannot write to (llmx creates it 0700), or \
+                 unset it to use ~/.llmx",
+            ),
+            _ => f,
+        }
     }
 }
 

@@ -408,3 +408,62 @@ async fn logout_revokes_and_removes_the_recovered_login_a_failed_save_left() {
     assert!(issuer.issuer.is_revoked(&rt), "and its refresh token no longer works");
     assert!(!r.all().contains(&rt));
 }
+
+#[test]
+fn a_shared_sticky_or_foreign_local_home_is_refused_as_openssh_refuses_such_a_dot_ssh() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    let mut tried = 0;
+    for (name, mode, owner, want) in [
+        ("sticky", 0o1777, None, "other users can write to it (mode 1777, a shared sticky directory such as /tmp)"),
+        ("team", 0o775, None, "other users can write to it (mode 0775)"),
+        ("world", 0o777, None, "other users can write to it (mode 0777)"),
+        ("setgid", 0o2770, None, "other users can write to it (mode 2770)"),
+        ("foreign", 0o700, Some(4242u32), "it belongs to uid 4242, not to you (uid 0)"),
+        ("foreign-readable", 0o755, Some(4242u32), "it belongs to uid 4242"),
+    ] {
+        let home = t.path().join(name);
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Planted: another user's login, and a lock-file link to a file root would create.
+        std::fs::write(home.join("auth.json"), br#"{"OPENAI_API_KEY":"sk-planted-by-another-user-000000"}"#).unwrap();
+        std::os::unix::fs::symlink(&victim, home.join("auth.json.lock")).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+        }
+        for args in [
+            &["auth", "status"][..],
+            &["login", "status"][..],
+            &["login", "--with-api-key"][..],
+            &["auth", "refresh"][..],
+            &["logout"][..],
+            &["auth", "where"][..],
+        ] {
+            tried += 1;
+            let r = Llmx::new(args)
+                .env("HOME", t.path())
+                .env("LLMX_HOME", &home)
+                .stdin("sk-mine-0123456789abcdefghijklmnop\n")
+                .run_blocking();
+            assert_eq!(r.code(), 1, "{name} {args:?}: {r:?}");
+            assert!(r.stderr.contains("refusing to use") && r.stderr.contains(want), "{name} {args:?}: {r:?}");
+            assert!(r.stderr.contains("hint: point LLMX_HOME at a directory of your own"), "{r:?}");
+            assert!(!r.all().contains("sk-planted"), "{r:?}");
+            assert!(!victim.exists(), "{name} {args:?}: a planted link was followed");
+            let planted = std::fs::read(home.join("auth.json")).unwrap();
+            assert!(planted.starts_with(br#"{"OPENAI_API_KEY":"sk-planted"#), "{name} {args:?}: auth.json changed");
+        }
+    }
+    // A home of one's own that others can only read is used (and tightened on the next write).
+    let own = t.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = Llmx::new(["login", "--with-api-key"])
+        .env("LLMX_HOME", &own)
+        .stdin("sk-mine-0123456789abcdefghijklmnop\n")
+        .run_blocking();
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o7777, 0o700);
+    eprintln!("shared or foreign homes x commands tried: {tried}");
+}
