@@ -467,3 +467,28 @@ fn a_shared_sticky_or_foreign_local_home_is_refused_as_openssh_refuses_such_a_do
     assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o7777, 0o700);
     eprintln!("shared or foreign homes x commands tried: {tried}");
 }
+
+#[test]
+fn docker_remove_deletes_as_the_containers_user_never_as_root() {
+    use crate::support::docker::{Container, IMAGE_APP, Local, api_key_auth};
+    let c = Container::run("rmuser", IMAGE_APP, &[]);
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let r = local.llmx(&["auth", "push", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    // Every shell the engine starts logs its uid, then runs as busybox's sh would.
+    let as_root = |cmd: &[&str]| {
+        let mut args = vec!["exec", "-u", "0", c.name.as_str()];
+        args.extend(cmd);
+        crate::support::docker::docker(&args);
+    };
+    as_root(&["/bin/busybox", "rm", "/bin/sh"]);
+    c.put("/bin", "sh", b"#!/bin/busybox ash\n/bin/busybox id -u >> /tmp/sh-users\nexec /bin/busybox ash \"$@\"\n", 0);
+    as_root(&["/bin/busybox", "chmod", "755", "/bin/sh"]);
+    as_root(&["/bin/busybox", "sh", "-c", "/bin/busybox touch /tmp/sh-users; /bin/busybox chmod 666 /tmp/sh-users"]);
+    let r = local.llmx(&["auth", "remove", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(c.stat("/home/app/.llmx/auth.json").is_none(), "removed");
+    let users = c.read("/tmp/sh-users").unwrap();
+    assert!(!users.is_empty() && users.lines().all(|u| u == "1000"), "a shell ran as root: {users:?}");
+}
