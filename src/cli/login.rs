@@ -272,17 +272,25 @@ fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
             },
             llmx::text::format_duration(Duration::from_secs(*timeout_secs))
         ),
+        // Text from the issuer is cleaned before it is put into the lines (which are then split
+        // on newlines): a newline in it must not make a line of its own.
         LoginEvent::DeviceCode { verification_url, user_code, expires_in } => format!(
-            "To sign in, open this page on any device:\n\n  {verification_url}\n\nand enter the code:\n\n  {user_code}\n\n\
+            "To sign in, open this page on any device:\n\n  {}\n\nand enter the code:\n\n  {}\n\n\
              The code expires in {}. Enter it only on that page, and only for a sign-in you started \
              yourself: nobody who asks you for this code is from the provider.\nWaiting (Ctrl-C to cancel)...",
+            output::clean(verification_url),
+            output::clean(user_code),
             llmx::text::format_duration(Duration::from_secs(*expires_in))
         ),
         LoginEvent::DeviceCodeUnavailable => {
             "This issuer does not offer device-code sign-in; signing in with the browser instead.".to_string()
         }
-        LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
-        LoginEvent::PasteRejected { reason } => format!("Ignored the pasted line: {reason}. Still waiting..."),
+        LoginEvent::CallbackRejected { reason } => {
+            format!("Ignored a callback: {}. Still waiting...", output::clean(reason))
+        }
+        LoginEvent::PasteRejected { reason } => {
+            format!("Ignored the pasted line: {}. Still waiting...", output::clean(reason))
+        }
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };

@@ -184,6 +184,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let home = Home::from_env()?;
     output::verbose(format!("home: {} (LLMX_HOME, else ~/.llmx)", home.dir().display()));
+    if !matches!(cli.command, Command::Completion(_) | Command::Man(_)) {
+        home.check_private()?;
+    }
     let ctx = Ctx { home, overrides };
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
