@@ -97,6 +97,10 @@ impl Target for Bounded {
         self.inner.identity()
     }
 
+    fn removable(&self) -> Result<(), String> {
+        self.inner.removable()
+    }
+
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
         self.run(move |t| t.remove(loc))
     }

@@ -164,9 +164,12 @@ fn an_ssh_account_whose_rc_file_floods_stderr_fails_alone_and_quickly_for_every_
     assert_eq!(r.code(), 0, "{r:?}");
     let pushed = std::fs::read(user.home.join(".llmx/auth.json")).unwrap();
     // sshd runs ~/.ssh/rc before every command and subsystem (SFTP too), its output on the channel.
-    user.write(".ssh/rc", "while :; do echo flooding the error output; done >&2\n", 0o644);
+    // The loop ends when its channel is gone (echo fails), so no flood outlives the test.
+    user.write(".ssh/rc", "while echo flooding the error output >&2; do :; done\n", 0o644);
     let tried = each_command_gives_up_on(&target, &|args| s.llmx(args));
     eprintln!("commands tried against a flooding ~/.ssh/rc: {tried}");
+    // Whatever of the user's sessions is still running (sshd does not end them with the channel).
+    let _ = std::process::Command::new("pkill").args(["-KILL", "-u", &user.name]).status();
     assert_eq!(std::fs::read(user.home.join(".llmx/auth.json")).unwrap(), pushed);
 }
 
