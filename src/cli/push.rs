@@ -259,7 +259,7 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
 /// A ChatGPT login whose access token expires within 5 minutes is refreshed (under the lock)
 /// before it is copied anywhere: a copy that must refresh at once is a copy about to race.
 fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&path) else { return Ok(()) };
     let now = time::OffsetDateTime::now_utc();
     if dry_run || !refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now) {
@@ -292,7 +292,7 @@ fn env_api_key() -> Option<String> {
 /// This machine's auth.json. When there is none but `OPENAI_API_KEY` is set (so `login status`
 /// says logged in), say that the key is in the environment, not in a file, and how to push it.
 fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     LocalCredential::load(&path).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
             Kind::NotLoggedIn,

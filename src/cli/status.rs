@@ -127,7 +127,7 @@ fn run_target(
 
 pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let file = AuthFile::load(&path)?;
     let env_key = std::env::var("OPENAI_API_KEY").ok();
     let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());
