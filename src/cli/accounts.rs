@@ -5,6 +5,8 @@
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::accounts::{Accounts, AccountsError, Summary};
+use llmx::auth::file::AuthFile;
+use llmx::family::ledger::{Entry, Ledger};
 
 const LIST_EXAMPLES: &str = "\
 Examples:
@@ -121,4 +123,75 @@ pub fn switch(ctx: &Ctx, args: SwitchArgs) -> Result<u8, Failure> {
         output::lines(&[format!("Switched to {}{from}: the agent uses it from now on", s.to)])?;
     }
     Ok(0)
+}
+
+/// The account a push works on, to bind its places to in the ledger: `--account`, else the
+/// active one when the home has accounts (`None` in a home without accounts).
+pub fn current_label(ctx: &Ctx) -> Result<Option<String>, Failure> {
+    if let Some(l) = &ctx.account {
+        return Ok(Some(l.clone()));
+    }
+    let accounts = Accounts::new(&ctx.home);
+    if !accounts.exist() {
+        return Ok(None);
+    }
+    Ok(accounts.adopt(false)?)
+}
+
+/// One `auth sync` run: the account (when the home has accounts), its auth.json, and the
+/// ledger entries of its holders.
+pub struct SyncRun {
+    pub label: Option<String>,
+    pub path: std::path::PathBuf,
+    pub ledger: Ledger,
+}
+
+/// What `auth sync` runs. Named targets, or a home without accounts: one run, as always. With
+/// accounts and no target: one run per account (only `--account`'s with it) over the holders
+/// bound to it in the ledger, so each account is refreshed at most once. Entries from before
+/// accounts (no label) belong to the account with their account id, else to the active one.
+pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<SyncRun>, Failure> {
+    let accounts = Accounts::new(&ctx.home);
+    if named_targets || (!accounts.exist() && ctx.account.is_none()) {
+        let label = if named_targets { current_label(ctx)? } else { None };
+        return Ok(vec![SyncRun { label, path: ctx.auth_path()?, ledger: ledger.clone() }]);
+    }
+    let active = accounts.adopt(false)?;
+    let live = ctx.home.auth_path();
+    let path_of = |l: &str| if active.as_deref() == Some(l) { live.clone() } else { accounts.account_path(l) };
+    let all = accounts.labels()?;
+    let ids: Vec<(String, Option<String>)> = all
+        .iter()
+        .map(|l| (l.clone(), AuthFile::load(&path_of(l)).ok().flatten().and_then(|f| f.account_id())))
+        .collect();
+    let owner_of = |e: &Entry| -> Option<String> {
+        if let Some(l) = &e.account {
+            return Some(l.clone());
+        }
+        let active_id = ids.iter().find(|(l, _)| Some(l) == active.as_ref()).and_then(|(_, id)| id.clone());
+        if e.account_id.is_some() && e.account_id != active_id {
+            if let Some((l, _)) = ids.iter().find(|(_, id)| id.is_some() && *id == e.account_id) {
+                return Some(l.clone());
+            }
+        }
+        active.clone()
+    };
+    let wanted: Vec<String> = match &ctx.account {
+        Some(l) => {
+            accounts.resolve(l)?;
+            vec![l.clone()]
+        }
+        None => all.clone(),
+    };
+    let mut runs = Vec::new();
+    for label in wanted {
+        let entries: Vec<Entry> =
+            ledger.entries.iter().filter(|e| owner_of(e).as_deref() == Some(label.as_str())).cloned().collect();
+        if entries.is_empty() && active.as_deref() != Some(label.as_str()) && ctx.account.is_none() {
+            continue;
+        }
+        let path = if ctx.account.is_some() { ctx.auth_path()? } else { path_of(&label) };
+        runs.push(SyncRun { label: Some(label), path, ledger: Ledger { entries, ..ledger.clone() } });
+    }
+    Ok(runs)
 }

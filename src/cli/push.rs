@@ -28,6 +28,7 @@ Examples:
   llmx auth push --explain ssh:inner             # how ~/.ssh/config resolves it; connects nowhere
   llmx auth push docker:compose=shop/web         # every running container of a Compose service
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
+  llmx auth push --account work docker:ci        # another account (`llmx auth list`); bound in the ledger
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
   OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
   DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
@@ -371,6 +372,9 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     if !opts.dry_run && !args.from_env {
         let route = route_of(&args);
         llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports, &route)?;
+        if let Some(label) = crate::cli::accounts::current_label(ctx)? {
+            llmx::family::ledger::bind_account(ctx.home.dir(), &summary.reports, &label)?;
+        }
     }
     if local.is_lease() && !args.json {
         lease_note(&summary);

@@ -223,3 +223,73 @@ async fn account_labels_that_could_leave_the_accounts_directory_are_refused() {
     let run = home.llmx(["auth", "switch", "nobody"]).run().await;
     assert_eq!(run.code(), 1, "{run:?}");
 }
+
+/// `llmx -c auth_issuer=URL ARGS` with the test run's Docker engine.
+async fn llmx_docker(home: &Home, issuer: &RunningIssuer, args: &[&str]) -> Run {
+    let iss = format!("auth_issuer={}", issuer.base_url());
+    let mut cmd = home.llmx(["-c", &iss]).args(args);
+    if let Ok(v) = std::env::var("DOCKER_HOST") {
+        cmd = cmd.env("DOCKER_HOST", v);
+    }
+    cmd.run().await
+}
+
+#[tokio::test]
+async fn push_account_binds_its_places_and_sync_renews_each_accounts_holders_with_one_refresh_each() {
+    use crate::support::docker::{Container, IMAGE_ROOT};
+    use crate::support::harness::json_lines;
+    // dev's access tokens live an hour (due within sync's 2-day window); ops' live 30 days.
+    let a = issuer().await;
+    let b = issuer_with(IssuerConfig {
+        email: "ops@example.com".into(),
+        account_id: "acc-test-0002".into(),
+        access_token_ttl: std::time::Duration::from_secs(30 * 86_400),
+        ..Default::default()
+    })
+    .await;
+    let home = Home::new();
+    browser_login(&home, &a).await;
+    login_as(&home, &b, None).await;
+    let (c1, c2) = (Container::run("acct-dev", IMAGE_ROOT, &[]), Container::run("acct-ops", IMAGE_ROOT, &[]));
+    let p = llmx_docker(&home, &a, &["auth", "push", &c1.target()]).await;
+    assert_eq!(p.code(), 0, "{p:?}");
+    let p = llmx_docker(&home, &b, &["--account", "ops@example.com", "auth", "push", &c2.target()]).await;
+    assert_eq!(p.code(), 0, "{p:?}");
+    let read = |c: &Container| -> Value { serde_json::from_str(&c.read("/root/.llmx/auth.json").unwrap()).unwrap() };
+    assert_eq!(read(&c2)["tokens"]["account_id"], "acc-test-0002", "the ops account went to c2");
+    assert_eq!(read(&c2)["tokens"]["refresh_token"], "", "as a lease");
+    assert_eq!(read(&c1)["tokens"]["account_id"], "acc-test-0001");
+    let ledger: Value = serde_json::from_slice(&std::fs::read(home.path().join("ledger.json")).unwrap()).unwrap();
+    let bound: Vec<(String, String)> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["target"].as_str().unwrap().to_string(), e["account"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(bound, [(c1.target(), "dev@example.com".into()), (c2.target(), "ops@example.com".into())]);
+
+    // One sync, no target: each account's holders, at most one refresh each (dev is due, ops not).
+    let (ra, rb) = (a.issuer.stats().refreshes, b.issuer.stats().refreshes);
+    let s = llmx_docker(&home, &a, &["auth", "sync", "--json"]).await;
+    assert_eq!(s.code(), 0, "{s:?}");
+    let summaries: Vec<Value> = json_lines(&s.stdout).into_iter().filter(|l| l["event"] == "summary").collect();
+    let per: Vec<(String, u64)> =
+        summaries.iter().map(|l| (l["account"].as_str().unwrap().to_string(), l["issuer_calls"].as_u64().unwrap())).collect();
+    assert_eq!(per, [("dev@example.com".to_string(), 1), ("ops@example.com".to_string(), 0)], "{}", s.stdout);
+    assert_eq!((a.issuer.stats().refreshes, b.issuer.stats().refreshes), (ra + 1, rb));
+    assert_eq!(read(&c1)["tokens"]["access_token"], home.auth_json()["tokens"]["access_token"], "c1 renewed");
+    let ops_file = account_file(&home, "ops@example.com");
+    let ops_before: Value = serde_json::from_slice(&std::fs::read(&ops_file).unwrap()).unwrap();
+    assert_eq!(read(&c2)["tokens"]["access_token"], ops_before["tokens"]["access_token"], "c2 left as it was");
+
+    // --account: that account only, refreshed in its own file; the live login untouched.
+    let live = home.read_auth().unwrap();
+    let s = llmx_docker(&home, &b, &["--account", "ops@example.com", "auth", "sync", "--refresh", "--json"]).await;
+    assert_eq!(s.code(), 0, "{s:?}");
+    assert_eq!(b.issuer.stats().refreshes, rb + 1);
+    let ops_after: Value = serde_json::from_slice(&std::fs::read(&ops_file).unwrap()).unwrap();
+    assert_ne!(ops_after["tokens"]["access_token"], ops_before["tokens"]["access_token"]);
+    assert_eq!(read(&c2)["tokens"]["access_token"], ops_after["tokens"]["access_token"], "c2 renewed from ops' file");
+    assert_eq!(home.read_auth().unwrap(), live);
+    assert!(!home.path().join("accounts/ops@example.com/ledger.json").exists(), "one ledger, in the home");
+}
