@@ -169,10 +169,11 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
             return Some(l.clone());
         }
         let active_id = ids.iter().find(|(l, _)| Some(l) == active.as_ref()).and_then(|(_, id)| id.clone());
-        if e.account_id.is_some() && e.account_id != active_id {
-            if let Some((l, _)) = ids.iter().find(|(_, id)| id.is_some() && *id == e.account_id) {
-                return Some(l.clone());
-            }
+        if e.account_id.is_some()
+            && e.account_id != active_id
+            && let Some((l, _)) = ids.iter().find(|(_, id)| id.is_some() && *id == e.account_id)
+        {
+            return Some(l.clone());
         }
         active.clone()
     };
@@ -194,4 +195,55 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
         runs.push(SyncRun { label: Some(label), path, ledger: Ledger { entries, ..ledger.clone() } });
     }
     Ok(runs)
+}
+
+/// Whether an account can be used now, from the local facts (no issuer is called: a refresh
+/// would spend the refresh token): an API key, a ChatGPT login with a refresh token, or a lease
+/// whose access token has not expired. The problem, when not.
+fn problem(a: &Summary) -> Option<&'static str> {
+    match a.method {
+        None => Some("no credential in the file"),
+        Some("chatgpt") if a.lease => {
+            let expired = a.access_token_expires_at.as_deref().is_some_and(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .is_ok_and(|t| t <= time::OffsetDateTime::now_utc())
+            });
+            expired.then_some("a lease whose access token has expired (renewed by the machine that pushed it)")
+        }
+        _ => None,
+    }
+}
+
+/// `llmx auth status --all`: every account, usable or not; exit 1 when any is not (or none).
+pub fn status_all(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
+    let accounts = Accounts::new(&ctx.home).list()?;
+    let unusable = accounts.iter().filter(|a| problem(a).is_some()).count();
+    let code = if accounts.is_empty() || unusable > 0 { 1 } else { 0 };
+    if json {
+        let rows: Vec<serde_json::Value> = accounts
+            .iter()
+            .map(|a| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                v["usable"] = problem(a).is_none().into();
+                v["problem"] = problem(a).into();
+                v
+            })
+            .collect();
+        output::json_line(&serde_json::json!({ "accounts": rows, "ok": code == 0 }))?;
+        return Ok(code);
+    }
+    if accounts.is_empty() {
+        output::lines(&["No account. Sign in with `llmx login` (or `llmx login --as LABEL`).".to_string()])?;
+        return Ok(code);
+    }
+    let width = accounts.iter().map(|a| a.label.chars().count()).max().unwrap_or(0);
+    let lines: Vec<String> = accounts
+        .iter()
+        .map(|a| match problem(a) {
+            None => format!("{}  ok", line(a, width)),
+            Some(p) => format!("{}  UNUSABLE: {p}", line(a, width)),
+        })
+        .collect();
+    output::lines(&lines)?;
+    Ok(code)
 }

@@ -259,25 +259,31 @@ async fn push_account_binds_its_places_and_sync_renews_each_accounts_holders_wit
     assert_eq!(read(&c2)["tokens"]["account_id"], "acc-test-0002", "the ops account went to c2");
     assert_eq!(read(&c2)["tokens"]["refresh_token"], "", "as a lease");
     assert_eq!(read(&c1)["tokens"]["account_id"], "acc-test-0001");
-    let ledger: Value = serde_json::from_slice(&std::fs::read(home.path().join("ledger.json")).unwrap()).unwrap();
-    let bound: Vec<(String, String)> = ledger["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["target"].as_str().unwrap().to_string(), e["account"].as_str().unwrap_or("").to_string()))
-        .collect();
-    assert_eq!(bound, [(c1.target(), "dev@example.com".into()), (c2.target(), "ops@example.com".into())]);
+    let bound = || -> Vec<(String, String)> {
+        let ledger: Value = serde_json::from_slice(&std::fs::read(home.path().join("ledger.json")).unwrap()).unwrap();
+        ledger["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["target"].as_str().unwrap().to_string(), e["account"].as_str().unwrap_or("").to_string()))
+            .collect()
+    };
+    let want = [(c1.target(), "dev@example.com".to_string()), (c2.target(), "ops@example.com".to_string())];
+    assert_eq!(bound(), want);
 
     // One sync, no target: each account's holders, at most one refresh each (dev is due, ops not).
     let (ra, rb) = (a.issuer.stats().refreshes, b.issuer.stats().refreshes);
     let s = llmx_docker(&home, &a, &["auth", "sync", "--json"]).await;
     assert_eq!(s.code(), 0, "{s:?}");
     let summaries: Vec<Value> = json_lines(&s.stdout).into_iter().filter(|l| l["event"] == "summary").collect();
-    let per: Vec<(String, u64)> =
-        summaries.iter().map(|l| (l["account"].as_str().unwrap().to_string(), l["issuer_calls"].as_u64().unwrap())).collect();
+    let per: Vec<(String, u64)> = summaries
+        .iter()
+        .map(|l| (l["account"].as_str().unwrap().to_string(), l["issuer_calls"].as_u64().unwrap()))
+        .collect();
     assert_eq!(per, [("dev@example.com".to_string(), 1), ("ops@example.com".to_string(), 0)], "{}", s.stdout);
     assert_eq!((a.issuer.stats().refreshes, b.issuer.stats().refreshes), (ra + 1, rb));
     assert_eq!(read(&c1)["tokens"]["access_token"], home.auth_json()["tokens"]["access_token"], "c1 renewed");
+    assert_eq!(bound(), want, "a sync's rewrite keeps the binding");
     let ops_file = account_file(&home, "ops@example.com");
     let ops_before: Value = serde_json::from_slice(&std::fs::read(&ops_file).unwrap()).unwrap();
     assert_eq!(read(&c2)["tokens"]["access_token"], ops_before["tokens"]["access_token"], "c2 left as it was");
@@ -292,4 +298,37 @@ async fn push_account_binds_its_places_and_sync_renews_each_accounts_holders_wit
     assert_eq!(read(&c2)["tokens"]["access_token"], ops_after["tokens"]["access_token"], "c2 renewed from ops' file");
     assert_eq!(home.read_auth().unwrap(), live);
     assert!(!home.path().join("accounts/ops@example.com/ledger.json").exists(), "one ledger, in the home");
+}
+
+#[tokio::test]
+async fn status_all_checks_every_account_and_exits_1_when_one_is_unusable() {
+    let home = Home::new();
+    let run = home.llmx(["login", "--with-api-key", "--as", "ci"]).stdin(format!("{KEY}\n")).run().await;
+    assert_eq!(run.code(), 0, "{run:?}");
+    // A lease whose access token expired (pushed here once by another machine).
+    let id = llmx_test_issuer::jwt(&serde_json::json!({"email": "lease@example.com"}));
+    let at = llmx_test_issuer::jwt(&serde_json::json!({"exp": 1_000_000_000i64}));
+    let lease = format!(
+        r#"{{"OPENAI_API_KEY":null,"tokens":{{"id_token":"{id}","access_token":"{at}","refresh_token":"","account_id":"acc-l"}}}}"#
+    );
+    let dir = home.path().join("accounts").join("old-lease");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("auth.json"), &lease).unwrap();
+    let st = home.llmx(["auth", "status", "--all", "--json"]).run().await;
+    assert_eq!(st.code(), 1, "{st:?}");
+    let v = st.json();
+    let rows: Vec<(String, bool)> = v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["label"].as_str().unwrap().to_string(), a["usable"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(rows, [("ci".to_string(), true), ("old-lease".to_string(), false)]);
+    assert!(!st.all().contains(KEY) && !st.all().contains(&at), "{st:?}");
+    let human = home.llmx(["auth", "status", "--all"]).run().await;
+    assert!(human.stdout.contains("UNUSABLE"), "{human:?}");
+    let out = home.llmx(["logout", "--account", "old-lease", "--local"]).run().await;
+    assert_eq!(out.code(), 0, "{out:?}");
+    let st = home.llmx(["auth", "status", "--all", "--json"]).run().await;
+    assert_eq!((st.code(), st.json()["ok"].as_bool()), (0, Some(true)), "{st:?}");
 }
