@@ -33,6 +33,13 @@ pub enum HomeError {
     NoHome,
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// Found before anything is done that would have to be recorded there.
+    #[error("LLMX_HOME {} is not writable ({source})", dir.display())]
+    NotWritable { dir: PathBuf, source: io::Error },
+    /// The home is not private (as OpenSSH refuses a `~/.ssh` others can write): another user
+    /// could read the login, plant one, or plant a link where llmx writes.
+    #[error("refusing to use {}: {reason}", dir.display())]
+    NotPrivate { dir: PathBuf, reason: String },
 }
 
 impl HomeError {
@@ -65,6 +72,32 @@ impl Home {
         &self.dir
     }
 
+    /// Refuse a home that is not this user's own, or that others can write to (a shared or
+    /// sticky directory such as `/tmp`), as OpenSSH refuses such a `~/.ssh`: another user's
+    /// auth.json would be used as ours, or a lock file or link planted there followed. A missing
+    /// home is fine (it is created 0700); a home of ours that others can only read is tightened
+    /// on the next write.
+    pub fn check_private(&self) -> Result<(), HomeError> {
+        let meta = match fs::metadata(&self.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(HomeError::io(&self.dir, e)),
+        };
+        let refuse = |reason: String| Err(HomeError::NotPrivate { dir: self.dir.clone(), reason });
+        if !meta.is_dir() {
+            return refuse("it is not a directory".into());
+        }
+        let euid = effective_uid();
+        if meta.uid() != euid {
+            return refuse(format!("it belongs to uid {}, not to you (uid {euid})", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            let what = if meta.mode() & 0o1000 != 0 { ", a shared sticky directory such as /tmp" } else { "" };
+            return refuse(format!("other users can write to it (mode {:04o}{what})", meta.mode() & 0o7777));
+        }
+        Ok(())
+    }
+
     pub fn auth_path(&self) -> PathBuf {
         self.dir.join(AUTH_FILE)
     }
@@ -72,6 +105,19 @@ impl Home {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join(CONFIG_FILE)
     }
+}
+
+/// Whether llmx can write in the home `dir` (created 0700 when missing): a temp file is created
+/// there and removed, as every atomic write does first. Commands that will have to record
+/// something there (a login's auth.json, a push's ledger) check this before they ask the issuer
+/// for anything, open a port or write to a target.
+pub fn check_writable(dir: &Path) -> Result<(), HomeError> {
+    let not_writable = |e: HomeError| match e {
+        HomeError::Io { source, .. } => HomeError::NotWritable { dir: dir.to_path_buf(), source },
+        e => e,
+    };
+    ensure_private_dir(dir).map_err(not_writable)?;
+    PendingWrite::create(&dir.join(".write-check")).map(drop).map_err(not_writable)
 }
 
 /// Create `dir` (and parents) if missing, and make sure the directory itself is 0700.

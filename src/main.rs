@@ -39,22 +39,45 @@ fn main() -> ExitCode {
     }
 }
 
-/// A command line clap refused (exit 2). `--help` and `--version` are not errors: printed as
-/// clap prints them. With `--json` anywhere on the line, the error is a JSON object too.
+/// A command line clap refused (exit 2), said as every other failure is: one `llmx:` line and
+/// a `hint:` line (clap's tip, else the usage), not clap's multi-line text; with `--json`
+/// anywhere on the line, the JSON error object too. `--help` and `--version` are not errors:
+/// printed as clap prints them; nor is a command without its subcommand (`llmx`, `llmx auth`):
+/// its help on stdout, exit 0, as gh and kubectl do.
 fn usage_error(e: &clap::Error) -> ExitCode {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{}", e.render());
+        let _ = out.flush();
+        return ExitCode::SUCCESS;
+    }
     if !e.use_stderr() {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
     let json = std::env::args_os().skip(1).any(|a| a == "--json");
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ").to_string();
+    let (message, hint) = usage_lines(&e.render().to_string());
+    let f = Failure::of(Kind::Usage, message).hint(hint);
     if json {
-        let f = Failure::of(Kind::Usage, first).hint("see `llmx --help`");
         print_json(&f);
     }
-    let _ = e.print();
-    ExitCode::from(Kind::Usage.code())
+    report(&f, false)
+}
+
+/// clap's rendered error as one message and one hint: the first paragraph (a list it announces
+/// with a colon joined on), and clap's tip, else the usage line.
+fn usage_lines(rendered: &str) -> (String, String) {
+    let mut paragraphs = rendered.split("\n\n").map(str::trim).filter(|p| !p.is_empty());
+    let first = paragraphs.next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    let message = first.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+    let tip = rendered.lines().find_map(|l| l.trim().strip_prefix("tip: "));
+    let usage = rendered.lines().find_map(|l| l.trim().strip_prefix("Usage: "));
+    let hint = match (tip, usage) {
+        (Some(tip), _) => tip.to_string(),
+        (None, Some(usage)) => format!("usage: {usage} (more with --help)"),
+        (None, None) => "see `llmx --help`".to_string(),
+    };
+    (message, hint)
 }
 
 fn report(f: &Failure, json: bool) -> ExitCode {

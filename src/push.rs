@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 /// The credential to push: the local auth.json, validated, and its exact bytes.
 #[derive(Debug, Clone)]
@@ -123,11 +124,36 @@ pub struct PushOptions {
     /// Labels of targets this login was pushed to before (the ledger's): a fresher copy there has
     /// refreshed on its own and can be pulled back; a fresher login elsewhere is its own lineage.
     pub pushed_before: Vec<String>,
+    /// Cancelled on an interrupt: targets not yet writing stop at once (failed, [`INTERRUPTED`]);
+    /// a write already under way finishes, so that what was written is known and recorded.
+    pub stop: CancellationToken,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
-        PushOptions { jobs: 8, force: false, dry_run: false, remote_home: None, pushed_before: Vec::new() }
+        PushOptions {
+            jobs: 8,
+            force: false,
+            dry_run: false,
+            remote_home: None,
+            pushed_before: Vec::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+}
+
+/// The reason of a target the interrupt stopped before anything was written to it.
+pub const INTERRUPTED: &str = "interrupted before anything was written";
+
+/// `f`, unless the push is stopped first.
+async fn unless_stopped<T>(
+    stop: &CancellationToken,
+    f: impl std::future::Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(TargetError::new(INTERRUPTED)),
+        r = f => r,
     }
 }
 
@@ -358,13 +384,13 @@ async fn push_one(
     let label = target.label();
     let mut path = None;
     let mut same_as = None;
-    let result = match target.locate(opts.remote_home.as_deref(), &step).await {
+    let result = match unless_stopped(&opts.stop, target.locate(opts.remote_home.as_deref(), &step)).await {
         Err(e) => Err(e),
         Ok(loc) => {
             path = Some(loc.auth_path());
             let identity = target.identity();
             let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
-            same_as = first.filter(|f| *f != label);
+            same_as = first;
             if same_as.is_some() {
                 step("same destination as another target: waiting for it");
             }
@@ -407,14 +433,21 @@ struct Destinations {
 type DecisionCell = OnceCell<Result<Decision, TargetError>>;
 
 impl Destinations {
-    /// The shared cell of this destination and the first target that claimed it (`None` for a
-    /// target without an identity: it is its own destination).
+    /// The shared cell of this destination, and the target that claimed it first when that was
+    /// another one (also one typed the same way twice); `None` for the first claim and for a
+    /// target without an identity (it is its own destination).
     fn claim(&self, identity: Option<&Identity>, loc: &Location, label: &str) -> (Arc<DecisionCell>, Option<String>) {
         let Some(identity) = identity else { return (Arc::new(OnceCell::new()), None) };
         let key = format!("{identity:?} {}", loc.auth_path());
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
-        let (cell, first) = cells.entry(key).or_insert_with(|| (Arc::new(OnceCell::new()), label.to_string()));
-        (cell.clone(), Some(first.clone()))
+        match cells.get(&key) {
+            Some((cell, first)) => (cell.clone(), Some(first.clone())),
+            None => {
+                let cell = Arc::new(OnceCell::new());
+                cells.insert(key, (cell.clone(), label.to_string()));
+                (cell, None)
+            }
+        }
     }
 }
 
@@ -426,7 +459,7 @@ async fn write_steps(
     step: StepFn<'_>,
 ) -> Result<Decision, TargetError> {
     step("reading the current credential");
-    let current = target.read(loc).await?;
+    let current = unless_stopped(&opts.stop, target.read(loc)).await?;
     let label = target.label();
     let pushed_before = opts.pushed_before.contains(&label);
     let decision =
@@ -434,6 +467,10 @@ async fn write_steps(
     if let Decision::Write(_) = decision
         && !opts.dry_run
     {
+        if opts.stop.is_cancelled() {
+            return Err(TargetError::new(INTERRUPTED));
+        }
+        // Not raced against the interrupt: once started, a write finishes and is reported.
         target.write(loc, local.bytes(), step).await?;
     }
     Ok(decision)

@@ -1,6 +1,7 @@
 //! Logging out (DESIGN.md §9): under the home's lock, revoke a ChatGPT login's refresh token at
 //! the issuer (best effort, 10 s), then remove auth.json and any temp copy of it a crashed write
-//! left in the home. Idempotent: a home with nothing to
+//! left in the home, and the `auth.json.recovered` a refresh that could not be saved left (a live
+//! login too: its refresh token is revoked the same way). Idempotent: a home with nothing to
 //! remove is not an error. Whether other copies of the login must go first is the caller's
 //! decision (`family::logout` asks the ledger); this module knows no transport.
 
@@ -34,6 +35,9 @@ pub enum Revocation {
 pub struct LoggedOut {
     pub removed: bool,
     pub revocation: Revocation,
+    /// `Some`: an `auth.json.recovered` was there and is removed; what became of its refresh
+    /// token.
+    pub recovered: Option<Revocation>,
 }
 
 /// Remove the credential file at `auth_path`, first revoking its refresh token with `revoke_with`
@@ -41,7 +45,27 @@ pub struct LoggedOut {
 pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Result<LoggedOut, LogoutError> {
     let dir = auth_path.parent().unwrap_or(Path::new("."));
     let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let revocation = match (revoke_with, AuthFile::load(auth_path)) {
+    let revocation = revoke(auth_path, revoke_with).await?;
+    let removed = remove_file(auth_path)?;
+    // Temp copies a crashed write left behind hold the credential too.
+    crate::home::clean_stale_temps(dir, crate::home::AUTH_FILE);
+    // So does the file a refresh that could not be saved left (it is not a stale temp: it is
+    // kept for the user to restore, until they log out).
+    let recovery = dir.join(crate::auth::refresh::RECOVERY_FILE);
+    let recovered = match std::fs::symlink_metadata(&recovery) {
+        Ok(m) if m.file_type().is_file() => {
+            let r = revoke(&recovery, revoke_with).await.unwrap_or(Revocation::NotAttempted);
+            remove_file(&recovery)?;
+            Some(r)
+        }
+        _ => None,
+    };
+    Ok(LoggedOut { removed, revocation, recovered })
+}
+
+/// Revoke the refresh token of the ChatGPT login in `path` with `client` (when given).
+async fn revoke(path: &Path, client: Option<&OAuthClient>) -> Result<Revocation, LogoutError> {
+    Ok(match (client, AuthFile::load(path)) {
         (Some(client), Ok(Some(file))) => match &file.tokens {
             Some(t) => match client.revoke(&t.refresh_token).await {
                 Ok(()) => Revocation::Revoked,
@@ -52,11 +76,7 @@ pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Resu
         // A corrupt file is removed all the same: logging out must always be possible.
         (_, Err(AuthFileError::Corrupt { .. })) | (_, Ok(_)) | (None, _) => Revocation::NotAttempted,
         (_, Err(AuthFileError::Home(e))) => return Err(e.into()),
-    };
-    let removed = remove_file(auth_path)?;
-    // Temp copies a crashed write left behind hold the credential too.
-    crate::home::clean_stale_temps(dir, crate::home::AUTH_FILE);
-    Ok(LoggedOut { removed, revocation })
+    })
 }
 
 /// Remove `path`; `Ok(false)` when there was none.

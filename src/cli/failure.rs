@@ -149,7 +149,23 @@ impl From<ConfigError> for Failure {
 
 impl From<HomeError> for Failure {
     fn from(e: HomeError) -> Failure {
-        Failure::new(e.to_string())
+        let hint = match &e {
+            HomeError::NotWritable { dir, .. } => Some(format!(
+                "make {} writable for this user, or point LLMX_HOME at a directory that is (nothing was done)",
+                dir.display()
+            )),
+            HomeError::NotPrivate { .. } => Some(
+                "point LLMX_HOME at a directory of your own that others cannot write to (llmx creates it 0700), or \
+                 unset it to use ~/.llmx"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        let f = Failure::new(e.to_string());
+        match hint {
+            Some(h) => f.hint(h),
+            None => f,
+        }
     }
 }
 

@@ -235,6 +235,8 @@ fn account_lines(added: &Added) -> Vec<String> {
 }
 
 fn sign_in(ctx: &Ctx, args: LoginArgs, dest: &Dest) -> Result<u8, Failure> {
+    // A home that cannot take the login is found before a port is opened or the issuer is asked.
+    llmx::home::check_writable(ctx.home.dir())?;
     if args.with_api_key {
         return with_api_key(dest, args.json);
     }
@@ -305,12 +307,9 @@ fn sign_in(ctx: &Ctx, args: LoginArgs, dest: &Dest) -> Result<u8, Failure> {
     finish(result, json, dest)
 }
 
-/// Resolves on Ctrl-C. If the signal handler cannot be installed, Ctrl-C simply keeps its default
-/// effect (the process ends, nothing was written yet).
+/// Resolves on Ctrl-C or SIGTERM (nothing was written yet when the login is stopped).
 async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
+    crate::cli::signals::interrupted().await;
 }
 
 /// Lines of standard input, read on a thread of their own (a blocking read must not hold up the
@@ -378,6 +377,9 @@ fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
         LoginEvent::StaleServerCancelled { port } => {
             format!("Stopped an earlier llmx login that was waiting on port {port}.")
         }
+        LoginEvent::PortFallback { busy, port } => format!(
+            "Port {busy} is held by another program (see `ss -ltnp 'sport = :{busy}'`); using {port}, the issuer's other callback port."
+        ),
         LoginEvent::Listening { authorize_url, port, timeout_secs, .. } => format!(
             "{}this URL in a browser to sign in:\n\n  {authorize_url}\n\n{}Waiting on http://localhost:{port} (gives up after {}; Ctrl-C to cancel)...",
             if open_browser { "Opening " } else { "Open " },
@@ -389,17 +391,25 @@ fn render(event: &LoginEvent, json: bool, browser: Option<&Launcher>) {
             },
             llmx::text::format_duration(Duration::from_secs(*timeout_secs))
         ),
+        // Text from the issuer is cleaned before it is put into the lines (which are then split
+        // on newlines): a newline in it must not make a line of its own.
         LoginEvent::DeviceCode { verification_url, user_code, expires_in } => format!(
-            "To sign in, open this page on any device:\n\n  {verification_url}\n\nand enter the code:\n\n  {user_code}\n\n\
+            "To sign in, open this page on any device:\n\n  {}\n\nand enter the code:\n\n  {}\n\n\
              The code expires in {}. Enter it only on that page, and only for a sign-in you started \
              yourself: nobody who asks you for this code is from the provider.\nWaiting (Ctrl-C to cancel)...",
+            output::clean(verification_url),
+            output::clean(user_code),
             llmx::text::format_duration(Duration::from_secs(*expires_in))
         ),
         LoginEvent::DeviceCodeUnavailable => {
             "This issuer does not offer device-code sign-in; signing in with the browser instead.".to_string()
         }
-        LoginEvent::CallbackRejected { reason } => format!("Ignored a callback: {reason}. Still waiting..."),
-        LoginEvent::PasteRejected { reason } => format!("Ignored the pasted line: {reason}. Still waiting..."),
+        LoginEvent::CallbackRejected { reason } => {
+            format!("Ignored a callback: {}. Still waiting...", output::clean(reason))
+        }
+        LoginEvent::PasteRejected { reason } => {
+            format!("Ignored the pasted line: {}. Still waiting...", output::clean(reason))
+        }
         LoginEvent::CallbackReceived => "Signing in...".to_string(),
         LoginEvent::LoginSucceeded { .. } | LoginEvent::LoginFailed { .. } => return,
     };

@@ -8,6 +8,7 @@ use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
 use clap::Args;
 use llmx::auth::logout::Revocation;
+use llmx::auth::refresh::RECOVERY_FILE;
 use llmx::family::logout::{FamilyLogoutError, Scope, logout};
 use llmx::push::{Outcome, PushEvent};
 
@@ -100,6 +101,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
             "env_api_key_set": env_key_set,
             "revoked": revoked,
             "revoke_error": revoke_error,
+            "recovery_file_removed": done.local.recovered.is_some(),
             "scope": match scope { Scope::Default => "default", Scope::Everywhere => "everywhere", Scope::Local => "local" },
             "remote": done.remote,
         }))?;
@@ -129,6 +131,15 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         }
         if let Some(why) = &revoke_error {
             lines.push(format!("Note: could not revoke the refresh token ({why}); it stays valid until it expires"));
+        }
+        if let Some(r) = &done.local.recovered {
+            lines.push(match r {
+                Revocation::Revoked => format!("Removed {} and revoked its refresh token", RECOVERY_FILE),
+                Revocation::NotAttempted => format!("Removed {}", RECOVERY_FILE),
+                Revocation::Failed(why) => format!(
+                    "Removed {RECOVERY_FILE}; could not revoke its refresh token ({why}): it stays valid until it expires"
+                ),
+            });
         }
         if env_key_set {
             lines.push(

@@ -15,9 +15,11 @@ mod owner;
 mod pull;
 mod push;
 mod push_view;
+mod recorder;
 mod refresh;
 mod remove;
 mod schedule;
+mod signals;
 pub mod ssh_args;
 mod status;
 mod sync;
@@ -54,7 +56,7 @@ Examples:
   llmx auth switch work                   # the agent uses work from now on
   llmx --account work auth status         # one command on another account (or LLMX_ACCOUNT=work)
   llmx logout
-  llmx completion bash > ~/.local/share/bash-completion/completions/llmx
+  mkdir -p ~/.local/share/bash-completion/completions && llmx completion bash > ~/.local/share/bash-completion/completions/llmx
 
 Exit status: 0 ok, 1 not logged in or a target failed, 2 usage or config error, 3 unreachable
 (Docker Engine, SSH host, issuer), 4 authentication needed, 130 interrupted. With --json, a
@@ -212,6 +214,9 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let home = Home::from_env()?;
     output::verbose(format!("home: {} (LLMX_HOME, else ~/.llmx)", home.dir().display()));
+    if !matches!(cli.command, Command::Completion(_) | Command::Man(_)) {
+        home.check_private()?;
+    }
     let account = cli.account.filter(|a| !a.is_empty());
     let ctx = Ctx { home, overrides, account };
     match cli.command {

@@ -5,12 +5,13 @@
 //! is refused before any target is touched), then the targets are resolved and pushed.
 
 use crate::cli::push_view::PushView;
+use crate::cli::recorder::Recorder;
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::auth::file::AuthFile;
 use llmx::auth::refresh;
-use llmx::push::{LocalCredential, LocalError, PushEvent, PushOptions};
+use llmx::push::{LocalCredential, LocalError, Outcome, PushEvent, PushOptions, PushSummary, TargetReport};
 use llmx::secret::Secret;
 use llmx::ssh::{Destination, Route, SshAddress, SshOptions};
 use llmx::targets::{TargetSpec, spec};
@@ -30,15 +31,17 @@ Examples:
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
   llmx auth push --account work docker:ci        # another account (`llmx auth list`); bound in the ledger
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
-  OPENAI_API_KEY=sk-... llmx auth push --from-env docker:web   # the key in the environment
+  llmx auth push --from-env docker:web          # the key exported in OPENAI_API_KEY (never type it on a command line)
   DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
   DOCKER_HOST=tcp://build-01:2376 DOCKER_TLS_VERIFY=1 llmx auth push docker:web  # TLS, ~/.docker/*.pem
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
   llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
   llmx auth push --context prod k8s:pod/agent-0/sidecar
 
-Each successful push is recorded in the ledger ($LLMX_HOME/ledger.json): see `llmx auth where`,
-`llmx auth sync`, `llmx auth remove`. A login whose access token expires within 5 minutes is
+Each target is recorded in the ledger ($LLMX_HOME/ledger.json) the moment it is written: see
+`llmx auth where`, `llmx auth sync`, `llmx auth remove`. A home where the ledger cannot be written
+is refused before anything is pushed. Ctrl-C (or SIGTERM) stops the targets not yet writing, lets
+writes under way finish, prints the recap and exits 130. A login whose access token expires within 5 minutes is
 refreshed before it is pushed. Targets that turn out to be the same destination (aliases of one
 host) are written once.
 
@@ -278,7 +281,7 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
 fn from_env() -> Result<LocalCredential, Failure> {
     let key = env_api_key().ok_or_else(|| {
         Failure::of(Kind::NotLoggedIn, "--from-env: OPENAI_API_KEY is not set in this environment")
-            .hint("export OPENAI_API_KEY=..., or push the saved login without --from-env")
+            .hint("set it without typing it on a command line (`read -rs OPENAI_API_KEY && export OPENAI_API_KEY`), or push the saved login without --from-env")
     })?;
     let bytes = AuthFile::with_api_key(Secret::new(key)).to_bytes();
     LocalCredential::from_bytes(std::path::Path::new("$OPENAI_API_KEY"), bytes)
@@ -328,11 +331,20 @@ pub fn verbose_targets(specs: &[TargetSpec], labels: &[String]) {
     output::verbose(format!("targets: {} resolved to {}", specs.join(" "), labels.join(" ")));
 }
 
+/// After an interrupt, how long writes already under way get to finish (and be recorded).
+const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let specs = parse_targets(&args.targets)?;
     check_remote_home(args.remote_home.as_deref())?;
     if args.explain {
         return explain(&specs, &args.ssh.options(), args.json);
+    }
+    let record = !args.dry_run && !args.from_env;
+    // Every place written is recorded: a home that cannot take the record is found before the
+    // issuer is asked for a refresh or any target is touched.
+    if record {
+        llmx::home::check_writable(ctx.home.dir())?;
     }
     refresh_if_expiring(ctx, args.dry_run)?;
     let owner = if args.from_env { from_env()? } else { local_credential(ctx)? };
@@ -354,27 +366,73 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),
         pushed_before,
+        stop: Default::default(),
     };
+    let recorder =
+        Recorder::start(record.then(|| (ctx.home.dir().to_path_buf(), local.bytes().to_vec(), route_of(&args))));
     let rt = crate::cli::runtime()?;
-    let summary = rt.block_on(async {
-        let targets = llmx::targets::resolve::resolve(
-            &specs,
-            &args.k8s.resolve_options_for(&args.ssh, &args.docker, args.dry_run),
-        )
-        .await;
+    let outcome = rt.block_on(async {
+        let interrupt = crate::cli::signals::interrupted();
+        tokio::pin!(interrupt);
+        let resolve_opts = args.k8s.resolve_options_for(&args.ssh, &args.docker, args.dry_run);
+        let resolve = llmx::targets::resolve::resolve(&specs, &resolve_opts);
+        let targets = tokio::select! {
+            t = resolve => t,
+            () = &mut interrupt => return Err(Failure::of(Kind::Interrupted, "interrupted before any target was reached")),
+        };
         let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
         verbose_targets(&specs, &labels);
         let view = PushView::new(args.json, &labels);
-        let on_event = |e: PushEvent<'_>| view.on_event(e);
-        let summary = llmx::push::push(&local, targets, &opts, &on_event).await;
-        view.finish(&summary).map(|()| summary)
-    })?;
-    if !opts.dry_run && !args.from_env {
-        let route = route_of(&args);
-        llmx::family::ledger::record_push(ctx.home.dir(), local.bytes(), &summary.reports, &route)?;
-        if let Some(label) = crate::cli::accounts::current_label(ctx)? {
-            llmx::family::ledger::bind_account(ctx.home.dir(), &summary.reports, &label)?;
-        }
+        let done = std::sync::Mutex::new(vec![None; labels.len()]);
+        let on_event = |e: PushEvent<'_>| {
+            if let PushEvent::Done { index, report } = &e {
+                recorder.record(report);
+                if let Some(slot) = done.lock().ok().as_mut().and_then(|d| d.get_mut(*index)) {
+                    *slot = Some((*report).clone());
+                }
+            }
+            view.on_event(e)
+        };
+        let mut push = Box::pin(llmx::push::push(&local, targets, &opts, &on_event));
+        let (summary, interrupted) = tokio::select! {
+            s = &mut push => (Some(s), false),
+            () = &mut interrupt => {
+                opts.stop.cancel();
+                output::note(&["interrupted: writes under way finish first (again to stop now)"]);
+                tokio::select! {
+                    s = &mut push => (Some(s), true),
+                    () = crate::cli::signals::interrupted() => (None, true),
+                    () = tokio::time::sleep(WRITE_GRACE) => (None, true),
+                }
+            }
+        };
+        drop(push);
+        let mut summary = summary.unwrap_or_else(|| {
+            let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+            cut_short(&labels, done, args.dry_run)
+        });
+        count_typed_again(&specs, &mut summary);
+        view.finish(&summary)?;
+        Ok((summary, interrupted))
+    });
+    // The record is finished whatever happened, before anything is said about it.
+    let order: Vec<String> = match &outcome {
+        Ok((s, _)) => s.reports.iter().map(|r| r.target.clone()).collect(),
+        Err(_) => Vec::new(),
+    };
+    let recorded = recorder.finish(&order);
+    let (summary, interrupted) = outcome?;
+    recorded?;
+    if record && let Some(label) = crate::cli::accounts::current_label(ctx)? {
+        llmx::family::ledger::bind_account(ctx.home.dir(), &summary.reports, &label)?;
+    }
+    if interrupted {
+        let left = summary.reports.iter().filter(|r| r.outcome == llmx::push::Outcome::Failed).count();
+        return Err(Failure::of(Kind::Interrupted, "interrupted").hint(format!(
+            "{left} of {} target{} not done; run the same command again (what was written is recorded, and is unchanged next time)",
+            summary.reports.len(),
+            if summary.reports.len() == 1 { "" } else { "s" }
+        )));
     }
     if local.is_lease() && !args.json {
         lease_note(&summary);
@@ -414,4 +472,43 @@ fn lease_note(summary: &llmx::push::PushSummary) {
         if n == 1 { "" } else { "s" },
         if n == 1 { "it" } else { "them" }
     )]);
+}
+
+/// A target typed more than once is pushed once (resolving drops the repeats); each repeat is
+/// still reported, as the same place as the first (`3 targets: 1 updated, 2 the same place`),
+/// so the count matches what was typed.
+fn count_typed_again(specs: &[TargetSpec], summary: &mut PushSummary) {
+    let typed: Vec<String> = specs.iter().map(ToString::to_string).collect();
+    for (i, t) in typed.iter().enumerate() {
+        if !typed[..i].contains(t) {
+            continue;
+        }
+        if let Some(at) = summary.reports.iter().rposition(|r| r.target == *t) {
+            let mut again = summary.reports[at].clone();
+            again.same_as = Some(t.clone());
+            summary.reports.insert(at + 1, again);
+        }
+    }
+}
+
+/// The summary of a push the interrupt cut short: the targets done, and the others, whose write
+/// was still under way (it may or may not have landed).
+fn cut_short(labels: &[String], done: Vec<Option<TargetReport>>, dry_run: bool) -> PushSummary {
+    let reports = labels
+        .iter()
+        .zip(done)
+        .map(|(label, r)| {
+            r.unwrap_or_else(|| {
+                let mut r = TargetReport::new(
+                    label.clone(),
+                    Outcome::Failed,
+                    Some("interrupted while it was being written: it may hold the new copy".into()),
+                );
+                r.hint = Some(format!("see what it holds with `llmx auth status {label}`"));
+                r.dry_run = dry_run;
+                r
+            })
+        })
+        .collect();
+    PushSummary { reports, warnings: Vec::new() }
 }

@@ -1,7 +1,8 @@
 //! Rendering of a push as it happens: an indicatif MultiProgress with one line per target on a
 //! terminal indicatif can draw on, nothing live otherwise (or with `-q`), JSON lines with
-//! `--json`; then the per-target result lines (aligned, in input order, the same on a terminal
-//! and off it) and the recap.
+//! `--json`; then the per-target result lines (aligned, in input order) and the recap. Without
+//! a live display (a pipe, `TERM=dumb`, `-q`) each target's line is printed as it finishes
+//! instead, then the recap: a long push is never silent until its end.
 //!
 //! Progress and warnings go to stderr; results (outcome lines, recap, JSON) to stdout, so
 //! `llmx auth push ... --json | jq` sees only JSON. Warnings go through `output::warning`, which
@@ -18,8 +19,15 @@ use std::time::Duration;
 
 enum Mode {
     Json,
-    Plain,
-    Bars { multi: MultiProgress, bars: Mutex<Vec<ProgressBar>> },
+    /// No live display (a pipe, `TERM=dumb`, `-q`): each target's row is printed on stdout as it
+    /// finishes (which ones were, by index), never all at the end.
+    Plain {
+        printed: Mutex<Vec<bool>>,
+    },
+    Bars {
+        multi: MultiProgress,
+        bars: Mutex<Vec<ProgressBar>>,
+    },
 }
 
 /// Receives the engine's events; safe to call from the push (it is `Send + Sync`).
@@ -43,7 +51,7 @@ impl PushView {
             output::set_progress(Some(multi.clone()));
             Mode::Bars { multi, bars: Mutex::new(Vec::new()) }
         } else {
-            Mode::Plain
+            Mode::Plain { printed: Mutex::new(vec![false; labels.len()]) }
         };
         PushView { mode, width }
     }
@@ -76,8 +84,14 @@ impl PushView {
                     bar.finish_with_message(outcome_text(report));
                 }
             }
-            (Mode::Plain, PushEvent::Done { report, .. }) => {
-                output::verbose(format!("{}: {}", report.target, outcome_text(report)));
+            (Mode::Plain { printed }, PushEvent::Done { index, report }) => {
+                let mut out = std::io::stdout().lock();
+                // A closed stdout is found (and said) when the recap is written.
+                if writeln!(out, "{}", row(report, width)).and_then(|()| out.flush()).is_ok()
+                    && let Some(p) = printed.lock().ok().as_mut().and_then(|p| p.get_mut(index))
+                {
+                    *p = true;
+                }
             }
             (Mode::Json, PushEvent::Done { report, .. }) => {
                 #[derive(serde::Serialize)]
@@ -124,6 +138,7 @@ impl PushView {
                 "event": "summary",
                 "targets": summary.reports.len(),
                 "counts": counts,
+                "same_place": summary.reports.iter().filter(|r| r.same_as.is_some()).count(),
                 "dry_run": summary.reports.first().is_some_and(|r| r.dry_run),
                 "ok": summary.all_ok(),
                 "warnings": warnings,
@@ -139,11 +154,14 @@ impl PushView {
             let _ = multi.clear();
             output::set_progress(None);
         }
-        for r in &summary.reports {
-            let target = clean(&r.target);
-            let pad = " ".repeat(self.width.saturating_sub(target.chars().count()));
-            let mark = paint(mark(r.outcome), outcome_paint(r.outcome), false);
-            writeln!(out, "{mark} {target}{pad}  {}", outcome_text(r))?;
+        let printed = match &self.mode {
+            Mode::Plain { printed } => printed.lock().map(|p| p.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for (i, r) in summary.reports.iter().enumerate() {
+            if !printed.get(i).copied().unwrap_or(false) {
+                writeln!(out, "{}", row(r, self.width))?;
+            }
         }
         for l in lines {
             writeln!(out, "{}", clean(l))?;
@@ -162,20 +180,35 @@ impl Drop for PushView {
     }
 }
 
-/// `3 targets: 2 created, 1 failed`; a dry run says what it would do: `would create 3`.
+/// One target's aligned row: its mark, its name padded to `width`, what happened.
+fn row(r: &TargetReport, width: usize) -> String {
+    let target = clean(&r.target);
+    let pad = " ".repeat(width.saturating_sub(target.chars().count()));
+    let mark = paint(mark(r.outcome), outcome_paint(r.outcome), false);
+    format!("{mark} {target}{pad}  {}", outcome_text(r))
+}
+
+/// `3 targets: 2 created, 1 failed`; a dry run says what it would do: `would create 3`. A
+/// target that was the same destination as an earlier one (typed twice, an alias, a label
+/// matching a named container) is counted as such: `3 targets: 1 updated, 2 the same place`.
 fn recap(summary: &PushSummary) -> String {
     let dry_run = summary.reports.first().is_some_and(|r| r.dry_run);
-    let parts: Vec<String> = Outcome::ALL
+    let distinct = |o: Outcome| summary.reports.iter().filter(|r| r.outcome == o && r.same_as.is_none()).count();
+    let mut parts: Vec<String> = Outcome::ALL
         .iter()
-        .filter(|o| summary.count(**o) > 0)
+        .filter(|o| distinct(**o) > 0)
         .map(|o| {
-            let n = summary.count(*o);
+            let n = distinct(*o);
             match (dry_run, would(*o)) {
                 (true, Some(verb)) => format!("{verb} {n}"),
                 _ => format!("{n} {}", o.as_str()),
             }
         })
         .collect();
+    let same = summary.reports.iter().filter(|r| r.same_as.is_some()).count();
+    if same > 0 {
+        parts.push(format!("{same} the same place"));
+    }
     let n = summary.reports.len();
     let dry = if dry_run { " (dry run: nothing written)" } else { "" };
     format!("{n} target{}: {}{dry}", if n == 1 { "" } else { "s" }, parts.join(", "))
@@ -228,8 +261,10 @@ fn outcome_text(r: &TargetReport) -> String {
         }
         _ => format!("{verb} {path}"),
     };
-    if let Some(first) = &r.same_as {
-        text.push_str(&format!(" (same destination as {first}: written once)"));
+    match &r.same_as {
+        Some(first) if *first == r.target => text.push_str(" (typed twice: written once)"),
+        Some(first) => text.push_str(&format!(" (same destination as {first}: written once)")),
+        None => {}
     }
     if let (Some(why), Outcome::Unchanged) = (&r.reason, r.outcome) {
         text.push_str(&format!(" ({why})"));

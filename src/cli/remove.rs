@@ -14,6 +14,7 @@ Examples:
   llmx auth remove docker:web                # delete the container's copy of this login
   llmx auth remove ssh:old-host docker:label=ci --json
   llmx auth remove docker:web --force        # even when it holds another account or an API key
+  llmx auth remove docker:label=ci --dry-run # what would be removed; deletes nothing
 
 Outcomes: removed, unchanged (nothing to remove), skipped (not this login's copy; --force
 removes it), failed. A stopped or shell-less container cannot have a file removed (the Engine
@@ -29,6 +30,10 @@ pub struct RemoveArgs {
     /// Remove the file even when it is not a copy of this machine's login
     #[arg(long)]
     pub force: bool,
+
+    /// Reach every target and say what would be removed, but delete nothing (the ledger too)
+    #[arg(long)]
+    pub dry_run: bool,
 
     #[command(flatten)]
     pub fleet: FleetArgs,
@@ -52,6 +57,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
             pair,
             &mut holders,
             args.force,
+            args.dry_run,
             usize::from(args.fleet.jobs),
             &on_event,
         )

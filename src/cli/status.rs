@@ -25,6 +25,7 @@ Examples:
   llmx auth status docker:web --json
   llmx auth status ssh:deploy@build-01  # what an SSH host holds
   llmx auth status @fleet.txt           # each target listed in the file, one a line
+  llmx auth status docker:label=agent   # every container it matches: a row each, then a recap
   llmx auth status k8s:agents/secret/llmx-auth   # what a Kubernetes Secret holds
   llmx auth status --all --json         # every account here; exit 1 when any is unusable
 
@@ -72,23 +73,99 @@ pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
     push::check_remote_home(args.remote_home.as_deref())?;
     // Once for every target: building the SSH options also says on -v which files are read.
     let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
-    if let [spec] = specs.as_slice() {
+    if let [spec] = specs.as_slice()
+        && !may_match_many(spec)
+    {
         return run_target(ctx, spec, args.remote_home.as_deref(), &resolve, args.base.json);
     }
-    // Several targets (a list): each reported in turn; one that fails does not stop the others.
-    let mut code = 0;
-    for spec in &specs {
-        match run_target(ctx, spec, args.remote_home.as_deref(), &resolve, args.base.json) {
-            Ok(c) => code = code.max(c),
-            Err(f) => {
-                let mut lines = vec![format!("llmx: {}", f.message)];
-                lines.extend(f.hint.as_ref().map(|h| format!("hint: {h}")));
-                output::err_lines(&lines);
-                code = code.max(f.code().min(1));
+    run_many(ctx, &specs, args.remote_home.as_deref(), &resolve, args.base.json)
+}
+
+/// Several targets, or a selector that may match many (`docker:label=…`, `k8s:…/deploy/…`), as
+/// push takes them: one aligned row per target with its mark, printed in order as each is
+/// read (one that fails does not stop the others), then a recap; `--json`: one object per
+/// target (`error` on a failed one) and a summary. Exit 0 only when every target is logged in.
+fn run_many(
+    ctx: &Ctx,
+    specs: &[TargetSpec],
+    remote_home: Option<&str>,
+    opts: &ResolveOptions,
+    json: bool,
+) -> Result<u8, Failure> {
+    use futures_util::StreamExt;
+    let preferred = ctx.settings()?.preference();
+    crate::cli::runtime()?.block_on(async {
+        let targets = llmx::targets::resolve::resolve(specs, opts).await;
+        let labels: Vec<String> = targets.iter().map(|t| output::clean(&t.label())).collect();
+        let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+        let mut reads = futures_util::stream::iter(targets)
+            .map(|mut t| async move {
+                let label = t.label();
+                (label, llmx::push::remote_status(t.as_mut(), remote_home, preferred, &|_| {}).await)
+            })
+            .buffered(8);
+        let (mut logged_in, mut not, mut failed) = (0, 0, 0);
+        while let Some((label, status)) = reads.next().await {
+            let (mark, text) = match &status {
+                Ok(s) if s.report.logged_in => {
+                    logged_in += 1;
+                    ("✓", format!("{}  {}", who(&s.report), s.auth_file))
+                }
+                Ok(s) => {
+                    not += 1;
+                    ("✗", format!("no credential  {}", s.auth_file))
+                }
+                Err(e) => {
+                    failed += 1;
+                    let hint = e.hint.as_ref().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+                    ("✗", format!("failed: {}{hint}", e.message))
+                }
+            };
+            if json {
+                match status {
+                    Ok(s) => output::json_line(&s)?,
+                    Err(e) => output::json_line(&serde_json::json!({"target": label, "error": {"message": e.message, "hint": e.hint}}))?,
+                }
+            } else {
+                let label = output::clean(&label);
+                let pad = " ".repeat(width.saturating_sub(label.chars().count()));
+                output::lines(&[format!("{mark} {label}{pad}  {text}")])?;
             }
         }
+        let n = logged_in + not + failed;
+        if json {
+            output::json_line(&serde_json::json!({"event": "summary", "targets": n, "logged_in": logged_in, "not_logged_in": not, "failed": failed}))?;
+        } else {
+            let mut parts = vec![format!("{logged_in} logged in")];
+            parts.extend((not > 0).then(|| format!("{not} not logged in")));
+            parts.extend((failed > 0).then(|| format!("{failed} failed")));
+            output::lines(&[format!("{n} target{}: {}", if n == 1 { "" } else { "s" }, parts.join(", "))])?;
+        }
+        Ok(if logged_in == n { 0 } else { 1 })
+    })
+}
+
+/// A selector that stands for every container or pod it matches (as push takes it).
+fn may_match_many(spec: &TargetSpec) -> bool {
+    use llmx::targets::DockerSelector;
+    use llmx::targets::k8s::spec::K8sObject;
+    match spec {
+        TargetSpec::Docker(d) => !matches!(d, DockerSelector::Container(_)),
+        TargetSpec::K8s(k) => matches!(k.object, K8sObject::Label { .. } | K8sObject::Deploy(_)),
+        TargetSpec::Ssh(_) => false,
     }
-    Ok(code)
+}
+
+/// `ChatGPT dev@example.com (plus)` or `API key sk-proj-***12345`, for one row.
+fn who(r: &StatusReport) -> String {
+    match r.method {
+        Some(AuthMethod::ChatGpt) => {
+            let plan = r.plan.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
+            format!("ChatGPT {}{plan}", r.email.as_deref().unwrap_or("(no email)"))
+        }
+        Some(AuthMethod::ApiKey) => format!("API key {}", r.api_key.as_deref().unwrap_or("***")),
+        None => "not logged in".to_string(),
+    }
 }
 
 /// The credential on one target, read through the push engine's target layer.

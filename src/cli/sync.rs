@@ -135,7 +135,7 @@ fn sync_one(
             if s.refreshed { ", refreshed once here" } else { "" }
         );
         let mut tail = vec![local];
-        if let Some(exp) = &s.lease_expires_at {
+        if let Some(exp) = s.lease_expires_at.as_ref().filter(|_| !args.dry_run) {
             tail.push(format!("leases now usable until {exp}"));
         }
         let summary = PushSummary { reports: s.reports.clone(), warnings: Vec::new() };

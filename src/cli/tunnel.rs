@@ -102,12 +102,8 @@ pub fn run(ctx: &Ctx, args: TunnelArgs) -> Result<u8, Failure> {
         Arc::new(move |event| ui.event(&event))
     };
     let runtime = crate::cli::runtime()?;
-    let interrupt = async {
-        // If the handler cannot be installed, Ctrl-C keeps its default effect (no teardown).
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+    // Ctrl-C and SIGTERM (a supervisor stopping it) both tear the tunnel down.
+    let interrupt = crate::cli::signals::interrupted();
     let result = runtime.block_on(tunnel::run(opts, sink, interrupt));
     ui.done();
     ui.browser.close();
@@ -213,6 +209,7 @@ fn success_lines(s: &TunnelSuccess) -> Vec<String> {
     if let Some(p) = status.plan.or_else(|| s.login.plan.clone()) {
         who.push_str(&format!(" ({p})"));
     }
+    let place = Place::of(&s.host);
     let mut lines = vec![format!("Logged in on {} using {method} - {who}", s.host)];
     if let Some(a) = status.account_id.or_else(|| s.login.account_id.clone()) {
         lines.push(format!("  Account ID: {a}"));
@@ -221,12 +218,30 @@ fn success_lines(s: &TunnelSuccess) -> Vec<String> {
     if s.status.is_some() && !status.logged_in {
         lines.push("  Note: `llmx login status` there does not report a login (check its config).".into());
     }
-    lines.push("  This is the host's own login: it refreshes independently of this machine's.".into());
+    lines.push(format!("  This is the {}'s own login: it refreshes independently of this machine's.", place.noun));
     lines
+}
+
+/// What the tunnel signs in, for its messages: a host, whose login the browser reaches through
+/// a forwarded port, or a container, to whose login the callback is relayed.
+struct Place {
+    noun: &'static str,
+    carried: &'static str,
+}
+
+impl Place {
+    fn of(target: &str) -> Place {
+        if target.starts_with("docker:") {
+            Place { noun: "container", carried: "relayed" }
+        } else {
+            Place { noun: "host", carried: "forwarded" }
+        }
+    }
 }
 
 /// Rendering state: a spinner on a terminal (never with --json), plain lines otherwise.
 struct Ui {
+    place: Place,
     json: bool,
     open_browser: bool,
     browser: Launcher,
@@ -245,6 +260,7 @@ impl Ui {
             pb
         });
         Ui {
+            place: Place::of(&args.host),
             json: args.json,
             open_browser: !args.no_browser && has_display(),
             browser: Launcher::new(home),
@@ -292,6 +308,7 @@ impl Ui {
             return;
         }
         let c = |s: &str| output::clean(s);
+        let (place, carried) = (self.place.noun, self.place.carried);
         match event {
             TunnelEvent::Bound { .. } => {}
             TunnelEvent::Connected { host, host_key_fingerprint, .. } => {
@@ -305,7 +322,7 @@ impl Ui {
             )),
             TunnelEvent::DeviceCode { verification_url, user_code, expires_in } => {
                 self.say(&format!(
-                    "To sign in the host, {} this page:\n\n  {}\n\nand enter the code:\n\n  {}\n\n\
+                    "To sign in the {place}, {} this page:\n\n  {}\n\nand enter the code:\n\n  {}\n\n\
                      The code expires in {}. Enter it only on that page, and only for a sign-in you started \
                      yourself: nobody who asks you for this code is from the provider.",
                     if self.open_browser { "opening" } else { "open" },
@@ -326,11 +343,11 @@ impl Ui {
             TunnelEvent::Installed { path, unchanged: true } => {
                 self.say(&format!("{} is already this llmx (same SHA-256); not uploaded again", c(path)))
             }
-            TunnelEvent::RemoteStarted { llmx, .. } => self.spin(format!("Starting {llmx} login on the host")),
+            TunnelEvent::RemoteStarted { llmx, .. } => self.spin(format!("Starting {llmx} login in the {place}")),
             TunnelEvent::Listening { authorize_url, port } => {
                 self.say(&format!(
-                    "{} this URL in a browser to sign in the host:\n\n  {}\n\n\
-                     localhost:{port} here is forwarded to the host's llmx login (gives up after {}; Ctrl-C to cancel).",
+                    "{} this URL in a browser to sign in the {place}:\n\n  {}\n\n\
+                     localhost:{port} here is {carried} to the {place}'s llmx login (gives up after {}; Ctrl-C to cancel).",
                     if self.open_browser { "Opening" } else { "Open" },
                     c(authorize_url),
                     llmx::text::format_duration(self.timeout)
@@ -338,10 +355,12 @@ impl Ui {
                 self.spin("Waiting for the sign-in in the browser".into());
             }
             TunnelEvent::CallbackRejected { reason } => {
-                self.say(&format!("The host's login ignored a callback: {}. Still waiting...", c(reason)))
+                self.say(&format!("The {place}'s login ignored a callback: {}. Still waiting...", c(reason)))
             }
-            TunnelEvent::CallbackReceived => self.spin("Signing in on the host".into()),
-            TunnelEvent::ForwardFailed { error } => self.say(&format!("warning: forwarding failed: {}", c(error))),
+            TunnelEvent::CallbackReceived => self.spin(format!("Signing in the {place}")),
+            TunnelEvent::ForwardFailed { error } => {
+                self.say(&format!("warning: a {carried} connection failed: {}", c(error)))
+            }
             TunnelEvent::Warning { message } => self.say(&format!("warning: {}", c(message))),
         }
     }

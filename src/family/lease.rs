@@ -1,9 +1,10 @@
 //! Leases (DESIGN.md §10): this machine owns each ChatGPT lineage; every other place holds an
 //! access-only copy. A lease is the owner's auth.json with `tokens.refresh_token` set to `""`
 //! (the key stays: current Codex refuses a file without it, and reads one with `""` as a
-//! ChatGPT login). Everything else — id and access tokens, `account_id`, `last_refresh`,
-//! `auth_mode`, `OPENAI_API_KEY`, unknown keys — is kept as the owner has it, so a lease is a
-//! pure view of the owner's file: the refresh token never leaves this machine.
+//! ChatGPT login) and `OPENAI_API_KEY` `null` (the exchanged key is a credential of its own).
+//! Everything else — id and access tokens, `account_id`, `last_refresh`, `auth_mode`, unknown
+//! keys — is kept as the owner has it, so a lease is a pure view of the owner's file: neither the
+//! refresh token nor the key leaves this machine.
 //!
 //! [`Kind`] names what a place holds (lease, full copy, its own login, an API key); the ledger
 //! records it and `auth where` shows it. Nothing here does I/O.
@@ -58,11 +59,15 @@ pub fn is_lease(file: &AuthFile) -> bool {
     file.tokens.as_ref().is_some_and(|t| t.refresh_token.is_empty())
 }
 
-/// The lease of the owner's login: the same file with `refresh_token` `""`. `None` for a file
-/// without ChatGPT tokens (an API key is pushed as it is).
+/// The lease of the owner's login: the same file with `refresh_token` `""` and no API key
+/// (`"OPENAI_API_KEY": null`). `None` for a file without ChatGPT tokens (an API key is pushed as
+/// it is). The key a ChatGPT login got from the token exchange is a credential of its own that
+/// does not expire with the access token: a lease that carried it would leak more than one access
+/// token, and a ChatGPT lease (its `auth_mode` says `chatgpt`) does not use it.
 pub fn lease_of(owner: &AuthFile) -> Option<AuthFile> {
     let mut lease = owner.clone();
     lease.tokens.as_mut()?.refresh_token = Secret::new("");
+    lease.openai_api_key = None;
     Some(lease)
 }
 
@@ -124,10 +129,13 @@ mod tests {
         let f = AuthFile::parse(Path::new("o"), &bytes).unwrap();
         let lease = lease_of(&f).unwrap().to_bytes();
         let text = String::from_utf8(lease.clone()).unwrap();
-        assert!(!text.contains("rt-secret"));
+        assert!(!text.contains("rt-secret") && !text.contains("sk-x"));
         assert!(text.contains("\"refresh_token\": \"\""), "{text}");
-        let expected = String::from_utf8(bytes).unwrap().replace("rt-secret", "");
-        assert_eq!(text, expected, "only the refresh token differs, byte for byte");
+        let expected = String::from_utf8(bytes)
+            .unwrap()
+            .replace("rt-secret", "")
+            .replace("\"OPENAI_API_KEY\": \"sk-x\"", "\"OPENAI_API_KEY\": null");
+        assert_eq!(text, expected, "only the refresh token and the API key differ, byte for byte");
         let back = AuthFile::parse(Path::new("l"), &lease).unwrap();
         assert!(is_lease(&back));
         assert_eq!(Kind::of_written(&back), Kind::Lease);

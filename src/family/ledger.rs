@@ -249,6 +249,18 @@ impl Ledger {
     pub fn find(&self, target: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.target == target)
     }
+
+    /// Put the entries of `targets` in that order, in the places they hold among the others
+    /// (a push records each target as it finishes; its entries are then listed as typed).
+    pub fn order_as(&mut self, targets: &[String]) {
+        let rank = |e: &Entry| targets.iter().position(|t| *t == e.target);
+        let slots: Vec<usize> = (0..self.entries.len()).filter(|i| rank(&self.entries[*i]).is_some()).collect();
+        let mut ours: Vec<Entry> = slots.iter().map(|i| self.entries[*i].clone()).collect();
+        ours.sort_by_key(|e| rank(e));
+        for (slot, entry) in slots.into_iter().zip(ours) {
+            self.entries[slot] = entry;
+        }
+    }
 }
 
 /// Record the holders of a push that now hold `bytes`: created, updated or unchanged, each with
@@ -338,6 +350,17 @@ mod tests {
         assert_eq!(l.entries[0].home(), "/r/.llmx");
         use std::os::unix::fs::MetadataExt;
         assert_eq!(std::fs::metadata(t.path().join(LEDGER_FILE)).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn entries_recorded_as_targets_finished_are_listed_as_typed() {
+        let mut l = Ledger::default();
+        for t in ["docker:old", "docker:c", "docker:keep", "docker:a", "docker:b"] {
+            l.upsert(Entry::new(t, None, "/r/.llmx/auth.json", b"{}"));
+        }
+        l.order_as(&["docker:a".into(), "docker:b".into(), "docker:c".into()]);
+        let order: Vec<&str> = l.entries.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(order, ["docker:old", "docker:a", "docker:keep", "docker:b", "docker:c"]);
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub async fn logout(
             }
             let keep = Ledger { entries: live.iter().map(|i| ledger.entries[*i].clone()).collect(), ..ledger.clone() };
             let mut holders: Vec<Holder> = holders_from_ledger(&keep, resolve).await;
-            remote = super::remove::remove(dir, Some((file, bytes)), &mut holders, false, jobs, on_event).await?;
+            remote =
+                super::remove::remove(dir, Some((file, bytes)), &mut holders, false, false, jobs, on_event).await?;
         }
     }
     let local = crate::auth::logout::logout(auth_path, Some(client)).await?;

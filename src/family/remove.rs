@@ -16,6 +16,7 @@ pub async fn remove(
     local: Option<(&AuthFile, &[u8])>,
     holders: &mut [Holder],
     force: bool,
+    dry_run: bool,
     jobs: usize,
     on_event: EventFn<'_>,
 ) -> Result<Vec<TargetReport>, LedgerError> {
@@ -49,6 +50,10 @@ pub async fn remove(
                         state.as_str()
                     ));
                     r.hint = Some("add --force to remove it anyway".into());
+                } else if dry_run {
+                    // Every check made, nothing deleted: what the real run would do.
+                    r.outcome = Outcome::Removed;
+                    r.dry_run = true;
                 } else {
                     step("removing");
                     match h.target.remove(&p.loc).await {
@@ -66,6 +71,9 @@ pub async fn remove(
         r
     })
     .await;
+    if dry_run {
+        return Ok(reports);
+    }
     Ledger::update(home_dir, |l| {
         for r in &reports {
             if matches!(r.outcome, Outcome::Removed | Outcome::Unchanged)

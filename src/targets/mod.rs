@@ -112,7 +112,8 @@ pub enum DirKind {
 pub enum DirVerdict {
     /// Already 0700 (or `/`, which is never re-moded).
     Keep,
-    /// The user's own directory, not writable by others: chmod it 0700.
+    /// llmx's own default directory (`…/.llmx`), the user's and not writable by others, but
+    /// readable by them: chmod it 0700.
     Tighten,
 }
 
@@ -120,7 +121,10 @@ pub enum DirVerdict {
 /// symbolic link (a writer running as root would follow it anywhere), only the target user's own
 /// (`want_uid`), never one that others can write to (a shared or sticky directory such as `/tmp`:
 /// another user could read or swap the credential) — each refused with the reason, never
-/// silently re-owned or re-moded. The `Err` is the reason, for "refusing to write PATH: REASON".
+/// silently re-owned or re-moded. Only a directory named `.llmx` (llmx's default) is tightened
+/// to 0700; any other existing directory (one named by `--remote-home` or `LLMX_HOME`: `/etc` of
+/// a root container, a home) is written into as it is — auth.json itself is 0600 either way.
+/// The `Err` is the reason, for "refusing to write PATH: REASON".
 pub fn judge_dir(path: &str, facts: &DirFacts, want_uid: Option<u32>) -> Result<DirVerdict, String> {
     match facts.kind {
         DirKind::Dir => {}
@@ -150,7 +154,8 @@ pub fn judge_dir(path: &str, facts: &DirFacts, want_uid: Option<u32>) -> Result<
         (Some(r), None) | (None, Some(r)) => return Err(r),
         (None, None) => {}
     }
-    if facts.mode & 0o7777 == 0o700 || path == "/" { Ok(DirVerdict::Keep) } else { Ok(DirVerdict::Tighten) }
+    let ours = path.trim_end_matches('/').rsplit('/').next() == Some(".llmx");
+    if facts.mode & 0o7777 == 0o700 || !ours { Ok(DirVerdict::Keep) } else { Ok(DirVerdict::Tighten) }
 }
 
 /// Who a target is once resolved, independent of how it was named: aliases of one host, or a
@@ -258,7 +263,22 @@ mod tests {
         assert!(judge_dir("/tmp", &dir(0o1777, 0), Some(0)).unwrap_err().contains("sticky"));
         // Accepted: ours and private (kept), ours and readable by others (tightened).
         assert_eq!(judge_dir("/x", &dir(0o700, 1000), Some(1000)), Ok(DirVerdict::Keep));
-        assert_eq!(judge_dir("/x", &dir(0o755, 1000), Some(1000)), Ok(DirVerdict::Tighten));
+        assert_eq!(judge_dir("/home/u/.llmx", &dir(0o755, 1000), Some(1000)), Ok(DirVerdict::Tighten));
+        assert_eq!(judge_dir("/home/u/.llmx/", &dir(0o750, 1000), Some(1000)), Ok(DirVerdict::Tighten));
         assert_eq!(judge_dir("/", &dir(0o755, 0), Some(0)), Ok(DirVerdict::Keep));
+    }
+
+    #[test]
+    fn an_existing_directory_named_by_remote_home_is_never_chmodded() {
+        let dir = |mode, uid| DirFacts { kind: DirKind::Dir, uid: Some(uid), mode };
+        // A root container's /etc, a user's home, a shared project directory of the user's own.
+        for (path, mode, uid) in
+            [("/etc", 0o755, 0), ("/root", 0o750, 0), ("/home/u", 0o755, 1000), ("/srv/x/", 0o711, 1000)]
+        {
+            assert_eq!(judge_dir(path, &dir(mode, uid), Some(uid)), Ok(DirVerdict::Keep), "{path}");
+        }
+        // Still refused when others can write to it or it is someone else's.
+        assert!(judge_dir("/etc", &dir(0o755, 0), Some(1000)).is_err());
+        assert!(judge_dir("/srv/x", &dir(0o775, 1000), Some(1000)).is_err());
     }
 }

@@ -4,8 +4,13 @@
 //! browser with what that login made of it: a redirect to `/success` here, or its reason. The code
 //! is checked (state) and exchanged (PKCE verifier) only inside the container; nothing here keeps
 //! it. Any other path is a 404.
+//!
+//! The container's login ends as soon as it has saved the login, before the browser follows the
+//! redirect; so after a success the relay keeps serving until the browser has fetched
+//! `/success` (at most [`SUCCESS_GRACE`], as `llmx login`'s own server does), else the browser
+//! would find the port closed on a loaded machine.
 
-use crate::auth::server::page;
+use crate::auth::server::{SUCCESS_GRACE, page};
 use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -15,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// The longest callback query relayed (the container login reads lines of up to 16 KiB).
@@ -43,22 +48,32 @@ struct Shared {
     port: u16,
     relay: mpsc::Sender<Relayed>,
     succeeded: AtomicBool,
+    /// The browser fetched `/success` after a success.
+    shown: AtomicBool,
+    shown_now: Notify,
 }
 
 /// The relay's server; stopping it drops the listener.
 pub(super) struct Relay {
+    shared: Arc<Shared>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Relay {
     pub(super) fn start(listener: TcpListener, port: u16, relay: mpsc::Sender<Relayed>) -> Relay {
-        let shared = Arc::new(Shared { port, relay, succeeded: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            port,
+            relay,
+            succeeded: AtomicBool::new(false),
+            shown: AtomicBool::new(false),
+            shown_now: Notify::new(),
+        });
         let app = Router::new()
             .route("/auth/callback", get(callback))
             .route("/success", get(success))
             .fallback(|| async { page(StatusCode::NOT_FOUND, "Not found", "Not found.") })
-            .with_state(shared);
+            .with_state(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -67,10 +82,18 @@ impl Relay {
                 })
                 .await;
         });
-        Relay { stop, task }
+        Relay { shared, stop, task }
     }
 
+    /// Stop serving; after a success, not before the browser has fetched `/success` (or
+    /// [`SUCCESS_GRACE`] has passed).
     pub(super) async fn stop(self) {
+        let sh = &self.shared;
+        if sh.succeeded.load(Ordering::SeqCst) && !sh.shown.load(Ordering::SeqCst) {
+            // `notify_one` keeps a permit when nobody waits yet, so a fetch just before this
+            // wait is not missed.
+            let _ = tokio::time::timeout(SUCCESS_GRACE, sh.shown_now.notified()).await;
+        }
         let _ = self.stop.send(());
         let mut task = self.task;
         if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
@@ -111,6 +134,8 @@ async fn callback(State(sh): State<Arc<Shared>>, RawQuery(query): RawQuery) -> R
 
 async fn success(State(sh): State<Arc<Shared>>) -> Response {
     if sh.succeeded.load(Ordering::SeqCst) {
+        sh.shown.store(true, Ordering::SeqCst);
+        sh.shown_now.notify_one();
         page(
             StatusCode::OK,
             "Signed in to llmx",

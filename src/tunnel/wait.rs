@@ -148,8 +148,9 @@ impl Tunnel {
             LoginEvent::StaleServerCancelled { port } => (self.events)(TunnelEvent::Warning {
                 message: format!("stopped an earlier llmx login that was waiting on port {port} on {}", self.host),
             }),
-            // Device-code events of a browser login do not occur.
-            LoginEvent::DeviceCode { .. } | LoginEvent::DeviceCodeUnavailable => {}
+            // Device-code events of a browser login do not occur; the tunnel gives a port, so the
+            // login never falls back to another.
+            LoginEvent::DeviceCode { .. } | LoginEvent::DeviceCodeUnavailable | LoginEvent::PortFallback { .. } => {}
         }
         Ok(())
     }

@@ -88,10 +88,20 @@ fn assert_container_login(c: &Container, api_key: bool) -> Value {
 /// Nothing left: no llmx process in the container, no listener of ours on `port` here, and the
 /// container's own loopback free.
 fn assert_torn_down(b: &Bed, port: u16) {
-    let procs: Vec<String> = b.c.processes().into_iter().filter(|p| p.contains("llmx")).collect();
-    assert!(procs.is_empty(), "llmx still runs in the container: {procs:?}");
     let here = listeners(std::process::Command::new("ss"));
     assert!(!has_port(&here, port), "a listener is left on local port {port}: {here:?}");
+    assert_container_torn_down(b, port);
+}
+
+/// After a device tunnel, which binds no port here (checked while it runs; whatever else holds
+/// 1455 on this machine is not ours): the container's loopback free, no llmx left in it.
+fn assert_device_torn_down(b: &Bed) {
+    assert_container_torn_down(b, llmx::tunnel::DEFAULT_PORT);
+}
+
+fn assert_container_torn_down(b: &Bed, port: u16) {
+    let procs: Vec<String> = b.c.processes().into_iter().filter(|p| p.contains("llmx")).collect();
+    assert!(procs.is_empty(), "llmx still runs in the container: {procs:?}");
     assert!(!has_port(&b.ns.listeners(), port), "the container still listens on {port}");
 }
 
@@ -130,11 +140,21 @@ async fn container_tunnel_installs_llmx_and_relays_the_browser_callback_into_the
     assert_eq!(t.wait_for("callback_rejected").await["reason"].as_str().map(|r| r.contains("state")), Some(true));
     assert_eq!(Browser::new().get(&format!("http://localhost:{port}/other")).await.status, 404);
 
-    let hops = Browser::new().follow(&url).await;
-    assert!(hops.iter().any(|h| h.url.contains(&format!(":{port}/auth/callback?"))), "{hops:?}");
-    let last = hops.last().unwrap();
-    assert_eq!(last.status, 200, "{hops:?}");
-    assert!(last.url.ends_with("/success") && last.body.contains("signed in"), "{last:?}");
+    // The browser is slow to follow the relay's redirect (a loaded machine): by then the
+    // container's login has saved and ended, and the success page must still be served here
+    // (it once raced: the relay had already closed, 2 runs in 8 beside the reach tests).
+    let browser = Browser::new();
+    let callback = browser.callback_url(&url).await;
+    assert_eq!(callback.port(), Some(port), "{callback}");
+    let relayed = browser.get(callback.as_str()).await;
+    assert_eq!(
+        (relayed.status, relayed.location.as_deref()),
+        (302, Some(&*format!("http://127.0.0.1:{port}/success")))
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = browser.get(&relayed.location.unwrap()).await;
+    assert_eq!(last.status, 200, "{last:?}");
+    assert!(last.body.contains("signed in"), "{last:?}");
 
     let (status, events, stderr) = t.finish().await;
     assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
@@ -175,7 +195,7 @@ async fn container_device_tunnel_signs_the_container_in_with_a_code_and_binds_no
     assert_eq!(events.last().unwrap()["event"], "tunnel_succeeded", "{events:?}");
     let auth = assert_container_login(&b.c, false);
     assert_no_tokens(&auth, &format!("{events:?}{stderr}"));
-    assert_torn_down(&b, 1455);
+    assert_device_torn_down(&b);
 }
 
 /// `--install --device` into `b`'s container: this llmx copied in through the archive API, the
@@ -218,7 +238,7 @@ async fn install_and_sign_in_with_a_code(b: &Bed) -> String {
     let text = format!("{events:?}{stderr}");
     assert_no_tokens(&auth, &text);
     assert!(!local.auth_path().exists(), "the tunnel wrote a login here (only the ledger records the sign-in)");
-    assert_torn_down(b, 1455);
+    assert_device_torn_down(b);
     text
 }
 
@@ -327,4 +347,37 @@ fn tunnel_target_forms_are_named_on_a_wrong_one() {
         assert!(out.stderr.contains(want), "{bad}: {}", out.stderr);
         assert!(!out.stderr.contains("invalid port 'x'"), "{}", out.stderr);
     }
+}
+
+/// The human screen of a container tunnel speaks of the container and of a relayed callback,
+/// not of a host and a forwarded port (issue 20 item 6).
+#[tokio::test(flavor = "multi_thread")]
+async fn container_tunnel_says_container_and_relayed() {
+    use tokio::io::AsyncBufReadExt;
+    let b = container("words").await;
+    b.c.give_binary(Path::new(LLMX), "/usr/local/bin", "llmx");
+    let local = Home::new();
+    let port = free_port().to_string();
+    let mut cmd = local
+        .llmx(["-c", &format!("auth_issuer={}", b.issuer.base_url()), "auth", "tunnel", "--no-browser"])
+        .args(["--port", &port, &b.c.target()]);
+    cmd = cmd.envs_from_docker();
+    let mut child = cmd.spawn();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(l))) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        let done = l.contains("localhost:");
+        seen.push(l);
+        if done {
+            break;
+        }
+    }
+    let text = seen.join("\n");
+    assert!(text.contains("sign in the container:"), "{text}");
+    assert!(text.contains("is relayed to the container's llmx login"), "{text}");
+    assert!(!text.contains("the host") && !text.contains("forwarded"), "{text}");
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(130));
 }

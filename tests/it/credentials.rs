@@ -520,7 +520,10 @@ async fn completions_and_man_pages_are_generated() {
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: not roff");
         assert_eq!(mode(&dir.join(page)), 0o644, "{page}");
     }
-    assert!(std::fs::read_to_string(dir.join("llmx-auth-push.1")).unwrap().contains("Examples"));
+    let push = std::fs::read_to_string(dir.join("llmx-auth-push.1")).unwrap();
+    for section in [".SH EXAMPLES", ".SH \"EXIT STATUS\"", ".SH \"SEE ALSO\"", "<\\fITARGET\\fR>..."] {
+        assert!(push.contains(section), "no {section} in llmx-auth-push.1");
+    }
 }
 
 /// Issue 13: `-v` says what was resolved (home, config file, issuer); `-q` and `-v` exclude

@@ -753,3 +753,75 @@ fn root_owned_auth_json_left_by_docker_cp_is_replaced_on_the_fast_path_and_re_ow
     assert_eq!(ct.read("/home/app/.llmx/auth.json").as_deref(), Some(fresher.as_str()), "left as it was");
     assert_eq!(ct.stat("/home/app/.llmx/auth.json").map(|s| s.1), Some(0), "still root's");
 }
+
+/// Issue 20 item 3: a socket this user may not open says to join the docker group, with no
+/// HTTP-client internals ("hyper", "client error") in the line.
+#[test]
+fn a_docker_socket_the_user_may_not_open_says_to_join_the_docker_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = crate::support::harness::Llmx::via("runuser", ["-u", "nobody", "--"])
+        .env("HOME", home.path())
+        .env("LLMX_HOME", home.path().join("llmx"))
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(["auth", "status", "docker:web"])
+        .run_blocking();
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.stderr.contains("permission denied on") && r.stderr.contains("docker group"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hyper") && !r.stderr.contains("client error"), "{}", r.stderr);
+}
+
+/// `auth status docker:label=…` takes a selector as push does and reports on every container it
+/// matches: one aligned row each with its mark, then a recap; --json one object each and a
+/// summary (issue 20 item 5; on main it refused: "matches 2 containers").
+#[test]
+fn status_of_a_label_reports_every_matching_container_in_rows_with_marks() {
+    let (local, c, _) = chatgpt_local("stlabel");
+    let label = format!("llmx.test={}", unique_name("stl"));
+    let cts: Vec<Container> =
+        (0..2).map(|i| Container::run(&format!("stl{i}"), IMAGE_ROOT, &["--label", &label])).collect();
+    let r = local.llmx(&["auth", "push", &cts[0].target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    let s = local.llmx(&["auth", "status", &format!("docker:label={label}")], &[]);
+    assert_eq!(s.code(), 1, "one holds nothing: {}", s.all());
+    let rows: Vec<&str> = s.stdout.lines().collect();
+    assert!(rows.iter().any(|l| l.starts_with(&format!("✓ {}  ChatGPT", cts[0].target()))), "{}", s.stdout);
+    assert!(rows.iter().any(|l| l.starts_with(&format!("✗ {}  no credential", cts[1].target()))), "{}", s.stdout);
+    assert_eq!(rows.last(), Some(&"2 targets: 1 logged in, 1 not logged in"), "{}", s.stdout);
+    let j = local.llmx(&["auth", "status", "--json", &format!("docker:label={label}")], &[]);
+    let lines = json_lines(&j.stdout);
+    assert_eq!(lines.len(), 3, "{}", j.stdout);
+    assert_eq!(lines[2]["logged_in"], 1, "{}", j.stdout);
+    assert_no_secret(&format!("{}{}", s.all(), j.all()), &c);
+}
+
+/// `auth remove --dry-run` reaches the target and says what it would remove, and deletes
+/// nothing, on the target or in the ledger (issue 20 item 5; on main the flag did not exist).
+#[test]
+fn remove_dry_run_says_what_would_go_and_deletes_nothing() {
+    let (local, c, _) = chatgpt_local("rmdry");
+    let ct = Container::run("rmdry", IMAGE_ROOT, &[]);
+    assert_eq!(local.llmx(&["auth", "push", &ct.target()], &[]).code(), 0);
+    let ledger = || std::fs::read_to_string(local.auth_path().with_file_name("ledger.json")).unwrap();
+    let before = ledger();
+    let r = local.llmx(&["auth", "remove", "--dry-run", &ct.target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(
+        squeezed(&r.stdout).contains(&format!("✓ {}  would remove /root/.llmx/auth.json", ct.target())),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1 target: would remove 1 (dry run: nothing written)"), "{}", r.stdout);
+    assert!(ct.stat("/root/.llmx/auth.json").is_some(), "deleted by a dry run");
+    assert_eq!(ledger(), before, "the ledger changed on a dry run");
+    let r = local.llmx(&["auth", "remove", &ct.target()], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(ct.stat("/root/.llmx/auth.json").is_none());
+    assert_no_secret(&r.all(), &c);
+}

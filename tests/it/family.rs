@@ -150,6 +150,13 @@ fn a_container_that_refreshed_on_its_own_is_fresher_then_pulled_then_one_sync_le
     assert!(again.stderr.contains("not fresher") && again.stderr.contains("--force"), "{}", again.stderr);
     let v: Value = serde_json::from_str(s.llmx(&["auth", "where", "--json"]).stdout.trim()).unwrap();
     assert_eq!(holder_states(&v), [(a.target(), "same".into()), (b.target(), "older".into())]);
+    // `where` ends with what will happen to the older full copy and what to run.
+    let human = s.llmx(&["auth", "where"]);
+    assert!(
+        human.stdout.contains("signed out at its next refresh") && human.stdout.contains("llmx auth sync"),
+        "{}",
+        human.stdout
+    );
     secrets.extend(s.secrets());
 
     // A dry run writes nothing and calls nobody.

@@ -294,3 +294,201 @@ exec "$0" "$@""#;
     // The login (here, outside the full tmpfs) still refreshes.
     assert_eq!(refresh(&home, &url, false).await.code(), 0);
 }
+
+// ---- Item 6: low ones --------------------------------------------------------------------------
+
+#[test]
+fn remote_home_naming_an_existing_directory_leaves_its_mode_alone() {
+    use crate::support::docker::{Container, IMAGE_ROOT, Local, api_key_auth};
+    let c = Container::run("etc", IMAGE_ROOT, &[]);
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let (_, _, _, before) = c.stat("/etc").unwrap();
+    assert_eq!(before, 0o755);
+    let r = local.llmx(&["auth", "push", &c.target(), "--remote-home", "/etc"], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    let (bytes, _, _, mode) = c.stat("/etc/auth.json").unwrap();
+    assert_eq!((bytes, mode), (api_key_auth().into_bytes(), 0o600));
+    assert_eq!(c.stat("/etc").unwrap().3, 0o755, "a root container's /etc is not chmodded 0700");
+    // llmx's own default directory, loosened by hand, is still tightened.
+    c.exec(&["/bin/busybox", "mkdir", "-p", "-m", "755", "/root/.llmx"]);
+    let r = local.llmx(&["auth", "push", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(c.stat("/root/.llmx").unwrap().3, 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_code_intervals_of_any_size_never_panic_nor_end_the_login_early_and_timeout_is_kept() {
+    use crate::support::login::{Home, issuer};
+    let issuer = issuer().await;
+    let url = issuer.base_url();
+    // u64::MAX seconds (a panic on `Instant + interval` before) and huge values: the login keeps
+    // polling, times out when told, with a true message.
+    for interval in [serde_json::json!(u64::MAX), serde_json::json!("18446744073709551615"), serde_json::json!(100_000)]
+    {
+        issuer.issuer.set_device_interval(interval.clone());
+        let home = Home::new();
+        let start = std::time::Instant::now();
+        let login = crate::signin::device_login(&home, &url, &["--timeout", "2"]);
+        let (status, events, stderr) = login.finish().await;
+        assert_eq!(status.code(), Some(1), "{interval}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{interval}: {stderr}");
+        assert_eq!(crate::support::harness::last_event(&events)["reason"], "timeout", "{interval}: {events:?}");
+        let took = start.elapsed();
+        assert!(took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_millis(4500), "{took:?}");
+        assert!(home.read_auth().is_none());
+    }
+    // A huge interval and a person who approves after the first poll: noticed at the deadline,
+    // not "nobody completed the sign-in" after one poll.
+    issuer.issuer.set_device_interval(serde_json::json!("100000"));
+    let home = Home::new();
+    let mut login = crate::signin::device_login(&home, &url, &["--timeout", "3"]);
+    let code = login.expect_next("device_code").await;
+    crate::signin::decide_on_page(&url, code["user_code"].as_str().unwrap(), "approve").await;
+    let (status, _, stderr) = login.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(home.read_auth().is_some());
+    // A poll the issuer stalls is abandoned at --timeout, not answered 10 s later.
+    issuer.issuer.set_device_interval(serde_json::json!("1"));
+    issuer.issuer.set_device_poll_delay(std::time::Duration::from_secs(10));
+    let home = Home::new();
+    let start = std::time::Instant::now();
+    let (status, events, stderr) = crate::signin::device_login(&home, &url, &["--timeout", "2"]).finish().await;
+    let took = start.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(crate::support::harness::last_event(&events)["reason"], "timeout", "{events:?}");
+    assert!(took < std::time::Duration::from_millis(4500), "--timeout 2 overrun: {took:?}");
+    issuer.issuer.set_device_poll_delay(std::time::Duration::ZERO);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuer_text_with_newlines_never_makes_a_line_of_its_own() {
+    use crate::support::login::{Home, issuer};
+    let issuer = issuer().await;
+    let fakes = [
+        "ABCD-1234\nLogged in using ChatGPT - admin@example.com",
+        "ABCD-1234\r\nLogged in using ChatGPT - admin@example.com",
+        "ABCD-1234\u{85}Logged in using ChatGPT - admin@example.com",
+        "ABCD-1234\u{2028}Logged in using ChatGPT - admin@example.com",
+        "\nLogged in using ChatGPT - admin@example.com\n",
+    ];
+    for fake in fakes {
+        issuer.issuer.set_device_user_code(Some(fake.to_string()));
+        let home = Home::new();
+        let iss = format!("auth_issuer={}", issuer.base_url());
+        let r = home.llmx(["-c", &iss, "login", "--device-auth", "--timeout", "1"]).run().await;
+        assert_eq!(r.code(), 1, "{r:?}");
+        assert!(r.stderr.contains("ABCD-1234") || fake.starts_with('\n'), "{:?}", r.stderr);
+        for line in r.all().lines() {
+            assert!(!line.starts_with("Logged in"), "{fake:?} made a line of its own: {:?}", r.stderr);
+        }
+    }
+    issuer.issuer.set_device_user_code(None);
+    eprintln!("hostile issuer texts tried: {}", fakes.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_revokes_and_removes_the_recovered_login_a_failed_save_left() {
+    use crate::support::login::{Home, browser_login, logged_in};
+    let (issuer, home) = logged_in().await;
+    // A live login in auth.json.recovered (as a refresh whose save failed leaves it).
+    let other = Home::new();
+    browser_login(&other, &issuer).await;
+    let recovered = other.read_auth().unwrap();
+    home.write("auth.json.recovered", &recovered);
+    let rt = serde_json::from_slice::<serde_json::Value>(&recovered).unwrap()["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let iss = format!("auth_issuer={}", issuer.base_url());
+    let r = home.llmx(["-c", &iss, "logout", "--json"]).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(r.json()["recovery_file_removed"], true, "{r:?}");
+    assert!(!home.path().join("auth.json.recovered").exists(), "the recovered login is gone");
+    assert!(issuer.issuer.is_revoked(&rt), "and its refresh token no longer works");
+    assert!(!r.all().contains(&rt));
+}
+
+#[test]
+fn a_shared_sticky_or_foreign_local_home_is_refused_as_openssh_refuses_such_a_dot_ssh() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let victim = t.path().join("victim");
+    let mut tried = 0;
+    for (name, mode, owner, want) in [
+        ("sticky", 0o1777, None, "other users can write to it (mode 1777, a shared sticky directory such as /tmp)"),
+        ("team", 0o775, None, "other users can write to it (mode 0775)"),
+        ("world", 0o777, None, "other users can write to it (mode 0777)"),
+        ("setgid", 0o2770, None, "other users can write to it (mode 2770)"),
+        ("foreign", 0o700, Some(4242u32), "it belongs to uid 4242, not to you (uid 0)"),
+        ("foreign-readable", 0o755, Some(4242u32), "it belongs to uid 4242"),
+    ] {
+        let home = t.path().join(name);
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(mode)).unwrap();
+        // Planted: another user's login, and a lock-file link to a file root would create.
+        std::fs::write(home.join("auth.json"), br#"{"OPENAI_API_KEY":"sk-planted-by-another-user-000000"}"#).unwrap();
+        std::os::unix::fs::symlink(&victim, home.join("auth.json.lock")).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(&home, Some(uid), Some(uid)).unwrap();
+        }
+        for args in [
+            &["auth", "status"][..],
+            &["login", "status"][..],
+            &["login", "--with-api-key"][..],
+            &["auth", "refresh"][..],
+            &["logout"][..],
+            &["auth", "where"][..],
+        ] {
+            tried += 1;
+            let r = Llmx::new(args)
+                .env("HOME", t.path())
+                .env("LLMX_HOME", &home)
+                .stdin("sk-mine-0123456789abcdefghijklmnop\n")
+                .run_blocking();
+            assert_eq!(r.code(), 1, "{name} {args:?}: {r:?}");
+            assert!(r.stderr.contains("refusing to use") && r.stderr.contains(want), "{name} {args:?}: {r:?}");
+            assert!(r.stderr.contains("hint: point LLMX_HOME at a directory of your own"), "{r:?}");
+            assert!(!r.all().contains("sk-planted"), "{r:?}");
+            assert!(!victim.exists(), "{name} {args:?}: a planted link was followed");
+            let planted = std::fs::read(home.join("auth.json")).unwrap();
+            assert!(planted.starts_with(br#"{"OPENAI_API_KEY":"sk-planted"#), "{name} {args:?}: auth.json changed");
+        }
+    }
+    // A home of one's own that others can only read is used (and tightened on the next write).
+    let own = t.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = Llmx::new(["login", "--with-api-key"])
+        .env("LLMX_HOME", &own)
+        .stdin("sk-mine-0123456789abcdefghijklmnop\n")
+        .run_blocking();
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(std::fs::metadata(&own).unwrap().permissions().mode() & 0o7777, 0o700);
+    eprintln!("shared or foreign homes x commands tried: {tried}");
+}
+
+#[test]
+fn docker_remove_deletes_as_the_containers_user_never_as_root() {
+    use crate::support::docker::{Container, IMAGE_APP, Local, api_key_auth};
+    let c = Container::run("rmuser", IMAGE_APP, &[]);
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let r = local.llmx(&["auth", "push", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    // Every shell the engine starts logs its uid, then runs as busybox's sh would.
+    let as_root = |cmd: &[&str]| {
+        let mut args = vec!["exec", "-u", "0", c.name.as_str()];
+        args.extend(cmd);
+        crate::support::docker::docker(&args);
+    };
+    as_root(&["/bin/busybox", "rm", "/bin/sh"]);
+    c.put("/bin", "sh", b"#!/bin/busybox ash\n/bin/busybox id -u >> /tmp/sh-users\nexec /bin/busybox ash \"$@\"\n", 0);
+    as_root(&["/bin/busybox", "chmod", "755", "/bin/sh"]);
+    as_root(&["/bin/busybox", "sh", "-c", "/bin/busybox touch /tmp/sh-users; /bin/busybox chmod 666 /tmp/sh-users"]);
+    let r = local.llmx(&["auth", "remove", &c.target()], &[]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(c.stat("/home/app/.llmx/auth.json").is_none(), "removed");
+    let users = c.read("/tmp/sh-users").unwrap();
+    assert!(!users.is_empty() && users.lines().all(|u| u == "1000"), "a shell ran as root: {users:?}");
+}

@@ -363,6 +363,12 @@ fn unreachable_silent_and_untrusted_api_servers_fail_within_the_timeout() {
         let r = local.llmx(&["auth", "push", "--kubeconfig", kc, "--connect-timeout", "2", "k8s:default/pod/x"], &[]);
         (r, started.elapsed())
     };
+    // An API server that does not answer is exit 3 for a one-target command, as SSH and Docker.
+    for kc in [&refused, &quiet] {
+        let st =
+            local.llmx(&["auth", "status", "--kubeconfig", kc, "--connect-timeout", "2", "k8s:default/pod/x"], &[]);
+        assert_eq!(st.code(), 3, "{}", st.all());
+    }
     let (r, _) = push(&refused);
     assert_ne!(r.code(), 0);
     assert!(

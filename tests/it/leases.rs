@@ -17,11 +17,15 @@ fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
-/// What a lease of `owner` is, byte for byte: the owner's file with an empty refresh token.
+/// What a lease of `owner` is, byte for byte: the owner's file with an empty refresh token and
+/// no API key.
 fn lease_of(owner: &[u8]) -> String {
     let v = json(owner);
     let rt = v["tokens"]["refresh_token"].as_str().unwrap();
-    let text = String::from_utf8(owner.to_vec()).unwrap();
+    let mut text = String::from_utf8(owner.to_vec()).unwrap();
+    if let Some(key) = v["OPENAI_API_KEY"].as_str() {
+        text = text.replace(&format!("\"OPENAI_API_KEY\": \"{key}\""), "\"OPENAI_API_KEY\": null");
+    }
     text.replace(&format!("\"refresh_token\": \"{rt}\""), "\"refresh_token\": \"\"")
 }
 
@@ -43,6 +47,8 @@ fn a_lease_push_never_puts_the_refresh_token_on_the_target_and_an_agent_refresh_
     let there = ct.read(ROOT_AUTH).unwrap();
     assert_eq!(there, lease_of(&owner));
     assert!(!there.contains(&owner_rt), "the refresh token never leaves this machine");
+    let owner_key = json(&owner)["OPENAI_API_KEY"].as_str().expect("the test issuer exchanged a key").to_string();
+    assert!(!there.contains(&owner_key), "nor the exchanged API key");
     let v = json(there.as_bytes());
     assert_eq!(v["tokens"]["refresh_token"], "", "the key stays (Codex refuses a file without it)");
     assert_eq!(v["tokens"]["access_token"], json(&owner)["tokens"]["access_token"]);
@@ -304,4 +310,24 @@ fn logout_says_a_revoke_is_account_wide_names_machines_signed_in_on_their_own_an
     assert!(r.stderr.contains("account-wide") && r.stderr.contains("ssh:deploy@build-9.invalid"), "{}", r.stderr);
     assert!(a.read(ROOT_AUTH).is_none(), "the lease is removed");
     assert_eq!(s.issuer.issuer.stats().revocations, 1);
+}
+
+/// Issue 20 item 3: a new login names the places that hold copies of the previous one.
+#[test]
+fn a_new_login_names_the_places_holding_the_previous_login() {
+    let s = Signed::new();
+    let a = Container::run("lease-relogin", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target()]).code(), 0);
+    let relogin = crate::support::harness::Llmx::new(["login", "--with-api-key"])
+        .env("HOME", s.local.home())
+        .env("LLMX_HOME", s.local.auth_path().parent().unwrap())
+        .stdin("sk-test-relogin-000000000000000000000\n")
+        .run_blocking();
+    assert_eq!(relogin.code(), 0, "{}", relogin.all());
+    assert!(
+        relogin.stderr.contains("holding copies of the previous login") && relogin.stderr.contains(&a.target()),
+        "{}",
+        relogin.all()
+    );
+    assert!(relogin.stderr.contains("llmx auth where"), "{}", relogin.stderr);
 }

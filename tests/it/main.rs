@@ -16,6 +16,7 @@ mod docker;
 mod engines;
 mod family;
 mod hostile;
+mod inventory;
 mod k8s;
 mod k8s_cronjob;
 mod leases;

@@ -8,16 +8,62 @@ use crate::support::harness::Llmx;
 use crate::support::netns::Remote;
 use crate::support::sshd::{Sshd, SshdOptions};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const SECRET: &str = "sk-reach-secret-0123456789abcdefgh";
-/// Where the inner sshd listens inside the namespace: its loopback, unreachable from here.
-const INNER_PORT: u16 = 2222;
 
 /// A bastion (sshd on the namespace's veth address) and an inner host behind it, both trusting
 /// the client's key; the client's known_hosts has both host keys and a config naming them.
 struct Fleet {
     bastion: Remote,
     inner: Sshd,
+    /// This side's 127.0.0.1 at the inner host's port: what a direct connection would reach.
+    decoy: Decoy,
+}
+
+/// A listener on this side's 127.0.0.1, on a port the OS chose free here; the inner sshd listens
+/// on the same port on the namespace's loopback. A connection that went straight to
+/// 127.0.0.1:PORT here instead of through the bastion lands on the decoy, which counts it and
+/// closes it. So no fixed port (such as 2222, a common dev sshd port) needs to be free on the
+/// machine, and "not reached directly" is seen, not inferred from an empty port.
+struct Decoy {
+    port: u16,
+    hits: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Decoy {
+    fn start() -> Decoy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hits, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let (h, s) = (hits.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        drop(conn);
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        Decoy { port, hits, stop }
+    }
+
+    /// Connections that reached this side's 127.0.0.1:PORT so far.
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Decoy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Fleet {
@@ -43,11 +89,12 @@ impl Fleet {
     /// `inner_users` on the inner host (the client key authorized for all).
     fn start_many(bastion_users: usize, inner_users: usize) -> Fleet {
         let bastion = Remote::start_opts(SshdOptions { users: bastion_users, ..SshdOptions::default() }, "");
+        let decoy = Decoy::start();
         let inner = Sshd::start_in_netns_on(
             SshdOptions { users: inner_users, ..SshdOptions::default() },
             &bastion.ns.name,
             [127, 0, 0, 1].into(),
-            INNER_PORT,
+            decoy.port,
         );
         for u in &inner.users {
             u.authorize(&bastion.key.public);
@@ -55,7 +102,12 @@ impl Fleet {
         let mut kh = std::fs::read_to_string(fleet_kh(&bastion)).unwrap();
         kh.push_str(&inner.known_hosts_line());
         std::fs::write(fleet_kh(&bastion), kh).unwrap();
-        Fleet { bastion, inner }
+        Fleet { bastion, inner, decoy }
+    }
+
+    /// The inner host's port (on the namespace's loopback; the decoy's here).
+    fn port(&self) -> u16 {
+        self.decoy.port
     }
 
     fn home(&self) -> &Path {
@@ -64,8 +116,9 @@ impl Fleet {
 
     fn write_config(&self, extra: &str) {
         let conf = format!(
-            "Host bastion\n  HostName {ns}\n  User {buser}\n\nHost inner\n  HostName 127.0.0.1\n  Port {INNER_PORT}\n  \
+            "Host bastion\n  HostName {ns}\n  User {buser}\n\nHost inner\n  HostName 127.0.0.1\n  Port {port}\n  \
              User {iuser}\n{extra}\n",
+            port = self.port(),
             ns = self.bastion.ns.ns_ip,
             buser = self.bastion.user().name,
             iuser = self.inner.user().name,
@@ -95,8 +148,9 @@ impl Fleet {
     }
 
     /// The inner sshd accepted our key from the namespace's loopback: the connection came out of
-    /// the bastion, never straight from this side.
+    /// the bastion, never straight from this side (the decoy here saw none).
     fn assert_inner_reached_through_bastion(&self) {
+        assert_eq!(self.decoy.hits(), 0, "a connection went straight to 127.0.0.1:{} here", self.port());
         let log = self.inner.log();
         let from = format!("Accepted publickey for {} from 127.0.0.1 port", self.inner.user().name);
         assert!(log.contains(&from), "inner sshd log:\n{log}");
@@ -114,9 +168,6 @@ fn proxy_jump_in_ssh_config_reaches_a_bastion_only_host_for_push_and_status() {
     let f = Fleet::start();
     f.write_config("  ProxyJump bastion");
     f.login();
-    // Nothing answers on this side's 127.0.0.1:2222: reaching it directly cannot succeed.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", INNER_PORT)).is_err(), "port {INNER_PORT} is taken here");
-
     let (code, out, err) = f.llmx(&["auth", "push", "ssh:inner"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("created"), "{out}");
@@ -130,7 +181,7 @@ fn proxy_jump_in_ssh_config_reaches_a_bastion_only_host_for_push_and_status() {
     // --explain shows the route and the files, and connects nowhere.
     let (code, out, err) = f.llmx(&["auth", "push", "--explain", "ssh:inner"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("hostname: 127.0.0.1") && out.contains(&format!("port: {INNER_PORT}")), "{out}");
+    assert!(out.contains("hostname: 127.0.0.1") && out.contains(&format!("port: {}", f.port())), "{out}");
     assert!(out.contains("via: bastion") && out.contains(&format!("hostname: {}", f.bastion.ns.ns_ip)), "{out}");
     assert!(out.contains(&format!("known_hosts: {}", fleet_kh(&f.bastion).display())), "{out}");
 }
@@ -140,18 +191,20 @@ fn dash_j_goes_through_the_jump_host_like_ssh_dash_j_and_none_goes_direct() {
     let f = Fleet::start();
     f.write_config("");
     f.login();
-    let spec = format!("ssh://{}@127.0.0.1:{INNER_PORT}", f.inner.user().name);
+    let spec = format!("ssh://{}@127.0.0.1:{}", f.inner.user().name, f.port());
     let jump = format!("{}@{}", f.bastion.user().name, f.bastion.ns.ns_ip);
     let (code, out, err) = f.llmx(&["auth", "push", "-J", &jump, &spec]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(f.inner_auth().exists());
     f.assert_inner_reached_through_bastion();
 
-    // `-J none` overrides a ProxyJump of the config: the host is then tried directly and fails.
+    // `-J none` overrides a ProxyJump of the config: the host is then tried directly (the decoy
+    // here answers and hangs up) and fails.
     f.write_config("  ProxyJump bastion");
     let (code, out, err) = f.llmx(&["auth", "status", "-J", "none", "--connect-timeout", "3", "ssh:inner"]);
     assert_ne!(code, 0, "{out}\n{err}");
-    assert!(format!("{out}{err}").contains(&format!("cannot connect to [127.0.0.1]:{INNER_PORT}")), "{out}{err}");
+    assert!(f.decoy.hits() > 0, "-J none did not go direct: {out}{err}");
+    assert!(format!("{out}{err}").contains(&format!("127.0.0.1]:{}", f.port())), "{out}{err}");
 }
 
 /// Issue 20 item 1: the route is part of the place. Without it, `where`/`sync` called a `-J`
@@ -164,7 +217,7 @@ fn a_dash_j_push_is_recorded_with_its_jump_and_where_sync_and_remove_reach_the_h
     let owner = crate::support::docker::chatgpt_auth(&c, "acc-1", "2025-01-01T00:00:00Z");
     std::fs::create_dir_all(f.home().join(".llmx")).unwrap();
     std::fs::write(f.home().join(".llmx/auth.json"), &owner).unwrap();
-    let spec = format!("ssh://{}@127.0.0.1:{INNER_PORT}", f.inner.user().name);
+    let spec = format!("ssh://{}@127.0.0.1:{}", f.inner.user().name, f.port());
     let jump = format!("{}@{}", f.bastion.user().name, f.bastion.ns.ns_ip);
     let (code, out, err) = f.llmx(&["auth", "push", "-J", &jump, &spec]);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -222,7 +275,7 @@ fn a_changed_key_on_the_second_hop_is_refused_also_with_strict_checking_off() {
     let (code, out, err) = f.llmx(&["auth", "push", "ssh:inner", "--accept-new"]);
     assert_eq!(code, 1, "{out}\n{err}");
     let all = format!("{out}{err}");
-    assert!(all.contains(&format!("REMOTE HOST IDENTIFICATION HAS CHANGED for [127.0.0.1]:{INNER_PORT}")), "{all}");
+    assert!(all.contains(&format!("REMOTE HOST IDENTIFICATION HAS CHANGED for [127.0.0.1]:{}", f.port())), "{all}");
     assert!(!f.inner_auth().exists());
     assert!(!f.inner.log().contains("Accepted publickey"), "authenticated to a host with a changed key");
 }
@@ -299,10 +352,13 @@ fn the_system_ssh_config_is_read_after_the_users_as_openssh_reads_it() {
     };
     let direct = run(Path::new(""));
     assert_ne!(direct.status.code(), Some(0), "reached without the bastion: {}", direct.stdout);
+    assert!(f.decoy.hits() > 0, "without the system file it did not go direct: {}", direct.stderr);
+    let before = f.decoy.hits();
     let out = run(&system);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", out.stdout, out.stderr);
-    // The user's `Port 2222` came first and won over the system file's `Port 1`.
-    f.assert_inner_reached_through_bastion();
+    // The user's `Port` came first and won over the system file's `Port 1`; nothing went direct.
+    assert_eq!(f.decoy.hits(), before, "went direct with the system file");
+    assert!(f.inner.log().contains("Accepted publickey"), "{}", f.inner.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,10 +471,11 @@ fn two_bastion_users(f: &Fleet) {
     let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
     let conf = format!(
         "Host bastion-a\n  HostName {ns}\n  User {ua}\n\nHost bastion-b\n  HostName {ns}\n  User {ub}\n  IdentityFile \
-         {key}\n\nHost inner-a\n  HostName 127.0.0.1\n  Port {INNER_PORT}\n  ProxyJump bastion-a\n\nHost inner-b\n  \
-         HostName 127.0.0.1\n  Port {INNER_PORT}\n  ProxyJump bastion-b\n",
+         {key}\n\nHost inner-a\n  HostName 127.0.0.1\n  Port {port}\n  ProxyJump bastion-a\n\nHost inner-b\n  \
+         HostName 127.0.0.1\n  Port {port}\n  ProxyJump bastion-b\n",
         ns = f.bastion.ns.ns_ip,
         key = second.path.display(),
+        port = f.port(),
     );
     std::fs::write(f.home().join(".ssh/config"), conf).unwrap();
 }
@@ -495,7 +552,7 @@ fn a_two_hop_chain_shares_each_hop_by_its_own_key() {
     two_bastion_users(&f);
     f.login();
     let (ua, ub) = (&f.bastion.sshd.users[0].name, &f.bastion.sshd.users[1].name);
-    let specs: Vec<String> = f.inner.users.iter().map(|u| format!("ssh://{}@127.0.0.1:{INNER_PORT}", u.name)).collect();
+    let specs: Vec<String> = f.inner.users.iter().map(|u| format!("ssh://{}@127.0.0.1:{}", u.name, f.port())).collect();
     let blog = f.push_all_and_bastion_log(&["auth", "push", "-J", "bastion-a,bastion-b"], &specs);
     let (host_ip, ns_ip) = (f.bastion.ns.host_ip, f.bastion.ns.ns_ip);
     assert_eq!(count(&blog, &format!("Accepted publickey for {ua} from {host_ip} ")), 1, "{blog}");

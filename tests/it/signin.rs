@@ -3,8 +3,9 @@
 //! issuer's interval, the time limit), paste-back of the address or the code while a
 //! `--no-browser` login waits, the 1457 fallback port, and `auth_mode` in what a login writes.
 
-use crate::support::harness::{LIMIT, last_event};
+use crate::support::harness::{LIMIT, Llmx, last_event};
 use crate::support::login::*;
+use crate::support::netns::Netns;
 use llmx_test_issuer::DeviceState;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -246,32 +247,48 @@ async fn no_browser_login_tells_the_user_they_can_paste_the_address() {
 }
 
 /// A foreign program on 1455 (it is not an llmx login of this home): the login falls back to
-/// 1457; with both held, the error names both.
-#[tokio::test]
-async fn busy_default_port_falls_back_to_1457_then_names_both() {
-    let _lock = PORTS.lock().await;
-    let issuer = issuer().await;
+/// 1457; with both held, the error names both. Run in a network namespace of its own, whose
+/// 127.0.0.1:1455 and :1457 are the test's, so it passes whatever holds those ports on the
+/// machine (issue 20 item 7: it failed where another program held 1457).
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_default_port_falls_back_to_1457_then_names_both_whatever_holds_them_on_the_machine() {
+    let ns = Netns::create();
+    let listener = tokio::net::TcpListener::bind((ns.host_ip, 0)).await.unwrap();
+    let issuer = llmx_test_issuer::Issuer::new(Default::default()).spawn(listener).unwrap();
     let home = Home::new();
     let iss = format!("auth_issuer={}", issuer.base_url());
-    let held = std::net::TcpListener::bind("127.0.0.1:1455").expect("1455 must be free for this test");
-    let mut login = home.llmx(["-c", &iss, "login", "--no-browser", "--json"]).events();
+    let inside = |args: &[&str]| Llmx::via("ip", ["netns", "exec", &ns.name]).env("LLMX_HOME", home.path()).args(args);
+    let held = ns.hold(1455);
+    let mut login = inside(&["-c", &iss, "login", "--no-browser", "--json"]).events();
+    // The switch says why (issue 20 item 6).
+    let switched = login.expect_next("port_fallback").await;
+    assert_eq!((switched["busy"].as_u64(), switched["port"].as_u64()), (Some(1455), Some(1457)), "{switched}");
     let listening = login.expect_next("listening").await;
     assert_eq!(listening["port"], 1457, "{listening}");
     assert_eq!(listening["redirect_uri"], "http://localhost:1457/auth/callback");
-    let hops = Browser::new().follow(listening["authorize_url"].as_str().unwrap()).await;
-    assert_eq!(hops.last().unwrap().status, 200);
+    // The issuer approves; the browser (in the namespace) comes back to 1457 there.
+    let callback = Browser::new().callback_url(listening["authorize_url"].as_str().unwrap()).await;
+    assert_eq!(callback.port(), Some(1457), "{callback}");
+    let path = format!("{}?{}", callback.path(), callback.query().unwrap_or(""));
+    // Off the runtime's threads: the issuer answers the login's code exchange meanwhile.
+    let (status, location, reply) = tokio::task::block_in_place(|| ns.http_get(1457, &path));
+    assert_eq!((status, location.as_deref()), (302, Some("/success")), "{reply}");
+    assert_eq!(ns.http_get(1457, "/success").0, 200);
     let (status, _, stderr) = login.finish().await;
     assert!(status.success(), "{stderr}");
 
-    let held_too = std::net::TcpListener::bind("127.0.0.1:1457").expect("1457 must be free for this test");
-    let r = Home::new().llmx(["-c", &iss, "login", "--no-browser"]).run().await;
+    let held_too = ns.hold(1457);
+    let r = Home::new();
+    let r = Llmx::via("ip", ["netns", "exec", &ns.name])
+        .env("LLMX_HOME", r.path())
+        .args(["-c", &iss, "login", "--no-browser"])
+        .run()
+        .await;
     assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.stderr.contains("Port 1455 is held by another program"), "the switch is not explained: {}", r.stderr);
     assert!(r.stderr.contains("1455") && r.stderr.contains("1457"), "{}", r.stderr);
     drop((held, held_too));
 }
-
-/// Tests that hold the fixed ports 1455/1457 on this machine's loopback take turns.
-static PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A file that declares `auth_mode` is read by it when the user set no preference: an llmx
 /// ChatGPT login that also holds the exchanged API key is a ChatGPT login; a preference the user

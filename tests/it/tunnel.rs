@@ -65,6 +65,16 @@ async fn sign_in(authorize_url: &str) {
 fn assert_torn_down(remote: &Remote, port: u16) {
     let here = listeners(std::process::Command::new("ss"));
     assert!(!has_port(&here, port), "a listener is left on local port {port}: {here:?}");
+    assert_remote_torn_down(remote, port);
+}
+
+/// After a device tunnel, which binds no port here (its events say so; whatever else holds
+/// 1455 on this machine is not ours): no listener on the remote's default port, no llmx left.
+fn assert_device_torn_down(remote: &Remote) {
+    assert_remote_torn_down(remote, llmx::tunnel::DEFAULT_PORT);
+}
+
+fn assert_remote_torn_down(remote: &Remote, port: u16) {
     let there = remote.ns.listeners();
     assert!(!has_port(&there, port), "a listener is left on the remote's port {port}: {there:?}");
     assert!(has_port(&there, 22), "the namespace check is blind: sshd's listener is not seen: {there:?}");
@@ -434,7 +444,7 @@ async fn device_tunnel_shows_the_remote_code_here_and_signs_the_remote_in_withou
     let auth = assert_remote_tokens(&remote);
     assert_no_secrets_but_key(&auth, &format!("{events:?}{stderr}"));
     assert!(!local.auth_path().exists(), "the tunnel wrote a login here (only the ledger records the sign-in)");
-    assert_torn_down(&remote, 1455);
+    assert_device_torn_down(&remote);
     issuer.stop().await.unwrap();
 }
 
@@ -456,7 +466,7 @@ async fn ctrl_c_during_a_device_tunnel_stops_the_remote_login() {
     assert_eq!(status.code(), Some(130), "{events:?} {stderr}");
     assert_eq!(crate::support::harness::last_event(&events)["reason"], "interrupted", "{events:?}");
     assert!(stderr.contains("the remote login was cancelled"), "{stderr}");
-    assert_torn_down(&remote, 1455);
+    assert_device_torn_down(&remote);
     assert!(!remote.user().home.join(".llmx/auth.json").exists());
     issuer.stop().await.unwrap();
 }
@@ -481,7 +491,35 @@ async fn device_tunnel_refuses_a_verification_page_of_another_issuer() {
     assert_eq!(crate::support::harness::last_event(&events)["reason"], "protocol", "{events:?}");
     assert!(stderr.contains("/codex/device"), "{stderr}");
     assert!(!events.iter().any(|e| e["event"] == "device_code"), "{events:?}");
-    assert_torn_down(&remote, 1455);
+    assert_device_torn_down(&remote);
     issuer.stop().await.unwrap();
     other.stop().await.unwrap();
+}
+
+/// Issue 20 item 4: the issuer goes where the login goes. With `auth_issuer` only in this
+/// machine's config.toml (no `-c`), the remote login signs in to that issuer too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_set_only_in_config_toml_is_the_remote_logins_issuer_too() {
+    let remote = Remote::start();
+    let issuer = issuer_for(&remote).await;
+    remote.give_binary(Path::new(LLMX), "tools/llmx");
+    let local = Home::new();
+    local.write("config.toml", format!("auth_issuer = \"{}\"\n", issuer.base_url()).as_bytes());
+    let port = free_port().to_string();
+    let mut t = local
+        .llmx(["auth", "tunnel", "--json", "--no-browser", "--port", &port, "--remote-llmx", "~/tools/llmx"])
+        .env("HOME", remote.client_home.path())
+        .args(["--connect-timeout", "10", "-i"])
+        .args([&remote.key.path])
+        .args([remote.spec()])
+        .events();
+    let listening = t.wait_for("listening").await;
+    let url = listening["authorize_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&issuer.base_url()), "the remote login uses config.toml's issuer: {url}");
+    sign_in(&url).await;
+    let (status, events, stderr) = t.finish().await;
+    assert!(status.success(), "exit {status:?}; events {events:?}; stderr {stderr}");
+    assert_eq!(last_event(&events)["event"], "tunnel_succeeded", "{events:?}");
+    assert_remote_login(&remote);
+    issuer.stop().await.unwrap();
 }

@@ -42,11 +42,23 @@ pub(crate) struct DeviceStore {
     codes: HashMap<String, Code>,
     pub(crate) usercodes_issued: u32,
     pub(crate) polls: u32,
+    /// How long each token poll takes to be answered (a slow or stalling issuer).
+    poll_delay: std::time::Duration,
+    /// The user code to hand out instead of a random one (hostile text, for display tests).
+    user_code: Option<String>,
 }
 
 impl Default for DeviceStore {
     fn default() -> Self {
-        DeviceStore { enabled: true, interval: json!("1"), codes: HashMap::new(), usercodes_issued: 0, polls: 0 }
+        DeviceStore {
+            enabled: true,
+            interval: json!("1"),
+            codes: HashMap::new(),
+            usercodes_issued: 0,
+            polls: 0,
+            poll_delay: std::time::Duration::ZERO,
+            user_code: None,
+        }
     }
 }
 
@@ -59,6 +71,16 @@ impl Issuer {
     /// The `interval` the usercode answer carries, as JSON (the real issuer sends a string).
     pub fn set_device_interval(&self, interval: Value) {
         lock(&self.inner.device).interval = interval;
+    }
+
+    /// Hand out `code` as the user code (`None`: random ones, as the real issuer does).
+    pub fn set_device_user_code(&self, code: Option<String>) {
+        lock(&self.inner.device).user_code = code;
+    }
+
+    /// Answer every token poll only after `delay` (an issuer that stalls a poll).
+    pub fn set_device_poll_delay(&self, delay: std::time::Duration) {
+        lock(&self.inner.device).poll_delay = delay;
     }
 
     /// Approve, decline or expire the code the user was shown, as the person at the page would;
@@ -100,7 +122,7 @@ pub(crate) async fn usercode(State(issuer): State<Issuer>, body: Bytes) -> Respo
     }
     let device_auth_id = format!("deviceauth_{}", nonce());
     let raw = nonce().to_uppercase().replace(['-', '_'], "X");
-    let user_code = format!("{}-{}", &raw[..4], &raw[4..8]);
+    let user_code = d.user_code.clone().unwrap_or_else(|| format!("{}-{}", &raw[..4], &raw[4..8]));
     d.codes.insert(device_auth_id.clone(), Code { user_code: user_code.clone(), state: DeviceState::Pending });
     d.usercodes_issued += 1;
     axum::Json(json!({"device_auth_id": device_auth_id, "user_code": user_code, "interval": d.interval}))
@@ -111,6 +133,10 @@ pub(crate) async fn token(State(issuer): State<Issuer>, headers: HeaderMap, body
     let Some(req) = json_body(&body) else { return error(StatusCode::BAD_REQUEST, "invalid_request") };
     let get = |k: &str| req.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let (id, user_code) = (get("device_auth_id"), get("user_code"));
+    let delay = lock(&issuer.inner.device).poll_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let state = {
         let mut d = lock(&issuer.inner.device);
         d.polls += 1;

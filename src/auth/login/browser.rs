@@ -124,6 +124,7 @@ async fn bind_with_fallback(
 ) -> Result<TcpListener, LoginError> {
     match bind_callback_port(port, home, events).await {
         Err(LoginError::PortBusy { .. }) if fallback && port == super::DEFAULT_PORT => {
+            events(LoginEvent::PortFallback { busy: port, port: FALLBACK_PORT });
             match bind_callback_port(FALLBACK_PORT, home, events).await {
                 Err(LoginError::PortBusy { .. }) => Err(LoginError::PortsBusy { first: port, second: FALLBACK_PORT }),
                 other => other,

@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 pub const CODE_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// The poll interval when the issuer names none (or one that is not a number).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long past the deadline (`--timeout`) the poll made at it may take to be answered.
+const LAST_POLL_GRACE: Duration = Duration::from_secs(1);
+/// The longest poll interval honoured: a larger one (up to `u64::MAX` seconds) is taken as this,
+/// so a person who approves the code is noticed within it.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What a device-code login needs.
 #[derive(Debug, Clone)]
@@ -43,7 +48,10 @@ pub async fn run(
         user_code: code.user_code.clone(),
         expires_in: limit.as_secs(),
     });
-    let interval = code.interval.filter(|&s| s > 0).map_or(DEFAULT_INTERVAL, Duration::from_secs);
+    let interval = code
+        .interval
+        .filter(|&s| s > 0)
+        .map_or(DEFAULT_INTERVAL, |s| Duration::from_secs(s.min(MAX_INTERVAL.as_secs())));
     let grant = tokio::select! {
         r = poll(&client, &code, interval, limit) => r?,
         () = &mut interrupt => return Err(LoginError::Interrupted),
@@ -63,6 +71,8 @@ pub async fn run(
 
 /// Poll every `interval` until approved, declined or `limit`. A poll the network (or a gateway)
 /// fails is retried: the issuer being briefly away must not end a login the user is finishing.
+/// `limit` is kept: the last poll is made at the deadline (never skipped because the next
+/// interval would pass it), and a poll still unanswered at the deadline is abandoned.
 async fn poll(
     client: &OAuthClient,
     code: &DeviceCode,
@@ -71,8 +81,14 @@ async fn poll(
 ) -> Result<crate::auth::oauth::DeviceGrant, LoginError> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        let next = tokio::time::Instant::now() + interval;
-        let last_transient = match client.device_poll(code).await {
+        let now = tokio::time::Instant::now();
+        let next = now.checked_add(interval).unwrap_or(deadline).min(deadline);
+        // The last poll (made at the deadline) gets a moment to be answered.
+        let answer = match tokio::time::timeout_at(deadline + LAST_POLL_GRACE, client.device_poll(code)).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(LoginError::TimedOut { after: limit }),
+        };
+        let last_transient = match answer {
             Ok(DevicePoll::Approved(grant)) => return Ok(grant),
             Ok(DevicePoll::Pending) => None,
             Err(e @ OAuthError::Unreachable { .. }) => Some(e),
@@ -82,7 +98,7 @@ async fn poll(
             }
             Err(e) => return Err(LoginError::DevicePoll(e)),
         };
-        if next >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Err(match last_transient {
                 Some(e) => LoginError::DevicePoll(e),
                 None => LoginError::TimedOut { after: limit },

@@ -156,6 +156,9 @@ fn describe_denial(error: &str, description: Option<&str>) -> String {
 pub enum LoginEvent {
     /// A server from an earlier login held the port and was told to stop.
     StaleServerCancelled { port: u16 },
+    /// Another program holds the default port `busy`: the login tries `port`, the issuer's other
+    /// allowed callback port, instead.
+    PortFallback { busy: u16, port: u16 },
     /// The callback server listens; open `authorize_url` in a browser.
     Listening { authorize_url: String, port: u16, redirect_uri: String, timeout_secs: u64 },
     /// Device-code login: enter `user_code` at `verification_url` within `expires_in` seconds.

@@ -379,6 +379,13 @@ async fn connect(ep: Endpoint, opts: &DockerOptions, ssh: &SshOptions) -> Result
         // client certificate: its refusal (an alert) arrives with the first answer.
         Ok(Err(e)) => match (&route, rustls_cause(&e)) {
             (Route::Tls { material, .. }, Some(r)) => Err(tls_failure(&ep, material, r)),
+            (Route::Unix(path), _) if denied(&e) => Err(TargetError::new(format!(
+                "permission denied on {path} (from {}): this user may not use the Docker Engine",
+                ep.origin
+            ))
+            .with_hint(
+                "join the docker group (`sudo usermod -aG docker $USER`, then log in again), or run llmx as a user who can",
+            )),
             _ => Err(unreachable(error_text(&e))),
         },
         Ok(Ok(d)) => Ok(d),
@@ -455,27 +462,44 @@ fn tls_failure(ep: &Endpoint, m: &TlsMaterial, inner: &rustls::Error) -> TargetE
 
 /// A bollard error with its causes, on one line ("client error (Connect): No such file...").
 pub fn error_text(e: &bollard::errors::Error) -> String {
-    use std::error::Error as _;
     // The Engine's own answer, with what it is: "the Docker Engine answered 500: ...".
     if let bollard::errors::Error::DockerResponseServerError { status_code, message } = e {
         return format!("the Docker Engine answered {status_code}: {message}");
     }
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_text = s.to_string();
-        // The HTTP client's names for itself are no use to the reader.
-        if s_text.starts_with("client error (") || s_text.contains("hyper") {
-            src = s.source();
-            continue;
+    // Every cause, outermost first, without the HTTP client's names for itself ("Error in the
+    // hyper legacy client", "client error (Connect)"): no use to the reader.
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !(text.contains("hyper") || text.starts_with("client error (")) {
+            parts.push(text);
         }
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        src = s.source();
+        cur = s.source();
     }
-    text
+    // A wrapper that repeats its cause adds nothing.
+    let kept: Vec<&String> = parts
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !parts[i + 1..].iter().any(|q| p.contains(q.as_str())))
+        .map(|(_, p)| p)
+        .collect();
+    match kept.is_empty() {
+        true => e.to_string(),
+        false => kept.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(": "),
+    }
+}
+
+/// Whether the OS refused the connection for permissions (a socket the user may not open).
+fn denied(e: &bollard::errors::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

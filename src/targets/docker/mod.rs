@@ -399,9 +399,14 @@ enum ExecResult {
 /// archive path is taken when the container's user could not write (a directory it cannot
 /// write to), and a `mv` or `rm` as that user would fail there too and leave the temporary file.
 async fn exec(docker: &Docker, id: &str, cmd: &[&str]) -> ExecResult {
+    exec_as(docker, id, "0", cmd).await
+}
+
+/// [`exec`] as `user` (`UID:GID`).
+async fn exec_as(docker: &Docker, id: &str, user: &str, cmd: &[&str]) -> ExecResult {
     let opts = CreateExecOptions {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-        user: Some("0".to_string()),
+        user: Some(user.to_string()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         ..Default::default()
@@ -522,7 +527,11 @@ impl DockerTarget {
             )));
         }
         let docker = self.engine.get().await?.clone();
-        match exec(&docker, &r.id, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
+        // As the container's user, never as root: between the check and the `rm`, the user could
+        // swap a directory on the path for a link to another user's; as themselves, they can
+        // only delete what they could delete anyway.
+        let user = format!("{}:{}", r.uid, r.gid);
+        match exec_as(&docker, &r.id, &user, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
             ExecResult::Ok => Ok(true),
             ExecResult::Failed(why) if why.starts_with("exit status 5") => Ok(false),
             ExecResult::Failed(why) if why.starts_with("exit status 4") => Err(symlink_refused(&path)),

@@ -5,7 +5,7 @@
 //! (which of namespace or object), RBAC 403 (which verb on which resource), 401, TLS, and an API
 //! server that does not answer within `--connect-timeout`.
 
-use crate::targets::TargetError;
+use crate::targets::{ErrorKind, TargetError};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams};
@@ -129,6 +129,7 @@ impl Cluster {
                 } else if lower.contains("connect") || lower.contains("dns") {
                     TargetError::new(format!("cannot reach the API server {}: {why}", self.server))
                         .with_hint("is the cluster up? `kubectl cluster-info`")
+                        .with_kind(ErrorKind::Unreachable)
                 } else {
                     TargetError::new(format!("{verb} {resource} in namespace {namespace}: {why}"))
                 }
@@ -143,6 +144,7 @@ impl Cluster {
             self.timeout.as_secs()
         ))
         .with_hint("is the cluster up? `kubectl cluster-info`")
+        .with_kind(ErrorKind::Unreachable)
     }
 
     fn forbidden(&self, req: Request<'_>, server_says: &str) -> TargetError {

@@ -99,6 +99,50 @@ impl Netns {
     pub fn listeners(&self) -> Vec<String> {
         listeners(self.command("ss"))
     }
+
+    /// `f()` run on a thread that joined this namespace's network: sockets it makes live there
+    /// (a socket keeps its namespace for life, so a listener bound there stays there).
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on this (fresh, soon-ended) thread only, with a namespace fd we opened.
+            assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {path}");
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A listener on the namespace's 127.0.0.1:`port` (a port "held by another program" there).
+    pub fn hold(&self, port: u16) -> std::net::TcpListener {
+        self.within(move || std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+    }
+
+    /// `GET path_and_query` from the namespace's 127.0.0.1:`port`, as a browser there would:
+    /// the status, the `Location` header, and the whole reply (for messages).
+    pub fn http_get(&self, port: u16, path_and_query: &str) -> (u16, Option<String>, String) {
+        let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+        let reply = self.within(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            if let Err(e) = s.read_to_string(&mut reply) {
+                reply.push_str(&format!("(read failed: {e})"));
+            }
+            reply
+        });
+        let status = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let location = reply
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("location")))
+            .map(|(_, v)| v.trim().to_string());
+        (status, location, reply)
+    }
 }
 
 impl Drop for Netns {
@@ -206,7 +250,14 @@ impl Remote {
     /// Pids of the user's processes named exactly `name`.
     pub fn user_processes(&self, name: &str) -> Vec<String> {
         let out = Command::new("pgrep").args(["-u", &self.user().name, "-x", name]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+        // Only those in this namespace: a uid freed by an earlier test's user (and given to this
+        // one) may still own a process of that test being killed.
+        let here = self.ns.pids();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|p| p.parse::<i32>().is_ok_and(|p| here.contains(&p)))
+            .map(str::to_string)
+            .collect()
     }
 }
 
