@@ -2,6 +2,7 @@
 //! the agent runs. This crate is the library; `src/main.rs` and `src/cli/` are a thin layer that
 //! parses arguments and renders what the library returns (DESIGN.md §7).
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod family;

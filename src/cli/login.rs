@@ -8,6 +8,7 @@
 use crate::cli::browser::Launcher;
 use crate::cli::{Ctx, Failure, Kind, output, status};
 use clap::{Args, Subcommand};
+use llmx::accounts::{Accounts, Activate, Added, Staging};
 use llmx::auth::login::browser::{self, LoginOptions};
 use llmx::auth::login::device::{self, DeviceOptions};
 use llmx::auth::login::{self, LoginError, LoginEvent, LoginSucceeded, api_key};
@@ -24,6 +25,8 @@ Examples:
   printenv OPENAI_API_KEY | llmx login --with-api-key
   llmx login --json | jq -c .         # JSON events, one per line (what `auth tunnel` drives)
   llmx login status                   # which credential is in use
+  llmx login --as work                # sign another account in beside this one (`auth list`)
+  printenv KEY | llmx login --with-api-key --as ci   # an API key as an account of its own
 
 On a headless machine: `llmx login --device-auth` there, or `llmx auth tunnel HOST` from a
 machine with a browser (docs/headless.md). Exit status 0 signed in, 1 failed or timed out,
@@ -70,6 +73,11 @@ pub struct LoginArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Sign in as another account, labelled LABEL (default: its email, or api-key-<last 4>),
+    /// without touching the others; it becomes active only when there is no login yet
+    #[arg(long = "as", value_name = "LABEL", num_args = 0..=1, default_missing_value = "")]
+    pub as_label: Option<String>,
+
     /// End the login (as interrupted) when standard input closes: for `llmx auth tunnel
     /// docker:NAME`, which runs this login through the Engine's exec API and holds its stdin, so
     /// the login stops with the tunnel even when the container has no shell to signal it
@@ -88,9 +96,14 @@ pub fn run(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
     if let Some(LoginCommand::Status(s)) = args.sub {
         return status::run(ctx, s);
     }
+    if ctx.account.is_some() {
+        return Err(Failure::usage("`llmx login` takes --as LABEL, not --account (or LLMX_ACCOUNT)")
+            .hint("`llmx login --as LABEL` signs an account in; `llmx auth switch LABEL` makes it active"));
+    }
     let json = args.json;
-    let before = copies_of_the_login_here(ctx);
-    let code = sign_in(ctx, args)?;
+    let dest = Dest::new(ctx, args.as_label.as_deref())?;
+    let before = if dest.replaces_live() { copies_of_the_login_here(ctx) } else { Vec::new() };
+    let code = sign_in(ctx, args, &dest)?;
     if code == 0 && !json && !before.is_empty() {
         output::note(&[format!(
             "the ledger knows {} place{} holding copies of the previous login ({}): `llmx auth sync` gives leases of this account the new login; `llmx auth where` shows what each holds",
@@ -110,11 +123,122 @@ fn copies_of_the_login_here(ctx: &Ctx) -> Vec<String> {
     ledger.entries.iter().filter(|e| e.kind() != Kind::Own).map(|e| e.target.clone()).collect()
 }
 
-fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
+/// Where a login is written: straight to the live auth.json (a home without accounts, as
+/// always), or staged and then saved as an account ([`Accounts::add`]) with `--as` or in a
+/// home that has accounts (so the login being replaced is first written back to its own).
+struct Dest {
+    accounts: Accounts,
+    staged: Option<(Staging, Option<String>, Activate)>,
+    live: std::path::PathBuf,
+}
+
+impl Dest {
+    fn new(ctx: &Ctx, as_label: Option<&str>) -> Result<Dest, Failure> {
+        let accounts = Accounts::new(&ctx.home);
+        let wanted = as_label.filter(|l| !l.is_empty());
+        if let Some(l) = wanted {
+            llmx::accounts::label::check(l).map_err(llmx::accounts::AccountsError::from)?;
+        }
+        let staged = match as_label {
+            Some(_) => Some((accounts.staging()?, wanted.map(str::to_string), Activate::IfNone)),
+            None if accounts.exist() => Some((accounts.staging()?, None, Activate::Always)),
+            None => None,
+        };
+        Ok(Dest { accounts, staged, live: ctx.home.auth_path() })
+    }
+
+    /// The file the login method writes.
+    fn path(&self) -> std::path::PathBuf {
+        self.staged.as_ref().map_or_else(|| self.live.clone(), |(s, ..)| s.auth_path())
+    }
+
+    /// Whether the login will replace the active one (not a `--as` beside it).
+    fn replaces_live(&self) -> bool {
+        self.staged.as_ref().is_none_or(|(_, _, a)| *a == Activate::Always)
+    }
+
+    /// After the method saved: move a staged login to its account; `s` then names the file it
+    /// ended in.
+    fn settle(&self, s: &mut LoginSucceeded) -> Result<Option<Added>, Failure> {
+        let Some((staging, wanted, activate)) = &self.staged else { return Ok(None) };
+        let added = self.accounts.add(&staging.auth_path(), wanted.as_deref(), *activate)?;
+        s.auth_file = if added.active { self.live.clone() } else { self.accounts.account_path(&added.label) }
+            .display()
+            .to_string();
+        Ok(Some(added))
+    }
+}
+
+/// Settle a finished login into its destination (a failure to do so is the login's failure)
+/// and, with `--json`, print the final event (and the account it was saved as).
+fn settle(
+    result: Result<LoginSucceeded, LoginError>,
+    dest: &Dest,
+    json: bool,
+) -> Result<(LoginSucceeded, Option<Added>), Failure> {
+    let mut s = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if json {
+                output::json_line(&LoginEvent::LoginFailed { reason: e.reason().into(), error: e.to_string() })?;
+            }
+            return Err(failure(e));
+        }
+    };
+    match dest.settle(&mut s) {
+        Ok(added) => {
+            if json {
+                output::json_line(&LoginEvent::LoginSucceeded(s.clone()))?;
+                if let Some(a) = &added {
+                    output::json_line(&account_event(a))?;
+                }
+            }
+            Ok((s, added))
+        }
+        Err(f) => {
+            if json {
+                output::json_line(&LoginEvent::LoginFailed { reason: "save".into(), error: f.message.clone() })?;
+            }
+            Err(f)
+        }
+    }
+}
+
+/// With `--json`, the line that says which account a login was saved as (drivers ignore events
+/// they do not know).
+fn account_event(added: &Added) -> serde_json::Value {
+    serde_json::json!({
+        "event": "account_saved",
+        "label": added.label,
+        "active": added.active,
+        "replaced": added.replaced,
+        "registered_first": added.registered_first,
+    })
+}
+
+/// Human lines about the account a login was saved as.
+fn account_lines(added: &Added) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(first) = &added.registered_first {
+        lines.push(format!("  The login that was here is now the account {first} (still active)"));
+    }
+    lines.push(format!(
+        "  Account: {}{}",
+        added.label,
+        if added.active {
+            " (active: the agent uses it)".to_string()
+        } else {
+            format!(" (not active: `llmx auth switch {}` to use it)", added.label)
+        }
+    ));
+    lines
+}
+
+fn sign_in(ctx: &Ctx, args: LoginArgs, dest: &Dest) -> Result<u8, Failure> {
     // A home that cannot take the login is found before a port is opened or the issuer is asked.
     llmx::home::check_writable(ctx.home.dir())?;
     if args.with_api_key {
-        return with_api_key(ctx, args.json);
+        return with_api_key(dest, args.json);
     }
     let settings = ctx.settings()?;
     let open_browser = !args.no_browser && has_display();
@@ -131,7 +255,7 @@ fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         port: args.port.unwrap_or(login::DEFAULT_PORT),
         port_fallback: args.port.is_none(),
         timeout: Duration::from_secs(timeout.unwrap_or(login::DEFAULT_TIMEOUT_SECS)),
-        auth_path: ctx.home.auth_path(),
+        auth_path: dest.path(),
     };
     // One reader of stdin for the whole login: paste-back lines, and (with --end-on-stdin-eof)
     // its end, which stops the login like Ctrl-C.
@@ -160,7 +284,7 @@ fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
             issuer: settings.auth_issuer.clone(),
             client_id: settings.auth_client_id.clone(),
             timeout: args.timeout.map(Duration::from_secs),
-            auth_path: ctx.home.auth_path(),
+            auth_path: dest.path(),
         };
         match runtime.block_on(device::run(opts, sink.clone(), interrupt())) {
             // As DESIGN §8 says: device code off → the browser login, printing the URL.
@@ -180,7 +304,7 @@ fn sign_in(ctx: &Ctx, args: LoginArgs) -> Result<u8, Failure> {
         runtime.block_on(browser::run(browser_opts(args.timeout), sink, interrupt(), pasted))
     };
     launcher.close();
-    finish(result, json)
+    finish(result, json, dest)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (nothing was written yet when the login is stopped).
@@ -212,19 +336,14 @@ fn headless_note() -> &'static str {
      to enter instead), or `llmx auth tunnel HOST` run from a machine with a browser."
 }
 
-fn finish(result: Result<LoginSucceeded, LoginError>, json: bool) -> Result<u8, Failure> {
-    if json {
-        output::json_line(&LoginEvent::outcome(&result))?;
+fn finish(result: Result<LoginSucceeded, LoginError>, json: bool, dest: &Dest) -> Result<u8, Failure> {
+    let (s, added) = settle(result, dest, json)?;
+    if !json {
+        let mut lines = browser_success_lines(&s);
+        lines.extend(added.as_ref().map(account_lines).unwrap_or_default());
+        output::lines(&lines)?;
     }
-    match result {
-        Ok(s) => {
-            if !json {
-                output::lines(&browser_success_lines(&s))?;
-            }
-            Ok(0)
-        }
-        Err(e) => Err(failure(e)),
-    }
+    Ok(0)
 }
 
 /// Whether a browser can be opened here: never inside an SSH session (it would open on the remote
@@ -336,7 +455,7 @@ fn failure(e: LoginError) -> Failure {
     }
 }
 
-fn with_api_key(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
+fn with_api_key(dest: &Dest, json: bool) -> Result<u8, Failure> {
     let stdin = std::io::stdin();
     let how = "printenv OPENAI_API_KEY | llmx login --with-api-key";
     if stdin.is_terminal() {
@@ -347,14 +466,12 @@ fn with_api_key(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
         api_key::ApiKeyError::Empty => Failure::usage(e.to_string()).hint(how),
         _ => Failure::usage(e.to_string()),
     })?;
-    let result = login::save(&ctx.home.auth_path(), obtained);
-    if json {
-        output::json_line(&LoginEvent::outcome(&result))?;
-    }
-    let s = result.map_err(failure)?;
+    let (s, added) = settle(login::save(&dest.path(), obtained), dest, json)?;
     if !json {
         let key = s.api_key.as_deref().unwrap_or("***");
-        output::lines(&[format!("Logged in using an API key - {key} (saved to {})", s.auth_file)])?;
+        let mut lines = vec![format!("Logged in using an API key - {key} (saved to {})", s.auth_file)];
+        lines.extend(added.as_ref().map(account_lines).unwrap_or_default());
+        output::lines(&lines)?;
     }
     Ok(0)
 }

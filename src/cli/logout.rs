@@ -17,6 +17,7 @@ Examples:
   llmx logout                    # revoke the login at the issuer and delete auth.json
   llmx logout --everywhere       # first delete every pushed copy (see `llmx auth where`)
   llmx logout --local            # delete only this machine's file; pushed copies keep working
+  llmx logout --account work     # one account of several (see `llmx auth list`)
 
 Revoking a ChatGPT login signs out every copy of it (leases lose their renewal), so logout
 refuses while the ledger knows other copies, unless --everywhere or --local says which you mean.
@@ -55,14 +56,20 @@ pub struct LogoutArgs {
 }
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
-    let path = ctx.home.auth_path();
+    // With accounts: the account logged out (the active one by default) is forgotten after.
+    let accounts = llmx::accounts::Accounts::new(&ctx.home);
+    let (path, account) = match &ctx.account {
+        Some(label) => (accounts.resolve(label)?, Some(label.clone())),
+        None if accounts.exist() => (ctx.home.auth_path(), accounts.adopt(false)?),
+        None => (ctx.home.auth_path(), None),
+    };
     let scope = match (args.everywhere, args.local) {
         (true, _) => Scope::Everywhere,
         (_, true) => Scope::Local,
         _ => Scope::Default,
     };
     let client = client(ctx)?;
-    if scope != Scope::Local && !warn_before_revoking(ctx, scope, args.yes)? {
+    if scope != Scope::Local && !warn_before_revoking(ctx, &path, scope, args.yes)? {
         return Err(Failure::new("logout cancelled: nothing was removed or revoked"));
     }
     let rt = crate::cli::runtime()?;
@@ -76,6 +83,9 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         FamilyLogoutError::Ledger(e) => e.into(),
         FamilyLogoutError::Logout(e) => Failure::new(e.to_string()),
     })?;
+    if let Some(label) = &account {
+        accounts.forget(label)?;
+    }
     let env_key_set = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty());
     let (revoked, revoke_error) = match &done.local.revocation {
         Revocation::Revoked => (true, None),
@@ -86,6 +96,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     if args.json {
         output::json_line(&serde_json::json!({
             "removed": done.local.removed,
+            "account": account,
             "auth_file": path.display().to_string(),
             "env_api_key_set": env_key_set,
             "revoked": revoked,
@@ -112,6 +123,9 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         } else {
             "Not logged in: nothing to remove".to_string()
         });
+        if let Some(label) = &account {
+            lines.push(format!("Forgot the account {label} (`llmx auth list` shows the others)"));
+        }
         if revoked {
             lines.push("Revoked the refresh token at the issuer: every copy of this login is signed out".into());
         }
@@ -139,10 +153,10 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
 
 /// Before a revoke: one line saying it is account-wide, naming the machines the ledger knows
 /// signed in on their own; with `--everywhere` on a terminal, ask (unless `--yes`). Whether to go on.
-fn warn_before_revoking(ctx: &Ctx, scope: Scope, yes: bool) -> Result<bool, Failure> {
+fn warn_before_revoking(ctx: &Ctx, path: &std::path::Path, scope: Scope, yes: bool) -> Result<bool, Failure> {
     use llmx::family::ledger::Ledger;
     use std::io::IsTerminal;
-    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&ctx.home.auth_path()) else { return Ok(true) };
+    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(path) else { return Ok(true) };
     if file.tokens.as_ref().is_none_or(|t| t.refresh_token.is_empty()) {
         return Ok(true);
     }

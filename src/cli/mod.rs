@@ -1,6 +1,7 @@
 //! Command-line types (clap) and dispatch. Each command lives in its own module and only parses,
 //! calls the library and renders; the command tree mirrors the module tree.
 
+mod accounts;
 mod browser;
 mod docker_args;
 mod docs;
@@ -50,6 +51,10 @@ Examples:
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
   llmx auth tunnel --device deploy@build-01   # the same with a code: nothing forwarded
   llmx auth tunnel docker:web             # a container's own login, from this browser
+  llmx login --as work                    # another account beside this one
+  llmx auth list                          # every account; * is the active one
+  llmx auth switch work                   # the agent uses work from now on
+  llmx --account work auth status         # one command on another account (or LLMX_ACCOUNT=work)
   llmx logout
   mkdir -p ~/.local/share/bash-completion/completions && llmx completion bash > ~/.local/share/bash-completion/completions/llmx
 
@@ -75,6 +80,10 @@ pub struct Cli {
     /// Colour the outcomes and warnings: auto (a terminal, unless NO_COLOR is set), always, never
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]
     pub color: ColorChoice,
+
+    /// Work on this account for one command, without switching (see `llmx auth list`)
+    #[arg(long, global = true, value_name = "LABEL", env = "LLMX_ACCOUNT")]
+    pub account: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -111,6 +120,8 @@ impl Command {
                 AuthCommand::Sync(a) => a.fleet.json,
                 AuthCommand::Remove(a) => a.fleet.json,
                 AuthCommand::Token(a) => a.json,
+                AuthCommand::List(a) => a.json,
+                AuthCommand::Switch(a) => a.json,
             },
             Command::Completion(_) | Command::Man(_) => false,
         }
@@ -137,6 +148,10 @@ pub enum AuthCommand {
     Remove(remove::RemoveArgs),
     /// Print the current access token (refreshed first when it is about to expire)
     Token(token::TokenArgs),
+    /// The accounts signed in here (label, method, email, plan, expiry; * is the active one)
+    List(accounts::ListArgs),
+    /// Make another account the active one (the file the agent reads)
+    Switch(accounts::SwitchArgs),
 }
 
 /// Shared state for one run: the home and the parsed `-c` overrides. Settings are loaded lazily
@@ -144,9 +159,24 @@ pub enum AuthCommand {
 pub struct Ctx {
     pub home: Home,
     pub overrides: Vec<Override>,
+    /// `--account LABEL` / `LLMX_ACCOUNT`: the account this command works on.
+    pub account: Option<String>,
 }
 
 impl Ctx {
+    /// The auth.json this command works on: the live one, or with `--account` that account's
+    /// (the live one again when it is the active account).
+    pub fn auth_path(&self) -> Result<std::path::PathBuf, Failure> {
+        match &self.account {
+            None => Ok(self.home.auth_path()),
+            Some(label) => {
+                let path = llmx::accounts::Accounts::new(&self.home).resolve(label)?;
+                output::verbose(format!("account {label}: {}", path.display()));
+                Ok(path)
+            }
+        }
+    }
+
     pub fn settings(&self) -> Result<Settings, Failure> {
         let path = self.home.config_path();
         output::verbose(format!(
@@ -187,7 +217,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
     if !matches!(cli.command, Command::Completion(_) | Command::Man(_)) {
         home.check_private()?;
     }
-    let ctx = Ctx { home, overrides };
+    let account = cli.account.filter(|a| !a.is_empty());
+    let ctx = Ctx { home, overrides, account };
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
         Command::Logout(args) => logout::run(&ctx, args),
@@ -200,6 +231,8 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Auth(AuthCommand::Sync(args)) => sync::run(&ctx, args),
         Command::Auth(AuthCommand::Remove(args)) => remove::run(&ctx, args),
         Command::Auth(AuthCommand::Token(args)) => token::run(&ctx, args),
+        Command::Auth(AuthCommand::List(args)) => accounts::list(&ctx, args),
+        Command::Auth(AuthCommand::Switch(args)) => accounts::switch(&ctx, args),
         Command::Completion(_) | Command::Man(_) => Ok(0),
     }
 }

@@ -29,6 +29,7 @@ Examples:
   llmx auth push --explain ssh:inner             # how ~/.ssh/config resolves it; connects nowhere
   llmx auth push docker:compose=shop/web         # every running container of a Compose service
   llmx auth push @fleet.txt                      # the targets listed in a file, one a line
+  llmx auth push --account work docker:ci        # another account (`llmx auth list`); bound in the ledger
   ansible all --list-hosts | sed 1d | sed 's/^ */ssh:/' | llmx auth push -
   llmx auth push --from-env docker:web          # the key exported in OPENAI_API_KEY (never type it on a command line)
   DOCKER_HOST=ssh://deploy@build-01 llmx auth push docker:web  # a remote engine, through llmx's SSH
@@ -262,7 +263,7 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
 /// A ChatGPT login whose access token expires within 5 minutes is refreshed (under the lock)
 /// before it is copied anywhere: a copy that must refresh at once is a copy about to race.
 fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&path) else { return Ok(()) };
     let now = time::OffsetDateTime::now_utc();
     if dry_run || !refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now) {
@@ -295,7 +296,7 @@ fn env_api_key() -> Option<String> {
 /// This machine's auth.json. When there is none but `OPENAI_API_KEY` is set (so `login status`
 /// says logged in), say that the key is in the environment, not in a file, and how to push it.
 fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     LocalCredential::load(&path).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
             Kind::NotLoggedIn,
@@ -422,6 +423,9 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
     let recorded = recorder.finish(&order);
     let (summary, interrupted) = outcome?;
     recorded?;
+    if record && let Some(label) = crate::cli::accounts::current_label(ctx)? {
+        llmx::family::ledger::bind_account(ctx.home.dir(), &summary.reports, &label)?;
+    }
     if interrupted {
         let left = summary.reports.iter().filter(|r| r.outcome == llmx::push::Outcome::Failed).count();
         return Err(Failure::of(Kind::Interrupted, "interrupted").hint(format!(

@@ -39,7 +39,7 @@ pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
 
 pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let client = client(ctx)?;
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let runtime = crate::cli::runtime()?;
     let (r, by_other) = match runtime.block_on(refresh::refresh_home(&path, &client, When::Always)) {
         Ok(RefreshOutcome::Refreshed(r)) => (r, false),

@@ -27,6 +27,7 @@ Examples:
   llmx auth status @fleet.txt           # each target listed in the file, one a line
   llmx auth status docker:label=agent   # every container it matches: a row each, then a recap
   llmx auth status k8s:agents/secret/llmx-auth   # what a Kubernetes Secret holds
+  llmx auth status --all --json         # every account here; exit 1 when any is unusable
 
 Exit status 0 logged in, 1 not, 3 the target is unreachable, 4 SSH authentication or an
 unknown host key; with --json a failure is {\"error\":{\"kind\":...,\"message\":...}}.";
@@ -52,11 +53,19 @@ pub struct AuthStatusArgs {
     #[command(flatten)]
     pub docker: crate::cli::docker_args::DockerArgs,
 
+    /// Every account of this home (`llmx auth list`): usable or not, from the local facts;
+    /// exit 1 when any is unusable
+    #[arg(long, conflicts_with = "targets")]
+    pub all: bool,
+
     #[command(flatten)]
     pub base: StatusArgs,
 }
 
 pub fn run_auth(ctx: &Ctx, args: AuthStatusArgs) -> Result<u8, Failure> {
+    if args.all {
+        return crate::cli::accounts::status_all(ctx, args.base.json);
+    }
     if args.targets.is_empty() {
         return run(ctx, args.base);
     }
@@ -204,7 +213,7 @@ fn run_target(
 
 pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let file = AuthFile::load(&path)?;
     let env_key = std::env::var("OPENAI_API_KEY").ok();
     let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());

@@ -16,6 +16,7 @@ Examples:
   llmx auth sync                        # every holder in the ledger
   llmx auth sync docker:web ssh:build-01
   llmx auth sync --dry-run              # what it would do, writing nothing
+  llmx auth sync --account work         # only the holders of one account (see `llmx auth list`)
   llmx auth sync --refresh --json       # refresh now, then write everywhere
   llmx auth sync --schedule --every 6h  # a systemd user timer (else prints a crontab line)
   llmx auth sync --unschedule
@@ -27,7 +28,9 @@ however many holders; a holder's fresher full copy is adopted only when the issu
 refresh token for this account), then writes every lease holder the new lease and every
 `--full` holder the full file. Holders of another account, of an API key, machines signed in on
 their own, and a lease holder that now holds a full copy are reported and left alone. Run it
-from cron or a systemd timer as the fleet's one refresher (docs/headless.md). Exit status 0 only
+from cron or a systemd timer as the fleet's one refresher (docs/headless.md). With several
+accounts (`llmx auth list`) and no TARGET, each account's holders are synced in turn, with at
+most one refresh per account. Exit status 0 only
 when nothing failed; the failures are listed.";
 
 #[derive(Debug, Args)]
@@ -87,17 +90,34 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
             None => ctx.settings()?.lease_renew_within,
         },
         dry_run: args.dry_run,
+        ledger_dir: Some(ctx.home.dir().to_path_buf()),
     };
-    let path = ctx.home.auth_path();
+    // With accounts: one run per account over its own holders (one refresh each at most).
+    let mut code = 0;
+    for run in crate::cli::accounts::sync_runs(ctx, !specs.is_empty(), &ledger)? {
+        code = code.max(sync_one(&args, &specs, &client, &opts, run)?);
+    }
+    Ok(code)
+}
+
+fn sync_one(
+    args: &SyncArgs,
+    specs: &[llmx::targets::TargetSpec],
+    client: &llmx::auth::oauth::OAuthClient,
+    opts: &SyncOptions,
+    run: crate::cli::accounts::SyncRun,
+) -> Result<u8, Failure> {
+    let crate::cli::accounts::SyncRun { label, path, ledger } = run;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, &args.fleet.docker, args.dry_run);
-        let mut holders = holders_named_or_all(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await;
+        let mut holders = holders_named_or_all(specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await;
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.fleet.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
-        let s = sync(&path, &mut holders, &client, &opts, &on_event).await.map_err(|e| failure(e, &path))?;
+        let s = sync(&path, &mut holders, client, opts, &on_event).await.map_err(|e| failure(e, &path))?;
         let mut extra = serde_json::Map::new();
+        extra.insert("account".into(), label.clone().into());
         extra.insert("local".into(), serde_json::to_value(&s.local).unwrap_or_default());
         extra.insert("source".into(), s.source.clone().into());
         extra.insert("refreshed".into(), s.refreshed.into());
@@ -106,7 +126,8 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
         extra.insert("last_refresh".into(), s.last_refresh.clone().into());
         extra.insert("ok".into(), s.all_ok().into());
         let local = format!(
-            "local  {} {}{}; newest copy from {}{}",
+            "local{}  {} {}{}; newest copy from {}{}",
+            label.as_deref().map(|l| format!(" (account {l})")).unwrap_or_default(),
             s.local.outcome.as_str(),
             path.display(),
             s.local.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),

@@ -29,7 +29,7 @@ pub struct TokenArgs {
 }
 
 pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
-    let path = ctx.home.auth_path();
+    let path = ctx.auth_path()?;
     let not_chatgpt = || {
         Failure::of(
             Kind::NotLoggedIn,

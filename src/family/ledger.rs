@@ -58,6 +58,10 @@ pub struct Entry {
     /// How the push reached the target.
     #[serde(default, skip_serializing_if = "Route::is_empty")]
     pub route: Route,
+    /// The label of the account pushed there (`auth push --account`, DESIGN.md §11); absent in
+    /// entries of a home without accounts and of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -77,6 +81,7 @@ impl Entry {
             last_refresh: file.and_then(|f| f.last_refresh),
             written_at: crate::auth::file::now_rfc3339(),
             route: Route::default(),
+            account: None,
             extra: Default::default(),
         }
     }
@@ -96,6 +101,7 @@ impl Entry {
             last_refresh,
             written_at: crate::auth::file::now_rfc3339(),
             route: Route::default(),
+            account: None,
             extra: Default::default(),
         }
     }
@@ -222,6 +228,10 @@ impl Ledger {
         match self.entries.iter_mut().find(|e| e.same_place(&entry)) {
             Some(old) => {
                 entry.extra = std::mem::take(&mut old.extra);
+                // A rewrite of the same lineage (a sync) keeps the account it is bound to.
+                if entry.account.is_none() && entry.account_id.is_some() && entry.account_id == old.account_id {
+                    entry.account = old.account.take();
+                }
                 *old = entry;
             }
             None => self.entries.push(entry),
@@ -294,6 +304,26 @@ pub fn record_written(
                     }
                 }
                 l.upsert(entry);
+            }
+        }
+    })
+}
+
+/// Bind the destinations a push wrote to the account `label` (recorded after [`record_push`]).
+pub fn bind_account(dir: &Path, reports: &[crate::push::TargetReport], label: &str) -> Result<(), LedgerError> {
+    use crate::push::Outcome;
+    let places: Vec<(&str, &str)> = reports
+        .iter()
+        .filter(|r| !r.dry_run && matches!(r.outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
+        .filter_map(|r| Some((r.target.as_str(), r.path.as_deref()?)))
+        .collect();
+    if places.is_empty() {
+        return Ok(());
+    }
+    Ledger::update(dir, |l| {
+        for e in &mut l.entries {
+            if places.iter().any(|(t, p)| e.target == *t && e.path == *p) {
+                e.account = Some(label.to_string());
             }
         }
     })

@@ -40,11 +40,14 @@ pub struct SyncOptions {
     pub refresh_within: Duration,
     /// Gather and decide; write nothing and call no issuer.
     pub dry_run: bool,
+    /// The home whose ledger records the writes, when the login is not the home's own
+    /// auth.json (an account's, DESIGN.md §11); `None`: the directory of the auth.json.
+    pub ledger_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { jobs: 8, refresh: false, refresh_within: lease::DEFAULT_WINDOW, dry_run: false }
+        SyncOptions { jobs: 8, refresh: false, refresh_within: lease::DEFAULT_WINDOW, dry_run: false, ledger_dir: None }
     }
 }
 
@@ -169,7 +172,7 @@ pub async fn sync(
 
     if !opts.dry_run {
         let items: Vec<(&TargetReport, &[u8])> = written.iter().map(|(r, b)| (r, b.as_slice())).collect();
-        super::ledger::record_written(&dir, &items, None)?;
+        super::ledger::record_written(opts.ledger_dir.as_deref().unwrap_or(&dir), &items, None)?;
     }
     let new_file = AuthFile::parse(auth_path, full).ok();
     Ok(SyncSummary {

@@ -9,6 +9,7 @@
     reason = "tests signal processes and report what they saw"
 )]
 
+mod accounts;
 mod container_tunnel;
 mod credentials;
 mod docker;
