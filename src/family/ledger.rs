@@ -204,7 +204,8 @@ impl Ledger {
     pub fn load(dir: &Path) -> Result<Ledger, LedgerError> {
         let path = Ledger::path(dir);
         let Some(bytes) = read_optional(&path)? else { return Ok(Ledger { version: 1, ..Default::default() }) };
-        serde_json::from_slice(&bytes).map_err(|e| LedgerError::Corrupt { path, reason: e.to_string() })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| LedgerError::Corrupt { path, reason: crate::text::json_error_summary(&e) })
     }
 
     fn save(&self, dir: &Path) -> Result<(), LedgerError> {
@@ -361,6 +362,15 @@ mod tests {
         l.order_as(&["docker:a".into(), "docker:b".into(), "docker:c".into()]);
         let order: Vec<&str> = l.entries.iter().map(|e| e.target.as_str()).collect();
         assert_eq!(order, ["docker:old", "docker:a", "docker:keep", "docker:b", "docker:c"]);
+    }
+
+    /// Issue 21 item 6: the error names the file and where, never a value from it.
+    #[test]
+    fn a_corrupt_ledger_error_never_quotes_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join(LEDGER_FILE), r#"{"entries": "sk-LEAKED-value"}"#).unwrap();
+        let e = Ledger::load(t.path()).unwrap_err().to_string();
+        assert!(e.contains("ledger.json: not a valid ledger") && !e.contains("LEAKED"), "{e}");
     }
 
     #[test]
