@@ -94,8 +94,18 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
             if let Some(p) = &h.path {
                 text.push_str(&format!("  {p}"));
             }
-            lines.push(format!("{:width$}  {text}", h.target));
+            // ✓ a working copy of this login's lineage; ✗ anything else (issue 20 item 5).
+            let works = h.state.in_lineage() && h.state != State::Expired;
+            let mark = if works {
+                output::paint("✓", output::Paint::Good, false)
+            } else {
+                output::paint("✗", output::Paint::Bad, false)
+            };
+            lines.push(format!("{mark} {:width$}  {text}", h.target));
         }
+        let working = survey.holders.iter().filter(|h| h.state.in_lineage() && h.state != State::Expired).count();
+        let n = survey.holders.len();
+        lines.push(format!("{n} holder{}: {working} working, {} not", if n == 1 { "" } else { "s" }, n - working));
         lines.push(format!(
             "this machine: last refresh {}",
             survey.local_last_refresh.as_deref().unwrap_or("never (no ChatGPT login here)")

@@ -208,6 +208,10 @@ fn where_tells_lease_full_expiring_and_expired_apart_and_sync_leaves_a_full_copy
     );
     let human = s.llmx(&["auth", "where"]);
     assert!(human.stdout.contains("expired") && human.stdout.contains("llmx auth sync"), "{}", human.stdout);
+    // Rows with marks and a recap, as a fleet tool prints them (issue 20 item 5).
+    assert!(human.stdout.contains(&format!("✗ {}", expired.target())), "{}", human.stdout);
+    assert!(human.stdout.contains(&format!("✓ {}", lease.target())), "{}", human.stdout);
+    assert!(human.stdout.contains("4 holders: 3 working, 1 not"), "{}", human.stdout);
 
     // Sync renews the expired one, writes the --full holder the full file, and leaves the place
     // whose ledger entry says lease but that holds a full copy now alone.
