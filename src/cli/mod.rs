@@ -42,10 +42,11 @@ Examples:
   llmx login --no-browser --json          # print the URL; JSON events for scripts
   printenv OPENAI_API_KEY | llmx login --with-api-key
   llmx login status --json
-  llmx auth push docker:web               # copy this machine's credential into a container
+  llmx auth push docker:web               # a lease of this login into a container (--full: all of it)
   llmx auth status docker:web             # what a container holds
   llmx auth where                         # every place this login was pushed, and what it holds
-  llmx auth sync                          # one live copy everywhere (run it from cron)
+  llmx auth sync                          # renew every lease with one refresh (`--schedule`: a timer)
+  llmx auth token                         # the current access token, for scripts
   llmx -c preferred_auth_method=apikey login status
   llmx auth refresh
   llmx auth tunnel deploy@build-01        # sign a headless host in from this browser
