@@ -45,6 +45,11 @@ pub struct LogoutArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
+    /// With --everywhere: reach every copy and say what would be removed; remove, revoke and
+    /// delete nothing
+    #[arg(long, requires = "everywhere")]
+    pub dry_run: bool,
+
     #[command(flatten)]
     pub ssh: SshArgs,
 
@@ -69,21 +74,21 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         _ => Scope::Default,
     };
     let client = client(ctx)?;
-    if scope != Scope::Local && !warn_before_revoking(ctx, &path, scope, args.yes)? {
+    if scope != Scope::Local && !warn_before_revoking(ctx, &path, scope, args.yes || args.dry_run)? {
         return Err(Failure::new("logout cancelled: nothing was removed or revoked"));
     }
     let rt = crate::cli::runtime()?;
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
     let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
-    let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, &on_event)).map_err(|e| match e {
+    let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, args.dry_run, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
             "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",
         ),
         FamilyLogoutError::Ledger(e) => e.into(),
         FamilyLogoutError::Logout(e) => Failure::new(e.to_string()),
     })?;
-    if let Some(label) = &account {
+    if let Some(label) = account.as_ref().filter(|_| !args.dry_run) {
         accounts.forget(label)?;
     }
     let env_key_set = std::env::var("OPENAI_API_KEY").is_ok_and(|v| !v.is_empty());
@@ -96,6 +101,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     if args.json {
         output::json_line(&serde_json::json!({
             "removed": done.local.removed,
+            "dry_run": args.dry_run,
             "account": account,
             "auth_file": path.display().to_string(),
             "env_api_key_set": env_key_set,
@@ -111,19 +117,25 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
             .iter()
             .map(|r| {
                 format!(
-                    "{}  {}{}",
+                    "{}  {}{}{}",
                     r.target,
+                    if r.dry_run { "would be " } else { "" },
                     r.outcome.as_str(),
                     r.reason.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
                 )
             })
             .collect();
-        lines.push(if done.local.removed {
+        lines.push(if args.dry_run {
+            format!(
+                "Dry run: would remove the copies above, then revoke this login and delete {}; nothing was done",
+                path.display()
+            )
+        } else if done.local.removed {
             "Logged out: removed ".to_string() + &path.display().to_string()
         } else {
             "Not logged in: nothing to remove".to_string()
         });
-        if let Some(label) = &account {
+        if let Some(label) = account.as_ref().filter(|_| !args.dry_run) {
             lines.push(format!("Forgot the account {label} (`llmx auth list` shows the others)"));
         }
         if revoked {

@@ -80,6 +80,7 @@ pub async fn logout(
     scope: Scope,
     resolve: &ResolveOptions,
     jobs: usize,
+    dry_run: bool,
     on_event: EventFn<'_>,
 ) -> Result<FamilyLoggedOut, FamilyLogoutError> {
     let dir = auth_path.parent().unwrap_or(Path::new("."));
@@ -102,8 +103,14 @@ pub async fn logout(
             let keep = Ledger { entries: live.iter().map(|i| ledger.entries[*i].clone()).collect(), ..ledger.clone() };
             let mut holders: Vec<Holder> = holders_from_ledger(&keep, resolve).await;
             remote =
-                super::remove::remove(dir, Some((file, bytes)), &mut holders, false, false, jobs, on_event).await?;
+                super::remove::remove(dir, Some((file, bytes)), &mut holders, false, dry_run, jobs, on_event).await?;
         }
+    }
+    if dry_run {
+        // Every copy was reached and judged; nothing was removed, revoked or deleted.
+        let local =
+            LoggedOut { removed: false, revocation: crate::auth::logout::Revocation::NotAttempted, recovered: None };
+        return Ok(FamilyLoggedOut { local, remote });
     }
     let local = crate::auth::logout::logout(auth_path, Some(client)).await?;
     Ok(FamilyLoggedOut { local, remote })

@@ -335,3 +335,22 @@ fn a_new_login_names_the_places_holding_the_previous_login() {
     );
     assert!(relogin.stderr.contains("llmx auth where"), "{}", relogin.stderr);
 }
+
+/// Issue 20 item 5: `logout --everywhere --dry-run` reaches every copy and says what would go,
+/// and removes, revokes and deletes nothing.
+#[test]
+fn logout_everywhere_dry_run_says_what_would_go_and_does_nothing() {
+    let s = Signed::new();
+    let a = Container::run("lease-lodry", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &a.target()]).code(), 0);
+    let before = (s.auth(), s.ledger());
+    let r = s.llmx(&["logout", "--everywhere", "--dry-run"]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains(&format!("{}  would be removed", a.target())), "{}", r.stdout);
+    assert!(r.stdout.contains("Dry run") && r.stdout.contains("nothing was done"), "{}", r.stdout);
+    assert!(a.read(ROOT_AUTH).is_some(), "the lease is still there");
+    assert_eq!((s.auth(), s.ledger()), before, "nothing changed here");
+    assert_eq!(s.issuer.issuer.stats().revocations, 0);
+    let usage = s.llmx(&["logout", "--dry-run"]);
+    assert_eq!(usage.code(), 2, "--dry-run goes with --everywhere: {}", usage.all());
+}
