@@ -305,10 +305,10 @@ pub fn establish(
             });
         }
         Verdict::Unknown { .. } if dest.accept_new && dest.record_file.is_some() => {
-            if opts.record_new_keys {
-                known_hosts::record(&record_file, &dest.key_name, dest.key_port, &blob, dest.hash_known_hosts)?;
-            }
-            if let Some(notice) = &opts.on_new_host_key {
+            // Recorded once however many targets of the run share the host: the others say nothing.
+            let first = !opts.record_new_keys
+                || known_hosts::record(&record_file, &dest.key_name, dest.key_port, &blob, dest.hash_known_hosts)?;
+            if let Some(notice) = opts.on_new_host_key.as_ref().filter(|_| first) {
                 notice(&crate::ssh::NewHostKey {
                     name: shown.clone(),
                     key_type: known_hosts::key_type_label(&key_type),

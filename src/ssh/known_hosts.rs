@@ -187,7 +187,18 @@ pub fn fingerprint(blob: &[u8]) -> String {
 /// The name is hashed (`|1|salt|HMAC-SHA1`, as `ssh-keygen -H` writes it) when `hash` is set
 /// (`HashKnownHosts yes`) or the file already holds hashed entries: a hashed file must not start
 /// listing the hosts it exists to hide.
-pub fn record(file: &Path, host: &str, port: u16, blob: &[u8], hash: bool) -> Result<(), SshError> {
+///
+/// Several targets of one run on the same host (other users, aliases) record its key once: the
+/// file is re-read under a lock shared by the run's connections, and a key already there is not
+/// appended again (`Ok(false)`).
+pub fn record(file: &Path, host: &str, port: u16, blob: &[u8], hash: bool) -> Result<bool, SshError> {
+    static RECORDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Ok(known) = KnownHosts::load(&[file.to_path_buf()])
+        && known.check(host, port, blob) == Verdict::Known
+    {
+        return Ok(false);
+    }
     let err = |e: std::io::Error| SshError::RecordHost { file: file.to_path_buf(), reason: e.to_string() };
     let key_type = blob_key_type(blob).unwrap_or_else(|| "unknown".to_string());
     if let Some(dir) = file.parent()
@@ -204,7 +215,8 @@ pub fn record(file: &Path, host: &str, port: u16, blob: &[u8], hash: bool) -> Re
     let line = format!("{}{name} {key_type} {}\n", if needs_newline { "\n" } else { "" }, STANDARD.encode(blob));
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(file).map_err(err)?;
-    f.write_all(line.as_bytes()).map_err(err)
+    f.write_all(line.as_bytes()).map_err(err)?;
+    Ok(true)
 }
 
 /// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))` with a fresh 20-byte salt.
@@ -297,8 +309,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("ssh/known_hosts");
         let a = blob("ssh-ed25519", b"AAAA");
-        record(&f, "127.0.0.1", 2200, &a, false).unwrap();
-        record(&f, "h", 22, &a, false).unwrap();
+        assert!(record(&f, "127.0.0.1", 2200, &a, false).unwrap());
+        assert!(record(&f, "h", 22, &a, false).unwrap());
+        assert!(!record(&f, "h", 22, &a, false).unwrap(), "a key already there is not appended again");
         let k = KnownHosts::load(std::slice::from_ref(&f)).unwrap();
         assert_eq!(k.check("127.0.0.1", 2200, &a), Verdict::Known);
         assert_eq!(k.check("h", 22, &a), Verdict::Known);
@@ -329,10 +342,10 @@ mod tests {
             assert_eq!(k.check(host, port, &a), Verdict::Known, "{line}");
             assert_eq!(k.check("someone-else", port, &a), Verdict::Unknown { other_types: vec![] });
         }
-        // Two hashes of one name differ (fresh salt), and ssh-keygen -F finds the entry.
-        let text = std::fs::read_to_string(&asked).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_ne!(lines[0].split(' ').next(), lines[1].split(' ').next());
+        // Two hashes of one name differ (fresh salt), and ssh-keygen -F finds the entry. (A key
+        // already on file is not appended again: `asked` holds one line.)
+        assert_ne!(hash_name("[10.0.0.9]:2222").unwrap(), hash_name("[10.0.0.9]:2222").unwrap());
+        assert_eq!(std::fs::read_to_string(&asked).unwrap().lines().count(), 1);
         let found = std::process::Command::new("ssh-keygen")
             .args(["-F", "[10.0.0.9]:2222", "-f"])
             .arg(&asked)

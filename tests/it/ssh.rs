@@ -1137,3 +1137,32 @@ async fn remove_after_locate_deletes_only_a_regular_file_of_the_user() {
     assert!(e.message.contains("symbolic link"), "{e:?}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }
+
+/// Issue 20 item 6: `--accept-new` records a host's key once however many targets of one run
+/// share the host (four accounts, connecting at once), and says so once.
+#[tokio::test(flavor = "multi_thread")]
+async fn accept_new_records_a_shared_hosts_key_once_for_many_targets() {
+    let sshd = Sshd::start(SshdOptions { users: 4, ..SshdOptions::default() });
+    let c = Client::new();
+    for u in &sshd.users {
+        u.authorize(&c.key.public);
+    }
+    let said = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = said.clone();
+    let opts = SshOptions {
+        accept_new: true,
+        on_new_host_key: Some(std::sync::Arc::new(move |_: &llmx::ssh::NewHostKey| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })),
+        ..c.opts()
+    };
+    let locates = sshd.users.iter().map(|u| {
+        let mut t = SshTarget::new(addr(&sshd, u), opts.clone());
+        async move { t.locate(None, &|_| {}).await.map(|_| ()) }
+    });
+    for r in futures_util::future::join_all(locates).await {
+        r.unwrap();
+    }
+    assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), sshd.known_hosts_line(), "one line for the host");
+    assert_eq!(said.load(std::sync::atomic::Ordering::SeqCst), 1, "said once");
+}
