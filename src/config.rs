@@ -72,11 +72,6 @@ pub struct Preference {
 }
 
 impl Preference {
-    /// The default (ChatGPT first), not set by the user.
-    pub fn default_order() -> Preference {
-        Preference::default()
-    }
-
     /// Set by the user.
     pub fn explicit(method: AuthMethod) -> Preference {
         Preference { method, explicit: true }

@@ -25,7 +25,6 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -406,7 +405,7 @@ async fn push_one(
     let identity = target.identity();
     let lease_expires_at = (local.is_lease()
         && matches!(outcome, Outcome::Created | Outcome::Updated | Outcome::Unchanged))
-    .then(|| local.access_expiry().and_then(rfc3339))
+    .then(|| local.access_expiry().and_then(crate::auth::status::format_unix))
     .flatten();
     let cannot_remove = target.removable().err();
     TargetReport {
@@ -552,11 +551,6 @@ pub fn decide(
         );
     }
     Decision::Write(Outcome::Updated)
-}
-
-/// RFC 3339 text of a Unix time.
-fn rfc3339(unix: i64) -> Option<String> {
-    time::OffsetDateTime::from_unix_timestamp(unix).ok()?.format(&Rfc3339).ok()
 }
 
 /// Whether two ChatGPT logins belong to the same account, as far as their files tell.

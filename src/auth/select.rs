@@ -124,7 +124,7 @@ mod tests {
             extra: Default::default(),
         };
         both.set_auth_mode(AuthMode::ChatGpt);
-        let unset = Preference::default_order();
+        let unset = Preference::default();
         // Without a preference, an llmx ChatGPT login that also holds the exchanged key is a
         // ChatGPT login...
         assert!(matches!(select(unset, None, Some(&both)), Some(Selected::ChatGpt { .. })));

@@ -42,7 +42,7 @@ pub struct SyncArgs {
 
     /// Renew (refresh here once, rewrite every lease) when the access token expires within this
     /// long, e.g. 2d, 12h, 30m (default: config `lease_renew_within`, else 2d)
-    #[arg(long, alias = "refresh-within", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, alias = "refresh-within", value_name = "DURATION", value_parser = llmx::config::parse_duration)]
     pub renew_within: Option<time::Duration>,
 
     /// Refresh now, however long the access token has left
@@ -61,11 +61,6 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub owner: crate::cli::owner::OwnerArgs,
-}
-
-/// A duration flag (`2d`, `12h`, `30m`, `45s`).
-pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
-    llmx::config::parse_duration(s)
 }
 
 pub fn run(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {

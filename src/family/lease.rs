@@ -76,12 +76,6 @@ pub fn access_expiry(file: &AuthFile) -> Option<i64> {
     expiry(file.tokens.as_ref()?.access_token.expose())
 }
 
-/// RFC 3339 text of a Unix time (for the ledger and `--json`).
-pub fn rfc3339(unix: i64) -> Option<String> {
-    let t = OffsetDateTime::from_unix_timestamp(unix).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339).ok()
-}
-
 /// Where a lease stands at `now` with renewal window `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {

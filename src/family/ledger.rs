@@ -10,9 +10,10 @@
 //! at once both land. Keys and fields this version does not know are kept. A ledger that does
 //! not parse is an error naming the file, never silently replaced.
 
-use super::lease::{Kind, access_expiry, rfc3339};
+use super::lease::{Kind, access_expiry};
 use crate::auth::file::AuthFile;
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::auth::status::format_unix;
 use crate::home::{HomeError, read_optional, write_private};
 use crate::targets::Identity;
 use serde::{Deserialize, Serialize};
@@ -77,7 +78,7 @@ impl Entry {
             account_id: file.as_ref().and_then(AuthFile::account_id),
             sha256: sha256_hex(bytes),
             kind: file.as_ref().map(Kind::of_written),
-            expires_at: file.as_ref().and_then(access_expiry).and_then(rfc3339),
+            expires_at: file.as_ref().and_then(access_expiry).and_then(format_unix),
             last_refresh: file.and_then(|f| f.last_refresh),
             written_at: crate::auth::file::now_rfc3339(),
             route: Route::default(),
@@ -171,7 +172,11 @@ impl Route {
             o.k8s.kubeconfig = self.kubeconfig.clone().map(Into::into);
             o.k8s.context = self.context.clone();
         }
-        o.docker.recorded = Some((self.docker_host.clone(), self.docker_context.clone()));
+        // An engine named at push time is used again; none named (the environment's default then,
+        // or an entry of an older version) leaves this command's environment to decide.
+        if self.docker_host.is_some() || self.docker_context.is_some() {
+            o.docker.recorded = Some((self.docker_host.clone(), self.docker_context.clone()));
+        }
         o
     }
 }

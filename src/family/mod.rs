@@ -111,9 +111,6 @@ fn route_for_named(route: &ledger::Route, opts: &ResolveOptions) -> ResolveOptio
     if opts.k8s.kubeconfig.is_some() || opts.k8s.context.is_some() {
         o.k8s = opts.k8s.clone();
     }
-    if route.docker_host.is_none() && route.docker_context.is_none() {
-        o.docker.recorded = None;
-    }
     o
 }
 

@@ -3,9 +3,10 @@
 //! `api-key`, `missing`, `invalid` or `unreachable` with the reason; and what kind of copy each
 //! holds (`lease`, `full`, `own`, `api-key`) with a lease's expiry. Reads only; writes nothing.
 
-use super::lease::{Kind, access_expiry, rfc3339};
+use super::lease::{Kind, access_expiry};
 use super::{Holder, Local, Progress, ProgressFn, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
+use crate::auth::status::format_unix;
 use serde::Serialize;
 
 /// One holder's answer. Nothing secret.
@@ -109,7 +110,7 @@ async fn look(
                     out.kind = Some(found);
                 }
                 if found == Kind::Lease {
-                    out.lease_expires_at = access_expiry(f).and_then(rfc3339);
+                    out.lease_expires_at = access_expiry(f).and_then(format_unix);
                 }
             }
             if state == State::Invalid {

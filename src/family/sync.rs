@@ -182,7 +182,7 @@ pub async fn sync(
         refreshed: decided.issuer_calls > 0,
         issuer_calls: decided.issuer_calls,
         last_refresh: new_file.as_ref().and_then(|f| f.last_refresh.clone()),
-        lease_expires_at: new_file.as_ref().and_then(lease::access_expiry).and_then(lease::rfc3339),
+        lease_expires_at: new_file.as_ref().and_then(lease::access_expiry).and_then(crate::auth::status::format_unix),
     })
 }
 
@@ -257,47 +257,40 @@ async fn decide_and_refresh(
         }
     }
 
-    let mut current = local.clone();
-    let mut source = "local".to_string();
+    // Adopt the newest fresher full copy on the issuer's word (a dry run only names it).
+    let mut adopted: Option<AuthFile> = None;
+    let mut source = best.map_or_else(|| "local".to_string(), |i| labels[i].clone());
     let mut issuer_calls = 0;
     let mut refused = std::collections::HashMap::new();
-    if let Some(i) = best
-        && !opts.dry_run
-    {
-        let theirs = states[i]
-            .1
-            .as_ref()
-            .ok_or(super::adopt::NotAdopted { reason: "it holds no login".into(), issuer_called: false });
-        let adopted = match theirs {
-            Ok(theirs) => super::adopt::adopt(auth_path, local, theirs, client).await,
-            Err(e) => Err(e),
+    if let Some(i) = best.filter(|_| !opts.dry_run) {
+        let result = match states[i].1.as_ref() {
+            Some(theirs) => super::adopt::adopt(auth_path, local, theirs, client).await,
+            None => Err(super::adopt::NotAdopted { reason: "it holds no login".into(), issuer_called: false }),
         };
-        match adopted {
-            Ok(adopted) => {
-                current = adopted;
-                source = labels[i].clone();
+        match result {
+            Ok(file) => {
+                adopted = Some(file);
                 issuer_calls += 1;
             }
             Err(why) => {
+                source = "local".to_string();
                 issuer_calls += u32::from(why.issuer_called);
                 refused.insert(i, format!("its fresher copy was not adopted: {}", why.reason));
             }
         }
-    } else if let Some(i) = best {
-        source = labels[i].clone();
     }
 
     let now = OffsetDateTime::now_utc();
-    let adopted = source != "local" && !opts.dry_run;
-    let due = opts.refresh || expires_within(&current, opts.refresh_within, now) || (opts.dry_run && best.is_some());
-    let (final_file, changed) = if adopted {
-        (current, true)
-    } else if due && !opts.dry_run {
-        let (new, _) = refresh_and_save(&current, auth_path, client).await?;
-        issuer_calls += 1;
-        (new, true)
-    } else {
-        (current, false)
+    let due = opts.refresh || expires_within(local, opts.refresh_within, now) || (opts.dry_run && best.is_some());
+    let (final_file, changed) = match adopted {
+        // Adopting was a refresh: the login is as fresh as it gets.
+        Some(file) => (file, true),
+        None if due && !opts.dry_run => {
+            let (new, _) = refresh_and_save(local, auth_path, client).await?;
+            issuer_calls += 1;
+            (new, true)
+        }
+        None => (local.clone(), false),
     };
     let bytes = if changed { final_file.to_bytes() } else { local_bytes.to_vec() };
     let lease = lease::lease_of(&final_file).map(|l| l.to_bytes()).unwrap_or_else(|| bytes.clone());
