@@ -123,7 +123,11 @@ fn sync_one(
         let local = format!(
             "local{}  {} {}{}; newest copy from {}{}",
             label.as_deref().map(|l| format!(" (account {l})")).unwrap_or_default(),
-            s.local.outcome.as_str(),
+            // A dry run says what would happen, as the holders' rows do.
+            match (args.dry_run, s.local.outcome) {
+                (true, llmx::push::Outcome::Updated) => "would update",
+                (_, o) => o.as_str(),
+            },
             path.display(),
             s.local.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
             s.source,
