@@ -339,11 +339,19 @@ pub fn establish(
     Ok((sess, fd, fp))
 }
 
+/// libssh2's words when the peer closed the connection before its `SSH-2.0-…` greeting.
+const NO_BANNER: &str = "Failed getting banner";
+
+/// Whether the server closed the connection before greeting (as sshd does over `MaxStartups`).
+pub fn dropped_before_greeting(e: &SshError) -> bool {
+    matches!(e, SshError::Handshake { reason, .. } if reason.starts_with(NO_BANNER))
+}
+
 /// libssh2's words for a failed handshake, with what the bare ones mean.
 fn handshake_reason(e: &ssh2::Error) -> String {
     match e.message() {
         // The peer closed the connection before (or instead of) its `SSH-2.0-…` greeting.
-        m @ "Failed getting banner" => format!(
+        m @ NO_BANNER => format!(
             "{m}: the server closed the connection before greeting (sshd dropping connections over \
              its MaxStartups, a firewall, or not an SSH server)"
         ),

@@ -15,7 +15,8 @@
 //!   queued data for any channel.
 //!
 //! At most `startups::PER_HOST` connections to one host are being set up (connected, not yet
-//! authenticated) at a time, so that many targets on one sshd stay under its `MaxStartups`.
+//! authenticated) at a time, so that many targets on one sshd stay under its `MaxStartups`; a
+//! direct connection sshd drops before greeting all the same is tried twice more after a pause.
 //!
 //! A connection through jump hosts is one such thread per hop: each hop's session carries the
 //! next hop's SSH bytes in a `direct-tcpip` forward to one end of a local socket pair, and the next
@@ -200,10 +201,26 @@ impl Session {
             };
             // Wait for this host's turn (sshd's MaxStartups), held until authenticated.
             let turn = startups::admit(&dest.host, dest.port).await;
+            let retry_dropped = matches!(transport, Transport::Tcp);
             let (ready_tx, ready_rx) = oneshot::channel();
             let name = format!("ssh {shown}");
             let spawned = std::thread::Builder::new().name(name).spawn(move || {
-                match connect::establish(&dest, &opts, transport) {
+                // sshd over its MaxStartups (other clients, or its own lag in counting ours
+                // as authenticated) closes a new connection before greeting: by design a
+                // passing state, so a direct connection is tried again after a pause.
+                let mut established = connect::establish(&dest, &opts, transport);
+                if retry_dropped {
+                    for pause in startups::RETRY_PAUSES {
+                        match &established {
+                            Err(e) if connect::dropped_before_greeting(e) => {
+                                std::thread::sleep(startups::jittered(pause));
+                                established = connect::establish(&dest, &opts, Transport::Tcp);
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                match established {
                     Ok((sess, fd, fingerprint)) => {
                         let info = SessionInfo {
                             alias: dest.alias.clone(),

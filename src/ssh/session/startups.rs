@@ -11,11 +11,25 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connections being set up to one host at a time: below the stock `MaxStartups 10`, with room
-/// for other clients of the same sshd.
-pub const PER_HOST: usize = 8;
+/// for other clients of the same sshd and for sshd's own lag in counting an authenticated
+/// connection out (it learns of it from the connection's process, a moment after the client).
+pub const PER_HOST: usize = 6;
+
+/// Pauses before trying again a connection sshd closed before greeting (over its
+/// `MaxStartups` all the same); each is stretched by up to half of itself at random, so that
+/// connections dropped together do not come back together.
+pub const RETRY_PAUSES: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(800)];
+
+/// `pause` plus up to half of it, at random.
+pub fn jittered(pause: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::getrandom(&mut byte);
+    pause + pause.mul_f64(f64::from(byte[0]) / 510.0)
+}
 
 /// One gate per host and port.
 type Gates = HashMap<(String, u16), Arc<Semaphore>>;
