@@ -207,7 +207,7 @@ pub fn load(config_path: &Path, overrides: &[Override]) -> Result<Settings, Conf
             }
         }
     }
-    if url::Url::parse(&s.auth_issuer).is_err() {
+    if !url::Url::parse(&s.auth_issuer).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
         return Err(ConfigError::InvalidValue {
             origin: origin("auth_issuer"),
             key: "auth_issuer",
@@ -337,6 +337,17 @@ mod tests {
         let p = t.path().join("config.toml");
         let e = load(&p, &[ov("preferred_auth_method=oauth")]).unwrap_err().to_string();
         assert!(e.contains("chatgpt") && e.contains("apikey") && e.contains("override"), "{e}");
+    }
+
+    #[test]
+    fn an_issuer_is_an_http_or_https_url_with_a_host() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("config.toml");
+        for bad in ["notaurl", "ftp://auth.example", "file:///etc/passwd", "https:"] {
+            let e = load(&p, &[ov(&format!("auth_issuer={bad}"))]).unwrap_err().to_string();
+            assert!(e.contains("invalid auth_issuer") && e.contains("http(s) URL"), "{bad}: {e}");
+        }
+        assert!(load(&p, &[ov("auth_issuer=https://auth.example")]).is_ok());
     }
 
     #[test]

@@ -33,6 +33,8 @@ fn main() -> ExitCode {
     let jump_hosts = llmx::ssh::session::keep_jump_hosts();
     let result = cli::run(cli);
     drop(jump_hosts);
+    // Connections still open (an interrupted run) end with the process: their proxy commands too.
+    llmx::ssh::session::end_proxy_commands();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => report(&f, json),

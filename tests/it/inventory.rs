@@ -122,6 +122,46 @@ async fn interrupted_push_records_every_target_written_and_exits_130_with_the_re
     assert_eq!(recorded, want, "every target written is recorded, the silent one is not");
 }
 
+/// Processes whose command line contains `marker`.
+fn running_with(marker: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .count()
+}
+
+/// A ProxyCommand never outlives the push: interrupted while its proxy command (which leaves a
+/// helper in the background, as a `sh -c '… &'` wrapper does) is connecting, llmx exits 130 and
+/// neither the command nor its helper keeps running (on main both did, the helper also after a
+/// push that ended normally).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_command_and_its_helpers_never_outlive_an_interrupted_push() {
+    let bed = Bed::start(1);
+    let marker = format!("6{}.{}", std::process::id() % 100, std::process::id());
+    std::fs::write(
+        bed.home.path().join(".ssh/config"),
+        format!("Host stuck\n  ProxyCommand sh -c 'sleep {marker} & exec sleep {marker}'\n"),
+    )
+    .unwrap();
+    let child = bed.llmx(&["auth", "push", "--connect-timeout", "120", "ssh:nobody@stuck"]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running_with(&marker) < 2 {
+        assert!(Instant::now() < deadline, "the proxy command did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(child.id().unwrap(), libc::SIGTERM);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running_with(&marker) > 0 {
+        assert!(Instant::now() < deadline, "the proxy command or its helper outlived the push");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wait (up to 30 s) until the ledger lists `spec`.
 async fn wait_until_recorded(bed: &Bed, spec: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

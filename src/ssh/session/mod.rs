@@ -55,6 +55,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 pub use conn::{Conn, is_not_found};
 pub use hops::{KeepJumpHosts, keep_jump_hosts};
+pub use proxy::end_all as end_proxy_commands;
 pub use streams::{Forwarding, ProcessInput, RemoteProcess};
 
 /// What we know about the connected peer.
