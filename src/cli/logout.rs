@@ -9,6 +9,7 @@ use crate::cli::{Ctx, Failure, output};
 use clap::Args;
 use llmx::auth::logout::Revocation;
 use llmx::auth::refresh::RECOVERY_FILE;
+use llmx::auth::status::format_unix;
 use llmx::family::logout::{FamilyLogoutError, Scope, logout};
 use llmx::push::{Outcome, PushEvent};
 
@@ -108,6 +109,8 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
             "revoked": revoked,
             "revoke_error": revoke_error,
             "recovery_file_removed": done.local.recovered.is_some(),
+            "ledger_unreadable": done.ledger_unreadable,
+            "access_expires_at": done.access_expires_at.and_then(format_unix),
             "scope": match scope { Scope::Default => "default", Scope::Everywhere => "everywhere", Scope::Local => "local" },
             "remote": done.remote,
         }))?;
@@ -138,8 +141,29 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         if let Some(label) = account.as_ref().filter(|_| !args.dry_run) {
             lines.push(format!("Forgot the account {label} (`llmx auth list` shows the others)"));
         }
+        if let Some(why) = &done.ledger_unreadable {
+            lines.push(format!(
+                "Note: the ledger ({}) could not be read ({why}): copies of this login it may list were \
+                 neither checked nor removed",
+                ctx.home.dir().join(llmx::family::ledger::LEDGER_FILE).display()
+            ));
+        }
         if revoked {
-            lines.push("Revoked the refresh token at the issuer: every copy of this login is signed out".into());
+            let until = done.access_expires_at.and_then(format_unix).map(|t| format!(" ({t})")).unwrap_or_default();
+            let kept: Vec<&str> =
+                done.remote.iter().filter(|r| r.outcome == Outcome::Failed).map(|r| r.target.as_str()).collect();
+            lines.push(if kept.is_empty() {
+                "Revoked the refresh token at the issuer: no copy of this login can renew it any more".into()
+            } else {
+                format!(
+                    "Revoked the refresh token at the issuer, but {} cop{} could not be removed ({}): an access \
+                     token is not revoked, so {} keeps working until it expires{until}, then cannot renew",
+                    kept.len(),
+                    if kept.len() == 1 { "y" } else { "ies" },
+                    kept.join(", "),
+                    if kept.len() == 1 { "it" } else { "each" },
+                )
+            });
         }
         if let Some(why) = &revoke_error {
             lines.push(format!("Note: could not revoke the refresh token ({why}); it stays valid until it expires"));

@@ -43,6 +43,12 @@ pub struct FamilyLoggedOut {
     pub local: LoggedOut,
     /// The copies removed first (`--everywhere`).
     pub remote: Vec<TargetReport>,
+    /// A plain logout went on without the ledger, which could not be read: why. Copies it may
+    /// list were neither checked nor removed.
+    pub ledger_unreadable: Option<String>,
+    /// When the revoked login's access token expires (Unix time): until then, a copy that was
+    /// not removed keeps working, as access tokens are not revoked.
+    pub access_expires_at: Option<i64>,
 }
 
 /// The ledger entries holding a copy of this account's login, leases included (the copies a
@@ -86,14 +92,28 @@ pub async fn logout(
     let dir = auth_path.parent().unwrap_or(Path::new("."));
     if scope == Scope::Local {
         let local = crate::auth::logout::logout(auth_path, None).await?;
-        return Ok(FamilyLoggedOut { local, remote: Vec::new() });
+        return Ok(FamilyLoggedOut { local, remote: Vec::new(), ledger_unreadable: None, access_expires_at: None });
     }
-    // A file that cannot be read or parsed holds no lineage to protect.
+    // A file that cannot be read or parsed holds no lineage to protect; nor does an API key.
     let bytes = read_optional(auth_path).ok().flatten();
-    let file = bytes.as_deref().and_then(|b| AuthFile::parse(auth_path, b).ok());
+    let file = bytes.as_deref().and_then(|b| AuthFile::parse(auth_path, b).ok()).filter(|f| f.tokens.is_some());
+    let access_expires_at = file
+        .as_ref()
+        .and_then(|f| f.tokens.as_ref())
+        .and_then(|t| crate::auth::claims::expiry(t.access_token.expose()));
     let mut remote = Vec::new();
+    let mut ledger_unreadable = None;
     if let (Some(file), Some(bytes)) = (&file, &bytes) {
-        let ledger = Ledger::load(dir)?;
+        // A plain logout is not held up by a ledger it cannot read (it says so); --everywhere
+        // cannot reach copies it cannot list.
+        let ledger = match Ledger::load(dir) {
+            Ok(l) => l,
+            Err(LedgerError::Corrupt { reason, .. }) if scope == Scope::Default => {
+                ledger_unreadable = Some(reason);
+                Ledger::default()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let live = live_copies(&ledger, file);
         if !live.is_empty() {
             if scope == Scope::Default {
@@ -110,8 +130,8 @@ pub async fn logout(
         // Every copy was reached and judged; nothing was removed, revoked or deleted.
         let local =
             LoggedOut { removed: false, revocation: crate::auth::logout::Revocation::NotAttempted, recovered: None };
-        return Ok(FamilyLoggedOut { local, remote });
+        return Ok(FamilyLoggedOut { local, remote, ledger_unreadable, access_expires_at });
     }
     let local = crate::auth::logout::logout(auth_path, Some(client)).await?;
-    Ok(FamilyLoggedOut { local, remote })
+    Ok(FamilyLoggedOut { local, remote, ledger_unreadable, access_expires_at })
 }
