@@ -72,7 +72,7 @@ impl Kind {
 impl From<ErrorKind> for Kind {
     fn from(k: ErrorKind) -> Kind {
         match k {
-            ErrorKind::Failed => Kind::Failed,
+            ErrorKind::Failed | ErrorKind::Replaced => Kind::Failed,
             ErrorKind::Unreachable => Kind::Unreachable,
             ErrorKind::AuthNeeded => Kind::AuthNeeded,
         }

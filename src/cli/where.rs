@@ -22,7 +22,9 @@ there: it rotated the refresh token; `llmx auth pull TARGET` or `llmx auth sync`
 older (same account, not newer: a full copy's refresh token is dead, its agent is signed out at
 its next refresh; a lease from an earlier refresh; `llmx auth sync` fixes both), expiring (a
 lease inside the renewal window), expired (a lease past its expiry: the place cannot work until
-`llmx auth sync` renews it), other-account, api-key, missing, invalid, unreachable: reason.
+`llmx auth sync` renews it), other-account, api-key, missing, invalid, replaced (the name now
+reaches another container or pod than the one written to: `llmx auth push` or `llmx auth
+remove` it), unreachable: reason.
 Exit status 0 when every holder is reachable and holds a working copy of this login's lineage,
 1 otherwise.";
 
@@ -135,6 +137,16 @@ fn hints(survey: &llmx::family::survey::Survey) -> Vec<String> {
             if full_older == 1 { "its" } else { "their" },
             if full_older == 1 { " is" } else { "s are" },
             if full_older == 1 { "its" } else { "their" },
+        ));
+    }
+    let replaced: Vec<&str> =
+        survey.holders.iter().filter(|h| h.state == State::Replaced).map(|h| h.target.as_str()).collect();
+    if !replaced.is_empty() {
+        out.push(format!(
+            "hint: {} recreated under the same name, the copy gone with the old one: `llmx auth push {}` gives the new one a copy, `llmx auth remove {}` forgets the old one",
+            if replaced.len() == 1 { "1 holder was".to_string() } else { format!("{} holders were", replaced.len()) },
+            replaced.join(" "),
+            replaced.join(" "),
         ));
     }
     let stale = count(State::Expired)

@@ -20,7 +20,7 @@ pub mod sync;
 
 use crate::auth::file::AuthFile;
 use crate::targets::resolve::{ResolveOptions, resolve};
-use crate::targets::{Identity, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
+use crate::targets::{ErrorKind, Identity, Location, RemoteFile, StepFn, Target, TargetError, TargetSpec};
 use ledger::{Entry, Ledger};
 use serde::Serialize;
 use std::path::Path;
@@ -171,9 +171,21 @@ pub struct Probed {
     pub file: Option<RemoteFile>,
 }
 
-/// Locate and read one holder.
+/// Locate and read one holder. A holder whose name now reaches another place than the one the
+/// ledger records (a recreated container or pod) is not read: an error of kind `Replaced`.
 pub async fn probe(h: &mut Holder, step: StepFn<'_>) -> Result<Probed, TargetError> {
     let loc = h.target.locate(h.remote_home.as_deref(), step).await?;
+    let recorded = h.entry.as_ref().and_then(|e| e.identity.as_ref());
+    if let (Some(was), Some(now)) = (recorded, h.target.identity())
+        && !was.same_place(&now)
+    {
+        let label = h.target.label();
+        return Err(TargetError::new(format!("{label} was replaced: {}", was.change(&now)))
+            .with_kind(ErrorKind::Replaced)
+            .with_hint(format!(
+                "`llmx auth push {label}` gives the new one a copy; `llmx auth remove {label}` forgets the old one"
+            )));
+    }
     step("reading the credential");
     let file = h.target.read(&loc).await?;
     Ok(Probed { identity: h.target.identity(), loc, file })
@@ -200,6 +212,8 @@ pub enum State {
     Missing,
     /// The file exists but is not a valid auth.json.
     Invalid,
+    /// The name now reaches another place than the one recorded (a recreated container or pod).
+    Replaced,
     Unreachable,
 }
 
@@ -215,6 +229,7 @@ impl State {
             State::ApiKey => "api-key",
             State::Missing => "missing",
             State::Invalid => "invalid",
+            State::Replaced => "replaced",
             State::Unreachable => "unreachable",
         }
     }

@@ -91,7 +91,9 @@ pub async fn pull(
         State::Same => false,
         State::Fresher => true,
         State::Missing => return Err(refuse(format!("{path} does not exist"), None)),
-        State::Invalid | State::Unreachable => return Err(refuse(format!("{path} is not a valid auth.json"), None)),
+        State::Invalid | State::Unreachable | State::Replaced => {
+            return Err(refuse(format!("{path} is not a valid auth.json"), None));
+        }
         _ if force => true,
         State::Older | State::Expiring | State::Expired => {
             return Err(refuse(

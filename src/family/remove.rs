@@ -6,6 +6,7 @@ use super::ledger::{Ledger, LedgerError};
 use super::{Holder, Local, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
+use crate::targets::ErrorKind;
 use std::path::Path;
 
 /// Remove auth.json from every holder, `jobs` at a time; `local` is this machine's login (file
@@ -30,6 +31,14 @@ pub async fn remove(
         let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
         let mut r = TargetReport::new(h.target.label(), Outcome::Failed, None);
         match probe(h, &step).await {
+            // The copy went with the place it was written to: nothing to delete, and the new
+            // place (another container under the name) is not touched; the entry is forgotten.
+            Err(e) if e.kind == ErrorKind::Replaced => {
+                r.outcome = Outcome::Unchanged;
+                r.dry_run = dry_run;
+                r.path = h.entry.as_ref().map(|e| e.path.clone());
+                r.reason = Some(format!("{}; nothing removed from the new one, the old one forgotten", e.message));
+            }
             Err(e) => {
                 r.reason = Some(e.message);
                 r.hint = e.hint;

@@ -7,6 +7,7 @@ use super::lease::{Kind, access_expiry};
 use super::{Holder, Local, Progress, ProgressFn, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use crate::auth::status::format_unix;
+use crate::targets::ErrorKind;
 use serde::Serialize;
 
 /// One holder's answer. Nothing secret.
@@ -97,6 +98,9 @@ async fn look(
     };
     match probe(h, step).await {
         Err(e) => {
+            if e.kind == ErrorKind::Replaced {
+                out.state = State::Replaced;
+            }
             out.reason = Some(e.message);
             out.hint = e.hint;
         }

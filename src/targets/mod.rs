@@ -45,6 +45,9 @@ pub enum ErrorKind {
     /// A credential or trust decision is needed: the host refused every key, its host key is
     /// not known yet.
     AuthNeeded,
+    /// The name now reaches another place than the one the ledger records (a container or pod
+    /// recreated under the same name): the copy written there went with the old one.
+    Replaced,
 }
 
 impl TargetError {
@@ -171,12 +174,51 @@ pub enum Identity {
         user: String,
         port: u16,
     },
-    /// A pod's container (`object`: `pod/NAME/CONTAINER`) or a Secret (`secret/NAME`).
+    /// A pod's container (`object`: `pod/NAME/CONTAINER`, with the pod's `uid`) or a Secret
+    /// (`secret/NAME`: the Secret is the place, whatever its UID).
     K8s {
         server: String,
         namespace: String,
         object: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<String>,
     },
+}
+
+impl Identity {
+    /// Whether `now` (what a target resolved to today) is still the place this identity was
+    /// recorded for: the same container, the same host key, account and port, the same pod. A
+    /// field the record lacks (an older ledger's) is not held against it.
+    pub fn same_place(&self, now: &Identity) -> bool {
+        match (self, now) {
+            (
+                Identity::K8s { server, namespace, object, uid },
+                Identity::K8s { server: s2, namespace: n2, object: o2, uid: u2 },
+            ) => server == s2 && namespace == n2 && object == o2 && (uid.is_none() || u2.is_none() || uid == u2),
+            (a, b) => a == b,
+        }
+    }
+
+    /// Says what changed, for a message: "container 3f2a1b4c5d6e is now 9a8b7c6d5e4f".
+    pub fn change(&self, now: &Identity) -> String {
+        let short = |s: &str| s.chars().take(12).collect::<String>();
+        match (self, now) {
+            (Identity::Docker { container_id: a }, Identity::Docker { container_id: b }) => {
+                format!(
+                    "the container the ledger records ({}) is gone: the name is now container {}",
+                    short(a),
+                    short(b)
+                )
+            }
+            (Identity::Ssh { host_key: a, .. }, Identity::Ssh { host_key: b, .. }) if a != b => {
+                format!("the host key recorded ({a}) is not the host's now ({b})")
+            }
+            (Identity::K8s { uid: Some(a), .. }, Identity::K8s { uid: Some(b), .. }) if a != b => {
+                format!("the pod the ledger records (UID {}) is gone: the name is now pod UID {}", short(a), short(b))
+            }
+            _ => "it resolves to another place than the one recorded".into(),
+        }
+    }
 }
 
 /// How old a temp file left beside auth.json must be before a write removes it: a younger one

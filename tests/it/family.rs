@@ -305,6 +305,41 @@ fn logout_everywhere_says_a_copy_it_could_not_remove_keeps_its_access_token_unti
     assert!(up.read(ROOT_AUTH).is_none() && !s.local.auth_path().exists());
 }
 
+/// The ledger's recorded identity is checked before anything is read or written: a container
+/// recreated under the same name is "replaced" in `where`, `sync` writes nothing into the new
+/// one, and `remove` forgets the old one without touching the new (on main, sync wrote the
+/// login into whatever container now had the name).
+#[test]
+fn a_container_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
+    let s = Signed::new();
+    let ct = Container::run("fam-rc", IMAGE_ROOT, &[]);
+    assert_eq!(s.llmx(&["auth", "push", &ct.target()]).code(), 0);
+    ct.recreate(IMAGE_ROOT);
+
+    let w = s.llmx(&["auth", "where", "--json"]);
+    assert_eq!(w.code(), 1, "{}", w.all());
+    assert_eq!(holder_states(&w.json()), [(ct.target(), "replaced".into())]);
+    let w = s.llmx(&["auth", "where"]);
+    assert!(w.stdout.contains("was replaced: the container the ledger records"), "{}", w.stdout);
+    assert!(w.stdout.contains(&format!("`llmx auth push {}`", ct.target())), "{}", w.stdout);
+
+    let r = s.llmx(&["auth", "sync"]);
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(r.all().contains("was replaced"), "{}", r.all());
+    assert!(ct.read(ROOT_AUTH).is_none(), "sync wrote into the new container");
+
+    let r = s.llmx(&["auth", "remove", &ct.target()]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains("the old one forgotten"), "{}", r.stdout);
+    assert_eq!(serde_json::from_str::<Value>(&s.ledger()).unwrap()["entries"].as_array().unwrap().len(), 0);
+
+    // A push gives the new container a copy and records it.
+    assert_eq!(s.llmx(&["auth", "push", &ct.target()]).code(), 0);
+    assert!(ct.read(ROOT_AUTH).is_some());
+    let w = s.llmx(&["auth", "where", "--json"]);
+    assert_eq!(holder_states(&w.json()), [(ct.target(), "same".into())]);
+}
+
 #[test]
 fn logout_local_keeps_the_copies_and_revokes_nothing() {
     let s = Signed::new();

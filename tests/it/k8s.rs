@@ -107,6 +107,32 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
     assert_no_secret(&up.all(), &c2);
 }
 
+/// The ledger records the pod's UID: a pod recreated under the same name (as a StatefulSet
+/// does) is "replaced" in `where`, and `sync` writes nothing into it.
+#[test]
+fn a_pod_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
+    let ns = Namespace::new("podrc");
+    agent_pod(&ns, "agent");
+    ns.wait("pod/agent", "Ready");
+    let local = Local::new();
+    let c = creds("acc-1", "k8src");
+    local.write_auth(&chatgpt_auth(&c, "acc-1", OLD));
+    let main = format!("k8s:{}/pod/agent", ns.name);
+    let r = local.llmx(&["auth", "push", &main], &[]);
+    assert_eq!(r.code(), 0, "{}", r.all());
+    kubectl(&["delete", "pod", "-n", &ns.name, "agent", "--wait=true"], None);
+    agent_pod(&ns, "agent");
+    ns.wait("pod/agent", "Ready");
+
+    let w = local.llmx(&["auth", "where", "--json"], &[]);
+    assert_eq!(w.code(), 1, "{}", w.all());
+    assert_eq!(w.json()["holders"][0]["state"], "replaced", "{}", w.stdout);
+    assert!(w.stdout.contains("the pod the ledger records (UID"), "{}", w.stdout);
+    let r = local.llmx(&["auth", "sync"], &[]);
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert_eq!(ns.stat("agent", "main", "/root/.llmx/auth.json"), None, "sync wrote into the new pod");
+}
+
 #[test]
 fn a_deployment_by_deploy_and_by_label_reaches_every_replica() {
     let ns = Namespace::new("deploy");

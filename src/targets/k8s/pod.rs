@@ -24,6 +24,8 @@ struct Resolved {
     container: String,
     uid: u32,
     gid: u32,
+    /// The pod's UID: a pod recreated under the same name (a StatefulSet's) is another place.
+    pod_uid: Option<String>,
 }
 
 /// One container of one pod.
@@ -112,7 +114,7 @@ impl PodTarget {
             _ => Ok(h.current),
         });
         self.session = Some(session);
-        self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid });
+        self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid, pod_uid: pod.metadata.uid.clone() });
         Ok(Location { home, owner: Some((h.uid, h.gid)) })
     }
 
@@ -245,6 +247,7 @@ impl Target for PodTarget {
             server: self.cluster.server.clone(),
             namespace: self.namespace.clone(),
             object: format!("pod/{}/{}", self.pod, r.container),
+            uid: r.pod_uid.clone(),
         })
     }
 

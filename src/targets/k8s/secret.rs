@@ -223,6 +223,7 @@ impl Target for SecretTarget {
             server: self.cluster.server.clone(),
             namespace: self.namespace.clone(),
             object: format!("secret/{}", self.name),
+            uid: None,
         })
     }
 

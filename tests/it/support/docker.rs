@@ -318,6 +318,12 @@ impl Container {
         c
     }
 
+    /// Remove the container and run a new one of `image` under the same name (a redeploy).
+    pub fn recreate(&self, image: &str) {
+        self.docker(&["rm", "-f", &self.name]);
+        self.docker(&["run", "-d", "--pull", "never", "--network", "none", "--name", &self.name, image]);
+    }
+
     /// `docker ARGS` against this container's engine; panics with its stderr when it fails.
     fn docker(&self, args: &[&str]) -> String {
         let out = self.docker_raw(args, None);
