@@ -41,6 +41,10 @@ pub enum RefreshFailure {
     Lock(#[from] LockError),
     #[error("{} holds no ChatGPT login to refresh", path.display())]
     NoTokens { path: PathBuf },
+    /// The login at `path` became the live one (`live`) while waiting for its lock (an account
+    /// made active meanwhile): nothing was refreshed; refresh the live file instead.
+    #[error("{} became the active login ({}) while waiting; nothing was refreshed", path.display(), live.display())]
+    Moved { path: PathBuf, live: PathBuf },
     #[error(transparent)]
     Issuer(#[from] RefreshError),
     /// The new file could not even be prepared: the issuer was not called.
@@ -124,8 +128,15 @@ pub fn expires_within(file: &AuthFile, margin: Duration, now: OffsetDateTime) ->
     expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin.whole_seconds())
 }
 
-/// Refresh the login stored at `path` (locked, re-read, proven writable, validated).
-pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Result<RefreshOutcome, RefreshFailure> {
+/// Refresh the login stored at `path` (locked, re-read, proven writable, validated). `live`:
+/// the file the agent reads, when `path` is another one (a non-active account's, DESIGN.md §11);
+/// see [`check_not_live`].
+pub async fn refresh_home(
+    path: &Path,
+    client: &OAuthClient,
+    when: When,
+    live: Option<&Path>,
+) -> Result<RefreshOutcome, RefreshFailure> {
     let before = read_optional(path).map_err(AuthFileError::from)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
@@ -135,6 +146,7 @@ pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Resu
     if file.tokens.is_none() {
         return Err(no_tokens());
     }
+    check_not_live(path, &file, live)?;
     if let Some(before) = before.as_deref()
         && Some(before) != bytes.as_deref()
         && let Ok(old) = AuthFile::parse(path, before)
@@ -154,6 +166,21 @@ pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Resu
     }
     let (_, r) = refresh_and_save(&file, path, client).await?;
     Ok(RefreshOutcome::Refreshed(r))
+}
+
+/// Under the lock of a login kept outside the live file (`path`, a non-active account's), with
+/// `file` as read there: a `live` file holding the same account means it was made active while
+/// this waited for the lock, so the live file is the one to refresh ([`RefreshFailure::Moved`]).
+/// Refreshing the copy left at `path` would rotate the refresh token the live file still holds.
+/// (An activation waits for this lock, so once past this check none can happen until the lock
+/// is released.)
+pub fn check_not_live(path: &Path, file: &AuthFile, live: Option<&Path>) -> Result<(), RefreshFailure> {
+    let Some(live) = live.filter(|l| *l != path) else { return Ok(()) };
+    let Ok(Some(current)) = AuthFile::load(live) else { return Ok(()) };
+    let same = current.tokens.is_some()
+        && current.account_id() == file.account_id()
+        && current.email().map(|e| e.to_lowercase()) == file.email().map(|e| e.to_lowercase());
+    if same { Err(RefreshFailure::Moved { path: path.to_path_buf(), live: live.to_path_buf() }) } else { Ok(()) }
 }
 
 /// Refresh `file` (which may come from another holder) and save the result at `path`. The
@@ -272,6 +299,31 @@ mod tests {
     use crate::auth::file::Tokens;
     use crate::secret::Secret;
     use time::macros::datetime;
+
+    fn of_account(account: &str) -> AuthFile {
+        let id = test_jwt(
+            &serde_json::json!({ AUTH_CLAIMS: {"chatgpt_account_id": account}, "email": format!("{account}@x") }),
+        );
+        let text = serde_json::json!({"OPENAI_API_KEY": null,
+            "tokens": {"id_token": id, "access_token": "a", "refresh_token": "r", "account_id": account}});
+        AuthFile::parse(Path::new("auth.json"), text.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_account_made_live_while_waiting_for_its_lock_is_not_refreshed_where_it_was() {
+        let t = tempfile::tempdir().unwrap();
+        let (live, kept) = (t.path().join("auth.json"), t.path().join("accounts/b/auth.json"));
+        let b = of_account("acc-b");
+        of_account("acc-a").save(&live).unwrap();
+        assert!(check_not_live(&kept, &b, Some(&live)).is_ok(), "another account is live");
+        assert!(check_not_live(&live, &b, Some(&live)).is_ok(), "the live file itself");
+        assert!(check_not_live(&kept, &b, None).is_ok());
+        b.save(&live).unwrap();
+        match check_not_live(&kept, &b, Some(&live)) {
+            Err(RefreshFailure::Moved { live: l, .. }) => assert_eq!(l, live),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn file(last_refresh: Option<&str>, access_exp: Option<i64>) -> AuthFile {
         let access = match access_exp {

@@ -5,7 +5,6 @@
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
 use llmx::accounts::{Accounts, AccountsError, Summary};
-use llmx::auth::file::AuthFile;
 use llmx::family::ledger::{Entry, Ledger};
 
 const LIST_EXAMPLES: &str = "\
@@ -151,50 +150,45 @@ pub struct SyncRun {
 /// bound to it in the ledger, so each account is refreshed at most once. Entries from before
 /// accounts (no label) belong to the account with their account id, else to the active one.
 pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<SyncRun>, Failure> {
-    let accounts = Accounts::new(&ctx.home);
-    if named_targets || (!accounts.exist() && ctx.account.is_none()) {
-        let label = if named_targets { current_label(ctx)? } else { None };
+    let binding = if named_targets { None } else { crate::cli::bound::Binding::load(ctx)? };
+    let Some(b) = binding else {
+        // Named targets, no accounts, or `--account`: one run.
+        let label = if named_targets { current_label(ctx)? } else { ctx.account.clone() };
+        if let (Some(l), false) = (&ctx.account, named_targets) {
+            // Only the holders bound to the account named.
+            let accounts = Accounts::new(&ctx.home);
+            if accounts.exist() {
+                let entries = bound_to(ctx, l, ledger)?;
+                return Ok(vec![SyncRun {
+                    label,
+                    path: ctx.auth_path()?,
+                    ledger: Ledger { entries, ..ledger.clone() },
+                }]);
+            }
+        }
         return Ok(vec![SyncRun { label, path: ctx.auth_path()?, ledger: ledger.clone() }]);
-    }
-    let active = accounts.adopt(false)?;
-    let live = ctx.home.auth_path();
-    let path_of = |l: &str| if active.as_deref() == Some(l) { live.clone() } else { accounts.account_path(l) };
-    let all = accounts.labels()?;
-    let ids: Vec<(String, Option<String>)> = all
-        .iter()
-        .map(|l| (l.clone(), AuthFile::load(&path_of(l)).ok().flatten().and_then(|f| f.account_id())))
-        .collect();
-    let owner_of = |e: &Entry| -> Option<String> {
-        if let Some(l) = &e.account {
-            return Some(l.clone());
-        }
-        let active_id = ids.iter().find(|(l, _)| Some(l) == active.as_ref()).and_then(|(_, id)| id.clone());
-        if e.account_id.is_some()
-            && e.account_id != active_id
-            && let Some((l, _)) = ids.iter().find(|(_, id)| id.is_some() && *id == e.account_id)
-        {
-            return Some(l.clone());
-        }
-        active.clone()
-    };
-    let wanted: Vec<String> = match &ctx.account {
-        Some(l) => {
-            accounts.resolve(l)?;
-            vec![l.clone()]
-        }
-        None => all.clone(),
     };
     let mut runs = Vec::new();
-    for label in wanted {
+    for label in b.labels() {
         let entries: Vec<Entry> =
-            ledger.entries.iter().filter(|e| owner_of(e).as_deref() == Some(label.as_str())).cloned().collect();
-        if entries.is_empty() && active.as_deref() != Some(label.as_str()) && ctx.account.is_none() {
+            ledger.entries.iter().filter(|e| b.owner_of(e).as_deref() == Some(label)).cloned().collect();
+        if entries.is_empty() && b.active() != Some(label) {
             continue;
         }
-        let path = if ctx.account.is_some() { ctx.auth_path()? } else { path_of(&label) };
-        runs.push(SyncRun { label: Some(label), path, ledger: Ledger { entries, ..ledger.clone() } });
+        runs.push(SyncRun {
+            label: Some(label.to_string()),
+            path: b.path_of(label),
+            ledger: Ledger { entries, ..ledger.clone() },
+        });
     }
     Ok(runs)
+}
+
+/// The ledger entries bound to account `label` (as a run without `--account` would sort them).
+pub fn bound_to(ctx: &Ctx, label: &str, ledger: &Ledger) -> Result<Vec<Entry>, Failure> {
+    Accounts::new(&ctx.home).resolve(label)?;
+    let Some(b) = crate::cli::bound::Binding::of_home(&ctx.home)? else { return Ok(ledger.entries.clone()) };
+    Ok(ledger.entries.iter().filter(|e| b.owner_of(e).as_deref() == Some(label)).cloned().collect())
 }
 
 /// Whether an account can be used now, from the local facts (no issuer is called: a refresh

@@ -2,6 +2,7 @@
 //! calls the library and renders; the command tree mirrors the module tree.
 
 mod accounts;
+mod bound;
 mod browser;
 mod docker_args;
 mod docs;

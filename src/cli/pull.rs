@@ -56,12 +56,19 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
     let ledger = ledger(ctx)?;
     let client = crate::cli::refresh::client(ctx)?;
     let rt = crate::cli::runtime()?;
-    let path = ctx.home.auth_path();
+    let mut path = ctx.auth_path()?;
     let result = rt.block_on(async {
         let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
+        // With several accounts, a place is pulled into the account it is bound to.
+        if let (Some(b), [one]) = (crate::cli::bound::Binding::load(ctx)?, holders.as_slice())
+            && let Some(label) = one.entry.as_ref().and_then(|e| b.owner_of(e))
+        {
+            path = b.path_of(&label);
+        }
+        let path = &path;
         match holders.as_mut_slice() {
-            [one] => pull(&path, one, args.force, &client, &|_| {}).await.map_err(failure),
+            [one] => pull(path, one, args.force, &client, &|_| {}).await.map_err(failure),
             [] => Err(Failure::new(format!("{}: nothing matches", args.target))),
             many => Err(Failure::usage(format!("{} matches {} containers; pull takes one", args.target, many.len()))
                 .hint("name one container: `llmx auth pull docker:NAME`")),

@@ -270,10 +270,9 @@ fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
         return Ok(());
     }
     let client = crate::cli::refresh::client(ctx)?;
-    let rt = crate::cli::runtime()?;
-    rt.block_on(refresh::refresh_home(&path, &client, refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
-        .map(|_| ())
-        .map_err(|e| crate::cli::refresh::failure(e, &path))
+    let when = refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN);
+    let (path, r) = crate::cli::refresh::refresh_current(ctx, &client, when)?;
+    r.map(|_| ()).map_err(|e| crate::cli::refresh::failure(e, &path))
 }
 
 /// The key in `OPENAI_API_KEY` (for `--from-env`), as the auth.json `llmx login --with-api-key`

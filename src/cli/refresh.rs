@@ -39,9 +39,8 @@ pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
 
 pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let client = client(ctx)?;
-    let path = ctx.auth_path()?;
-    let runtime = crate::cli::runtime()?;
-    let (r, by_other) = match runtime.block_on(refresh::refresh_home(&path, &client, When::Always)) {
+    let (path, result) = refresh_current(ctx, &client, When::Always)?;
+    let (r, by_other) = match result {
         Ok(RefreshOutcome::Refreshed(r)) => (r, false),
         Ok(RefreshOutcome::AlreadyRefreshed(r)) => (r, true),
         Ok(RefreshOutcome::NotNeeded) => return Err(Failure::of(Kind::NotLoggedIn, "nothing to refresh")),
@@ -89,12 +88,32 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// Refresh the login this command works on (`--account`'s, else the live one): returns the
+/// path it was at. An account made active while the refresh waited for its lock is refreshed
+/// where it now lives, the live file (once; `RefreshFailure::Moved`).
+pub fn refresh_current(
+    ctx: &Ctx,
+    client: &OAuthClient,
+    when: When,
+) -> Result<(std::path::PathBuf, Result<RefreshOutcome, RefreshFailure>), Failure> {
+    let runtime = crate::cli::runtime()?;
+    let live = ctx.home.auth_path();
+    let mut path = ctx.auth_path()?;
+    let mut r = runtime.block_on(refresh::refresh_home(&path, client, when, Some(&live)));
+    if let Err(RefreshFailure::Moved { live, .. }) = &r {
+        path = live.clone();
+        r = runtime.block_on(refresh::refresh_home(&path, client, when, None));
+    }
+    Ok((path, r))
+}
+
 /// The one mapping of refresh failures to messages and hints (refresh, push, sync use it).
 pub fn failure(e: RefreshFailure, path: &std::path::Path) -> Failure {
     match e {
         RefreshFailure::File(e) => e.into(),
         RefreshFailure::Lock(_) => Failure::new(e.to_string())
             .hint("wait for the other llmx to finish, or find it with `fuser` on the lock file"),
+        RefreshFailure::Moved { .. } => Failure::new(e.to_string()).hint("run the command again"),
         RefreshFailure::NoTokens { .. } => Failure::of(Kind::NotLoggedIn, e.to_string())
             .hint("sign in with `llmx login` first (an API key needs no refresh)"),
         RefreshFailure::CannotSave { .. } => Failure::new(e.to_string())

@@ -1,5 +1,6 @@
 //! `llmx auth remove TARGET…`: delete this login's copies from targets and the ledger.
 
+use crate::cli::bound::Judges;
 use crate::cli::family::{FleetArgs, ledger, local};
 use crate::cli::push::{check_remote_home, parse_targets};
 use crate::cli::push_view::PushView;
@@ -48,6 +49,9 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
     rt.block_on(async {
         let resolve = args.fleet.k8s.resolve_options(&args.fleet.ssh, &args.fleet.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.fleet.remote_home.as_deref(), &resolve).await;
+        // With several accounts, a copy is judged "ours" by the login of the account it is bound to.
+        let judges = Judges::for_holders(ctx, &holders)?;
+        let each = judges.as_ref().map(Judges::each);
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.fleet.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
@@ -55,6 +59,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
         let reports = llmx::family::remove::remove(
             ctx.home.dir(),
             pair,
+            each.as_deref(),
             &mut holders,
             args.force,
             args.dry_run,

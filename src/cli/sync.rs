@@ -86,6 +86,7 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
         },
         dry_run: args.dry_run,
         ledger_dir: Some(ctx.home.dir().to_path_buf()),
+        live: Some(ctx.home.auth_path()),
     };
     // With accounts: one run per account over its own holders (one refresh each at most).
     let mut code = 0;

@@ -43,9 +43,9 @@ pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
     let expiring = refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now);
     let file = if expiring && !tokens.refresh_token.is_empty() {
         let client = crate::cli::refresh::client(ctx)?;
-        let rt = crate::cli::runtime()?;
-        rt.block_on(refresh::refresh_home(&path, &client, When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
-            .map_err(|e| crate::cli::refresh::failure(e, &path))?;
+        let (path, r) =
+            crate::cli::refresh::refresh_current(ctx, &client, When::ExpiresWithin(refresh::EXPIRY_MARGIN))?;
+        r.map_err(|e| crate::cli::refresh::failure(e, &path))?;
         AuthFile::load(&path)?.ok_or_else(not_chatgpt)?
     } else {
         file

@@ -1,6 +1,7 @@
 //! `llmx auth where [TARGET…]`: every place this login was pushed (the ledger), or the targets
 //! named, and what each holds now.
 
+use crate::cli::bound::Judges;
 use crate::cli::family::{Spinner, ledger, local};
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output};
@@ -55,20 +56,28 @@ pub struct WhereArgs {
 
 pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
     let specs = crate::cli::push::parse_targets(&args.targets)?;
-    let ledger = ledger(ctx)?;
+    let mut ledger = ledger(ctx)?;
+    // `--account LABEL` without targets: the places bound to that account.
+    if let (Some(label), true) = (&ctx.account, specs.is_empty()) {
+        ledger.entries = crate::cli::accounts::bound_to(ctx, label, &ledger)?;
+    }
     let local = local(ctx)?;
     let rt = crate::cli::runtime()?;
     let survey = rt.block_on(async {
         let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
         let mut holders = holders_named_or_all(&specs, &ledger, None, &opts).await;
+        // With several accounts, each place is compared with the login of its account.
+        let judges = Judges::for_holders(ctx, &holders)?;
+        let each = judges.as_ref().map(Judges::each);
         let spinner = Spinner::new(args.json, holders.len(), "checking");
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));
         let window = ctx.settings().map(|s| s.lease_renew_within).unwrap_or(llmx::family::lease::DEFAULT_WINDOW);
-        let s = survey::survey(pair, &mut holders, usize::from(args.jobs), window, &on_progress).await;
+        let jobs = usize::from(args.jobs);
+        let s = survey::survey(pair, each.as_deref(), &mut holders, jobs, window, &on_progress).await;
         spinner.clear();
-        s
-    });
+        Ok::<_, Failure>(s)
+    })?;
     if args.json {
         output::json_line(&serde_json::json!({
             "auth_file": ctx.home.auth_path().display().to_string(),
@@ -95,6 +104,9 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
             }
             if let Some(p) = &h.path {
                 text.push_str(&format!("  {p}"));
+            }
+            if let Some(a) = &h.account {
+                text.push_str(&format!("  (account {a})"));
             }
             // ✓ a working copy of this login's lineage; ✗ anything else (issue 20 item 5).
             let works = h.state.in_lineage() && h.state != State::Expired;

@@ -123,7 +123,8 @@ pub async fn logout(
             let keep = Ledger { entries: live.iter().map(|i| ledger.entries[*i].clone()).collect(), ..ledger.clone() };
             let mut holders: Vec<Holder> = holders_from_ledger(&keep, resolve).await;
             remote =
-                super::remove::remove(dir, Some((file, bytes)), &mut holders, false, dry_run, jobs, on_event).await?;
+                super::remove::remove(dir, Some((file, bytes)), None, &mut holders, false, dry_run, jobs, on_event)
+                    .await?;
         }
     }
     if dry_run {

@@ -260,6 +260,38 @@ impl<'a> Local<'a> {
     }
 }
 
+/// A login a holder is compared with: its file and bytes (`None`: no login here).
+pub type Judge<'a> = Option<(&'a AuthFile, &'a [u8])>;
+
+/// A judge with the bytes of its lease.
+type WithLease<'a> = Option<(&'a AuthFile, &'a [u8], Option<Vec<u8>>)>;
+
+/// The login each holder is compared with, and its lease bytes: one for all, or one per holder
+/// (several accounts: the one the ledger binds each holder to).
+pub(crate) struct Judges<'a> {
+    each: Vec<WithLease<'a>>,
+}
+
+impl<'a> Judges<'a> {
+    pub(crate) fn new(
+        local: Option<(&'a AuthFile, &'a [u8])>,
+        per_holder: Option<&[Judge<'a>]>,
+        holders: usize,
+    ) -> Judges<'a> {
+        let with_lease = |j: Judge<'a>| j.map(|(f, b)| (f, b, Local::lease_bytes(f)));
+        let each = match per_holder {
+            Some(all) => all.iter().map(|j| with_lease(*j)).collect(),
+            None => vec![with_lease(local); holders],
+        };
+        Judges { each }
+    }
+
+    /// Holder `index`'s judge.
+    pub(crate) fn get(&self, index: usize) -> Option<Local<'_>> {
+        self.each.get(index)?.as_ref().map(|(f, b, l)| Local::new(f, b, l.as_deref()))
+    }
+}
+
 /// How far into the future a holder's `last_refresh` may be (clock skew) and still count: a
 /// copy that claims to be refreshed later than that is not taken as fresher.
 pub const FUTURE_SKEW: time::Duration = time::Duration::minutes(5);

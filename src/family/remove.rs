@@ -3,18 +3,20 @@
 //! target does the deleting safely (no symbolic links, no file of another user; one unlink).
 
 use super::ledger::{Ledger, LedgerError};
-use super::{Holder, Local, State, classify, concurrently, probe};
+use super::{Holder, Judge, Judges, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
 use crate::targets::ErrorKind;
 use std::path::Path;
 
 /// Remove auth.json from every holder, `jobs` at a time; `local` is this machine's login (file
-/// and bytes) that decides which copies are ours. The ledger in `home_dir` forgets the holders
-/// whose file is gone.
+/// and bytes) that decides which copies are ours, or `judges`, one per holder, when they differ
+/// (several accounts). The ledger in `home_dir` forgets the holders whose file is gone.
+#[allow(clippy::too_many_arguments, reason = "one call site per command; a struct would only rename them")]
 pub async fn remove(
     home_dir: &Path,
     local: Option<(&AuthFile, &[u8])>,
+    judges: Option<&[Judge<'_>]>,
     holders: &mut [Holder],
     force: bool,
     dry_run: bool,
@@ -25,9 +27,10 @@ pub async fn remove(
     for (index, target) in labels.iter().enumerate() {
         on_event(PushEvent::Queued { index, target });
     }
-    let lease = local.and_then(|(f, _)| Local::lease_bytes(f));
-    let local = local.map(|(f, b)| Local::new(f, b, lease.as_deref()));
+    let judges = Judges::new(local, judges, holders.len());
+    let judges = &judges;
     let reports = concurrently(holders, jobs, |index, h| async move {
+        let local = judges.get(index);
         let step = move |s: &str| on_event(PushEvent::Step { index, step: s });
         let mut r = TargetReport::new(h.target.label(), Outcome::Failed, None);
         match probe(h, &step).await {

@@ -4,7 +4,7 @@
 //! holds (`lease`, `full`, `own`, `api-key`) with a lease's expiry. Reads only; writes nothing.
 
 use super::lease::{Kind, access_expiry};
-use super::{Holder, Local, Progress, ProgressFn, State, classify, concurrently, probe};
+use super::{Holder, Judge, Judges, Local, Progress, ProgressFn, State, classify, concurrently, probe};
 use crate::auth::file::AuthFile;
 use crate::auth::status::format_unix;
 use crate::targets::ErrorKind;
@@ -29,6 +29,9 @@ pub struct Holding {
     pub kind: Option<Kind>,
     /// When the access token it holds expires (RFC 3339): a lease is usable until then.
     pub lease_expires_at: Option<String>,
+    /// The account the ledger binds it to (`push --account`), when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Every holder, in ledger order, and the local login's `last_refresh`.
@@ -52,21 +55,23 @@ impl Survey {
     }
 }
 
-/// Ask every holder, `jobs` at a time. `local` is this machine's auth.json (file and bytes).
-/// `window`: a lease whose access token expires within it is `expiring`.
+/// Ask every holder, `jobs` at a time. `local` is this machine's auth.json (file and bytes);
+/// `judges`, when given, one per holder: the login each is compared with instead (with several
+/// accounts, the one the ledger binds it to). `window`: a lease whose access token expires
+/// within it is `expiring`.
 pub async fn survey(
     local: Option<(&AuthFile, &[u8])>,
+    judges: Option<&[Judge<'_>]>,
     holders: &mut [Holder],
     jobs: usize,
     window: time::Duration,
     on_progress: ProgressFn<'_>,
 ) -> Survey {
-    let lease = local.and_then(|(f, _)| Local::lease_bytes(f));
-    let lease = lease.as_deref();
+    let judges = Judges::new(local, judges, holders.len());
+    let judges = &judges;
     let holdings = concurrently(holders, jobs, |index, h| async move {
         let step = move |s: &str| on_progress(Progress::Step { index, step: s });
-        let local = local.map(|(f, b)| Local::new(f, b, lease));
-        let holding = look(local, h, window, &step).await;
+        let holding = look(judges.get(index), h, window, &step).await;
         on_progress(Progress::Done { index });
         holding
     })
@@ -95,6 +100,7 @@ async fn look(
         pushed_at: h.entry.as_ref().map(|e| e.written_at.clone()),
         kind: h.entry.as_ref().map(|e| e.kind()),
         lease_expires_at: None,
+        account: h.entry.as_ref().and_then(|e| e.account.clone()),
     };
     match probe(h, step).await {
         Err(e) => {

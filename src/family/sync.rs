@@ -43,11 +43,22 @@ pub struct SyncOptions {
     /// The home whose ledger records the writes, when the login is not the home's own
     /// auth.json (an account's, DESIGN.md §11); `None`: the directory of the auth.json.
     pub ledger_dir: Option<std::path::PathBuf>,
+    /// The live auth.json, when the login synced is a non-active account's: a sync that finds,
+    /// under the lock, that the account was made active meanwhile refreshes nothing
+    /// (`check_not_live`).
+    pub live: Option<std::path::PathBuf>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { jobs: 8, refresh: false, refresh_within: lease::DEFAULT_WINDOW, dry_run: false, ledger_dir: None }
+        SyncOptions {
+            jobs: 8,
+            refresh: false,
+            refresh_within: lease::DEFAULT_WINDOW,
+            dry_run: false,
+            ledger_dir: None,
+            live: None,
+        }
     }
 }
 
@@ -121,6 +132,7 @@ pub async fn sync(
         if local.tokens.is_none() {
             return Err(no_login());
         }
+        crate::auth::refresh::check_not_live(auth_path, &local, opts.live.as_deref())?;
         decide_and_refresh(auth_path, &local, &local_bytes, &probes, &labels, client, opts).await?
     };
 

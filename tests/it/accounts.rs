@@ -298,6 +298,41 @@ async fn push_account_binds_its_places_and_sync_renews_each_accounts_holders_wit
     assert_eq!(read(&c2)["tokens"]["access_token"], ops_after["tokens"]["access_token"], "c2 renewed from ops' file");
     assert_eq!(home.read_auth().unwrap(), live);
     assert!(!home.path().join("accounts/ops@example.com/ledger.json").exists(), "one ledger, in the home");
+
+    // where, remove: each place judged by its own account's login (on main c2 was
+    // "other-account" against the active dev login, and remove skipped it).
+    let w = llmx_docker(&home, &a, &["auth", "where", "--json"]).await;
+    assert_eq!(w.code(), 0, "{w:?}");
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    let rows: Vec<(String, String, String)> = v["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["target"].as_str().unwrap().into(),
+                h["state"].as_str().unwrap().into(),
+                h["account"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (c1.target(), "same".into(), "dev@example.com".into()),
+            (c2.target(), "same".into(), "ops@example.com".into())
+        ]
+    );
+    let w = llmx_docker(&home, &a, &["--account", "ops@example.com", "auth", "where", "--json"]).await;
+    let v: Value = serde_json::from_str(w.stdout.trim()).unwrap();
+    assert_eq!(v["holders"].as_array().unwrap().len(), 1, "{}", w.stdout);
+    assert_eq!(v["holders"][0]["target"], c2.target().as_str());
+    let w = llmx_docker(&home, &a, &["auth", "where"]).await;
+    assert!(w.stdout.contains("(account ops@example.com)"), "{}", w.stdout);
+    let r = llmx_docker(&home, &a, &["auth", "remove", &c2.target()]).await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(c2.read("/root/.llmx/auth.json").is_none(), "{r:?}");
+    assert_eq!(bound(), [want[0].clone()]);
 }
 
 #[tokio::test]
