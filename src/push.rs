@@ -237,9 +237,10 @@ pub enum Warning {
     /// ChatGPT tokens were copied to `targets` places: the copies share one refresh token, and
     /// the first copy that refreshes invalidates the others.
     RotationHazard { targets: usize },
-    /// A whole ChatGPT login was written where llmx can never remove it (containers without a
-    /// shell): the targets and why.
-    CannotRemove { targets: Vec<String> },
+    /// A whole ChatGPT login or an API key (neither expires on its own) was written where llmx
+    /// can never remove it (containers without a shell): the targets. A lease expires, so it is
+    /// not warned about.
+    CannotRemove { targets: Vec<String>, api_key: bool },
 }
 
 impl Warning {
@@ -259,8 +260,9 @@ impl Warning {
                  every other copy out (refresh_token_reused)",
                 if *targets == 1 { "" } else { "s" }
             ),
-            Warning::CannotRemove { targets } => format!(
-                "the whole login written to {} cannot be taken back: {} no /bin/sh, and the Engine API cannot delete files",
+            Warning::CannotRemove { targets, api_key } => format!(
+                "the {} written to {} cannot be taken back: {} no /bin/sh, and the Engine API cannot delete files",
+                if *api_key { "API key" } else { "whole login" },
                 targets.join(", "),
                 if targets.len() == 1 { "the container has" } else { "these containers have" }
             ),
@@ -273,9 +275,13 @@ impl Warning {
                 "push without --full (a lease: access only, renewed by `llmx auth sync`), give each machine \
                  its own login with `llmx auth tunnel HOST`, or push an API key"
             }
-            Warning::CannotRemove { .. } => {
+            Warning::CannotRemove { api_key: false, .. } => {
                 "push a lease there instead (without --full): it stops working when it expires; to be rid of \
                  this copy, recreate the container"
+            }
+            Warning::CannotRemove { api_key: true, .. } => {
+                "to be rid of it, recreate the container, or revoke the key in the provider's dashboard; a \
+                 ChatGPT lease expires on its own"
             }
         }
     }
@@ -345,14 +351,15 @@ pub async fn push(
     }
     let reports: Vec<TargetReport> = reports.into_iter().flatten().collect();
     let mut warnings = rotation_warning(local, &reports).into_iter().collect::<Vec<_>>();
+    let api_key = local.file().tokens.is_none() && local.file().api_key().is_some();
     let stuck: Vec<String> = reports
         .iter()
-        .filter(|r| local.has_chatgpt_tokens() && !r.dry_run && r.cannot_remove.is_some())
+        .filter(|r| (local.has_chatgpt_tokens() || api_key) && !r.dry_run && r.cannot_remove.is_some())
         .filter(|r| matches!(r.outcome, Outcome::Created | Outcome::Updated))
         .map(|r| r.target.clone())
         .collect();
     if !stuck.is_empty() {
-        warnings.push(Warning::CannotRemove { targets: stuck });
+        warnings.push(Warning::CannotRemove { targets: stuck, api_key });
     }
     for w in &warnings {
         on_event(PushEvent::Warning(w));

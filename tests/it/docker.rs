@@ -109,6 +109,16 @@ fn shell_less_container_is_written_through_the_archive_api() {
     assert!(rm.stdout.contains("has no /bin/sh") && !rm.stdout.contains("stopped"), "{}", rm.all());
     assert!(rm.all().contains("recreate the container"), "{}", rm.all());
     assert_no_secret(&format!("{}{}", full.all(), rm.all()), &c2);
+    // An API key does not expire either: the same warning; a lease expires, so no warning.
+    assert!(!r2.stderr.contains("cannot be taken back"), "a lease warned: {}", r2.all());
+    local.write_auth(&crate::support::docker::api_key_auth());
+    let key = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
+    assert_eq!(key.code(), 0, "{}", key.all());
+    assert!(
+        key.stderr.contains("the API key written to") && key.stderr.contains("cannot be taken back"),
+        "{}",
+        key.all()
+    );
 }
 
 #[test]
