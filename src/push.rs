@@ -52,11 +52,11 @@ pub enum LocalError {
 }
 
 impl LocalCredential {
-    /// Read and validate the auth.json at `path`.
-    pub fn load(path: &Path) -> Result<LocalCredential, LocalError> {
-        match crate::home::read_optional(path).map_err(AuthFileError::from)? {
-            None => Err(LocalError::Missing { path: path.to_path_buf() }),
-            Some(bytes) => LocalCredential::from_bytes(path, bytes),
+    /// Read and validate the login in `store` (as auth.json bytes, whichever place holds it).
+    pub fn load(store: &crate::auth::store::Store) -> Result<LocalCredential, LocalError> {
+        match store.read()? {
+            None => Err(LocalError::Missing { path: store.path().to_path_buf() }),
+            Some((bytes, place)) => LocalCredential::from_bytes(std::path::Path::new(&store.name_of(place)), bytes),
         }
     }
 

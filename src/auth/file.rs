@@ -18,6 +18,9 @@ pub enum AuthFileError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Home(#[from] HomeError),
+    /// The keyring the configured store names failed or did not answer in time.
+    #[error(transparent)]
+    Keyring(#[from] crate::auth::store::KeyringError),
 }
 
 /// The OAuth tokens of a ChatGPT login.

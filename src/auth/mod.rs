@@ -16,3 +16,4 @@ pub mod refresh;
 pub mod select;
 pub mod server;
 pub mod status;
+pub mod store;

@@ -21,9 +21,11 @@ use crate::auth::claims::{IdClaims, expiry};
 use crate::auth::file::{AuthFile, AuthFileError, now_rfc3339};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::{OAuthClient, RefreshError, RefreshedTokens};
-use crate::home::{HomeError, PendingWrite, read_optional, write_private};
+use crate::auth::store::Store;
+use crate::config::CredentialsStore;
+use crate::home::{HomeError, PendingWrite, write_private};
 use crate::secret::Secret;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
 
 /// llmx refreshes when the last refresh is older than this...
@@ -65,7 +67,7 @@ pub enum RefreshFailure {
     /// The issuer accepted the refresh but the new auth.json could not be saved.
     #[error("the refresh succeeded but {} could not be written ({source}){}", path.display(),
         recovery.as_ref().map(|r| format!("; the new login is in {}", r.display())).unwrap_or_default())]
-    NotSaved { path: PathBuf, source: HomeError, recovery: Option<PathBuf> },
+    NotSaved { path: PathBuf, source: AuthFileError, recovery: Option<PathBuf> },
 }
 
 impl RefreshFailure {
@@ -124,20 +126,20 @@ pub fn expires_within(file: &AuthFile, margin: Duration, now: OffsetDateTime) ->
     expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin.whole_seconds())
 }
 
-/// Refresh the login stored at `path` (locked, re-read, proven writable, validated).
-pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Result<RefreshOutcome, RefreshFailure> {
-    let before = read_optional(path).map_err(AuthFileError::from)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let bytes = read_optional(path).map_err(AuthFileError::from)?;
-    let no_tokens = || RefreshFailure::NoTokens { path: path.to_path_buf() };
-    let file = AuthFile::parse(path, bytes.as_deref().ok_or_else(no_tokens)?)?;
+/// Refresh the login in `store` (locked, re-read, proven writable, validated).
+pub async fn refresh_home(store: &Store, client: &OAuthClient, when: When) -> Result<RefreshOutcome, RefreshFailure> {
+    let before = store.read()?;
+    let _lock = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+    let read = store.read()?;
+    let no_tokens = || RefreshFailure::NoTokens { path: store.path().to_path_buf() };
+    let (bytes, place) = read.as_ref().ok_or_else(no_tokens)?;
+    let file = store.parse(bytes, *place)?;
     if file.tokens.is_none() {
         return Err(no_tokens());
     }
-    if let Some(before) = before.as_deref()
-        && Some(before) != bytes.as_deref()
-        && let Ok(old) = AuthFile::parse(path, before)
+    if let Some((before, before_place)) = before.as_ref()
+        && before != bytes
+        && let Ok(old) = store.parse(before, *before_place)
         && old.tokens.is_some()
         && file.last_refresh_time() > old.last_refresh_time()
     {
@@ -152,21 +154,33 @@ pub async fn refresh_home(path: &Path, client: &OAuthClient, when: When) -> Resu
     if !due {
         return Ok(RefreshOutcome::NotNeeded);
     }
-    let (_, r) = refresh_and_save(&file, path, client).await?;
+    let (_, r) = refresh_and_save(&file, store, client).await?;
     Ok(RefreshOutcome::Refreshed(r))
 }
 
-/// Refresh `file` (which may come from another holder) and save the result at `path`. The
-/// caller holds the home's lock. The temp file is created before the issuer is called.
+/// Refresh `file` (which may come from another holder) and save the result in `store`. The
+/// caller holds the home's lock. For the file store the temp file is created before the issuer
+/// is called (the keyring answered the read just before); a result no store takes is left in
+/// the recovery file beside auth.json.
 pub async fn refresh_and_save(
     file: &AuthFile,
-    path: &Path,
+    store: &Store,
     client: &OAuthClient,
 ) -> Result<(AuthFile, Refreshed), RefreshFailure> {
-    let pending = PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?;
-    let save = |pending: PendingWrite, new: &AuthFile| {
+    let path = store.path();
+    let pending = match store.mode() {
+        CredentialsStore::File => {
+            Some(PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?)
+        }
+        CredentialsStore::Keyring | CredentialsStore::Auto => None,
+    };
+    let save = |pending: Option<PendingWrite>, new: &AuthFile| {
         let bytes = new.to_bytes();
-        pending.commit(&bytes).map_err(|source| {
+        let written = match pending {
+            Some(p) => p.commit(&bytes).map_err(AuthFileError::from),
+            None => store.write(&bytes).map(drop),
+        };
+        written.map_err(|source| {
             let recovery = path.with_file_name(RECOVERY_FILE);
             let recovery = write_private(&recovery, &bytes).ok().map(|()| recovery);
             RefreshFailure::NotSaved { path: path.to_path_buf(), source, recovery }

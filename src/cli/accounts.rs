@@ -4,8 +4,7 @@
 
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
-use llmx::accounts::{Accounts, AccountsError, Summary};
-use llmx::auth::file::AuthFile;
+use llmx::accounts::{AccountsError, Summary};
 use llmx::family::ledger::{Entry, Ledger};
 
 const LIST_EXAMPLES: &str = "\
@@ -65,7 +64,7 @@ impl From<AccountsError> for Failure {
 }
 
 pub fn list(ctx: &Ctx, args: ListArgs) -> Result<u8, Failure> {
-    let accounts = Accounts::new(&ctx.home).list()?;
+    let accounts = ctx.accounts()?.list()?;
     if args.json {
         let active = accounts.iter().find(|a| a.active).map(|a| a.label.clone());
         output::json_line(&serde_json::json!({ "accounts": accounts, "active": active }))?;
@@ -108,7 +107,7 @@ fn line(a: &Summary, width: usize) -> String {
 }
 
 pub fn switch(ctx: &Ctx, args: SwitchArgs) -> Result<u8, Failure> {
-    let s = Accounts::new(&ctx.home).switch(&args.label)?;
+    let s = ctx.accounts()?.switch(&args.label)?;
     if args.json {
         output::json_line(&serde_json::json!({
             "active": s.to,
@@ -131,7 +130,7 @@ pub fn current_label(ctx: &Ctx) -> Result<Option<String>, Failure> {
     if let Some(l) = &ctx.account {
         return Ok(Some(l.clone()));
     }
-    let accounts = Accounts::new(&ctx.home);
+    let accounts = ctx.accounts()?;
     if !accounts.exist() {
         return Ok(None);
     }
@@ -151,7 +150,7 @@ pub struct SyncRun {
 /// bound to it in the ledger, so each account is refreshed at most once. Entries from before
 /// accounts (no label) belong to the account with their account id, else to the active one.
 pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<SyncRun>, Failure> {
-    let accounts = Accounts::new(&ctx.home);
+    let accounts = ctx.accounts()?;
     if named_targets || (!accounts.exist() && ctx.account.is_none()) {
         let label = if named_targets { current_label(ctx)? } else { None };
         return Ok(vec![SyncRun { label, path: ctx.auth_path()?, ledger: ledger.clone() }]);
@@ -162,7 +161,12 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
     let all = accounts.labels()?;
     let ids: Vec<(String, Option<String>)> = all
         .iter()
-        .map(|l| (l.clone(), AuthFile::load(&path_of(l)).ok().flatten().and_then(|f| f.account_id())))
+        .map(|l| {
+            (
+                l.clone(),
+                ctx.store_at(&path_of(l)).ok().and_then(|s| s.load().ok().flatten()).and_then(|f| f.account_id()),
+            )
+        })
         .collect();
     let owner_of = |e: &Entry| -> Option<String> {
         if let Some(l) = &e.account {
@@ -216,7 +220,7 @@ fn problem(a: &Summary) -> Option<&'static str> {
 
 /// `llmx auth status --all`: every account, usable or not; exit 1 when any is not (or none).
 pub fn status_all(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
-    let accounts = Accounts::new(&ctx.home).list()?;
+    let accounts = ctx.accounts()?.list()?;
     let unusable = accounts.iter().filter(|a| problem(a).is_some()).count();
     let code = if accounts.is_empty() || unusable > 0 { 1 } else { 0 };
     if json {

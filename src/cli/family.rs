@@ -37,12 +37,12 @@ pub struct FleetArgs {
     pub docker: crate::cli::docker_args::DockerArgs,
 }
 
-/// This machine's auth.json, parsed, and its bytes (`None` when there is none).
+/// This machine's login, parsed, and its bytes (`None` when there is none).
 pub fn local(ctx: &Ctx) -> Result<Option<(AuthFile, Vec<u8>)>, Failure> {
-    let path = ctx.home.auth_path();
-    match llmx::home::read_optional(&path)? {
+    let store = ctx.store_at(&ctx.home.auth_path())?;
+    match store.read()? {
         None => Ok(None),
-        Some(b) => Ok(Some((AuthFile::parse(&path, &b)?, b))),
+        Some((b, place)) => Ok(Some((store.parse(&b, place)?, b))),
     }
 }
 

@@ -57,11 +57,12 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
     let client = crate::cli::refresh::client(ctx)?;
     let rt = crate::cli::runtime()?;
     let path = ctx.home.auth_path();
+    let store = ctx.store_at(&path)?;
     let result = rt.block_on(async {
         let opts = args.k8s.resolve_options(&args.ssh, &args.docker);
         let mut holders = holders_from_specs(&specs, &ledger, args.remote_home.as_deref(), &opts).await;
         match holders.as_mut_slice() {
-            [one] => pull(&path, one, args.force, &client, &|_| {}).await.map_err(failure),
+            [one] => pull(&store, one, args.force, &client, &|_| {}).await.map_err(failure),
             [] => Err(Failure::new(format!("{}: nothing matches", args.target))),
             many => Err(Failure::usage(format!("{} matches {} containers; pull takes one", args.target, many.len()))
                 .hint("name one container: `llmx auth pull docker:NAME`")),

@@ -263,15 +263,16 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
 /// A ChatGPT login whose access token expires within 5 minutes is refreshed (under the lock)
 /// before it is copied anywhere: a copy that must refresh at once is a copy about to race.
 fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
-    let path = ctx.auth_path()?;
-    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&path) else { return Ok(()) };
+    let store = ctx.store()?;
+    let path = store.path().to_path_buf();
+    let Ok(Some(file)) = store.load() else { return Ok(()) };
     let now = time::OffsetDateTime::now_utc();
     if dry_run || !refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now) {
         return Ok(());
     }
     let client = crate::cli::refresh::client(ctx)?;
     let rt = crate::cli::runtime()?;
-    rt.block_on(refresh::refresh_home(&path, &client, refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
+    rt.block_on(refresh::refresh_home(&store, &client, refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
         .map(|_| ())
         .map_err(|e| crate::cli::refresh::failure(e, &path))
 }
@@ -296,8 +297,9 @@ fn env_api_key() -> Option<String> {
 /// This machine's auth.json. When there is none but `OPENAI_API_KEY` is set (so `login status`
 /// says logged in), say that the key is in the environment, not in a file, and how to push it.
 fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
-    let path = ctx.auth_path()?;
-    LocalCredential::load(&path).map_err(|e| match e {
+    let store = ctx.store()?;
+    let path = store.path().to_path_buf();
+    LocalCredential::load(&store).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
             Kind::NotLoggedIn,
             format!(

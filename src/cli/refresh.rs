@@ -39,9 +39,10 @@ pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
 
 pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let client = client(ctx)?;
-    let path = ctx.auth_path()?;
+    let store = ctx.store()?;
+    let path = store.path().to_path_buf();
     let runtime = crate::cli::runtime()?;
-    let (r, by_other) = match runtime.block_on(refresh::refresh_home(&path, &client, When::Always)) {
+    let (r, by_other) = match runtime.block_on(refresh::refresh_home(&store, &client, When::Always)) {
         Ok(RefreshOutcome::Refreshed(r)) => (r, false),
         Ok(RefreshOutcome::AlreadyRefreshed(r)) => (r, true),
         Ok(RefreshOutcome::NotNeeded) => return Err(Failure::of(Kind::NotLoggedIn, "nothing to refresh")),

@@ -4,10 +4,11 @@
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output, push};
 use clap::Args;
-use llmx::auth::file::AuthFile;
 use llmx::auth::select::Source;
 use llmx::auth::status::StatusReport;
+use llmx::auth::store::{Place, Store};
 use llmx::config::AuthMethod;
+use llmx::config::CredentialsStore;
 use llmx::targets::TargetSpec;
 use llmx::targets::resolve::ResolveOptions;
 
@@ -213,22 +214,52 @@ fn run_target(
 
 pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
-    let path = ctx.auth_path()?;
-    let file = AuthFile::load(&path)?;
+    let store = ctx.store()?;
+    let loaded = store.load_with_place()?;
+    let place = loaded.as_ref().map(|(_, p)| *p);
+    let file = loaded.map(|(f, _)| f);
+    let origin = place.map_or_else(|| store.describe(), |p| store.name_of(p));
+    let differ = store.differing().is_some();
     let env_key = std::env::var("OPENAI_API_KEY").ok();
     let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());
+    let used = store_used(&store, place);
     if args.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             #[serde(flatten)]
             report: &'a StatusReport,
             auth_file: String,
+            store: String,
+            store_setting: &'static str,
+            store_used: Option<&'static str>,
+            stores_differ: bool,
         }
-        output::json_line(&Out { report: &report, auth_file: path.display().to_string() })?;
+        output::json_line(&Out {
+            report: &report,
+            auth_file: origin,
+            store: used,
+            store_setting: store.mode().as_str(),
+            store_used: place.map(Place::as_str),
+            stores_differ: differ,
+        })?;
     } else {
-        output::lines(&describe(&report, &path.display().to_string()))?;
+        let mut lines = describe(&report, &origin);
+        lines.push(format!("  Store: {used}"));
+        output::lines(&lines)?;
     }
     Ok(if report.logged_in { 0 } else { 1 })
+}
+
+/// The store as status shows it: `file`, `keyring`, or `auto → keyring` / `auto → file` (the
+/// place the login was read from; with nothing read, where a login would be saved).
+pub fn store_used(store: &Store, place: Option<Place>) -> String {
+    match store.mode() {
+        CredentialsStore::Auto => {
+            let fallback = if store.fell_back() { Place::File } else { Place::Keyring };
+            format!("auto → {}", place.unwrap_or(fallback).as_str())
+        }
+        mode => mode.as_str().to_string(),
+    }
 }
 
 /// Human lines for a report; `origin` names the file the credential came from.

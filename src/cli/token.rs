@@ -6,7 +6,6 @@
 
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
-use llmx::auth::file::AuthFile;
 use llmx::auth::refresh::{self, When};
 use llmx::auth::status::format_unix;
 
@@ -29,7 +28,8 @@ pub struct TokenArgs {
 }
 
 pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
-    let path = ctx.auth_path()?;
+    let store = ctx.store()?;
+    let path = store.path().to_path_buf();
     let not_chatgpt = || {
         Failure::of(
             Kind::NotLoggedIn,
@@ -37,16 +37,16 @@ pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
         )
         .hint("sign in with `llmx login` (an API key is used as it is: see `llmx login status`)")
     };
-    let file = AuthFile::load(&path)?.ok_or_else(not_chatgpt)?;
+    let file = store.load()?.ok_or_else(not_chatgpt)?;
     let tokens = file.tokens.as_ref().ok_or_else(not_chatgpt)?;
     let now = time::OffsetDateTime::now_utc();
     let expiring = refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now);
     let file = if expiring && !tokens.refresh_token.is_empty() {
         let client = crate::cli::refresh::client(ctx)?;
         let rt = crate::cli::runtime()?;
-        rt.block_on(refresh::refresh_home(&path, &client, When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
+        rt.block_on(refresh::refresh_home(&store, &client, When::ExpiresWithin(refresh::EXPIRY_MARGIN)))
             .map_err(|e| crate::cli::refresh::failure(e, &path))?;
-        AuthFile::load(&path)?.ok_or_else(not_chatgpt)?
+        store.load()?.ok_or_else(not_chatgpt)?
     } else {
         file
     };

@@ -25,10 +25,9 @@ use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
 use crate::auth::refresh::{RefreshFailure, expires_within, refresh_and_save};
-use crate::home::read_optional;
+use crate::auth::store::Store;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
 use crate::targets::TargetError;
-use std::path::Path;
 use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Clone)]
@@ -87,18 +86,18 @@ impl SyncSummary {
     }
 }
 
-/// Sync the login at `auth_path` with `holders`.
+/// Sync the login at `store.path()` with `holders`.
 pub async fn sync(
-    auth_path: &Path,
+    store: &Store,
     holders: &mut [Holder],
     client: &OAuthClient,
     opts: &SyncOptions,
     on_event: EventFn<'_>,
 ) -> Result<SyncSummary, SyncError> {
-    let dir = auth_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let no_login = || SyncError::NoLogin { path: auth_path.to_path_buf() };
-    let has_login = |bytes: &[u8]| AuthFile::parse(auth_path, bytes).map(|f| f.tokens.is_some());
-    if !has_login(&read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?)? {
+    let dir = store.dir().to_path_buf();
+    let no_login = || SyncError::NoLogin { path: store.path().to_path_buf() };
+    let has_login = |bytes: &[u8]| AuthFile::parse(store.path(), bytes).map(|f| f.tokens.is_some());
+    if !has_login(&store.read()?.map(|(b, _)| b).ok_or_else(no_login)?)? {
         return Err(no_login());
     }
     let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
@@ -116,12 +115,12 @@ pub async fn sync(
     // 2. Decide and refresh under the lock (re-reading the local login).
     let decided = {
         let _lock = AuthLock::acquire(&dir, DEFAULT_WAIT)?;
-        let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?;
-        let local = AuthFile::parse(auth_path, &local_bytes)?;
+        let local_bytes = store.read()?.map(|(b, _)| b).ok_or_else(no_login)?;
+        let local = AuthFile::parse(store.path(), &local_bytes)?;
         if local.tokens.is_none() {
             return Err(no_login());
         }
-        decide_and_refresh(auth_path, &local, &local_bytes, &probes, &labels, client, opts).await?
+        decide_and_refresh(store, &local, &local_bytes, &probes, &labels, client, opts).await?
     };
 
     // 3. Write each holder its file, without the lock.
@@ -174,7 +173,7 @@ pub async fn sync(
         let items: Vec<(&TargetReport, &[u8])> = written.iter().map(|(r, b)| (r, b.as_slice())).collect();
         super::ledger::record_written(opts.ledger_dir.as_deref().unwrap_or(&dir), &items, None)?;
     }
-    let new_file = AuthFile::parse(auth_path, full).ok();
+    let new_file = AuthFile::parse(store.path(), full).ok();
     Ok(SyncSummary {
         local: decided.local_report,
         reports: written.into_iter().map(|(r, _)| r).collect(),
@@ -222,7 +221,7 @@ struct Decided {
 }
 
 async fn decide_and_refresh(
-    auth_path: &Path,
+    store: &Store,
     local: &AuthFile,
     local_bytes: &[u8],
     probes: &[Result<Probed, TargetError>],
@@ -264,7 +263,7 @@ async fn decide_and_refresh(
     let mut refused = std::collections::HashMap::new();
     if let Some(i) = best.filter(|_| !opts.dry_run) {
         let result = match states[i].1.as_ref() {
-            Some(theirs) => super::adopt::adopt(auth_path, local, theirs, client).await,
+            Some(theirs) => super::adopt::adopt(store, local, theirs, client).await,
             None => Err(super::adopt::NotAdopted { reason: "it holds no login".into(), issuer_called: false }),
         };
         match result {
@@ -286,7 +285,7 @@ async fn decide_and_refresh(
         // Adopting was a refresh: the login is as fresh as it gets.
         Some(file) => (file, true),
         None if due && !opts.dry_run => {
-            let (new, _) = refresh_and_save(local, auth_path, client).await?;
+            let (new, _) = refresh_and_save(local, store, client).await?;
             issuer_calls += 1;
             (new, true)
         }
@@ -297,7 +296,7 @@ async fn decide_and_refresh(
 
     let outcome = if changed || (opts.dry_run && due) { Outcome::Updated } else { Outcome::Unchanged };
     let mut local_report = TargetReport::new("local".into(), outcome, None);
-    local_report.path = Some(auth_path.display().to_string());
+    local_report.path = Some(store.path().display().to_string());
     local_report.dry_run = opts.dry_run;
     if opts.dry_run && due {
         local_report.reason = Some("would refresh here first".into());
