@@ -1,0 +1,205 @@
+//! Credential stores (`cli_auth_credentials_store = file | keyring | auto`) against a real
+//! Secret Service: gnome-keyring on a private session bus ([`SecretService`]). Each test has its
+//! own home, so its own keyring account (the kernel keyring's cache in front of the Secret
+//! Service is per account too).
+
+use crate::support::keyring::{SecretService, account_of};
+use crate::support::login::{Home, browser_login, issuer, refresh};
+use llmx_test_issuer::jwt;
+use serde_json::json;
+use std::time::Duration;
+
+const KEY: &str = "sk-proj-abcdefghijklmnop12345";
+
+/// A home on `ss`'s bus whose config.toml names `store`.
+fn home_on(ss: &SecretService, store: &str) -> Home {
+    let home = Home::new().with_env("DBUS_SESSION_BUS_ADDRESS", ss.address());
+    home.write("config.toml", format!("cli_auth_credentials_store = \"{store}\"\nmodel = \"kept\"\n").as_bytes());
+    home
+}
+
+fn chatgpt_compact(email: &str) -> String {
+    let id = jwt(&json!({
+        "email": email,
+        "https://api.openai.com/auth": {"chatgpt_plan_type": "pro", "chatgpt_account_id": "acc-9"}
+    }));
+    let access = jwt(&json!({"exp": 4102444800i64}));
+    serde_json::to_string(&json!({
+        "OPENAI_API_KEY": null,
+        "tokens": {"id_token": id, "access_token": access, "refresh_token": "rt-secret-value", "account_id": "acc-9"},
+        "last_refresh": "2025-08-06T20:41:36.232376Z"
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn keyring_login_writes_the_agents_entry_and_no_auth_json() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "keyring");
+    home.write("auth.json", b"{\"OPENAI_API_KEY\": \"sk-an-older-file-login-000\"}");
+    let r = home.llmx(["-v", "login", "--with-api-key"]).stdin(format!("{KEY}\n")).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    let account = account_of(&home.path());
+    assert!(r.stdout.contains(&format!("keyring \"LLMX Auth\" account \"{account}\"")), "{r:?}");
+    assert!(r.stderr.contains("login store: save keyring"), "-v names the store: {r:?}");
+    // Byte for byte what the agent writes: the auth.json object as compact JSON.
+    let want = format!("{{\"OPENAI_API_KEY\":\"{KEY}\",\"auth_mode\":\"apikey\"}}");
+    assert_eq!(String::from_utf8(ss.lookup(&account).expect("an entry")).unwrap(), want);
+    assert_eq!(
+        ss.attributes(&account),
+        [
+            "attribute.application = rust-keyring".to_string(),
+            "attribute.service = LLMX Auth".into(),
+            "attribute.target = default".into(),
+            format!("attribute.username = {account}"),
+        ]
+    );
+    assert!(!home.auth_path().exists(), "saving to the keyring deletes auth.json, as the agent does");
+
+    let s = home.llmx(["login", "status"]).run().await;
+    assert_eq!(s.code(), 0, "{s:?}");
+    assert!(s.stdout.contains("Store: keyring"), "{s:?}");
+    let j = home.llmx(["auth", "status", "--json"]).run().await.json();
+    assert_eq!((j["store"].as_str(), j["store_setting"].as_str()), (Some("keyring"), Some("keyring")));
+    assert_eq!(j["api_key"], "sk-proj-***12345");
+    assert!(!j.to_string().contains(KEY));
+
+    let out = home.llmx(["logout"]).run().await;
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(ss.lookup(&account).is_none(), "logout deletes the entry");
+    assert!(!home.auth_path().exists());
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    assert!(config.contains("model = \"kept\""));
+}
+
+#[tokio::test]
+async fn an_entry_the_agent_wrote_is_read() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "keyring");
+    std::fs::create_dir_all(home.path()).unwrap();
+    ss.store_as_agent(&account_of(&home.path()), chatgpt_compact("ana@example.com").as_bytes());
+    let r = home.llmx(["login", "status"]).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("Logged in using ChatGPT") && r.stdout.contains("ana@example.com"), "{r:?}");
+    assert!(r.stdout.contains("Source: keyring \"LLMX Auth\""), "{r:?}");
+    assert!(!r.all().contains("rt-secret-value"));
+}
+
+#[tokio::test]
+async fn browser_login_and_refresh_stay_in_the_keyring() {
+    let ss = SecretService::start();
+    let issuer = issuer().await;
+    let home = home_on(&ss, "keyring");
+    browser_login(&home, &issuer).await;
+    let account = account_of(&home.path());
+    let first: serde_json::Value = serde_json::from_slice(&ss.lookup(&account).expect("an entry")).unwrap();
+    assert!(!home.auth_path().exists());
+    let r = refresh(&home, &issuer.base_url(), true).await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    let raw = ss.lookup(&account).expect("an entry");
+    let after: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(raw, serde_json::to_vec(&after).unwrap(), "compact JSON");
+    assert_ne!(after["tokens"]["refresh_token"], first["tokens"]["refresh_token"], "the refresh was saved there");
+    assert!(!home.auth_path().exists(), "no auth.json beside the keyring");
+}
+
+#[tokio::test]
+async fn auto_saves_to_the_keyring_and_warns_when_the_two_differ() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "auto");
+    let r = home.llmx(["login", "--with-api-key"]).stdin(format!("{KEY}\n")).run().await;
+    assert_eq!(r.code(), 0, "{r:?}");
+    let account = account_of(&home.path());
+    assert!(ss.lookup(&account).is_some());
+    assert!(!home.auth_path().exists());
+    let j = home.llmx(["auth", "status", "--json"]).run().await.json();
+    assert_eq!(j["store"], "auto → keyring");
+    assert_eq!(j["stores_differ"], false);
+
+    // Another login in auth.json (an older agent, a copy): the agent reads the keyring.
+    home.write("auth.json", b"{\"OPENAI_API_KEY\": \"sk-proj-another-login-99999\"}");
+    let s = home.llmx(["auth", "status"]).run().await;
+    assert_eq!(s.code(), 0, "{s:?}");
+    assert!(s.stderr.contains("the keyring and auth.json hold different logins"), "{s:?}");
+    assert!(s.stdout.contains("sk-proj-***12345"), "the keyring's login is the one in use: {s:?}");
+    assert_eq!(home.llmx(["auth", "status", "--json"]).run().await.json()["stores_differ"], true);
+}
+
+#[tokio::test]
+async fn locked_keyring_fails_with_one_line_and_auto_falls_back() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "keyring");
+    std::fs::create_dir_all(home.path()).unwrap();
+    ss.store_as_agent(&account_of(&home.path()), chatgpt_compact("ana@example.com").as_bytes());
+    let auto = home_on(&ss, "auto");
+    auto.write("auth.json", format!("{{\"OPENAI_API_KEY\": \"{KEY}\"}}").as_bytes());
+    ss.store_as_agent(&account_of(&auto.path()), chatgpt_compact("bo@example.com").as_bytes());
+    ss.lock();
+    let r = home.llmx(["login", "status"]).env("LLMX_KEYRING_TIMEOUT", "3s").run().await;
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.elapsed < Duration::from_secs(3) + Duration::from_millis(1500), "{r:?}");
+    let line = r.stderr.lines().find(|l| l.starts_with("llmx:")).unwrap_or_else(|| panic!("{r:?}"));
+    assert!(
+        line.contains("could not read the login") && line.contains("cli_auth_credentials_store = \"file\""),
+        "{r:?}"
+    );
+    assert!(line.contains("unlock the keyring"), "{r:?}");
+
+    // auto: the file, and it says so.
+    let a = auto.llmx(["auth", "status"]).run().await;
+    assert_eq!(a.code(), 0, "{a:?}");
+    assert!(a.stderr.contains("used auth.json instead"), "{a:?}");
+    assert!(a.stdout.contains("Store: auto → file"), "{a:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_secret_service_times_out_within_the_limit() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "keyring");
+    ss.stall(true);
+    let r =
+        home.llmx(["login", "--with-api-key"]).env("LLMX_KEYRING_TIMEOUT", "2s").stdin(format!("{KEY}\n")).run().await;
+    ss.stall(false);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.elapsed >= Duration::from_secs(2) && r.elapsed < Duration::from_secs(4), "{r:?}");
+    assert!(r.stderr.contains("no answer within 2 s"), "{r:?}");
+    assert!(r.stderr.contains("cli_auth_credentials_store = \"file\""), "{r:?}");
+    assert!(!home.auth_path().exists(), "keyring means keyring: nothing written elsewhere");
+
+    let auto = home_on(&ss, "auto");
+    ss.stall(true);
+    let a =
+        auto.llmx(["login", "--with-api-key"]).env("LLMX_KEYRING_TIMEOUT", "1s").stdin(format!("{KEY}\n")).run().await;
+    ss.stall(false);
+    assert_eq!(a.code(), 0, "{a:?}");
+    assert!(a.stderr.contains("the save used auth.json instead"), "{a:?}");
+    assert!(auto.auth_path().exists());
+}
+
+#[tokio::test]
+async fn no_session_bus_fails_at_once_and_auto_uses_the_file() {
+    let home = Home::new();
+    home.write("config.toml", b"cli_auth_credentials_store = \"keyring\"\n");
+    let r = home.llmx(["login", "status"]).run().await;
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.elapsed < Duration::from_secs(5), "{r:?}");
+    assert!(
+        r.stderr.contains("could not read the login") && r.stderr.contains("cli_auth_credentials_store = \"file\"")
+    );
+
+    let auto = Home::new();
+    auto.write("config.toml", b"cli_auth_credentials_store = \"auto\"\n");
+    let l = auto.llmx(["login", "--with-api-key"]).stdin(format!("{KEY}\n")).run().await;
+    assert_eq!(l.code(), 0, "{l:?}");
+    assert!(auto.auth_path().exists());
+    let s = auto.llmx(["auth", "status", "--json"]).run().await;
+    assert_eq!(s.json()["store"], "auto → file", "{s:?}");
+}
+
+#[tokio::test]
+async fn an_invalid_store_value_is_a_config_error() {
+    let home = Home::new();
+    let r = home.llmx(["-c", "cli_auth_credentials_store=vault", "login", "status"]).run().await;
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(r.stderr.contains("\"file\", \"keyring\", \"auto\""), "{r:?}");
+}
