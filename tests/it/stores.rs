@@ -3,10 +3,9 @@
 //! own home, so its own keyring account (the kernel keyring's cache in front of the Secret
 //! Service is per account too).
 
+use crate::credentials::chatgpt_file;
 use crate::support::keyring::{SecretService, account_of};
 use crate::support::login::{Home, browser_login, issuer, refresh};
-use llmx_test_issuer::jwt;
-use serde_json::json;
 use std::time::Duration;
 
 const KEY: &str = "sk-proj-abcdefghijklmnop12345";
@@ -18,18 +17,17 @@ fn home_on(ss: &SecretService, store: &str) -> Home {
     home
 }
 
-fn chatgpt_compact(email: &str) -> String {
-    let id = jwt(&json!({
-        "email": email,
-        "https://api.openai.com/auth": {"chatgpt_plan_type": "pro", "chatgpt_account_id": "acc-9"}
-    }));
-    let access = jwt(&json!({"exp": 4102444800i64}));
-    serde_json::to_string(&json!({
-        "OPENAI_API_KEY": null,
-        "tokens": {"id_token": id, "access_token": access, "refresh_token": "rt-secret-value", "account_id": "acc-9"},
-        "last_refresh": "2025-08-06T20:41:36.232376Z"
-    }))
-    .unwrap()
+/// [`home_on`] with the ChatGPT login in its keyring entry, stored as the agent stores it.
+fn with_agents_entry(ss: &SecretService, store: &str) -> Home {
+    let home = home_on(ss, store);
+    ss.store_as_agent(&account_of(&home.path()), chatgpt_compact().as_bytes());
+    home
+}
+
+/// The ChatGPT login of the credential tests, as the agent stores it (compact JSON).
+fn chatgpt_compact() -> String {
+    let pretty: serde_json::Value = serde_json::from_slice(&chatgpt_file(None)).unwrap();
+    serde_json::to_string(&pretty).unwrap()
 }
 
 #[tokio::test]
@@ -75,9 +73,7 @@ async fn keyring_login_writes_the_agents_entry_and_no_auth_json() {
 #[tokio::test]
 async fn an_entry_the_agent_wrote_is_read() {
     let ss = SecretService::start();
-    let home = home_on(&ss, "keyring");
-    std::fs::create_dir_all(home.path()).unwrap();
-    ss.store_as_agent(&account_of(&home.path()), chatgpt_compact("ana@example.com").as_bytes());
+    let home = with_agents_entry(&ss, "keyring");
     let r = home.llmx(["login", "status"]).run().await;
     assert_eq!(r.code(), 0, "{r:?}");
     assert!(r.stdout.contains("Logged in using ChatGPT") && r.stdout.contains("ana@example.com"), "{r:?}");
@@ -128,12 +124,9 @@ async fn auto_saves_to_the_keyring_and_warns_when_the_two_differ() {
 #[tokio::test]
 async fn locked_keyring_fails_with_one_line_and_auto_falls_back() {
     let ss = SecretService::start();
-    let home = home_on(&ss, "keyring");
-    std::fs::create_dir_all(home.path()).unwrap();
-    ss.store_as_agent(&account_of(&home.path()), chatgpt_compact("ana@example.com").as_bytes());
-    let auto = home_on(&ss, "auto");
+    let home = with_agents_entry(&ss, "keyring");
+    let auto = with_agents_entry(&ss, "auto");
     auto.write("auth.json", format!("{{\"OPENAI_API_KEY\": \"{KEY}\"}}").as_bytes());
-    ss.store_as_agent(&account_of(&auto.path()), chatgpt_compact("bo@example.com").as_bytes());
     ss.lock();
     let r = home.llmx(["login", "status"]).env("LLMX_KEYRING_TIMEOUT", "3s").run().await;
     assert_eq!(r.code(), 1, "{r:?}");
