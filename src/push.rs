@@ -211,6 +211,9 @@ pub struct TargetReport {
     /// Who the target turned out to be (for the ledger; not part of `--json`).
     #[serde(skip)]
     pub identity: Option<Identity>,
+    /// The agent's `cli_auth_credentials_store` there, when its config.toml sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl TargetReport {
@@ -227,6 +230,7 @@ impl TargetReport {
             lease_expires_at: None,
             cannot_remove: None,
             identity: None,
+            store: None,
         }
     }
 }
@@ -240,7 +244,15 @@ pub enum Warning {
     /// A whole ChatGPT login was written where llmx can never remove it (containers without a
     /// shell): the targets and why.
     CannotRemove { targets: Vec<String> },
+    /// The agent on these targets reads its login from the OS keyring (their config.toml sets
+    /// `cli_auth_credentials_store`): with `keyring` a pushed auth.json is ignored, with `auto`
+    /// a keyring entry there shadows it.
+    AgentReadsKeyring { keyring: Vec<String>, auto: Vec<String> },
 }
+
+/// How to make the agent on a target read the auth.json llmx writes there.
+pub const KEYRING_TARGET_HINT: &str = "set cli_auth_credentials_store = \"file\" in that config.toml (the agent \
+     then reads the pushed file), or sign the target in with its own login: `llmx auth tunnel TARGET`";
 
 impl Warning {
     /// A stable identifier for `--json`.
@@ -248,6 +260,7 @@ impl Warning {
         match self {
             Warning::RotationHazard { .. } => "rotation_hazard",
             Warning::CannotRemove { .. } => "cannot_remove",
+            Warning::AgentReadsKeyring { .. } => "agent_reads_keyring",
         }
     }
 
@@ -264,6 +277,24 @@ impl Warning {
                 targets.join(", "),
                 if targets.len() == 1 { "the container has" } else { "these containers have" }
             ),
+            Warning::AgentReadsKeyring { keyring, auto } => {
+                let mut parts = Vec::new();
+                if !keyring.is_empty() {
+                    parts.push(format!(
+                        "the agent on {} reads its login from the OS keyring (cli_auth_credentials_store = \"keyring\" \
+                         in its config.toml): the auth.json pushed there is ignored",
+                        keyring.join(", ")
+                    ));
+                }
+                if !auto.is_empty() {
+                    parts.push(format!(
+                        "the agent on {} reads the OS keyring first (cli_auth_credentials_store = \"auto\"): a keyring \
+                         entry there shadows the auth.json pushed there",
+                        auto.join(", ")
+                    ));
+                }
+                parts.join("; ")
+            }
         }
     }
 
@@ -277,6 +308,7 @@ impl Warning {
                 "push a lease there instead (without --full): it stops working when it expires; to be rid of \
                  this copy, recreate the container"
             }
+            Warning::AgentReadsKeyring { .. } => KEYRING_TARGET_HINT,
         }
     }
 }
@@ -354,6 +386,14 @@ pub async fn push(
     if !stuck.is_empty() {
         warnings.push(Warning::CannotRemove { targets: stuck });
     }
+    let reading = |store: &str| -> Vec<String> {
+        let of = |r: &&TargetReport| r.store.as_deref() == Some(store) && r.outcome != Outcome::Failed;
+        reports.iter().filter(of).map(|r| r.target.clone()).collect()
+    };
+    let (keyring, auto) = (reading("keyring"), reading("auto"));
+    if !keyring.is_empty() || !auto.is_empty() {
+        warnings.push(Warning::AgentReadsKeyring { keyring, auto });
+    }
     for w in &warnings {
         on_event(PushEvent::Warning(w));
     }
@@ -383,10 +423,12 @@ async fn push_one(
     let label = target.label();
     let mut path = None;
     let mut same_as = None;
+    let mut store = None;
     let result = match unless_stopped(&opts.stop, target.locate(opts.remote_home.as_deref(), &step)).await {
         Err(e) => Err(e),
         Ok(loc) => {
             path = Some(loc.auth_path());
+            store = loc.store.clone();
             let identity = target.identity();
             let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
             same_as = first;
@@ -419,6 +461,7 @@ async fn push_one(
         lease_expires_at,
         cannot_remove,
         identity,
+        store,
     }
 }
 
@@ -604,10 +647,14 @@ pub struct RemoteStatus {
     pub gid: Option<u32>,
     /// Octal text, e.g. "0600".
     pub mode: Option<String>,
+    /// The agent's `cli_auth_credentials_store` there (`file` when its config.toml sets none;
+    /// `null` when the path that located the home does not read config.toml).
+    pub store: Option<String>,
 }
 
-/// Locate and read a target's auth.json and describe it. The target's own config.toml is not
-/// read: with both an API key and tokens in the file, `preferred` decides what is shown.
+/// Locate and read a target's auth.json and describe it. Of the target's own config.toml only
+/// `cli_auth_credentials_store` is read (by the conversation that locates the home): with both an
+/// API key and tokens in the file, `preferred` decides what is shown.
 pub async fn remote_status(
     target: &mut dyn Target,
     remote_home: Option<&str>,
@@ -629,6 +676,7 @@ pub async fn remote_status(
         uid: file.as_ref().and_then(|f| f.uid),
         gid: file.as_ref().and_then(|f| f.gid),
         mode: file.as_ref().and_then(|f| f.mode).map(|m| format!("{m:04o}")),
+        store: loc.store.clone(),
     })
 }
 

@@ -113,7 +113,7 @@ pub fn switch(ctx: &Ctx, args: SwitchArgs) -> Result<u8, Failure> {
             "active": s.to,
             "previous": s.from,
             "switched": !s.already,
-            "auth_file": ctx.home.auth_path().display().to_string(),
+            "auth_file": ctx.store_at(&ctx.home.auth_path())?.describe(),
         }))?;
     } else if s.already {
         output::lines(&[format!("{} is the active account already", s.to)])?;

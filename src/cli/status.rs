@@ -169,6 +169,15 @@ fn who(r: &StatusReport) -> String {
     }
 }
 
+/// What a target's store means for the auth.json llmx reads and writes there.
+pub fn target_store_note(store: &str) -> Option<&'static str> {
+    match store {
+        "keyring" => Some("the agent there reads its login from the OS keyring: this auth.json is ignored"),
+        "auto" => Some("the agent there reads the OS keyring first: a keyring entry there shadows this auth.json"),
+        _ => None,
+    }
+}
+
 /// The credential on one target, read through the push engine's target layer.
 fn run_target(
     ctx: &Ctx,
@@ -207,7 +216,13 @@ fn run_target(
         if let (Some(u), Some(g), Some(m)) = (status.uid, status.gid, &status.mode) {
             lines.push(format!("    File: owner {u}:{g}, mode {m}"));
         }
+        if let Some(store) = &status.store {
+            lines.push(format!("  Store: {store} (cli_auth_credentials_store of the agent there)"));
+        }
         output::lines(&lines)?;
+        if let Some(note) = status.store.as_deref().and_then(target_store_note) {
+            output::warning(&format!("{}: {note}", status.target), Some(llmx::push::KEYRING_TARGET_HINT));
+        }
     }
     Ok(if status.report.logged_in { 0 } else { 1 })
 }

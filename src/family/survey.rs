@@ -28,6 +28,9 @@ pub struct Holding {
     pub kind: Option<Kind>,
     /// When the access token it holds expires (RFC 3339): a lease is usable until then.
     pub lease_expires_at: Option<String>,
+    /// The agent's `cli_auth_credentials_store` there (`keyring`/`auto`: it may not read the copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// Every holder, in ledger order, and the local login's `last_refresh`.
@@ -94,6 +97,7 @@ async fn look(
         pushed_at: h.entry.as_ref().map(|e| e.written_at.clone()),
         kind: h.entry.as_ref().map(|e| e.kind()),
         lease_expires_at: None,
+        store: None,
     };
     match probe(h, step).await {
         Err(e) => {
@@ -102,6 +106,7 @@ async fn look(
         }
         Ok(p) => {
             let path = p.loc.auth_path();
+            out.store = p.loc.store.clone();
             let (state, file) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path, window);
             if let Some(f) = &file {
                 let found = Kind::of_written(f);

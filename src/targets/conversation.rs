@@ -7,7 +7,9 @@
 //!
 //! The protocol, in order:
 //!
-//! 1. The script prints `llmx1 UID GID HOME`, then the current auth.json (its `ls -ln` line, whose
+//! 1. The script prints `llmx1 UID GID HOME`, then `store VALUE`: the home's config.toml's
+//!    `cli_auth_credentials_store` (`-` when unset; read with shell builtins only, so no extra
+//!    process and no extra connection), then the current auth.json (its `ls -ln` line, whose
 //!    size field says how many bytes follow, then the bytes; both from one open descriptor, so a
 //!    rename in between cannot make them disagree), `none`, `symlink` or `dirlink` (auth.json or
 //!    its directory is a symbolic link:
@@ -74,6 +76,19 @@ f=${d%/}/auth.json
 i=$(id); U=${i#uid=}; U=${U%%[!0-9]*}; G=${i#* gid=}; G=${G%%[!0-9]*}
 [ -n "$U" ] || U=$(id -u); [ -n "$G" ] || G=$(id -g)
 printf 'llmx1 %s %s %s\n' "$U" "$G" "$d"
+s=-; c=${d%/}/config.toml
+if [ -f "$c" ] && [ -r "$c" ] && [ ! -L "$c" ]; then
+  while IFS= read -r k || [ -n "$k" ]; do
+    k=${k#"${k%%[! 	]*}"}
+    case $k in \[*) break;; cli_auth_credentials_store*) ;; *) continue;; esac
+    r=${k#cli_auth_credentials_store}; r=${r#"${r%%[! 	]*}"}
+    case $r in =*) ;; *) continue;; esac
+    r=${r#=}; r=${r#"${r%%[! 	]*}"}; r=${r#[\"\']}; s=${r%%[\"\' 	#]*}
+    case $s in ''|*[!a-z]*) s=?;; esac
+    break
+  done <"$c"
+fi
+echo "store $s"
 if [ -L "$d" ]; then echo dirlink
 elif [ -L "$f" ]; then echo symlink
 elif [ ! -e "$f" ]; then echo none
@@ -130,6 +145,9 @@ pub struct Header {
     pub gid: u32,
     /// The credential directory as the shell computed it (not yet validated).
     pub home: String,
+    /// `cli_auth_credentials_store` in the home's config.toml (top-level key; `file` when unset,
+    /// `?` for a value that is not a plain word).
+    pub store: Option<String>,
     pub current: Option<FileEntry>,
     /// auth.json is a symbolic link (then `current` is `None`).
     pub symlink: bool,
@@ -264,7 +282,13 @@ where
             _ => return Err("the target's shell did not run the script".into()),
         };
         let (mut dir_link, mut symlink, mut unreadable) = (false, false, false);
-        let current = match self.line().await?.as_str() {
+        let mut next = self.line().await?;
+        let mut store = None;
+        if let Some(value) = next.strip_prefix("store ") {
+            store = Some(if value == "-" { "file".to_string() } else { printable(value) });
+            next = self.line().await?;
+        }
+        let current = match next.as_str() {
             "none" => None,
             "symlink" => {
                 symlink = true;
@@ -280,7 +304,7 @@ where
             }
             ls => Some(self.file(ls).await?),
         };
-        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable })
+        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable, store })
     }
 
     /// `ls -ln` line already read (its size field says how many bytes follow); then the bytes.
@@ -623,6 +647,26 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_credentials_store_is_read_from_the_top_level_of_config_toml() {
+        let t = tempfile::tempdir().unwrap();
+        let store_of = |config: &str| {
+            std::fs::write(t.path().join("config.toml"), config).unwrap();
+            let (_, out) = run_script_with(t.path(), b"", b"", b"");
+            out.lines().nth(1).map(str::to_string)
+        };
+        assert_eq!(
+            store_of("model = \"m\"\n  cli_auth_credentials_store\t= \"keyring\" # c\n").as_deref(),
+            Some("store keyring")
+        );
+        assert_eq!(
+            store_of("cli_auth_credentials_store_x = 'auto'\ncli_auth_credentials_store='auto'").as_deref(),
+            Some("store auto")
+        );
+        assert_eq!(store_of("[tui]\ncli_auth_credentials_store = \"keyring\"\n").as_deref(), Some("store -"));
+        assert_eq!(store_of("cli_auth_credentials_store = \"$(id)\"\n").as_deref(), Some("store ?"));
+    }
+
+    #[test]
     fn symlinked_auth_json_is_reported_and_never_written_through() {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("h");
@@ -631,7 +675,7 @@ mod tests {
         std::fs::write(&elsewhere, "theirs").unwrap();
         std::os::unix::fs::symlink(&elsewhere, home.join("auth.json")).unwrap();
         let (code, out) = run_script_with(&home, b"", b"", b"");
-        assert_eq!((code, out.lines().nth(1)), (Some(0), Some("symlink")));
+        assert_eq!((code, out.lines().nth(1), out.lines().nth(2)), (Some(0), Some("store -"), Some("symlink")));
         assert_eq!(run_script(&home, 3, b"new"), Some(3));
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(home.join("auth.json")).unwrap().file_type().is_symlink());

@@ -148,7 +148,7 @@ mod tests {
         assert!(e.message.contains("docker:endless: gave up after"), "{e:?}");
         assert_eq!(e.kind, ErrorKind::Unreachable);
         // The budget is for the whole operation, not per call: later calls fail at once.
-        let loc = Location { home: "/h".into(), owner: None };
+        let loc = Location { home: "/h".into(), owner: None, store: None };
         assert!(t.read(&loc).await.is_err());
         assert!(t.write(&loc, b"x", &|_| {}).await.is_err());
         assert!(t.remove(&loc).await.is_err());

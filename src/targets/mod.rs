@@ -70,6 +70,9 @@ pub struct Location {
     pub home: String,
     /// Owner (uid, gid) of what is created, when the target says.
     pub owner: Option<(u32, u32)>,
+    /// The agent's `cli_auth_credentials_store` in the target home's config.toml (`file` when
+    /// unset), read by the conversation that located the home (`None`: not read on this path).
+    pub store: Option<String>,
 }
 
 impl Location {

@@ -196,3 +196,40 @@ async fn an_invalid_store_value_is_a_config_error() {
     assert_eq!(r.code(), 2, "{r:?}");
     assert!(r.stderr.contains("\"file\", \"keyring\", \"auto\""), "{r:?}");
 }
+
+/// What the agent on a target reads: `auth status TARGET` and `auth push` read the target's
+/// `cli_auth_credentials_store` in the conversation that locates its home, and say when the
+/// auth.json written there is ignored (`keyring`) or shadowed (`auto`).
+#[test]
+fn a_target_whose_agent_reads_its_keyring_is_named_on_push_and_status() {
+    use crate::support::docker::{Container, IMAGE_ROOT, Local, api_key_auth};
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let ct = Container::run("store", IMAGE_ROOT, &[]);
+    ct.exec(&["mkdir", "-p", "/root/.llmx"]);
+    let plain = local.llmx(&["auth", "push", &ct.target(), "--json"], &[]);
+    assert_eq!(plain.code(), 0, "{}", plain.all());
+    let events = crate::support::harness::json_lines(&plain.stdout);
+    assert!(events.iter().any(|e| e["store"] == "file"), "the target's store is reported: {events:?}");
+    assert!(!plain.stderr.contains("keyring"), "{}", plain.stderr);
+
+    for (store, says) in [("keyring", "is ignored"), ("auto", "shadows")] {
+        let config = format!("model = \"m\"\n  cli_auth_credentials_store = '{store}' # the agent's\n[tui]\nx = 1\n");
+        ct.put("/root/.llmx", "config.toml", config.as_bytes(), 0);
+        let r = local.llmx(&["auth", "push", &ct.target(), "--force"], &[]);
+        assert_eq!(r.code(), 0, "{}", r.all());
+        assert!(
+            r.stderr.contains(says) && r.stderr.contains(&format!("cli_auth_credentials_store = \"{store}\"")),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("llmx auth tunnel"), "{}", r.stderr);
+        let s = local.llmx(&["auth", "status", &ct.target()], &[]);
+        assert!(s.stdout.contains(&format!("Store: {store}")), "{}", s.all());
+        assert!(s.stderr.contains(says), "{}", s.all());
+        let j = local.llmx(&["auth", "status", &ct.target(), "--json"], &[]);
+        let v: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
+        assert_eq!(v["store"], store);
+        assert_eq!(ct.read("/root/.llmx/config.toml").unwrap(), config, "the target's config is only read");
+    }
+}

@@ -220,7 +220,7 @@ impl DockerTarget {
                     });
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
-                    return Ok(Location { home, owner: Some((h.uid, h.gid)) });
+                    return Ok(Location { home, owner: Some((h.uid, h.gid)), store: h.store.clone() });
                 }
                 Err(session::Unavailable::Hostile(why)) => {
                     return Err(TargetError::new(why));
@@ -243,7 +243,7 @@ impl DockerTarget {
             (None, None, None) => join(&clean_home(&who.home, "the user's home")?, ".llmx"),
         };
         self.resolved = Some(Resolved { id, running, has_shell: shell, uid: who.uid, gid: who.gid });
-        Ok(Location { home, owner: Some((who.uid, who.gid)) })
+        Ok(Location { home, owner: Some((who.uid, who.gid)), store: None })
     }
 
     async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {

@@ -113,7 +113,7 @@ impl PodTarget {
         });
         self.session = Some(session);
         self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid });
-        Ok(Location { home, owner: Some((h.uid, h.gid)) })
+        Ok(Location { home, owner: Some((h.uid, h.gid)), store: h.store.clone() })
     }
 
     /// The named container, else the default-container annotation, else the first.

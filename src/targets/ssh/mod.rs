@@ -188,7 +188,7 @@ impl Target for SshTarget {
                     crate::text::printable(&h.home)
                 )));
             }
-            let loc = Location { home: h.home.clone(), owner: Some((h.uid, h.gid)) };
+            let loc = Location { home: h.home.clone(), owner: Some((h.uid, h.gid)), store: h.store.clone() };
             self.prefetched = Some((h.home.clone(), current(&session.host(), &h)));
             self.open = Some((shell, h));
             Ok(loc)
