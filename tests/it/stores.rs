@@ -6,6 +6,7 @@
 use crate::credentials::chatgpt_file;
 use crate::support::keyring::{SecretService, account_of};
 use crate::support::login::{Home, browser_login, issuer, refresh};
+use serde_json::json;
 use std::time::Duration;
 
 const KEY: &str = "sk-proj-abcdefghijklmnop12345";
@@ -232,4 +233,64 @@ fn a_target_whose_agent_reads_its_keyring_is_named_on_push_and_status() {
         assert_eq!(v["store"], store);
         assert_eq!(ct.read("/root/.llmx/config.toml").unwrap(), config, "the target's config is only read");
     }
+}
+
+/// The push source is the keyring entry: a login kept only in the keyring goes out to a
+/// container as the same object, pretty-printed as auth.json is.
+#[test]
+fn push_reads_the_login_from_the_keyring() {
+    use crate::support::docker::{Container, IMAGE_ROOT, Local};
+    let ss = SecretService::start();
+    let local = Local::new();
+    let env = [("DBUS_SESSION_BUS_ADDRESS", ss.address())];
+    let keyring = ["-c", "cli_auth_credentials_store=keyring"];
+    let login = crate::support::harness::Llmx::new(keyring.iter().chain(&["login", "--with-api-key"]))
+        .env("LLMX_HOME", local.dir.path().join("llmx"))
+        .env("DBUS_SESSION_BUS_ADDRESS", ss.address())
+        .stdin(format!("{KEY}\n"))
+        .run_blocking();
+    assert_eq!(login.code(), 0, "{login:?}");
+    assert!(!local.auth_path().exists());
+    let ct = Container::run("from-keyring", IMAGE_ROOT, &[]);
+    let push = local.llmx(&[keyring[0], keyring[1], "-v", "auth", "push", &ct.target()], &env);
+    assert_eq!(push.code(), 0, "{}", push.all());
+    assert!(push.stderr.contains("login store: read keyring \"LLMX Auth\""), "{}", push.stderr);
+    let there: serde_json::Value = serde_json::from_str(&ct.read("/root/.llmx/auth.json").unwrap()).unwrap();
+    assert_eq!(there, json!({"OPENAI_API_KEY": KEY, "auth_mode": "apikey"}));
+    assert!(!push.all().contains(KEY));
+}
+
+/// Accounts in the keyring: each account's directory is a home with its own entry; switching
+/// moves logins between entries, never into a file.
+#[tokio::test]
+async fn accounts_keep_their_logins_in_keyring_entries_of_their_own() {
+    let ss = SecretService::start();
+    let home = home_on(&ss, "keyring");
+    for (label, key) in [("ci", KEY), ("ops", "sk-proj-zyxwvutsrqponmlk54321")] {
+        let r = home.llmx(["login", "--with-api-key", "--as", label]).stdin(format!("{key}\n")).run().await;
+        assert_eq!(r.code(), 0, "{r:?}");
+    }
+    let live = account_of(&home.path());
+    let ci = account_of(&home.path().join("accounts").join("ci"));
+    let ops = account_of(&home.path().join("accounts").join("ops"));
+    assert!(String::from_utf8(ss.lookup(&live).unwrap()).unwrap().contains(KEY), "the first stays active");
+    assert!(String::from_utf8(ss.lookup(&ops).unwrap()).unwrap().contains("54321"));
+    assert!(String::from_utf8(ss.lookup(&ci).unwrap()).unwrap().contains(KEY));
+    let sw = home.llmx(["auth", "switch", "ops"]).run().await;
+    assert_eq!(sw.code(), 0, "{sw:?}");
+    assert!(String::from_utf8(ss.lookup(&live).unwrap()).unwrap().contains("54321"));
+    let list = home.llmx(["auth", "list", "--json"]).run().await;
+    assert_eq!(list.code(), 0, "{list:?}");
+    let found = walk_files(&home.path());
+    assert!(!found.iter().any(|p| p.ends_with("auth.json")), "no auth.json anywhere: {found:?}");
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk_files(&p)) } else { out.push(p) }
+    }
+    out
 }
