@@ -123,6 +123,10 @@ pub struct PushOptions {
     /// Labels of targets this login was pushed to before (the ledger's): a fresher copy there has
     /// refreshed on its own and can be pulled back; a fresher login elsewhere is its own lineage.
     pub pushed_before: Vec<String>,
+    /// `--store file`: on a target whose agent reads its keyring (`keyring`/`auto` in its
+    /// config.toml), also set `cli_auth_credentials_store = "file"` there (see
+    /// [`Location::file_store`]); such a target is written even when its auth.json is unchanged.
+    pub store_file: bool,
     /// Cancelled on an interrupt: targets not yet writing stop at once (failed, [`INTERRUPTED`]);
     /// a write already under way finishes, so that what was written is known and recorded.
     pub stop: CancellationToken,
@@ -136,6 +140,7 @@ impl Default for PushOptions {
             dry_run: false,
             remote_home: None,
             pushed_before: Vec::new(),
+            store_file: false,
             stop: CancellationToken::new(),
         }
     }
@@ -211,9 +216,14 @@ pub struct TargetReport {
     /// Who the target turned out to be (for the ledger; not part of `--json`).
     #[serde(skip)]
     pub identity: Option<Identity>,
-    /// The agent's `cli_auth_credentials_store` there, when its config.toml sets one.
+    /// The agent's `cli_auth_credentials_store` there (`file` when its config.toml sets none),
+    /// after the push: `--store file` changes it; `None` where config.toml is not read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// `--store file` on a target whose agent read its keyring: whether config.toml now says
+    /// `cli_auth_credentials_store = "file"` (`false`: it could not be changed; see `store`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_set_to_file: Option<bool>,
 }
 
 impl TargetReport {
@@ -231,6 +241,7 @@ impl TargetReport {
             cannot_remove: None,
             identity: None,
             store: None,
+            store_set_to_file: None,
         }
     }
 }
@@ -251,8 +262,8 @@ pub enum Warning {
 }
 
 /// How to make the agent on a target read the auth.json llmx writes there.
-pub const KEYRING_TARGET_HINT: &str = "set cli_auth_credentials_store = \"file\" in that config.toml (the agent \
-     then reads the pushed file), or sign the target in with its own login: `llmx auth tunnel TARGET`";
+pub const KEYRING_TARGET_HINT: &str = "push with `--store file` (it also sets cli_auth_credentials_store = \"file\" \
+     in that config.toml, keeping the rest), or sign the target in with its own login: `llmx auth tunnel TARGET`";
 
 impl Warning {
     /// A stable identifier for `--json`.
@@ -424,18 +435,32 @@ async fn push_one(
     let mut path = None;
     let mut same_as = None;
     let mut store = None;
+    let mut store_set_to_file = None;
     let result = match unless_stopped(&opts.stop, target.locate(opts.remote_home.as_deref(), &step)).await {
         Err(e) => Err(e),
-        Ok(loc) => {
+        Ok(mut loc) => {
             path = Some(loc.auth_path());
             store = loc.store.clone();
+            loc.file_store = opts.store_file && store.as_deref().is_some_and(|s| s != "file");
             let identity = target.identity();
             let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
             same_as = first;
             if same_as.is_some() {
                 step("same destination as another target: waiting for it");
             }
-            cell.get_or_init(|| write_steps(local, target.as_mut(), &loc, opts, &step)).await.clone()
+            let result = cell.get_or_init(|| write_steps(local, target.as_mut(), &loc, opts, &step)).await.clone();
+            if loc.file_store
+                && same_as.is_none()
+                && !opts.dry_run
+                && matches!(result, Ok(Decision::Write(_) | Decision::Unchanged))
+            {
+                let set = target.file_store_set() == Some(true);
+                store_set_to_file = Some(set);
+                if set {
+                    store = Some("file".into());
+                }
+            }
+            result
         }
     };
     let (outcome, reason, hint) = match result {
@@ -462,6 +487,7 @@ async fn push_one(
         cannot_remove,
         identity,
         store,
+        store_set_to_file,
     }
 }
 
@@ -506,9 +532,10 @@ async fn write_steps(
     let pushed_before = opts.pushed_before.contains(&label);
     let decision =
         decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force, pushed_before);
-    if let Decision::Write(_) = decision
-        && !opts.dry_run
-    {
+    // `--store file` changes the target's config.toml in the write's conversation: that needs a
+    // write, also of an auth.json that is already the same.
+    let store_only = loc.file_store && decision == Decision::Unchanged;
+    if (matches!(decision, Decision::Write(_)) || store_only) && !opts.dry_run {
         if opts.stop.is_cancelled() {
             return Err(TargetError::new(INTERRUPTED));
         }

@@ -37,6 +37,7 @@ Examples:
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
   llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
   llmx auth push --context prod k8s:pod/agent-0/sidecar
+  llmx auth push --store file ssh:box           # its agent reads the keyring: make it read the pushed file
 
 Each target is recorded in the ledger ($LLMX_HOME/ledger.json) the moment it is written: see
 `llmx auth where`, `llmx auth sync`, `llmx auth remove`. A home where the ledger cannot be written
@@ -47,6 +48,9 @@ host) are written once.
 
 Outcomes: created, updated, unchanged, skipped (the target holds a fresher login of the
 same account; --force overwrites it), failed. Exit status 0 only when no target failed.
+A target whose config.toml says cli_auth_credentials_store = \"keyring\" (or \"auto\") is named:
+the agent there reads its keyring, not the pushed file; --store file also sets
+cli_auth_credentials_store = \"file\" in that config.toml (the rest of it kept as it is).
 Copying a ChatGPT login shares one refresh token: see `llmx auth tunnel` for a separate
 login per machine, or push an API key.";
 
@@ -91,6 +95,12 @@ pub struct PushArgs {
     /// refresh token, and the first that refreshes signs the others out
     #[arg(long)]
     pub full: bool,
+
+    /// On a target whose agent reads its keyring (cli_auth_credentials_store = "keyring" or
+    /// "auto" in its config.toml), also set cli_auth_credentials_store = "file" there, keeping
+    /// the rest of that config.toml, so that the agent reads the pushed file
+    #[arg(long, value_name = "file", value_parser = ["file"])]
+    pub store: Option<String>,
 
     #[command(flatten)]
     pub ssh: SshArgs,
@@ -368,6 +378,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),
         pushed_before,
+        store_file: args.store.is_some(),
         stop: Default::default(),
     };
     let recorder =

@@ -232,6 +232,17 @@ fn a_target_whose_agent_reads_its_keyring_is_named_on_push_and_status() {
         let v: serde_json::Value = serde_json::from_str(j.stdout.trim()).unwrap();
         assert_eq!(v["store"], store);
         assert_eq!(ct.read("/root/.llmx/config.toml").unwrap(), config, "the target's config is only read");
+
+        // --store file: the key replaced at the top level, the rest of the file as it was; the
+        // auth.json there was already the same, and is written again for it.
+        let fixed = local.llmx(&["auth", "push", &ct.target(), "--store", "file"], &[]);
+        assert_eq!(fixed.code(), 0, "{}", fixed.all());
+        assert!(fixed.all().contains("now sets cli_auth_credentials_store = \"file\""), "{}", fixed.all());
+        assert!(!fixed.stderr.contains(says), "{}", fixed.stderr);
+        let want = "cli_auth_credentials_store = \"file\"\nmodel = \"m\"\n[tui]\nx = 1\n";
+        assert_eq!(ct.read("/root/.llmx/config.toml").unwrap(), want);
+        let after = local.llmx(&["auth", "status", &ct.target()], &[]);
+        assert!(after.stdout.contains("Store: file") && !after.stderr.contains("warning"), "{}", after.all());
     }
 }
 
