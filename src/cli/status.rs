@@ -235,6 +235,17 @@ pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let file = loaded.map(|(f, _)| f);
     let origin = place.map_or_else(|| store.describe(), |p| store.name_of(p));
     let differ = store.differing().is_some();
+    if store.mode() == CredentialsStore::Keyring && place.is_none() && store.path().is_file() {
+        output::warning(
+            &format!(
+                "{} is there, but cli_auth_credentials_store = \"keyring\" reads only the keyring: the agent ignores that file",
+                store.path().display()
+            ),
+            Some(
+                "log in again (it saves to the keyring and deletes auth.json), or set cli_auth_credentials_store = \"file\"",
+            ),
+        );
+    }
     let env_key = std::env::var("OPENAI_API_KEY").ok();
     let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());
     let used = store_used(&store, place);

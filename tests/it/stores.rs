@@ -36,6 +36,9 @@ async fn keyring_login_writes_the_agents_entry_and_no_auth_json() {
     let ss = SecretService::start();
     let home = home_on(&ss, "keyring");
     home.write("auth.json", b"{\"OPENAI_API_KEY\": \"sk-an-older-file-login-000\"}");
+    let ignored = home.llmx(["login", "status"]).run().await;
+    assert_eq!(ignored.code(), 1, "the agent reads only the keyring: {ignored:?}");
+    assert!(ignored.stderr.contains("the agent ignores that file"), "{ignored:?}");
     let r = home.llmx(["-v", "login", "--with-api-key"]).stdin(format!("{KEY}\n")).run().await;
     assert_eq!(r.code(), 0, "{r:?}");
     let account = account_of(&home.path());
