@@ -25,7 +25,7 @@ use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::status::format_unix;
 use crate::auth::store::Store;
 use crate::config::CredentialsStore;
-use crate::home::{Home, HomeError, read_optional};
+use crate::home::{Home, HomeError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -343,7 +343,7 @@ impl Accounts {
         if let Some(w) = wanted {
             label::check(w)?;
         }
-        let bytes = read_optional(staged).map_err(AuthFileError::from)?;
+        let bytes = Store::file(staged).read()?.map(|(b, _)| b);
         let bytes = bytes.ok_or_else(|| AccountsError::NoLogin { path: staged.to_path_buf() })?;
         let file = AuthFile::parse(staged, &bytes)?;
         let id = identity(&file).ok_or_else(|| AccountsError::NoLogin { path: staged.to_path_buf() })?;

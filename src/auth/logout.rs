@@ -10,7 +10,6 @@ use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
 use crate::auth::store::{KeyringError, Store};
 use crate::home::HomeError;
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogoutError {
@@ -64,7 +63,7 @@ pub async fn logout(store: &Store, revoke_with: Option<&OAuthClient>) -> Result<
     let recovered = match std::fs::symlink_metadata(&recovery) {
         Ok(m) if m.file_type().is_file() => {
             let r = revoke(&Store::file(&recovery), revoke_with).await.unwrap_or(Revocation::NotAttempted);
-            remove_file(&recovery)?;
+            crate::home::remove_optional(&recovery)?;
             Some(r)
         }
         _ => None,
@@ -87,13 +86,4 @@ async fn revoke(store: &Store, client: Option<&OAuthClient>) -> Result<Revocatio
         (_, Err(AuthFileError::Home(e))) => return Err(e.into()),
         (_, Err(AuthFileError::Keyring(e))) => return Err(e.into()),
     })
-}
-
-/// Remove `path`; `Ok(false)` when there was none.
-pub fn remove_file(path: &Path) -> Result<bool, HomeError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(HomeError::io(path, e)),
-    }
 }

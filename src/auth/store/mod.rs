@@ -17,7 +17,7 @@ pub mod keyring;
 
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::config::CredentialsStore;
-use crate::home::{read_optional, write_private};
+use crate::home::{read_optional, remove_optional, write_private};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -218,7 +218,7 @@ impl Store {
     fn to_keyring(&self, bytes: &[u8]) -> Result<Place, AuthFileError> {
         let compact = compact(bytes).map_err(|reason| AuthFileError::Corrupt { path: self.path.clone(), reason })?;
         self.keyring.set(compact)?;
-        crate::auth::logout::remove_file(&self.path)?;
+        remove_optional(&self.path)?;
         Ok(Place::Keyring)
     }
 
@@ -235,7 +235,7 @@ impl Store {
                 }
             },
         };
-        let from_file = crate::auth::logout::remove_file(&self.path)?;
+        let from_file = remove_optional(&self.path)?;
         self.used("delete", self.default_place());
         Ok(from_keyring || from_file)
     }
