@@ -308,13 +308,12 @@ fn env_api_key() -> Option<String> {
 /// says logged in), say that the key is in the environment, not in a file, and how to push it.
 fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
     let store = ctx.store()?;
-    let path = store.path().to_path_buf();
     LocalCredential::load(&store).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
             Kind::NotLoggedIn,
             format!(
                 "the API key in use here is in the OPENAI_API_KEY environment variable, not in {}: nothing to push",
-                path.display()
+                store.describe()
             ),
         )
         .hint("push the key itself with `llmx auth push --from-env TARGET`, or save it first: `printenv OPENAI_API_KEY | llmx login --with-api-key`"),

@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
         output::json_line(&serde_json::json!({
             "refreshed": true,
             "by_another_process": by_other,
-            "auth_file": path.display().to_string(),
+            "auth_file": store.describe(),
             "email": r.email,
             "last_refresh": r.last_refresh,
             "access_token_expires_at": expires,

@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
     let not_chatgpt = || {
         Failure::of(
             Kind::NotLoggedIn,
-            format!("no ChatGPT login in {}: there is no access token to print", path.display()),
+            format!("no ChatGPT login in {}: there is no access token to print", store.describe()),
         )
         .hint("sign in with `llmx login` (an API key is used as it is: see `llmx login status`)")
     };
@@ -55,7 +55,7 @@ pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
     if tokens.refresh_token.is_empty() && exp.is_some_and(|e| e <= now.unix_timestamp()) {
         return Err(Failure::of(
             Kind::NotLoggedIn,
-            format!("{} holds a lease whose access token has expired", path.display()),
+            format!("{} holds a lease whose access token has expired", store.describe()),
         )
         .hint("the machine that pushed it renews it with `llmx auth sync`"));
     }

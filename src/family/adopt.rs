@@ -23,7 +23,7 @@ pub struct NotAdopted {
     pub issuer_called: bool,
 }
 
-/// Refresh `theirs`' refresh token inside `local` and save the result at `store.path()` (the
+/// Refresh `theirs`' refresh token inside `local` and save the result in `store` (the
 /// caller holds the home's lock). The new file, or why not.
 pub async fn adopt(
     store: &Store,

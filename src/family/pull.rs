@@ -46,7 +46,7 @@ pub struct Pulled {
     pub last_refresh: Option<String>,
 }
 
-/// Adopt `holder`'s copy into the auth.json at `store.path()`. A fresher full copy of this account
+/// Adopt `holder`'s copy into this home's login in `store`. A fresher full copy of this account
 /// is adopted on the issuer's word ([`super::adopt`]): its refresh token is refreshed here, and
 /// the renewed login is written back to the holder (whose own copy that refresh retired). With
 /// `force` the holder's bytes are taken as they are (the user's explicit choice). The holder is

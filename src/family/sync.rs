@@ -86,7 +86,7 @@ impl SyncSummary {
     }
 }
 
-/// Sync the login at `store.path()` with `holders`.
+/// Sync the login in `store` with `holders`.
 pub async fn sync(
     store: &Store,
     holders: &mut [Holder],
@@ -296,7 +296,7 @@ async fn decide_and_refresh(
 
     let outcome = if changed || (opts.dry_run && due) { Outcome::Updated } else { Outcome::Unchanged };
     let mut local_report = TargetReport::new("local".into(), outcome, None);
-    local_report.path = Some(store.path().display().to_string());
+    local_report.path = Some(store.describe());
     local_report.dry_run = opts.dry_run;
     if opts.dry_run && due {
         local_report.reason = Some("would refresh here first".into());
