@@ -164,8 +164,8 @@ impl Store {
                 }
             },
         };
-        let place = found.as_ref().map_or(self.default_place(), |(_, p)| *p);
-        self.used("read", place);
+        let nothing = if self.fell_back() { Place::File } else { self.default_place() };
+        self.used("read", found.as_ref().map_or(nothing, |(_, p)| *p));
         Ok(found)
     }
 
