@@ -43,13 +43,17 @@ pub fn account_for(dir: &Path) -> String {
 
 /// The limit of one call: `LLMX_KEYRING_TIMEOUT` when set and valid, else [`DEFAULT_LIMIT`].
 pub fn limit() -> Duration {
-    let Ok(text) = std::env::var(LIMIT_ENV) else { return DEFAULT_LIMIT };
+    std::env::var(LIMIT_ENV).ok().and_then(|t| parse_limit(&t)).unwrap_or(DEFAULT_LIMIT)
+}
+
+/// `5s`, `500ms`, `2.5` (seconds): a positive duration.
+fn parse_limit(text: &str) -> Option<Duration> {
     let text = text.trim();
-    if let Some(ms) = text.strip_suffix("ms").and_then(|n| n.trim().parse::<u64>().ok()) {
-        return Duration::from_millis(ms);
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.trim().parse::<u64>().ok().filter(|n| *n > 0).map(Duration::from_millis);
     }
     let secs = text.strip_suffix('s').unwrap_or(text).trim();
-    secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0).map_or(DEFAULT_LIMIT, Duration::from_secs_f64)
+    secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0).map(Duration::from_secs_f64)
 }
 
 /// One keyring entry (service [`SERVICE`], one account).
@@ -138,6 +142,16 @@ fn describe(e: &keyring::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_takes_seconds_or_milliseconds_and_refuses_the_rest() {
+        assert_eq!(parse_limit("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_limit(" 2.5 "), Some(Duration::from_millis(2500)));
+        assert_eq!(parse_limit("500ms"), Some(Duration::from_millis(500)));
+        for bad in ["", "0", "-1s", "0ms", "soon", "inf", "NaN", "1e9"] {
+            assert_eq!(parse_limit(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn account_is_cli_and_16_hex_of_the_canonical_home() {

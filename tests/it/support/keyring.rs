@@ -61,7 +61,14 @@ impl SecretService {
             ),
         )
         .unwrap();
+        for d in ["home", "run", "data", "config"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::set_permissions(dir.path().join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        // The bus and what it activates (the password prompter) see only the bed's environment.
         let bus = Command::new("dbus-daemon")
+            .env_clear()
+            .envs(Self::env_in(dir.path(), &address))
             .arg(format!("--config-file={}", config.display()))
             .arg("--nofork")
             .stdout(Stdio::null())
@@ -73,10 +80,6 @@ impl SecretService {
             assert!(started.elapsed() < Duration::from_secs(20), "dbus-daemon made no socket at {}", socket.display());
             std::thread::sleep(Duration::from_millis(20));
         }
-        for d in ["home", "run", "data", "config"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::set_permissions(dir.path().join("run"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--unlock", "--components=secrets", "--foreground"])
             .envs(Self::env_in(dir.path(), &address))
