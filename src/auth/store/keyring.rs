@@ -56,21 +56,23 @@ fn parse_limit(text: &str) -> Option<Duration> {
     secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0).map(Duration::from_secs_f64)
 }
 
-/// One keyring entry (service [`SERVICE`], one account).
+/// One keyring entry (service [`SERVICE`], the account of one home). The account is computed at
+/// each call, from the home as it is then: a home created after this value was made (an
+/// account's directory) canonicalises as the agent will see it.
 #[derive(Debug, Clone)]
 pub struct KeyringEntry {
-    account: String,
+    dir: std::path::PathBuf,
     limit: Duration,
 }
 
 impl KeyringEntry {
     /// The entry of the home `dir`.
     pub fn for_home(dir: &Path) -> KeyringEntry {
-        KeyringEntry { account: account_for(dir), limit: limit() }
+        KeyringEntry { dir: dir.to_path_buf(), limit: limit() }
     }
 
-    pub fn account(&self) -> &str {
-        &self.account
+    pub fn account(&self) -> String {
+        account_for(&self.dir)
     }
 
     /// The stored value, `None` when there is no entry.
@@ -103,12 +105,12 @@ impl KeyringEntry {
         f: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
     ) -> Result<T, KeyringError> {
         let (tx, rx) = mpsc::channel();
-        let account = self.account.clone();
+        let account = self.account();
         let spawned = std::thread::Builder::new().name("llmx-keyring".into()).spawn(move || {
             let result = keyring::Entry::new(SERVICE, &account).and_then(|e| f(&e));
             let _ = tx.send(result);
         });
-        let fail = |reason: String, timed_out| KeyringError { op, account: self.account.clone(), reason, timed_out };
+        let fail = |reason: String, timed_out| KeyringError { op, account: account_for(&self.dir), reason, timed_out };
         if let Err(e) = spawned {
             return Err(fail(format!("cannot start a thread: {e}"), false));
         }

@@ -112,7 +112,7 @@ impl Store {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    pub fn keyring_account(&self) -> &str {
+    pub fn keyring_account(&self) -> String {
         self.keyring.account()
     }
 
@@ -217,6 +217,8 @@ impl Store {
 
     fn to_keyring(&self, bytes: &[u8]) -> Result<Place, AuthFileError> {
         let compact = compact(bytes).map_err(|reason| AuthFileError::Corrupt { path: self.path.clone(), reason })?;
+        // The entry is named from the home's canonical path: the home must exist first.
+        crate::home::ensure_private_dir(self.dir())?;
         self.keyring.set(compact)?;
         remove_optional(&self.path)?;
         Ok(Place::Keyring)
