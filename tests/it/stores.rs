@@ -171,6 +171,17 @@ async fn a_stalled_secret_service_times_out_within_the_limit() {
     assert_eq!(a.code(), 0, "{a:?}");
     assert!(a.stderr.contains("the save used auth.json instead"), "{a:?}");
     assert!(auto.auth_path().exists());
+
+    // A refresh reads twice and writes once: one time limit, not three.
+    let issuer = issuer().await;
+    let refreshing = home_on(&ss, "auto");
+    browser_login(&refreshing, &issuer).await;
+    ss.stall(true);
+    let iss = format!("auth_issuer={}", issuer.base_url());
+    let r = refreshing.llmx(["-c", &iss, "auth", "refresh"]).env("LLMX_KEYRING_TIMEOUT", "1s").run().await;
+    ss.stall(false);
+    assert!(r.elapsed < Duration::from_millis(2500), "one limit of 1 s, not three: {r:?}");
+    assert_eq!(r.stderr.matches("no answer within 1 s").count(), 1, "{r:?}");
 }
 
 #[tokio::test]

@@ -155,6 +155,9 @@ impl Store {
         let found = match self.mode {
             CredentialsStore::File => file()?,
             CredentialsStore::Keyring => self.keyring.get()?.map(|v| (pretty(v), Place::Keyring)),
+            // Once the keyring failed, `auto` stays with the file for the rest of the command:
+            // a stalled Secret Service costs one time limit, not one per call.
+            CredentialsStore::Auto if self.fell_back() => file()?,
             CredentialsStore::Auto => match self.keyring.get() {
                 Ok(Some(v)) => Some((pretty(v), Place::Keyring)),
                 Ok(None) => file()?,
@@ -197,6 +200,7 @@ impl Store {
         let place = match self.mode {
             CredentialsStore::File => to_file()?,
             CredentialsStore::Keyring => self.to_keyring(bytes)?,
+            CredentialsStore::Auto if self.fell_back() => to_file()?,
             CredentialsStore::Auto => match self.to_keyring(bytes) {
                 Ok(p) => p,
                 Err(AuthFileError::Keyring(error)) => {
@@ -229,6 +233,7 @@ impl Store {
         let from_keyring = match self.mode {
             CredentialsStore::File => false,
             CredentialsStore::Keyring => self.keyring.delete()?,
+            CredentialsStore::Auto if self.fell_back() => false,
             CredentialsStore::Auto => match self.keyring.delete() {
                 Ok(found) => found,
                 Err(error) => {
