@@ -14,7 +14,8 @@ pub const DEFAULT_CLIENT_ID: &str = "app_EMoamEEZ73f0CkXaXp7hrann";
 pub const MAX_KEY_DEPTH: usize = 32;
 
 /// The keys this tool reads (every other key is the agent's, and allowed).
-pub const KEYS: [&str; 4] = ["preferred_auth_method", "auth_issuer", "auth_client_id", "lease_renew_within"];
+pub const KEYS: [&str; 5] =
+    ["preferred_auth_method", "auth_issuer", "auth_client_id", "lease_renew_within", CREDENTIALS_STORE_KEY];
 
 /// For a key this tool does not read but that is a likely typo of one it does: that key
 /// (`auth_isuer` → `auth_issuer`).
@@ -89,7 +90,45 @@ pub struct Settings {
     pub auth_client_id: String,
     /// `lease_renew_within`: `auth sync` renews leases whose access token expires within this.
     pub lease_renew_within: time::Duration,
+    /// `cli_auth_credentials_store`: where the agent (and so llmx) keeps the login.
+    pub credentials_store: CredentialsStore,
 }
+
+/// `cli_auth_credentials_store = "file" | "keyring" | "auto"` (the agent's key; default `file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CredentialsStore {
+    /// `$LLMX_HOME/auth.json`.
+    #[default]
+    File,
+    /// The OS keyring only (service `LLMX Auth`).
+    Keyring,
+    /// The keyring first, the file when the keyring is empty or fails.
+    Auto,
+}
+
+impl CredentialsStore {
+    /// The value as config.toml spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialsStore::File => "file",
+            CredentialsStore::Keyring => "keyring",
+            CredentialsStore::Auto => "auto",
+        }
+    }
+
+    /// Parse the value of the key (`None` for anything else).
+    pub fn parse(text: &str) -> Option<CredentialsStore> {
+        match text {
+            "file" => Some(CredentialsStore::File),
+            "keyring" => Some(CredentialsStore::Keyring),
+            "auto" => Some(CredentialsStore::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// The config key naming the credential store.
+pub const CREDENTIALS_STORE_KEY: &str = "cli_auth_credentials_store";
 
 impl Settings {
     pub fn preference(&self) -> Preference {
@@ -105,6 +144,7 @@ impl Default for Settings {
             auth_issuer: DEFAULT_ISSUER.to_string(),
             auth_client_id: DEFAULT_CLIENT_ID.to_string(),
             lease_renew_within: time::Duration::days(2),
+            credentials_store: CredentialsStore::File,
         }
     }
 }
@@ -175,6 +215,15 @@ pub fn load(config_path: &Path, overrides: &[Override]) -> Result<Settings, Conf
                 key: "lease_renew_within",
                 value: v.to_string(),
                 valid: "a duration such as \"2d\", \"12h\" or \"30m\"",
+            })?;
+    }
+    if let Some(v) = table.get(CREDENTIALS_STORE_KEY) {
+        s.credentials_store =
+            v.as_str().and_then(CredentialsStore::parse).ok_or_else(|| ConfigError::InvalidValue {
+                origin: origin(CREDENTIALS_STORE_KEY),
+                key: CREDENTIALS_STORE_KEY,
+                value: v.to_string(),
+                valid: "\"file\", \"keyring\", \"auto\"",
             })?;
     }
     if let Some(v) = table.get("preferred_auth_method") {

@@ -107,6 +107,15 @@ impl Home {
     }
 }
 
+/// Remove `path`; `Ok(false)` when there was none.
+pub fn remove_optional(path: &Path) -> Result<bool, HomeError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(HomeError::io(path, e)),
+    }
+}
+
 /// Whether llmx can write in the home `dir` (created 0700 when missing): a temp file is created
 /// there and removed, as every atomic write does first. Commands that will have to record
 /// something there (a login's auth.json, a push's ledger) check this before they ask the issuer

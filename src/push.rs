@@ -52,11 +52,11 @@ pub enum LocalError {
 }
 
 impl LocalCredential {
-    /// Read and validate the auth.json at `path`.
-    pub fn load(path: &Path) -> Result<LocalCredential, LocalError> {
-        match crate::home::read_optional(path).map_err(AuthFileError::from)? {
-            None => Err(LocalError::Missing { path: path.to_path_buf() }),
-            Some(bytes) => LocalCredential::from_bytes(path, bytes),
+    /// Read and validate the login in `store` (as auth.json bytes, whichever place holds it).
+    pub fn load(store: &crate::auth::store::Store) -> Result<LocalCredential, LocalError> {
+        match store.read()? {
+            None => Err(LocalError::Missing { path: store.path().to_path_buf() }),
+            Some((bytes, place)) => LocalCredential::from_bytes(std::path::Path::new(&store.name_of(place)), bytes),
         }
     }
 
@@ -123,6 +123,10 @@ pub struct PushOptions {
     /// Labels of targets this login was pushed to before (the ledger's): a fresher copy there has
     /// refreshed on its own and can be pulled back; a fresher login elsewhere is its own lineage.
     pub pushed_before: Vec<String>,
+    /// `--store file`: on a target whose agent reads its keyring (`keyring`/`auto` in its
+    /// config.toml), also set `cli_auth_credentials_store = "file"` there (see
+    /// [`Location::file_store`]); such a target is written even when its auth.json is unchanged.
+    pub store_file: bool,
     /// Cancelled on an interrupt: targets not yet writing stop at once (failed, [`INTERRUPTED`]);
     /// a write already under way finishes, so that what was written is known and recorded.
     pub stop: CancellationToken,
@@ -136,6 +140,7 @@ impl Default for PushOptions {
             dry_run: false,
             remote_home: None,
             pushed_before: Vec::new(),
+            store_file: false,
             stop: CancellationToken::new(),
         }
     }
@@ -211,6 +216,14 @@ pub struct TargetReport {
     /// Who the target turned out to be (for the ledger; not part of `--json`).
     #[serde(skip)]
     pub identity: Option<Identity>,
+    /// The agent's `cli_auth_credentials_store` there (`file` when its config.toml sets none),
+    /// after the push: `--store file` changes it; `None` where config.toml is not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// `--store file` on a target whose agent read its keyring: whether config.toml now says
+    /// `cli_auth_credentials_store = "file"` (`false`: it could not be changed; see `store`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_set_to_file: Option<bool>,
 }
 
 impl TargetReport {
@@ -227,6 +240,8 @@ impl TargetReport {
             lease_expires_at: None,
             cannot_remove: None,
             identity: None,
+            store: None,
+            store_set_to_file: None,
         }
     }
 }
@@ -241,7 +256,15 @@ pub enum Warning {
     /// can never remove it (containers without a shell): the targets. A lease expires, so it is
     /// not warned about.
     CannotRemove { targets: Vec<String>, api_key: bool },
+    /// The agent on these targets reads its login from the OS keyring (their config.toml sets
+    /// `cli_auth_credentials_store`): with `keyring` a pushed auth.json is ignored, with `auto`
+    /// a keyring entry there shadows it.
+    AgentReadsKeyring { keyring: Vec<String>, auto: Vec<String> },
 }
+
+/// How to make the agent on a target read the auth.json llmx writes there.
+pub const KEYRING_TARGET_HINT: &str = "push with `--store file` (it also sets cli_auth_credentials_store = \"file\" \
+     in that config.toml, keeping the rest), or sign the target in with its own login: `llmx auth tunnel TARGET`";
 
 impl Warning {
     /// A stable identifier for `--json`.
@@ -249,6 +272,7 @@ impl Warning {
         match self {
             Warning::RotationHazard { .. } => "rotation_hazard",
             Warning::CannotRemove { .. } => "cannot_remove",
+            Warning::AgentReadsKeyring { .. } => "agent_reads_keyring",
         }
     }
 
@@ -266,6 +290,24 @@ impl Warning {
                 targets.join(", "),
                 if targets.len() == 1 { "the container has" } else { "these containers have" }
             ),
+            Warning::AgentReadsKeyring { keyring, auto } => {
+                let mut parts = Vec::new();
+                if !keyring.is_empty() {
+                    parts.push(format!(
+                        "the agent on {} reads its login from the OS keyring (cli_auth_credentials_store = \"keyring\" \
+                         in its config.toml): the auth.json pushed there is ignored",
+                        keyring.join(", ")
+                    ));
+                }
+                if !auto.is_empty() {
+                    parts.push(format!(
+                        "the agent on {} reads the OS keyring first (cli_auth_credentials_store = \"auto\"): a keyring \
+                         entry there shadows the auth.json pushed there",
+                        auto.join(", ")
+                    ));
+                }
+                parts.join("; ")
+            }
         }
     }
 
@@ -283,6 +325,7 @@ impl Warning {
                 "to be rid of it, recreate the container, or revoke the key in the provider's dashboard; a \
                  ChatGPT lease expires on its own"
             }
+            Warning::AgentReadsKeyring { .. } => KEYRING_TARGET_HINT,
         }
     }
 }
@@ -361,6 +404,14 @@ pub async fn push(
     if !stuck.is_empty() {
         warnings.push(Warning::CannotRemove { targets: stuck, api_key });
     }
+    let reading = |store: &str| -> Vec<String> {
+        let of = |r: &&TargetReport| r.store.as_deref() == Some(store) && r.outcome != Outcome::Failed;
+        reports.iter().filter(of).map(|r| r.target.clone()).collect()
+    };
+    let (keyring, auto) = (reading("keyring"), reading("auto"));
+    if !keyring.is_empty() || !auto.is_empty() {
+        warnings.push(Warning::AgentReadsKeyring { keyring, auto });
+    }
     for w in &warnings {
         on_event(PushEvent::Warning(w));
     }
@@ -390,17 +441,33 @@ async fn push_one(
     let label = target.label();
     let mut path = None;
     let mut same_as = None;
+    let mut store = None;
+    let mut store_set_to_file = None;
     let result = match unless_stopped(&opts.stop, target.locate(opts.remote_home.as_deref(), &step)).await {
         Err(e) => Err(e),
-        Ok(loc) => {
+        Ok(mut loc) => {
             path = Some(loc.auth_path());
+            store = loc.store.clone();
+            loc.file_store = opts.store_file && store.as_deref().is_some_and(|s| s != "file");
             let identity = target.identity();
             let (cell, first) = claims.claim(identity.as_ref(), &loc, &label);
             same_as = first;
             if same_as.is_some() {
                 step("same destination as another target: waiting for it");
             }
-            cell.get_or_init(|| write_steps(local, target.as_mut(), &loc, opts, &step)).await.clone()
+            let result = cell.get_or_init(|| write_steps(local, target.as_mut(), &loc, opts, &step)).await.clone();
+            if loc.file_store
+                && same_as.is_none()
+                && !opts.dry_run
+                && matches!(result, Ok(Decision::Write(_) | Decision::Unchanged))
+            {
+                let set = target.file_store_set() == Some(true);
+                store_set_to_file = Some(set);
+                if set {
+                    store = Some("file".into());
+                }
+            }
+            result
         }
     };
     let (outcome, reason, hint) = match result {
@@ -426,6 +493,8 @@ async fn push_one(
         lease_expires_at,
         cannot_remove,
         identity,
+        store,
+        store_set_to_file,
     }
 }
 
@@ -470,9 +539,10 @@ async fn write_steps(
     let pushed_before = opts.pushed_before.contains(&label);
     let decision =
         decide(local, current.as_ref().map(|f| f.bytes.as_slice()), &loc.auth_path(), opts.force, pushed_before);
-    if let Decision::Write(_) = decision
-        && !opts.dry_run
-    {
+    // `--store file` changes the target's config.toml in the write's conversation: that needs a
+    // write, also of an auth.json that is already the same.
+    let store_only = loc.file_store && decision == Decision::Unchanged;
+    if (matches!(decision, Decision::Write(_)) || store_only) && !opts.dry_run {
         if opts.stop.is_cancelled() {
             return Err(TargetError::new(INTERRUPTED));
         }
@@ -611,10 +681,14 @@ pub struct RemoteStatus {
     pub gid: Option<u32>,
     /// Octal text, e.g. "0600".
     pub mode: Option<String>,
+    /// The agent's `cli_auth_credentials_store` there (`file` when its config.toml sets none;
+    /// `null` when the path that located the home does not read config.toml).
+    pub store: Option<String>,
 }
 
-/// Locate and read a target's auth.json and describe it. The target's own config.toml is not
-/// read: with both an API key and tokens in the file, `preferred` decides what is shown.
+/// Locate and read a target's auth.json and describe it. Of the target's own config.toml only
+/// `cli_auth_credentials_store` is read (by the conversation that locates the home): with both an
+/// API key and tokens in the file, `preferred` decides what is shown.
 pub async fn remote_status(
     target: &mut dyn Target,
     remote_home: Option<&str>,
@@ -636,6 +710,7 @@ pub async fn remote_status(
         uid: file.as_ref().and_then(|f| f.uid),
         gid: file.as_ref().and_then(|f| f.gid),
         mode: file.as_ref().and_then(|f| f.mode).map(|m| format!("{m:04o}")),
+        store: loc.store.clone(),
     })
 }
 

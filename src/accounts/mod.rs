@@ -23,7 +23,9 @@ use crate::auth::claims::{IdClaims, expiry};
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::status::format_unix;
-use crate::home::{Home, HomeError, read_optional, write_private};
+use crate::auth::store::Store;
+use crate::config::CredentialsStore;
+use crate::home::{Home, HomeError};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -154,11 +156,27 @@ pub struct Switched {
 #[derive(Debug, Clone)]
 pub struct Accounts {
     home: PathBuf,
+    /// The live login's store; each account's directory is a home of its own with the same
+    /// kind of store (in the keyring: an entry named from that directory's path).
+    store: Store,
 }
 
 impl Accounts {
-    pub fn new(home: &Home) -> Accounts {
-        Accounts { home: home.dir().to_path_buf() }
+    /// The accounts of `home`, whose live login is in `store` (see [`Store`]).
+    pub fn new(home: &Home, store: &Store) -> Accounts {
+        Accounts { home: home.dir().to_path_buf(), store: store.at(&home.auth_path()) }
+    }
+
+    /// The store of `label`'s saved copy.
+    fn account_store(&self, label: &str) -> Store {
+        self.store.at(&self.account_path(label))
+    }
+
+    /// Whether `label` has a saved account: its auth.json, or (a store that reads the keyring)
+    /// its directory.
+    fn has_account(&self, label: &str) -> bool {
+        let path = self.account_path(label);
+        path.is_file() || (self.store.mode() != CredentialsStore::File && self.dir().join(label).is_dir())
     }
 
     fn live_path(&self) -> PathBuf {
@@ -191,7 +209,7 @@ impl Accounts {
         let mut labels: Vec<String> = entries
             .flatten()
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|l| label::check(l).is_ok() && self.account_path(l).is_file())
+            .filter(|l| label::check(l).is_ok() && self.has_account(l))
             .collect();
         labels.sort();
         Ok(labels)
@@ -207,15 +225,14 @@ impl Accounts {
 
     /// [`Accounts::adopt`] with the home's lock held by the caller.
     fn adopt_locked(&self, register: bool) -> Result<Option<String>, AccountsError> {
-        let live_path = self.live_path();
-        let Some(bytes) = read_optional(&live_path).map_err(AuthFileError::from)? else { return Ok(None) };
-        let live = AuthFile::parse(&live_path, &bytes)?;
+        let Some((bytes, place)) = self.store.read()? else { return Ok(None) };
+        let live = self.store.parse(&bytes, place)?;
         let Some(id) = identity(&live) else { return Ok(None) };
         if let Some(label) = self.find(&id)? {
-            let path = self.account_path(&label);
-            if read_optional(&path).map_err(AuthFileError::from)?.as_deref() != Some(bytes.as_slice()) {
-                let _account = AuthLock::acquire(path.parent().unwrap_or(&self.home), DEFAULT_WAIT)?;
-                write_private(&path, &bytes)?;
+            let store = self.account_store(&label);
+            if store.read()?.map(|(b, _)| b).as_deref() != Some(bytes.as_slice()) {
+                let _account = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+                store.write(&bytes)?;
             }
             return Ok(Some(label));
         }
@@ -223,14 +240,14 @@ impl Accounts {
             return Ok(None);
         }
         let label = self.free_label(&label::default_for(&live).unwrap_or_else(|| "account".into()))?;
-        write_private(&self.account_path(&label), &bytes)?;
+        self.account_store(&label).write(&bytes)?;
         Ok(Some(label))
     }
 
     /// The label of the saved account with this identity.
     fn find(&self, id: &Identity) -> Result<Option<String>, AccountsError> {
         for l in self.labels()? {
-            let Ok(Some(f)) = AuthFile::load(&self.account_path(&l)) else { continue };
+            let Ok(Some(f)) = self.account_store(&l).load() else { continue };
             if identity(&f).as_ref() == Some(id) {
                 return Ok(Some(l));
             }
@@ -257,7 +274,7 @@ impl Accounts {
         let active = self.adopt(false)?;
         let live_path = self.live_path();
         if !self.exist() {
-            let Some(live) = AuthFile::load(&live_path)? else { return Ok(Vec::new()) };
+            let Some(live) = self.store.load()? else { return Ok(Vec::new()) };
             let Some(label) = label::default_for(&live) else { return Ok(Vec::new()) };
             return Ok(vec![Summary::of(&label, true, &live_path, &live, false)]);
         }
@@ -265,7 +282,7 @@ impl Accounts {
         for l in self.labels()? {
             let is_active = active.as_deref() == Some(l.as_str());
             let path = if is_active { live_path.clone() } else { self.account_path(&l) };
-            if let Some(f) = AuthFile::load(&path)? {
+            if let Some(f) = self.store.at(&path).load()? {
                 out.push(Summary::of(&l, is_active, &path, &f, true));
             }
         }
@@ -282,15 +299,14 @@ impl Accounts {
         }
         if !self.exist() {
             // A single-account home: its one login answers to its default label.
-            if let Ok(Some(live)) = AuthFile::load(&self.live_path())
+            if let Ok(Some(live)) = self.store.load()
                 && label::default_for(&live).as_deref() == Some(label)
             {
                 return Ok(self.live_path());
             }
         }
-        let path = self.account_path(label);
-        if path.is_file() {
-            return Ok(path);
+        if self.has_account(label) {
+            return Ok(self.account_path(label));
         }
         Err(AccountsError::NoSuchAccount { label: label.into(), known: self.labels()? })
     }
@@ -309,13 +325,13 @@ impl Accounts {
         if from.as_deref() == Some(label) {
             return Ok(Switched { from: from.clone(), to: label.into(), already: true });
         }
-        let path = self.account_path(label);
-        let _account = AuthLock::acquire(path.parent().unwrap_or(&self.home), DEFAULT_WAIT)?;
-        let Some(bytes) = read_optional(&path).map_err(AuthFileError::from)? else {
+        let store = self.account_store(label);
+        let _account = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+        let Some((bytes, place)) = store.read()? else {
             return Err(AccountsError::NoSuchAccount { label: label.into(), known: self.labels()? });
         };
-        AuthFile::parse(&path, &bytes)?;
-        write_private(&self.live_path(), &bytes)?;
+        store.parse(&bytes, place)?;
+        self.store.write(&bytes)?;
         Ok(Switched { from, to: label.into(), already: false })
     }
 
@@ -327,7 +343,7 @@ impl Accounts {
         if let Some(w) = wanted {
             label::check(w)?;
         }
-        let bytes = read_optional(staged).map_err(AuthFileError::from)?;
+        let bytes = Store::file(staged).read()?.map(|(b, _)| b);
         let bytes = bytes.ok_or_else(|| AccountsError::NoLogin { path: staged.to_path_buf() })?;
         let file = AuthFile::parse(staged, &bytes)?;
         let id = identity(&file).ok_or_else(|| AccountsError::NoLogin { path: staged.to_path_buf() })?;
@@ -339,8 +355,10 @@ impl Accounts {
         let label = match (wanted, existing) {
             (_, Some(e)) => e,
             (Some(w), None) => {
-                if self.account_path(w).is_file() {
-                    let other = AuthFile::load(&self.account_path(w))?
+                if self.has_account(w) {
+                    let other = self
+                        .account_store(w)
+                        .load()?
                         .and_then(|f| label::default_for(&f))
                         .unwrap_or_else(|| "another login".into());
                     return Err(AccountsError::LabelTaken { label: w.into(), other });
@@ -349,18 +367,18 @@ impl Accounts {
             }
             (None, None) => self.free_label(&label::default_for(&file).unwrap_or_else(|| "account".into()))?,
         };
-        let replaced = self.account_path(&label).is_file();
+        let replaced = self.has_account(&label);
         let make_active = match activate {
             Activate::Always => true,
             Activate::IfNone => active.is_none() || active.as_deref() == Some(label.as_str()),
         };
         {
-            let path = self.account_path(&label);
-            let _account = AuthLock::acquire(path.parent().unwrap_or(&self.home), DEFAULT_WAIT)?;
-            write_private(&path, &bytes)?;
+            let store = self.account_store(&label);
+            let _account = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+            store.write(&bytes)?;
         }
         if make_active {
-            write_private(&self.live_path(), &bytes)?;
+            self.store.write(&bytes)?;
         }
         Ok(Added { label, replaced, active: make_active, registered_first })
     }
@@ -368,6 +386,7 @@ impl Accounts {
     /// Forget `label` after its login was logged out: remove its directory.
     pub fn forget(&self, label: &str) -> Result<(), AccountsError> {
         label::check(label)?;
+        self.account_store(label).remove()?;
         let dir = self.dir().join(label);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -1,10 +1,11 @@
 //! The `auth.json` model, byte-compatible with llmx/Codex (DESIGN.md §1).
 //!
+//! Reading and writing go through [`crate::auth::store::Store`] (auth.json or the keyring).
 //! Reading validates the shape and the id_token, so a corrupt file is an error naming the file,
 //! never "logged out". Keys this tool does not know are kept and written back.
 
 use crate::auth::claims::{ClaimsError, IdClaims};
-use crate::home::{HomeError, read_optional, write_private};
+use crate::home::HomeError;
 use crate::secret::Secret;
 use crate::text::json_error_summary;
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,9 @@ pub enum AuthFileError {
     Corrupt { path: PathBuf, reason: String },
     #[error(transparent)]
     Home(#[from] HomeError),
+    /// The keyring the configured store names failed or did not answer in time.
+    #[error(transparent)]
+    Keyring(#[from] crate::auth::store::keyring::KeyringError),
 }
 
 /// The OAuth tokens of a ChatGPT login.
@@ -73,23 +77,10 @@ impl AuthFile {
         Ok(file)
     }
 
-    /// Load `path`: `Ok(None)` when the file does not exist.
-    pub fn load(path: &Path) -> Result<Option<AuthFile>, AuthFileError> {
-        match read_optional(path)? {
-            None => Ok(None),
-            Some(bytes) => AuthFile::parse(path, &bytes).map(Some),
-        }
-    }
-
     /// The exact bytes llmx would write: pretty JSON with 2-space indent.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Serialising plain strings, options and JSON maps into a Vec cannot fail.
         serde_json::to_vec_pretty(self).expect("auth.json serialises")
-    }
-
-    /// Atomic 0600 write (see [`crate::home::write_private`]).
-    pub fn save(&self, path: &Path) -> Result<(), AuthFileError> {
-        Ok(write_private(path, &self.to_bytes())?)
     }
 
     /// `last_refresh` parsed, when present and valid.

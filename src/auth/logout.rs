@@ -5,11 +5,11 @@
 //! remove is not an error. Whether other copies of the login must go first is the caller's
 //! decision (`family::logout` asks the ledger); this module knows no transport.
 
-use crate::auth::file::{AuthFile, AuthFileError};
+use crate::auth::file::AuthFileError;
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
+use crate::auth::store::{KeyringError, Store};
 use crate::home::HomeError;
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogoutError {
@@ -17,6 +17,8 @@ pub enum LogoutError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Home(#[from] HomeError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
 }
 
 /// What happened to the refresh token.
@@ -40,13 +42,19 @@ pub struct LoggedOut {
     pub recovered: Option<Revocation>,
 }
 
-/// Remove the credential file at `auth_path`, first revoking its refresh token with `revoke_with`
-/// when it holds a ChatGPT login (`None`: delete only).
-pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Result<LoggedOut, LogoutError> {
-    let dir = auth_path.parent().unwrap_or(Path::new("."));
+/// Remove the login from `store` (auth.json, the keyring entry, or both), first revoking its
+/// refresh token with `revoke_with` when it holds a ChatGPT login (`None`: delete only).
+pub async fn logout(store: &Store, revoke_with: Option<&OAuthClient>) -> Result<LoggedOut, LogoutError> {
+    let dir = store.dir();
     let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let revocation = revoke(auth_path, revoke_with).await?;
-    let removed = remove_file(auth_path)?;
+    let revocation = revoke(store, revoke_with).await?;
+    let removed = store.remove().map_err(|e| match e {
+        AuthFileError::Home(h) => LogoutError::Home(h),
+        AuthFileError::Keyring(k) => LogoutError::Keyring(k),
+        AuthFileError::Corrupt { path, reason } => {
+            LogoutError::Home(HomeError::io(&path, std::io::Error::other(reason)))
+        }
+    })?;
     // Temp copies a crashed write left behind hold the credential too.
     crate::home::clean_stale_temps(dir, crate::home::AUTH_FILE);
     // So does the file a refresh that could not be saved left (it is not a stale temp: it is
@@ -54,8 +62,8 @@ pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Resu
     let recovery = dir.join(crate::auth::refresh::RECOVERY_FILE);
     let recovered = match std::fs::symlink_metadata(&recovery) {
         Ok(m) if m.file_type().is_file() => {
-            let r = revoke(&recovery, revoke_with).await.unwrap_or(Revocation::NotAttempted);
-            remove_file(&recovery)?;
+            let r = revoke(&Store::file(&recovery), revoke_with).await.unwrap_or(Revocation::NotAttempted);
+            crate::home::remove_optional(&recovery)?;
             Some(r)
         }
         _ => None,
@@ -63,9 +71,9 @@ pub async fn logout(auth_path: &Path, revoke_with: Option<&OAuthClient>) -> Resu
     Ok(LoggedOut { removed, revocation, recovered })
 }
 
-/// Revoke the refresh token of the ChatGPT login in `path` with `client` (when given).
-async fn revoke(path: &Path, client: Option<&OAuthClient>) -> Result<Revocation, LogoutError> {
-    Ok(match (client, AuthFile::load(path)) {
+/// Revoke the refresh token of the ChatGPT login in `store` with `client` (when given).
+async fn revoke(store: &Store, client: Option<&OAuthClient>) -> Result<Revocation, LogoutError> {
+    Ok(match (client, store.load()) {
         (Some(client), Ok(Some(file))) => match &file.tokens {
             Some(t) => match client.revoke(&t.refresh_token).await {
                 Ok(()) => Revocation::Revoked,
@@ -76,14 +84,6 @@ async fn revoke(path: &Path, client: Option<&OAuthClient>) -> Result<Revocation,
         // A corrupt file is removed all the same: logging out must always be possible.
         (_, Err(AuthFileError::Corrupt { .. })) | (_, Ok(_)) | (None, _) => Revocation::NotAttempted,
         (_, Err(AuthFileError::Home(e))) => return Err(e.into()),
+        (_, Err(AuthFileError::Keyring(e))) => return Err(e.into()),
     })
-}
-
-/// Remove `path`; `Ok(false)` when there was none.
-pub fn remove_file(path: &Path) -> Result<bool, HomeError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(HomeError::io(path, e)),
-    }
 }

@@ -1,5 +1,6 @@
 //! The credential library: the auth.json model, selection, claims, and the login and refresh
-//! flows, and the cross-process lock around auth.json. Nothing here prints; callers render what it returns.
+//! flows, the stores a login is kept in (auth.json or the OS keyring, [`store`]), and the
+//! cross-process lock around auth.json. Nothing here prints; callers render what it returns.
 
 pub mod browser;
 pub mod cancel;
@@ -16,3 +17,4 @@ pub mod refresh;
 pub mod select;
 pub mod server;
 pub mod status;
+pub mod store;

@@ -21,9 +21,11 @@ use crate::auth::claims::{IdClaims, expiry};
 use crate::auth::file::{AuthFile, AuthFileError, now_rfc3339};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::{OAuthClient, RefreshError, RefreshedTokens};
-use crate::home::{HomeError, PendingWrite, read_optional, write_private};
+use crate::auth::store::Store;
+use crate::config::CredentialsStore;
+use crate::home::{HomeError, PendingWrite, write_private};
 use crate::secret::Secret;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use time::{Duration, OffsetDateTime};
 
 /// llmx refreshes when the last refresh is older than this...
@@ -69,7 +71,7 @@ pub enum RefreshFailure {
     /// The issuer accepted the refresh but the new auth.json could not be saved.
     #[error("the refresh succeeded but {} could not be written ({source}){}", path.display(),
         recovery.as_ref().map(|r| format!("; the new login is in {}", r.display())).unwrap_or_default())]
-    NotSaved { path: PathBuf, source: HomeError, recovery: Option<PathBuf> },
+    NotSaved { path: PathBuf, source: AuthFileError, recovery: Option<PathBuf> },
 }
 
 impl RefreshFailure {
@@ -128,28 +130,28 @@ pub fn expires_within(file: &AuthFile, margin: Duration, now: OffsetDateTime) ->
     expiry(tokens.access_token.expose()).is_some_and(|exp| exp - now.unix_timestamp() < margin.whole_seconds())
 }
 
-/// Refresh the login stored at `path` (locked, re-read, proven writable, validated). `live`:
-/// the file the agent reads, when `path` is another one (a non-active account's, DESIGN.md §11);
+/// Refresh the login in `store` (locked, re-read, proven writable, validated). `live`: the
+/// store the agent reads, when `store` is another one (a non-active account's, DESIGN.md §11);
 /// see [`check_not_live`].
 pub async fn refresh_home(
-    path: &Path,
+    store: &Store,
     client: &OAuthClient,
     when: When,
-    live: Option<&Path>,
+    live: Option<&Store>,
 ) -> Result<RefreshOutcome, RefreshFailure> {
-    let before = read_optional(path).map_err(AuthFileError::from)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let bytes = read_optional(path).map_err(AuthFileError::from)?;
-    let no_tokens = || RefreshFailure::NoTokens { path: path.to_path_buf() };
-    let file = AuthFile::parse(path, bytes.as_deref().ok_or_else(no_tokens)?)?;
+    let before = store.read()?;
+    let _lock = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+    let read = store.read()?;
+    let no_tokens = || RefreshFailure::NoTokens { path: store.path().to_path_buf() };
+    let (bytes, place) = read.as_ref().ok_or_else(no_tokens)?;
+    let file = store.parse(bytes, *place)?;
     if file.tokens.is_none() {
         return Err(no_tokens());
     }
-    check_not_live(path, &file, live)?;
-    if let Some(before) = before.as_deref()
-        && Some(before) != bytes.as_deref()
-        && let Ok(old) = AuthFile::parse(path, before)
+    check_not_live(store, &file, live)?;
+    if let Some((before, before_place)) = before.as_ref()
+        && before != bytes
+        && let Ok(old) = store.parse(before, *before_place)
         && old.tokens.is_some()
         && file.last_refresh_time() > old.last_refresh_time()
     {
@@ -164,36 +166,52 @@ pub async fn refresh_home(
     if !due {
         return Ok(RefreshOutcome::NotNeeded);
     }
-    let (_, r) = refresh_and_save(&file, path, client).await?;
+    let (_, r) = refresh_and_save(&file, store, client).await?;
     Ok(RefreshOutcome::Refreshed(r))
 }
 
-/// Under the lock of a login kept outside the live file (`path`, a non-active account's), with
-/// `file` as read there: a `live` file holding the same account means it was made active while
-/// this waited for the lock, so the live file is the one to refresh ([`RefreshFailure::Moved`]).
-/// Refreshing the copy left at `path` would rotate the refresh token the live file still holds.
+/// Under the lock of a login kept outside the live store (`store`, a non-active account's), with
+/// `file` as read there: a `live` store holding the same account means it was made active while
+/// this waited for the lock, so the live login is the one to refresh ([`RefreshFailure::Moved`]).
+/// Refreshing the copy left behind would rotate the refresh token the live login still holds.
 /// (An activation waits for this lock, so once past this check none can happen until the lock
 /// is released.)
-pub fn check_not_live(path: &Path, file: &AuthFile, live: Option<&Path>) -> Result<(), RefreshFailure> {
-    let Some(live) = live.filter(|l| *l != path) else { return Ok(()) };
-    let Ok(Some(current)) = AuthFile::load(live) else { return Ok(()) };
+pub fn check_not_live(store: &Store, file: &AuthFile, live: Option<&Store>) -> Result<(), RefreshFailure> {
+    let Some(live) = live.filter(|l| l.path() != store.path()) else { return Ok(()) };
+    let Ok(Some(current)) = live.load() else { return Ok(()) };
     let same = current.tokens.is_some()
         && current.account_id() == file.account_id()
         && current.email().map(|e| e.to_lowercase()) == file.email().map(|e| e.to_lowercase());
-    if same { Err(RefreshFailure::Moved { path: path.to_path_buf(), live: live.to_path_buf() }) } else { Ok(()) }
+    if same {
+        Err(RefreshFailure::Moved { path: store.path().to_path_buf(), live: live.path().to_path_buf() })
+    } else {
+        Ok(())
+    }
 }
 
-/// Refresh `file` (which may come from another holder) and save the result at `path`. The
-/// caller holds the home's lock. The temp file is created before the issuer is called.
+/// Refresh `file` (which may come from another holder) and save the result in `store`. The
+/// caller holds the home's lock. For the file store the temp file is created before the issuer
+/// is called (the keyring answered the read just before); a result no store takes is left in
+/// the recovery file beside auth.json.
 pub async fn refresh_and_save(
     file: &AuthFile,
-    path: &Path,
+    store: &Store,
     client: &OAuthClient,
 ) -> Result<(AuthFile, Refreshed), RefreshFailure> {
-    let pending = PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?;
-    let save = |pending: PendingWrite, new: &AuthFile| {
+    let path = store.path();
+    let pending = match store.mode() {
+        CredentialsStore::File => {
+            Some(PendingWrite::create(path).map_err(|source| RefreshFailure::CannotSave { source })?)
+        }
+        CredentialsStore::Keyring | CredentialsStore::Auto => None,
+    };
+    let save = |pending: Option<PendingWrite>, new: &AuthFile| {
         let bytes = new.to_bytes();
-        pending.commit(&bytes).map_err(|source| {
+        let written = match pending {
+            Some(p) => p.commit(&bytes).map_err(AuthFileError::from),
+            None => store.write(&bytes).map(drop),
+        };
+        written.map_err(|source| {
             let recovery = path.with_file_name(RECOVERY_FILE);
             let recovery = write_private(&recovery, &bytes).ok().map(|()| recovery);
             RefreshFailure::NotSaved { path: path.to_path_buf(), source, recovery }
@@ -306,21 +324,22 @@ mod tests {
         );
         let text = serde_json::json!({"OPENAI_API_KEY": null,
             "tokens": {"id_token": id, "access_token": "a", "refresh_token": "r", "account_id": account}});
-        AuthFile::parse(Path::new("auth.json"), text.to_string().as_bytes()).unwrap()
+        AuthFile::parse(std::path::Path::new("auth.json"), text.to_string().as_bytes()).unwrap()
     }
 
     #[test]
     fn an_account_made_live_while_waiting_for_its_lock_is_not_refreshed_where_it_was() {
         let t = tempfile::tempdir().unwrap();
-        let (live, kept) = (t.path().join("auth.json"), t.path().join("accounts/b/auth.json"));
+        let store = |p: std::path::PathBuf| Store::new(CredentialsStore::File, &p);
+        let (live, kept) = (store(t.path().join("auth.json")), store(t.path().join("accounts/b/auth.json")));
         let b = of_account("acc-b");
-        of_account("acc-a").save(&live).unwrap();
+        live.write(&of_account("acc-a").to_bytes()).unwrap();
         assert!(check_not_live(&kept, &b, Some(&live)).is_ok(), "another account is live");
         assert!(check_not_live(&live, &b, Some(&live)).is_ok(), "the live file itself");
         assert!(check_not_live(&kept, &b, None).is_ok());
-        b.save(&live).unwrap();
+        live.write(&b.to_bytes()).unwrap();
         match check_not_live(&kept, &b, Some(&live)) {
-            Err(RefreshFailure::Moved { live: l, .. }) => assert_eq!(l, live),
+            Err(RefreshFailure::Moved { live: l, .. }) => assert_eq!(l, live.path()),
             other => panic!("{other:?}"),
         }
     }

@@ -4,7 +4,7 @@
 
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
-use llmx::accounts::{Accounts, AccountsError, Summary};
+use llmx::accounts::{AccountsError, Summary};
 use llmx::family::ledger::{Entry, Ledger};
 
 const LIST_EXAMPLES: &str = "\
@@ -64,7 +64,7 @@ impl From<AccountsError> for Failure {
 }
 
 pub fn list(ctx: &Ctx, args: ListArgs) -> Result<u8, Failure> {
-    let accounts = Accounts::new(&ctx.home).list()?;
+    let accounts = ctx.accounts()?.list()?;
     if args.json {
         let active = accounts.iter().find(|a| a.active).map(|a| a.label.clone());
         output::json_line(&serde_json::json!({ "accounts": accounts, "active": active }))?;
@@ -107,13 +107,13 @@ fn line(a: &Summary, width: usize) -> String {
 }
 
 pub fn switch(ctx: &Ctx, args: SwitchArgs) -> Result<u8, Failure> {
-    let s = Accounts::new(&ctx.home).switch(&args.label)?;
+    let s = ctx.accounts()?.switch(&args.label)?;
     if args.json {
         output::json_line(&serde_json::json!({
             "active": s.to,
             "previous": s.from,
             "switched": !s.already,
-            "auth_file": ctx.home.auth_path().display().to_string(),
+            "auth_file": ctx.store_at(&ctx.home.auth_path())?.describe(),
         }))?;
     } else if s.already {
         output::lines(&[format!("{} is the active account already", s.to)])?;
@@ -130,7 +130,7 @@ pub fn current_label(ctx: &Ctx) -> Result<Option<String>, Failure> {
     if let Some(l) = &ctx.account {
         return Ok(Some(l.clone()));
     }
-    let accounts = Accounts::new(&ctx.home);
+    let accounts = ctx.accounts()?;
     if !accounts.exist() {
         return Ok(None);
     }
@@ -156,7 +156,7 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
         let label = if named_targets { current_label(ctx)? } else { ctx.account.clone() };
         if let (Some(l), false) = (&ctx.account, named_targets) {
             // Only the holders bound to the account named.
-            let accounts = Accounts::new(&ctx.home);
+            let accounts = ctx.accounts()?;
             if accounts.exist() {
                 let entries = bound_to(ctx, l, ledger)?;
                 return Ok(vec![SyncRun {
@@ -186,8 +186,8 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
 
 /// The ledger entries bound to account `label` (as a run without `--account` would sort them).
 pub fn bound_to(ctx: &Ctx, label: &str, ledger: &Ledger) -> Result<Vec<Entry>, Failure> {
-    Accounts::new(&ctx.home).resolve(label)?;
-    let Some(b) = crate::cli::bound::Binding::of_home(&ctx.home)? else { return Ok(ledger.entries.clone()) };
+    ctx.accounts()?.resolve(label)?;
+    let Some(b) = crate::cli::bound::Binding::of_home(ctx)? else { return Ok(ledger.entries.clone()) };
     Ok(ledger.entries.iter().filter(|e| b.owner_of(e).as_deref() == Some(label)).cloned().collect())
 }
 
@@ -210,7 +210,7 @@ fn problem(a: &Summary) -> Option<&'static str> {
 
 /// `llmx auth status --all`: every account, usable or not; exit 1 when any is not (or none).
 pub fn status_all(ctx: &Ctx, json: bool) -> Result<u8, Failure> {
-    let accounts = Accounts::new(&ctx.home).list()?;
+    let accounts = ctx.accounts()?.list()?;
     let unusable = accounts.iter().filter(|a| problem(a).is_some()).count();
     let code = if accounts.is_empty() || unusable > 0 { 1 } else { 0 };
     if json {

@@ -9,7 +9,6 @@ use llmx::accounts::Accounts;
 use llmx::auth::file::AuthFile;
 use llmx::family::Holder;
 use llmx::family::ledger::Entry;
-use llmx::home::Home;
 use std::path::PathBuf;
 
 /// The accounts of a home and where each one's login is now.
@@ -24,26 +23,25 @@ pub struct Binding {
 impl Binding {
     /// `None` in a home without accounts, or when `--account` picks the one login for all.
     pub fn load(ctx: &Ctx) -> Result<Option<Binding>, Failure> {
-        if ctx.account.is_some() { Ok(None) } else { Binding::of_home(&ctx.home) }
+        if ctx.account.is_some() { Ok(None) } else { Binding::of_home(ctx) }
     }
 
     /// The home's accounts whatever `--account` says; `None` without accounts.
-    pub fn of_home(home: &Home) -> Result<Option<Binding>, Failure> {
-        let accounts = Accounts::new(home);
+    pub fn of_home(ctx: &Ctx) -> Result<Option<Binding>, Failure> {
+        let accounts = ctx.accounts()?;
         if !accounts.exist() {
             return Ok(None);
         }
         let active = accounts.adopt(false)?;
-        let live = home.auth_path();
+        let live = ctx.home.auth_path();
         let mut b = Binding { accounts, active, live, ids: Vec::new() };
         let labels = b.accounts.labels()?;
-        b.ids = labels
-            .into_iter()
-            .map(|l| {
-                let id = AuthFile::load(&b.path_of(&l)).ok().flatten().and_then(|f| f.account_id());
-                (l, id)
-            })
-            .collect();
+        let mut ids = Vec::new();
+        for l in labels {
+            let id = ctx.store_at(&b.path_of(&l))?.load().ok().flatten().and_then(|f| f.account_id());
+            ids.push((l, id));
+        }
+        b.ids = ids;
         Ok(Some(b))
     }
 
@@ -102,9 +100,10 @@ impl Judges {
         }
         let mut files = Vec::new();
         for p in &paths {
-            files.push(match llmx::home::read_optional(p)? {
+            let store = ctx.store_at(p)?;
+            files.push(match store.read()? {
                 None => None,
-                Some(b) => Some((AuthFile::parse(p, &b)?, b)),
+                Some((b, place)) => Some((store.parse(&b, place)?, b)),
             });
         }
         Ok(Some(Judges { files, of }))

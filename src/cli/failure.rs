@@ -176,7 +176,7 @@ impl From<AuthFileError> for Failure {
             AuthFileError::Corrupt { .. } => {
                 f.hint("fix or remove the file, then run `llmx login` (the file was left as it is)")
             }
-            AuthFileError::Home(_) => f,
+            AuthFileError::Home(_) | AuthFileError::Keyring(_) => f,
         }
     }
 }

@@ -37,13 +37,13 @@ pub struct FleetArgs {
     pub docker: crate::cli::docker_args::DockerArgs,
 }
 
-/// This machine's auth.json (the `--account` one's with it), parsed, and its bytes (`None`
-/// when there is none).
+/// This machine's login (the `--account` one's with it), parsed, and its bytes (`None` when
+/// there is none).
 pub fn local(ctx: &Ctx) -> Result<Option<(AuthFile, Vec<u8>)>, Failure> {
-    let path = ctx.auth_path()?;
-    match llmx::home::read_optional(&path)? {
+    let store = ctx.store()?;
+    match store.read()? {
         None => Ok(None),
-        Some(b) => Ok(Some((AuthFile::parse(&path, &b)?, b))),
+        Some((b, place)) => Ok(Some((store.parse(&b, place)?, b))),
     }
 }
 

@@ -129,12 +129,12 @@ fn copies_of_the_login_here(ctx: &Ctx) -> Vec<String> {
 struct Dest {
     accounts: Accounts,
     staged: Option<(Staging, Option<String>, Activate)>,
-    live: std::path::PathBuf,
+    live: llmx::auth::store::Store,
 }
 
 impl Dest {
     fn new(ctx: &Ctx, as_label: Option<&str>) -> Result<Dest, Failure> {
-        let accounts = Accounts::new(&ctx.home);
+        let accounts = ctx.accounts()?;
         let wanted = as_label.filter(|l| !l.is_empty());
         if let Some(l) = wanted {
             llmx::accounts::label::check(l).map_err(llmx::accounts::AccountsError::from)?;
@@ -144,12 +144,12 @@ impl Dest {
             None if accounts.exist() => Some((accounts.staging()?, None, Activate::Always)),
             None => None,
         };
-        Ok(Dest { accounts, staged, live: ctx.home.auth_path() })
+        Ok(Dest { accounts, staged, live: ctx.store_at(&ctx.home.auth_path())? })
     }
 
-    /// The file the login method writes.
-    fn path(&self) -> std::path::PathBuf {
-        self.staged.as_ref().map_or_else(|| self.live.clone(), |(s, ..)| s.auth_path())
+    /// The store the login method writes: the live one, or a staging file for an account.
+    fn store(&self) -> llmx::auth::store::Store {
+        self.staged.as_ref().map_or_else(|| self.live.clone(), |(s, ..)| llmx::auth::store::Store::file(&s.auth_path()))
     }
 
     /// Whether the login will replace the active one (not a `--as` beside it).
@@ -162,9 +162,11 @@ impl Dest {
     fn settle(&self, s: &mut LoginSucceeded) -> Result<Option<Added>, Failure> {
         let Some((staging, wanted, activate)) = &self.staged else { return Ok(None) };
         let added = self.accounts.add(&staging.auth_path(), wanted.as_deref(), *activate)?;
-        s.auth_file = if added.active { self.live.clone() } else { self.accounts.account_path(&added.label) }
-            .display()
-            .to_string();
+        s.auth_file = if added.active {
+            self.live.describe()
+        } else {
+            self.live.at(&self.accounts.account_path(&added.label)).describe()
+        };
         Ok(Some(added))
     }
 }
@@ -255,7 +257,7 @@ fn sign_in(ctx: &Ctx, args: LoginArgs, dest: &Dest) -> Result<u8, Failure> {
         port: args.port.unwrap_or(login::DEFAULT_PORT),
         port_fallback: args.port.is_none(),
         timeout: Duration::from_secs(timeout.unwrap_or(login::DEFAULT_TIMEOUT_SECS)),
-        auth_path: dest.path(),
+        store: dest.store(),
     };
     // One reader of stdin for the whole login: paste-back lines, and (with --end-on-stdin-eof)
     // its end, which stops the login like Ctrl-C.
@@ -284,7 +286,7 @@ fn sign_in(ctx: &Ctx, args: LoginArgs, dest: &Dest) -> Result<u8, Failure> {
             issuer: settings.auth_issuer.clone(),
             client_id: settings.auth_client_id.clone(),
             timeout: args.timeout.map(Duration::from_secs),
-            auth_path: dest.path(),
+            store: dest.store(),
         };
         match runtime.block_on(device::run(opts, sink.clone(), interrupt())) {
             // As DESIGN §8 says: device code off → the browser login, printing the URL.
@@ -466,7 +468,7 @@ fn with_api_key(dest: &Dest, json: bool) -> Result<u8, Failure> {
         api_key::ApiKeyError::Empty => Failure::usage(e.to_string()).hint(how),
         _ => Failure::usage(e.to_string()),
     })?;
-    let (s, added) = settle(login::save(&dest.path(), obtained), dest, json)?;
+    let (s, added) = settle(login::save(&dest.store(), obtained), dest, json)?;
     if !json {
         let key = s.api_key.as_deref().unwrap_or("***");
         let mut lines = vec![format!("Logged in using an API key - {key} (saved to {})", s.auth_file)];

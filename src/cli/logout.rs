@@ -10,6 +10,7 @@ use clap::Args;
 use llmx::auth::logout::Revocation;
 use llmx::auth::refresh::RECOVERY_FILE;
 use llmx::auth::status::format_unix;
+use llmx::auth::store::Store;
 use llmx::family::logout::{FamilyLogoutError, Scope, logout};
 use llmx::push::{Outcome, PushEvent};
 
@@ -63,7 +64,7 @@ pub struct LogoutArgs {
 
 pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     // With accounts: the account logged out (the active one by default) is forgotten after.
-    let accounts = llmx::accounts::Accounts::new(&ctx.home);
+    let accounts = ctx.accounts()?;
     let (path, account) = match &ctx.account {
         Some(label) => (accounts.resolve(label)?, Some(label.clone())),
         None if accounts.exist() => (ctx.home.auth_path(), accounts.adopt(false)?),
@@ -75,14 +76,15 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
         _ => Scope::Default,
     };
     let client = client(ctx)?;
-    if scope != Scope::Local && !warn_before_revoking(ctx, &path, scope, args.yes || args.dry_run)? {
+    let store = ctx.store_at(&path)?;
+    if scope != Scope::Local && !warn_before_revoking(ctx, &store, scope, args.yes || args.dry_run)? {
         return Err(Failure::new("logout cancelled: nothing was removed or revoked"));
     }
     let rt = crate::cli::runtime()?;
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
     let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
-    let done = rt.block_on(logout(&path, &client, scope, &resolve, 8, args.dry_run, &on_event)).map_err(|e| match e {
+    let done = rt.block_on(logout(&store, &client, scope, &resolve, 8, args.dry_run, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
             "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",
         ),
@@ -134,7 +136,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
                 path.display()
             )
         } else if done.local.removed {
-            "Logged out: removed ".to_string() + &path.display().to_string()
+            "Logged out: removed ".to_string() + &store.describe()
         } else {
             "Not logged in: nothing to remove".to_string()
         });
@@ -189,10 +191,10 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
 
 /// Before a revoke: one line saying it is account-wide, naming the machines the ledger knows
 /// signed in on their own; with `--everywhere` on a terminal, ask (unless `--yes`). Whether to go on.
-fn warn_before_revoking(ctx: &Ctx, path: &std::path::Path, scope: Scope, yes: bool) -> Result<bool, Failure> {
+fn warn_before_revoking(ctx: &Ctx, store: &Store, scope: Scope, yes: bool) -> Result<bool, Failure> {
     use llmx::family::ledger::Ledger;
     use std::io::IsTerminal;
-    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(path) else { return Ok(true) };
+    let Ok(Some(file)) = store.load() else { return Ok(true) };
     if file.tokens.as_ref().is_none_or(|t| t.refresh_token.is_empty()) {
         return Ok(true);
     }

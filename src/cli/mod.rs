@@ -23,6 +23,7 @@ mod schedule;
 mod signals;
 pub mod ssh_args;
 mod status;
+mod store_view;
 mod sync;
 mod token;
 mod tunnel;
@@ -33,6 +34,7 @@ pub use failure::{Failure, Kind};
 pub use output::clean_json;
 
 use clap::{Parser, Subcommand};
+use llmx::auth::store::Store;
 use llmx::config::{self, Override, Settings};
 use llmx::home::Home;
 use output::ColorChoice;
@@ -172,11 +174,28 @@ impl Ctx {
         match &self.account {
             None => Ok(self.home.auth_path()),
             Some(label) => {
-                let path = llmx::accounts::Accounts::new(&self.home).resolve(label)?;
+                let path = self.accounts()?.resolve(label)?;
                 output::verbose(format!("account {label}: {}", path.display()));
                 Ok(path)
             }
         }
+    }
+
+    /// The login store this command works on (`cli_auth_credentials_store` of config.toml or
+    /// `-c`), at [`Ctx::auth_path`]; what it does is shown with `-v`, its fall-backs as warnings.
+    pub fn store(&self) -> Result<Store, Failure> {
+        self.store_at(&self.auth_path()?)
+    }
+
+    /// The accounts of this home, with the configured store.
+    pub fn accounts(&self) -> Result<llmx::accounts::Accounts, Failure> {
+        Ok(llmx::accounts::Accounts::new(&self.home, &self.store_at(&self.home.auth_path())?))
+    }
+
+    /// The configured kind of store for the auth.json at `path` (an account's directory).
+    pub fn store_at(&self, path: &std::path::Path) -> Result<Store, Failure> {
+        let mode = config::load(&self.home.config_path(), &self.overrides)?.credentials_store;
+        Ok(Store::new(mode, path).observed(store_view::show))
     }
 
     pub fn settings(&self) -> Result<Settings, Failure> {

@@ -29,7 +29,7 @@ pub fn around(
 ) -> Result<u8, Failure> {
     let Some(spec) = &args.owner else { return sync() };
     let target = secret(spec)?;
-    let path = ctx.home.auth_path();
+    let store = ctx.store_at(&ctx.home.auth_path())?;
     let rt = crate::cli::runtime()?;
     let (mut owner, adopted) = rt.block_on(async {
         let cluster = Cluster::connect(&k8s).await.map_err(|e| Failure::target(&format!("--owner {spec}"), e))?;
@@ -40,12 +40,12 @@ pub fn around(
                 SecretTarget::new(cluster, ns, name)
             }
         };
-        owner::adopt(Box::new(t.compare_and_swap()), &path).await.map_err(failure)
+        owner::adopt(Box::new(t.compare_and_swap()), &store).await.map_err(failure)
     })?;
     report(&owner, adopted.as_str(), json)?;
     // Whatever the sync did (also when it failed after a refresh), a changed login goes back.
     let synced = sync();
-    let back = rt.block_on(owner.write_back(&path));
+    let back = rt.block_on(owner.write_back(&store));
     match back {
         Ok(outcome) => {
             report(&owner, if outcome == Outcome::Updated { "written-back" } else { "unchanged" }, json)?;
@@ -58,7 +58,7 @@ pub fn around(
             }
             Err(failure(e).hint(format!(
                 "the newest login is {} in this home: keep it (`llmx auth push --full {}`), or the next run writes it back",
-                path.display(),
+                store.describe(),
                 owner.label()
             )))
         }

@@ -68,7 +68,7 @@ pub fn run(ctx: &Ctx, args: PullArgs) -> Result<u8, Failure> {
         }
         let path = &path;
         match holders.as_mut_slice() {
-            [one] => pull(path, one, args.force, &client, &|_| {}).await.map_err(failure),
+            [one] => pull(&ctx.store_at(path)?, one, args.force, &client, &|_| {}).await.map_err(failure),
             [] => Err(Failure::new(format!("{}: nothing matches", args.target))),
             many => Err(Failure::usage(format!("{} matches {} containers; pull takes one", args.target, many.len()))
                 .hint("name one container: `llmx auth pull docker:NAME`")),

@@ -37,6 +37,7 @@ Examples:
   llmx auth push k8s:agents/deploy/workers      # every ready pod of a Deployment, through exec
   llmx auth push k8s:agents/secret/llmx-auth    # an Opaque Secret for pods to mount (no shell needed)
   llmx auth push --context prod k8s:pod/agent-0/sidecar
+  llmx auth push --store file ssh:box           # its agent reads the keyring: make it read the pushed file
 
 Each target is recorded in the ledger ($LLMX_HOME/ledger.json) the moment it is written: see
 `llmx auth where`, `llmx auth sync`, `llmx auth remove`. A home where the ledger cannot be written
@@ -47,6 +48,9 @@ host) are written once.
 
 Outcomes: created, updated, unchanged, skipped (the target holds a fresher login of the
 same account; --force overwrites it), failed. Exit status 0 only when no target failed.
+A target whose config.toml says cli_auth_credentials_store = \"keyring\" (or \"auto\") is named:
+the agent there reads its keyring, not the pushed file; --store file also sets
+cli_auth_credentials_store = \"file\" in that config.toml (the rest of it kept as it is).
 Copying a ChatGPT login shares one refresh token: see `llmx auth tunnel` for a separate
 login per machine, or push an API key.";
 
@@ -91,6 +95,12 @@ pub struct PushArgs {
     /// refresh token, and the first that refreshes signs the others out
     #[arg(long)]
     pub full: bool,
+
+    /// On a target whose agent reads its keyring (cli_auth_credentials_store = "keyring" or
+    /// "auto" in its config.toml), also set cli_auth_credentials_store = "file" there, keeping
+    /// the rest of that config.toml, so that the agent reads the pushed file
+    #[arg(long, value_name = "file", value_parser = ["file"])]
+    pub store: Option<String>,
 
     #[command(flatten)]
     pub ssh: SshArgs,
@@ -263,16 +273,16 @@ pub fn check_remote_home(p: Option<&str>) -> Result<(), Failure> {
 /// A ChatGPT login whose access token expires within 5 minutes is refreshed (under the lock)
 /// before it is copied anywhere: a copy that must refresh at once is a copy about to race.
 fn refresh_if_expiring(ctx: &Ctx, dry_run: bool) -> Result<(), Failure> {
-    let path = ctx.auth_path()?;
-    let Ok(Some(file)) = llmx::auth::file::AuthFile::load(&path) else { return Ok(()) };
+    let store = ctx.store()?;
+    let Ok(Some(file)) = store.load() else { return Ok(()) };
     let now = time::OffsetDateTime::now_utc();
     if dry_run || !refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now) {
         return Ok(());
     }
     let client = crate::cli::refresh::client(ctx)?;
     let when = refresh::When::ExpiresWithin(refresh::EXPIRY_MARGIN);
-    let (path, r) = crate::cli::refresh::refresh_current(ctx, &client, when)?;
-    r.map(|_| ()).map_err(|e| crate::cli::refresh::failure(e, &path))
+    let (store, r) = crate::cli::refresh::refresh_current(ctx, &client, when)?;
+    r.map(|_| ()).map_err(|e| crate::cli::refresh::failure(e, store.path()))
 }
 
 /// The key in `OPENAI_API_KEY` (for `--from-env`), as the auth.json `llmx login --with-api-key`
@@ -295,13 +305,13 @@ fn env_api_key() -> Option<String> {
 /// This machine's auth.json. When there is none but `OPENAI_API_KEY` is set (so `login status`
 /// says logged in), say that the key is in the environment, not in a file, and how to push it.
 fn local_credential(ctx: &Ctx) -> Result<LocalCredential, Failure> {
-    let path = ctx.auth_path()?;
-    LocalCredential::load(&path).map_err(|e| match e {
+    let store = ctx.store()?;
+    LocalCredential::load(&store).map_err(|e| match e {
         LocalError::Missing { .. } | LocalError::Empty { .. } if env_api_key().is_some() => Failure::of(
             Kind::NotLoggedIn,
             format!(
                 "the API key in use here is in the OPENAI_API_KEY environment variable, not in {}: nothing to push",
-                path.display()
+                store.describe()
             ),
         )
         .hint("push the key itself with `llmx auth push --from-env TARGET`, or save it first: `printenv OPENAI_API_KEY | llmx login --with-api-key`"),
@@ -365,6 +375,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),
         pushed_before,
+        store_file: args.store.is_some(),
         stop: Default::default(),
     };
     let recorder =

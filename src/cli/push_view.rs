@@ -269,6 +269,11 @@ fn outcome_text(r: &TargetReport) -> String {
     if let (Some(why), Outcome::Unchanged) = (&r.reason, r.outcome) {
         text.push_str(&format!(" ({why})"));
     }
+    match r.store_set_to_file {
+        Some(true) => text.push_str(" (config.toml now sets cli_auth_credentials_store = \"file\")"),
+        Some(false) => text.push_str(" (cli_auth_credentials_store in config.toml could not be changed)"),
+        None => {}
+    }
     if let Some(h) = &r.hint {
         text.push_str(&format!(" (hint: {h})"));
     }

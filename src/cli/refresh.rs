@@ -10,6 +10,7 @@ use clap::Args;
 use llmx::auth::oauth::{OAuthClient, RefreshError};
 use llmx::auth::refresh::{self, RefreshFailure, RefreshOutcome, When};
 use llmx::auth::status::format_unix;
+use llmx::auth::store::Store;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -39,7 +40,8 @@ pub fn client(ctx: &Ctx) -> Result<OAuthClient, Failure> {
 
 pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
     let client = client(ctx)?;
-    let (path, result) = refresh_current(ctx, &client, When::Always)?;
+    let (store, result) = refresh_current(ctx, &client, When::Always)?;
+    let path = store.path().to_path_buf();
     let (r, by_other) = match result {
         Ok(RefreshOutcome::Refreshed(r)) => (r, false),
         Ok(RefreshOutcome::AlreadyRefreshed(r)) => (r, true),
@@ -67,7 +69,7 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
         output::json_line(&serde_json::json!({
             "refreshed": true,
             "by_another_process": by_other,
-            "auth_file": path.display().to_string(),
+            "auth_file": store.describe(),
             "email": r.email,
             "last_refresh": r.last_refresh,
             "access_token_expires_at": expires,
@@ -89,22 +91,22 @@ pub fn run(ctx: &Ctx, args: RefreshArgs) -> Result<u8, Failure> {
 }
 
 /// Refresh the login this command works on (`--account`'s, else the live one): returns the
-/// path it was at. An account made active while the refresh waited for its lock is refreshed
+/// store it was in. An account made active while the refresh waited for its lock is refreshed
 /// where it now lives, the live file (once; `RefreshFailure::Moved`).
 pub fn refresh_current(
     ctx: &Ctx,
     client: &OAuthClient,
     when: When,
-) -> Result<(std::path::PathBuf, Result<RefreshOutcome, RefreshFailure>), Failure> {
+) -> Result<(Store, Result<RefreshOutcome, RefreshFailure>), Failure> {
     let runtime = crate::cli::runtime()?;
-    let live = ctx.home.auth_path();
-    let mut path = ctx.auth_path()?;
-    let mut r = runtime.block_on(refresh::refresh_home(&path, client, when, Some(&live)));
-    if let Err(RefreshFailure::Moved { live, .. }) = &r {
-        path = live.clone();
-        r = runtime.block_on(refresh::refresh_home(&path, client, when, None));
+    let live = ctx.store_at(&ctx.home.auth_path())?;
+    let mut store = ctx.store()?;
+    let mut r = runtime.block_on(refresh::refresh_home(&store, client, when, Some(&live)));
+    if let Err(RefreshFailure::Moved { .. }) = &r {
+        store = live;
+        r = runtime.block_on(refresh::refresh_home(&store, client, when, None));
     }
-    Ok((path, r))
+    Ok((store, r))
 }
 
 /// The one mapping of refresh failures to messages and hints (refresh, push, sync use it).

@@ -4,10 +4,11 @@
 use crate::cli::ssh_args::SshArgs;
 use crate::cli::{Ctx, Failure, output, push};
 use clap::Args;
-use llmx::auth::file::AuthFile;
 use llmx::auth::select::Source;
 use llmx::auth::status::StatusReport;
+use llmx::auth::store::{Place, Store};
 use llmx::config::AuthMethod;
+use llmx::config::CredentialsStore;
 use llmx::targets::TargetSpec;
 use llmx::targets::resolve::ResolveOptions;
 
@@ -168,6 +169,15 @@ fn who(r: &StatusReport) -> String {
     }
 }
 
+/// What a target's store means for the auth.json llmx reads and writes there.
+pub fn target_store_note(store: &str) -> Option<&'static str> {
+    match store {
+        "keyring" => Some("the agent there reads its login from the OS keyring: this auth.json is ignored"),
+        "auto" => Some("the agent there reads the OS keyring first: a keyring entry there shadows this auth.json"),
+        _ => None,
+    }
+}
+
 /// The credential on one target, read through the push engine's target layer.
 fn run_target(
     ctx: &Ctx,
@@ -206,29 +216,76 @@ fn run_target(
         if let (Some(u), Some(g), Some(m)) = (status.uid, status.gid, &status.mode) {
             lines.push(format!("    File: owner {u}:{g}, mode {m}"));
         }
+        if let Some(store) = &status.store {
+            lines.push(format!("  Store: {store} (cli_auth_credentials_store of the agent there)"));
+        }
         output::lines(&lines)?;
+        if let Some(note) = status.store.as_deref().and_then(target_store_note) {
+            output::warning(&format!("{}: {note}", status.target), Some(llmx::push::KEYRING_TARGET_HINT));
+        }
     }
     Ok(if status.report.logged_in { 0 } else { 1 })
 }
 
 pub fn run(ctx: &Ctx, args: StatusArgs) -> Result<u8, Failure> {
     let settings = ctx.settings()?;
-    let path = ctx.auth_path()?;
-    let file = AuthFile::load(&path)?;
+    let store = ctx.store()?;
+    let loaded = store.load_with_place()?;
+    let place = loaded.as_ref().map(|(_, p)| *p);
+    let file = loaded.map(|(f, _)| f);
+    let origin = place.map_or_else(|| store.describe(), |p| store.name_of(p));
+    let differ = store.differing().is_some();
+    if store.mode() == CredentialsStore::Keyring && place.is_none() && store.path().is_file() {
+        output::warning(
+            &format!(
+                "{} is there, but cli_auth_credentials_store = \"keyring\" reads only the keyring: the agent ignores that file",
+                store.path().display()
+            ),
+            Some(
+                "log in again (it saves to the keyring and deletes auth.json), or set cli_auth_credentials_store = \"file\"",
+            ),
+        );
+    }
     let env_key = std::env::var("OPENAI_API_KEY").ok();
     let report = StatusReport::build(settings.preference(), env_key.as_deref(), file.as_ref());
+    let used = store_used(&store, place);
     if args.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             #[serde(flatten)]
             report: &'a StatusReport,
             auth_file: String,
+            store: String,
+            store_setting: &'static str,
+            store_used: Option<&'static str>,
+            stores_differ: bool,
         }
-        output::json_line(&Out { report: &report, auth_file: path.display().to_string() })?;
+        output::json_line(&Out {
+            report: &report,
+            auth_file: origin,
+            store: used,
+            store_setting: store.mode().as_str(),
+            store_used: place.map(Place::as_str),
+            stores_differ: differ,
+        })?;
     } else {
-        output::lines(&describe(&report, &path.display().to_string()))?;
+        let mut lines = describe(&report, &origin);
+        lines.push(format!("  Store: {used}"));
+        output::lines(&lines)?;
     }
     Ok(if report.logged_in { 0 } else { 1 })
+}
+
+/// The store as status shows it: `file`, `keyring`, or `auto → keyring` / `auto → file` (the
+/// place the login was read from; with nothing read, where a login would be saved).
+pub fn store_used(store: &Store, place: Option<Place>) -> String {
+    match store.mode() {
+        CredentialsStore::Auto => {
+            let fallback = if store.fell_back() { Place::File } else { Place::Keyring };
+            format!("auto → {}", place.unwrap_or(fallback).as_str())
+        }
+        mode => mode.as_str().to_string(),
+    }
 }
 
 /// Human lines for a report; `origin` names the file the credential came from.

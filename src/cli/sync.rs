@@ -86,17 +86,18 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
         },
         dry_run: args.dry_run,
         ledger_dir: Some(ctx.home.dir().to_path_buf()),
-        live: Some(ctx.home.auth_path()),
+        live: Some(ctx.store_at(&ctx.home.auth_path())?),
     };
     // With accounts: one run per account over its own holders (one refresh each at most).
     let mut code = 0;
     for run in crate::cli::accounts::sync_runs(ctx, !specs.is_empty(), &ledger)? {
-        code = code.max(sync_one(&args, &specs, &client, &opts, run)?);
+        code = code.max(sync_one(ctx, &args, &specs, &client, &opts, run)?);
     }
     Ok(code)
 }
 
 fn sync_one(
+    ctx: &Ctx,
     args: &SyncArgs,
     specs: &[llmx::targets::TargetSpec],
     client: &llmx::auth::oauth::OAuthClient,
@@ -104,6 +105,7 @@ fn sync_one(
     run: crate::cli::accounts::SyncRun,
 ) -> Result<u8, Failure> {
     let crate::cli::accounts::SyncRun { label, path, ledger } = run;
+    let store = ctx.store_at(&path)?;
     let rt = crate::cli::runtime()?;
     rt.block_on(async {
         let resolve = args.fleet.k8s.resolve_options_for(&args.fleet.ssh, &args.fleet.docker, args.dry_run);
@@ -111,7 +113,7 @@ fn sync_one(
         let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
         let view = PushView::new(args.fleet.json, &labels);
         let on_event = |e: PushEvent<'_>| view.on_event(e);
-        let s = sync(&path, &mut holders, client, opts, &on_event).await.map_err(|e| failure(e, &path))?;
+        let s = sync(&store, &mut holders, client, opts, &on_event).await.map_err(|e| failure(e, &path))?;
         let mut extra = serde_json::Map::new();
         extra.insert("account".into(), label.clone().into());
         extra.insert("local".into(), serde_json::to_value(&s.local).unwrap_or_default());

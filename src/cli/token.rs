@@ -6,7 +6,6 @@
 
 use crate::cli::{Ctx, Failure, Kind, output};
 use clap::Args;
-use llmx::auth::file::AuthFile;
 use llmx::auth::refresh::{self, When};
 use llmx::auth::status::format_unix;
 
@@ -29,24 +28,24 @@ pub struct TokenArgs {
 }
 
 pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
-    let path = ctx.auth_path()?;
+    let store = ctx.store()?;
     let not_chatgpt = || {
         Failure::of(
             Kind::NotLoggedIn,
-            format!("no ChatGPT login in {}: there is no access token to print", path.display()),
+            format!("no ChatGPT login in {}: there is no access token to print", store.describe()),
         )
         .hint("sign in with `llmx login` (an API key is used as it is: see `llmx login status`)")
     };
-    let file = AuthFile::load(&path)?.ok_or_else(not_chatgpt)?;
+    let file = store.load()?.ok_or_else(not_chatgpt)?;
     let tokens = file.tokens.as_ref().ok_or_else(not_chatgpt)?;
     let now = time::OffsetDateTime::now_utc();
     let expiring = refresh::expires_within(&file, refresh::EXPIRY_MARGIN, now);
     let file = if expiring && !tokens.refresh_token.is_empty() {
         let client = crate::cli::refresh::client(ctx)?;
-        let (path, r) =
+        let (store, r) =
             crate::cli::refresh::refresh_current(ctx, &client, When::ExpiresWithin(refresh::EXPIRY_MARGIN))?;
-        r.map_err(|e| crate::cli::refresh::failure(e, &path))?;
-        AuthFile::load(&path)?.ok_or_else(not_chatgpt)?
+        r.map_err(|e| crate::cli::refresh::failure(e, store.path()))?;
+        store.load()?.ok_or_else(not_chatgpt)?
     } else {
         file
     };
@@ -55,7 +54,7 @@ pub fn run(ctx: &Ctx, args: TokenArgs) -> Result<u8, Failure> {
     if tokens.refresh_token.is_empty() && exp.is_some_and(|e| e <= now.unix_timestamp()) {
         return Err(Failure::of(
             Kind::NotLoggedIn,
-            format!("{} holds a lease whose access token has expired", path.display()),
+            format!("{} holds a lease whose access token has expired", store.describe()),
         )
         .hint("the machine that pushed it renews it with `llmx auth sync`"));
     }

@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
     })?;
     if args.json {
         output::json_line(&serde_json::json!({
-            "auth_file": ctx.home.auth_path().display().to_string(),
+            "auth_file": ctx.store()?.describe(),
             "local_last_refresh": survey.local_last_refresh,
             "local_account_id": survey.local_account_id,
             "holders": survey.holders,
@@ -107,6 +107,9 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
             }
             if let Some(a) = &h.account {
                 text.push_str(&format!("  (account {a})"));
+            }
+            if let Some(note) = h.store.as_deref().and_then(crate::cli::status::target_store_note) {
+                text.push_str(&format!("  (store {}: {note})", h.store.as_deref().unwrap_or_default()));
             }
             // ✓ a working copy of this login's lineage; ✗ anything else (issue 20 item 5).
             let works = h.state.in_lineage() && h.state != State::Expired;

@@ -13,7 +13,7 @@ use crate::auth::claims::IdClaims;
 use crate::auth::file::AuthFile;
 use crate::auth::oauth::OAuthClient;
 use crate::auth::refresh::refresh_and_save;
-use std::path::Path;
+use crate::auth::store::Store;
 
 /// Why a holder's copy was not adopted, and whether the issuer was called (its refresh token
 /// may then be spent).
@@ -23,10 +23,10 @@ pub struct NotAdopted {
     pub issuer_called: bool,
 }
 
-/// Refresh `theirs`' refresh token inside `local` and save the result at `auth_path` (the
+/// Refresh `theirs`' refresh token inside `local` and save the result in `store` (the
 /// caller holds the home's lock). The new file, or why not.
 pub async fn adopt(
-    auth_path: &Path,
+    store: &Store,
     local: &AuthFile,
     theirs: &AuthFile,
     client: &OAuthClient,
@@ -42,7 +42,7 @@ pub async fn adopt(
     tokens.refresh_token = their_rt;
     // The account the issuer's answer must name is this machine's, never the holder's claim.
     tokens.account_id = Some(account.clone());
-    match refresh_and_save(&candidate, auth_path, client).await {
+    match refresh_and_save(&candidate, store, client).await {
         Ok((new, _)) => {
             let named = new.tokens.as_ref().and_then(|t| IdClaims::parse(t.id_token.expose()).ok()?.account_id);
             if named.as_deref() != Some(account.as_str()) {

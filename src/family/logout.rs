@@ -12,10 +12,8 @@ use super::{Holder, holders_from_ledger};
 use crate::auth::file::AuthFile;
 use crate::auth::logout::{LoggedOut, LogoutError};
 use crate::auth::oauth::OAuthClient;
-use crate::home::read_optional;
 use crate::push::{EventFn, TargetReport};
 use crate::targets::resolve::ResolveOptions;
-use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -81,7 +79,7 @@ pub fn signed_in_separately(ledger: &Ledger, local: &AuthFile) -> Vec<String> {
 }
 
 pub async fn logout(
-    auth_path: &Path,
+    store: &crate::auth::store::Store,
     client: &OAuthClient,
     scope: Scope,
     resolve: &ResolveOptions,
@@ -89,14 +87,14 @@ pub async fn logout(
     dry_run: bool,
     on_event: EventFn<'_>,
 ) -> Result<FamilyLoggedOut, FamilyLogoutError> {
-    let dir = auth_path.parent().unwrap_or(Path::new("."));
+    let dir = store.dir();
     if scope == Scope::Local {
-        let local = crate::auth::logout::logout(auth_path, None).await?;
+        let local = crate::auth::logout::logout(store, None).await?;
         return Ok(FamilyLoggedOut { local, remote: Vec::new(), ledger_unreadable: None, access_expires_at: None });
     }
-    // A file that cannot be read or parsed holds no lineage to protect; nor does an API key.
-    let bytes = read_optional(auth_path).ok().flatten();
-    let file = bytes.as_deref().and_then(|b| AuthFile::parse(auth_path, b).ok()).filter(|f| f.tokens.is_some());
+    // A login that cannot be read or parsed holds no lineage to protect; nor does an API key.
+    let bytes = store.read().ok().flatten().map(|(b, _)| b);
+    let file = bytes.as_deref().and_then(|b| AuthFile::parse(store.path(), b).ok()).filter(|f| f.tokens.is_some());
     let access_expires_at = file
         .as_ref()
         .and_then(|f| f.tokens.as_ref())
@@ -133,6 +131,6 @@ pub async fn logout(
             LoggedOut { removed: false, revocation: crate::auth::logout::Revocation::NotAttempted, recovered: None };
         return Ok(FamilyLoggedOut { local, remote, ledger_unreadable, access_expires_at });
     }
-    let local = crate::auth::logout::logout(auth_path, Some(client)).await?;
+    let local = crate::auth::logout::logout(store, Some(client)).await?;
     Ok(FamilyLoggedOut { local, remote, ledger_unreadable, access_expires_at })
 }

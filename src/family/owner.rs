@@ -18,7 +18,7 @@
 
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
-use crate::home::{read_optional, write_private};
+use crate::auth::store::Store;
 use crate::push::Outcome;
 use crate::targets::{Location, Target, TargetError};
 use std::path::Path;
@@ -89,7 +89,7 @@ fn full(bytes: &[u8]) -> Result<AuthFile, &'static str> {
 }
 
 /// Read the owner's copy and make it this home's login (step 1 above).
-pub async fn adopt(mut target: Box<dyn Target>, auth_path: &Path) -> Result<(Owner, Adopted), OwnerError> {
+pub async fn adopt(mut target: Box<dyn Target>, store: &Store) -> Result<(Owner, Adopted), OwnerError> {
     let label = target.label();
     let failed = |error: TargetError| OwnerError::Target { label: label.clone(), error };
     let loc = target.locate(None, &|_| {}).await.map_err(failed)?;
@@ -97,9 +97,8 @@ pub async fn adopt(mut target: Box<dyn Target>, auth_path: &Path) -> Result<(Own
     let theirs = theirs.ok_or_else(|| OwnerError::Empty { label: label.clone() })?;
     let owner_file = full(&theirs).map_err(|what| OwnerError::NotFull { label: label.clone(), what })?;
 
-    let dir = auth_path.parent().unwrap_or(Path::new("."));
-    let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let mine = read_optional(auth_path).map_err(AuthFileError::from)?;
+    let _lock = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
+    let mine = store.read()?.map(|(b, _)| b);
     let mut owner = Owner { target, loc, seen: theirs };
     if mine.as_deref() == Some(owner.seen.as_slice()) {
         return Ok((owner, Adopted::Same));
@@ -111,7 +110,7 @@ pub async fn adopt(mut target: Box<dyn Target>, auth_path: &Path) -> Result<(Own
         owner.put(&bytes).await?;
         return Ok((owner, Adopted::WroteBack));
     }
-    write_private(auth_path, &owner.seen).map_err(AuthFileError::from)?;
+    store.write(&owner.seen)?;
     Ok((owner, Adopted::Seeded))
 }
 
@@ -121,12 +120,11 @@ impl Owner {
     }
 
     /// Write this home's auth.json back to the owner when it changed (step 3 above).
-    pub async fn write_back(&mut self, auth_path: &Path) -> Result<Outcome, OwnerError> {
-        let dir = auth_path.parent().unwrap_or(Path::new("."));
-        let _lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
+    pub async fn write_back(&mut self, store: &Store) -> Result<Outcome, OwnerError> {
+        let _lock = AuthLock::acquire(store.dir(), DEFAULT_WAIT)?;
         let label = self.label();
         let refused = |what| OwnerError::Refused { label: label.clone(), what };
-        let mine = read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(|| refused("no login"))?;
+        let mine = store.read()?.map(|(b, _)| b).ok_or_else(|| refused("no login"))?;
         if mine == self.seen {
             return Ok(Outcome::Unchanged);
         }

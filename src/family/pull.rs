@@ -9,10 +9,9 @@ use super::{Holder, Local, State, classify, probe};
 use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
-use crate::home::{read_optional, write_private};
+use crate::auth::store::Store;
 use crate::targets::{StepFn, TargetError};
 use serde::Serialize;
-use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -47,27 +46,27 @@ pub struct Pulled {
     pub last_refresh: Option<String>,
 }
 
-/// Adopt `holder`'s copy into the auth.json at `auth_path`. A fresher full copy of this account
+/// Adopt `holder`'s copy into this home's login in `store`. A fresher full copy of this account
 /// is adopted on the issuer's word ([`super::adopt`]): its refresh token is refreshed here, and
 /// the renewed login is written back to the holder (whose own copy that refresh retired). With
 /// `force` the holder's bytes are taken as they are (the user's explicit choice). The holder is
 /// read before the home's lock is taken; the lock covers only the local read-decide-write.
 pub async fn pull(
-    auth_path: &Path,
+    store: &Store,
     holder: &mut Holder,
     force: bool,
     client: &OAuthClient,
     step: StepFn<'_>,
 ) -> Result<Pulled, PullError> {
-    let dir = auth_path.parent().unwrap_or(Path::new("."));
+    let dir = store.dir();
     let label = holder.target.label();
     let p = probe(holder, step).await.map_err(|source| PullError::Target { target: label.clone(), source })?;
     let path = p.loc.auth_path();
     let remote = p.file.as_ref().map(|f| f.bytes.as_slice());
     let lock = AuthLock::acquire(dir, DEFAULT_WAIT)?;
-    let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?;
+    let local_bytes = store.read()?.map(|(b, _)| b);
     let local = match &local_bytes {
-        Some(b) => Some(AuthFile::parse(auth_path, b)?),
+        Some(b) => Some(AuthFile::parse(store.path(), b)?),
         None => None,
     };
     let lease = local.as_ref().and_then(Local::lease_bytes);
@@ -118,7 +117,7 @@ pub async fn pull(
     let their_bytes = p.file.as_ref().map(|f| f.bytes.clone()).unwrap_or_default();
     let verified = adopt && state == State::Fresher && !force;
     let (bytes, write_back) = match (verified, &local, &theirs) {
-        (true, Some(local), Some(theirs)) => match super::adopt::adopt(auth_path, local, theirs, client).await {
+        (true, Some(local), Some(theirs)) => match super::adopt::adopt(store, local, theirs, client).await {
             Ok(new) => (new.to_bytes(), true),
             Err(why) => {
                 return Err(refuse(
@@ -131,7 +130,7 @@ pub async fn pull(
         },
         _ => {
             if adopt {
-                write_private(auth_path, &their_bytes).map_err(AuthFileError::from)?;
+                store.write(&their_bytes)?;
             }
             (their_bytes.clone(), false)
         }
@@ -151,7 +150,7 @@ pub async fn pull(
         entry.route = route;
         l.upsert(entry)
     })?;
-    let file = AuthFile::parse(auth_path, &bytes).ok();
+    let file = AuthFile::parse(store.path(), &bytes).ok();
     Ok(Pulled {
         target: label,
         path,

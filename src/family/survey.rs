@@ -32,6 +32,9 @@ pub struct Holding {
     /// The account the ledger binds it to (`push --account`), when it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The agent's `cli_auth_credentials_store` there (`keyring`/`auto`: it may not read the copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// Every holder, in ledger order, and the local login's `last_refresh`.
@@ -101,6 +104,7 @@ async fn look(
         kind: h.entry.as_ref().map(|e| e.kind()),
         lease_expires_at: None,
         account: h.entry.as_ref().and_then(|e| e.account.clone()),
+        store: None,
     };
     match probe(h, step).await {
         Err(e) => {
@@ -112,6 +116,7 @@ async fn look(
         }
         Ok(p) => {
             let path = p.loc.auth_path();
+            out.store = p.loc.store.clone();
             let (state, file) = classify(local, p.file.as_ref().map(|f| f.bytes.as_slice()), &path, window);
             if let Some(f) = &file {
                 let found = Kind::of_written(f);

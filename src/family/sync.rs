@@ -25,10 +25,9 @@ use crate::auth::file::{AuthFile, AuthFileError};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
 use crate::auth::oauth::OAuthClient;
 use crate::auth::refresh::{RefreshFailure, expires_within, refresh_and_save};
-use crate::home::read_optional;
+use crate::auth::store::Store;
 use crate::push::{EventFn, Outcome, PushEvent, TargetReport};
 use crate::targets::TargetError;
-use std::path::Path;
 use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Clone)]
@@ -43,10 +42,10 @@ pub struct SyncOptions {
     /// The home whose ledger records the writes, when the login is not the home's own
     /// auth.json (an account's, DESIGN.md §11); `None`: the directory of the auth.json.
     pub ledger_dir: Option<std::path::PathBuf>,
-    /// The live auth.json, when the login synced is a non-active account's: a sync that finds,
-    /// under the lock, that the account was made active meanwhile refreshes nothing
+    /// The live login's store, when the login synced is a non-active account's: a sync that
+    /// finds, under the lock, that the account was made active meanwhile refreshes nothing
     /// (`check_not_live`).
-    pub live: Option<std::path::PathBuf>,
+    pub live: Option<crate::auth::store::Store>,
 }
 
 impl Default for SyncOptions {
@@ -98,18 +97,18 @@ impl SyncSummary {
     }
 }
 
-/// Sync the login at `auth_path` with `holders`.
+/// Sync the login in `store` with `holders`.
 pub async fn sync(
-    auth_path: &Path,
+    store: &Store,
     holders: &mut [Holder],
     client: &OAuthClient,
     opts: &SyncOptions,
     on_event: EventFn<'_>,
 ) -> Result<SyncSummary, SyncError> {
-    let dir = auth_path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let no_login = || SyncError::NoLogin { path: auth_path.to_path_buf() };
-    let has_login = |bytes: &[u8]| AuthFile::parse(auth_path, bytes).map(|f| f.tokens.is_some());
-    if !has_login(&read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?)? {
+    let dir = store.dir().to_path_buf();
+    let no_login = || SyncError::NoLogin { path: store.path().to_path_buf() };
+    let has_login = |bytes: &[u8]| AuthFile::parse(store.path(), bytes).map(|f| f.tokens.is_some());
+    if !has_login(&store.read()?.map(|(b, _)| b).ok_or_else(no_login)?)? {
         return Err(no_login());
     }
     let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();
@@ -127,13 +126,13 @@ pub async fn sync(
     // 2. Decide and refresh under the lock (re-reading the local login).
     let decided = {
         let _lock = AuthLock::acquire(&dir, DEFAULT_WAIT)?;
-        let local_bytes = read_optional(auth_path).map_err(AuthFileError::from)?.ok_or_else(no_login)?;
-        let local = AuthFile::parse(auth_path, &local_bytes)?;
+        let local_bytes = store.read()?.map(|(b, _)| b).ok_or_else(no_login)?;
+        let local = AuthFile::parse(store.path(), &local_bytes)?;
         if local.tokens.is_none() {
             return Err(no_login());
         }
-        crate::auth::refresh::check_not_live(auth_path, &local, opts.live.as_deref())?;
-        decide_and_refresh(auth_path, &local, &local_bytes, &probes, &labels, client, opts).await?
+        crate::auth::refresh::check_not_live(store, &local, opts.live.as_ref())?;
+        decide_and_refresh(store, &local, &local_bytes, &probes, &labels, client, opts).await?
     };
 
     // 3. Write each holder its file, without the lock.
@@ -186,7 +185,7 @@ pub async fn sync(
         let items: Vec<(&TargetReport, &[u8])> = written.iter().map(|(r, b)| (r, b.as_slice())).collect();
         super::ledger::record_written(opts.ledger_dir.as_deref().unwrap_or(&dir), &items, None)?;
     }
-    let new_file = AuthFile::parse(auth_path, full).ok();
+    let new_file = AuthFile::parse(store.path(), full).ok();
     Ok(SyncSummary {
         local: decided.local_report,
         reports: written.into_iter().map(|(r, _)| r).collect(),
@@ -234,7 +233,7 @@ struct Decided {
 }
 
 async fn decide_and_refresh(
-    auth_path: &Path,
+    store: &Store,
     local: &AuthFile,
     local_bytes: &[u8],
     probes: &[Result<Probed, TargetError>],
@@ -276,7 +275,7 @@ async fn decide_and_refresh(
     let mut refused = std::collections::HashMap::new();
     if let Some(i) = best.filter(|_| !opts.dry_run) {
         let result = match states[i].1.as_ref() {
-            Some(theirs) => super::adopt::adopt(auth_path, local, theirs, client).await,
+            Some(theirs) => super::adopt::adopt(store, local, theirs, client).await,
             None => Err(super::adopt::NotAdopted { reason: "it holds no login".into(), issuer_called: false }),
         };
         match result {
@@ -298,7 +297,7 @@ async fn decide_and_refresh(
         // Adopting was a refresh: the login is as fresh as it gets.
         Some(file) => (file, true),
         None if due && !opts.dry_run => {
-            let (new, _) = refresh_and_save(local, auth_path, client).await?;
+            let (new, _) = refresh_and_save(local, store, client).await?;
             issuer_calls += 1;
             (new, true)
         }
@@ -309,7 +308,7 @@ async fn decide_and_refresh(
 
     let outcome = if changed || (opts.dry_run && due) { Outcome::Updated } else { Outcome::Unchanged };
     let mut local_report = TargetReport::new("local".into(), outcome, None);
-    local_report.path = Some(auth_path.display().to_string());
+    local_report.path = Some(store.describe());
     local_report.dry_run = opts.dry_run;
     if opts.dry_run && due {
         local_report.reason = Some("would refresh here first".into());

@@ -7,7 +7,9 @@
 //!
 //! The protocol, in order:
 //!
-//! 1. The script prints `llmx1 UID GID HOME`, then the current auth.json (its `ls -ln` line, whose
+//! 1. The script prints `llmx1 UID GID HOME`, then `store VALUE`: the home's config.toml's
+//!    `cli_auth_credentials_store` (`-` when unset; read with shell builtins only, so no extra
+//!    process and no extra connection), then the current auth.json (its `ls -ln` line, whose
 //!    size field says how many bytes follow, then the bytes; both from one open descriptor, so a
 //!    rename in between cannot make them disagree), `none`, `symlink` or `dirlink` (auth.json or
 //!    its directory is a symbolic link:
@@ -30,7 +32,9 @@
 //!    0600, owned by the user, with one link, and exactly N bytes long (a connection cut
 //!    mid-transfer ends the input early: the short temp file is removed, auth.json is untouched);
 //!    then `mv -f`s it over auth.json (one `rename(2)`: readers see the old file or the new one)
-//!    and prints `done` and the file again, read back as in step 1.
+//!    and prints `done` and the file again, read back as in step 1. A `write N SUFFIX file`
+//!    (push `--store file`) first sets `cli_auth_credentials_store = "file"` in the home's
+//!    config.toml and prints `store file` (or `store kept` when it could not).
 //!
 //! Every process the script starts costs the target a fork and an exec, so it starts few: `id`,
 //! `ls` and `cat` for the header; `ls` of the directory, `head`, the `ls` of the check, `mv`, `ls`
@@ -74,12 +78,42 @@ f=${d%/}/auth.json
 i=$(id); U=${i#uid=}; U=${U%%[!0-9]*}; G=${i#* gid=}; G=${G%%[!0-9]*}
 [ -n "$U" ] || U=$(id -u); [ -n "$G" ] || G=$(id -g)
 printf 'llmx1 %s %s %s\n' "$U" "$G" "$d"
+s=-; c=${d%/}/config.toml
+if [ -f "$c" ] && [ -r "$c" ] && [ ! -L "$c" ]; then
+  while IFS= read -r k || [ -n "$k" ]; do
+    k=${k#"${k%%[! 	]*}"}
+    case $k in \[*) break;; cli_auth_credentials_store*) ;; *) continue;; esac
+    r=${k#cli_auth_credentials_store}; r=${r#"${r%%[! 	]*}"}
+    case $r in =*) ;; *) continue;; esac
+    r=${r#=}; r=${r#"${r%%[! 	]*}"}; r=${r#[\"\']}; s=${r%%[\"\' 	#]*}
+    case $s in ''|*[!a-z]*) s=?;; esac
+    break
+  done <"$c"
+fi
+echo "store $s"
+setfile() {
+  [ ! -L "$c" ] || return 1
+  if [ ! -e "$c" ]; then echo 'cli_auth_credentials_store = "file"' >"$c"; return; fi
+  [ -f "$c" ] && [ -r "$c" ] && [ -w "$c" ] || return 1
+  o=${d%/}/.config.toml.llmx-$x; p=1
+  { echo 'cli_auth_credentials_store = "file"'
+    while IFS= read -r k || [ -n "$k" ]; do
+      j=${k#"${k%%[! 	]*}"}
+      case $j in \[*) p=0;; esac
+      if [ $p = 1 ]; then
+        case $j in cli_auth_credentials_store*)
+          r=${j#cli_auth_credentials_store}; r=${r#"${r%%[! 	]*}"}
+          case $r in =*) continue;; esac;; esac
+      fi
+      printf '%s\n' "$k"
+    done <"$c"; } >"$o" && cat "$o" >"$c"; e=$?; rm -f -- "$o"; return $e
+}
 if [ -L "$d" ]; then echo dirlink
 elif [ -L "$f" ]; then echo symlink
 elif [ ! -e "$f" ]; then echo none
 elif [ -f "$f" ] && [ -r "$f" ]; then exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; } && cat <&4; exec 4<&-
 else echo unreadable; fi
-read -r go n x || exit 0
+read -r go n x w || exit 0
 [ "$go" = write ] || exit 0
 case $n in ''|*[!0-9]*) exit 3;; esac
 case $x in ''|*[!A-Za-z0-9]*) exit 3;; esac
@@ -102,6 +136,7 @@ command exec 3>"$t" || exit 3
 set +C
 head -c "$n" >&3 && exec 3>&- && private "$t" && set -f && set -- $l && set +f && [ "$5" = "$n" ] &&
 mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 3; }
+[ "$w" != file ] || { setfile && echo 'store file' || echo 'store kept'; }
 echo done; exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; } && cat <&4
 "#;
 
@@ -123,6 +158,15 @@ pub enum Chunk {
     Stderr(Vec<u8>),
 }
 
+/// What a write left on the target.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// auth.json as read back after the move.
+    pub file: FileEntry,
+    /// Asked to set `cli_auth_credentials_store = "file"`: whether config.toml now says so.
+    pub file_store: Option<bool>,
+}
+
 /// What the target said before any write.
 #[derive(Debug, Clone)]
 pub struct Header {
@@ -130,6 +174,9 @@ pub struct Header {
     pub gid: u32,
     /// The credential directory as the shell computed it (not yet validated).
     pub home: String,
+    /// `cli_auth_credentials_store` in the home's config.toml (top-level key; `file` when unset,
+    /// `?` for a value that is not a plain word).
+    pub store: Option<String>,
     pub current: Option<FileEntry>,
     /// auth.json is a symbolic link (then `current` is `None`).
     pub symlink: bool,
@@ -264,7 +311,13 @@ where
             _ => return Err("the target's shell did not run the script".into()),
         };
         let (mut dir_link, mut symlink, mut unreadable) = (false, false, false);
-        let current = match self.line().await?.as_str() {
+        let mut next = self.line().await?;
+        let mut store = None;
+        if let Some(value) = next.strip_prefix("store ") {
+            store = Some(if value == "-" { "file".to_string() } else { printable(value) });
+            next = self.line().await?;
+        }
+        let current = match next.as_str() {
             "none" => None,
             "symlink" => {
                 symlink = true;
@@ -280,7 +333,7 @@ where
             }
             ls => Some(self.file(ls).await?),
         };
-        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable })
+        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable, store })
     }
 
     /// `ls -ln` line already read (its size field says how many bytes follow); then the bytes.
@@ -297,8 +350,12 @@ where
         Ok(FileEntry { bytes, uid: e.uid, gid: e.gid, mode: e.mode })
     }
 
-    /// Send `bytes` to be written; returns the file as read back after the move.
-    pub async fn write(mut self, bytes: &[u8]) -> Result<FileEntry, WriteError> {
+    /// Send `bytes` to be written; returns the file as read back after the move. With
+    /// `file_store`, the script also sets `cli_auth_credentials_store = "file"` in the home's
+    /// config.toml once auth.json is in place (the top-level key replaced, everything else kept
+    /// byte for byte, the file rewritten in place so its mode and owner stay); whether it did is
+    /// [`Written::file_store`].
+    pub async fn write(mut self, bytes: &[u8], file_store: bool) -> Result<Written, WriteError> {
         let failed = |c: &Self, e: ReadError| {
             let why = printable(c.stderr.trim());
             let e = e.to_string();
@@ -309,7 +366,8 @@ where
         };
         let suffix = crate::home::random_suffix();
         self.deadline = tokio::time::Instant::now() + self.stage;
-        if let Err(e) = self.send(format!("write {} {suffix}\n", bytes.len()).as_bytes(), false).await {
+        let store = if file_store { " file" } else { "" };
+        if let Err(e) = self.send(format!("write {} {suffix}{store}\n", bytes.len()).as_bytes(), false).await {
             return Err(failed(&self, e.into()));
         }
         let facts = match self.line().await.map(|l| parse_dir_line(&l)) {
@@ -338,11 +396,17 @@ where
             return Err(failed(&self, e.into()));
         }
         let result = async {
-            if self.line().await? != "done" {
+            let mut line = self.line().await?;
+            let mut store_set = None;
+            if let Some(answer) = line.strip_prefix("store ") {
+                store_set = Some(answer == "file");
+                line = self.line().await?;
+            }
+            if line != "done" {
                 return Err(ReadError::from("no confirmation"));
             }
             let ls = self.line().await?;
-            self.file(&ls).await
+            Ok(Written { file: self.file(&ls).await?, file_store: store_set })
         }
         .await;
         result.map_err(|e| failed(&self, e))
@@ -581,7 +645,7 @@ mod tests {
         let head = futures_util::stream::iter(vec![Ok(Chunk::Stdout(b"llmx1 0 0 /h\nnone\n".to_vec()))]);
         let flood = futures_util::stream::repeat_with(|| Ok(Chunk::Stderr(vec![b'e'; 65536])));
         let (c, _) = Conversation::start(Box::pin(head.chain(flood)), tokio::io::sink()).await.unwrap();
-        match c.write(b"{}").await {
+        match c.write(b"{}", false).await {
             Err(WriteError::Failed(e)) => assert!(e.message.contains("more than 4 MiB"), "{e:?}"),
             other => panic!("{other:?}"),
         }
@@ -623,6 +687,48 @@ mod tests {
     }
 
     #[test]
+    fn the_agents_credentials_store_is_read_from_the_top_level_of_config_toml() {
+        let t = tempfile::tempdir().unwrap();
+        let store_of = |config: &str| {
+            std::fs::write(t.path().join("config.toml"), config).unwrap();
+            let (_, out) = run_script_with(t.path(), b"", b"", b"");
+            out.lines().nth(1).map(str::to_string)
+        };
+        assert_eq!(
+            store_of("model = \"m\"\n  cli_auth_credentials_store\t= \"keyring\" # c\n").as_deref(),
+            Some("store keyring")
+        );
+        assert_eq!(
+            store_of("cli_auth_credentials_store_x = 'auto'\ncli_auth_credentials_store='auto'").as_deref(),
+            Some("store auto")
+        );
+        assert_eq!(store_of("[tui]\ncli_auth_credentials_store = \"keyring\"\n").as_deref(), Some("store -"));
+        assert_eq!(store_of("cli_auth_credentials_store = \"$(id)\"\n").as_deref(), Some("store ?"));
+    }
+
+    #[test]
+    fn store_file_replaces_the_top_level_key_and_keeps_the_rest_of_config_toml() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let config = t.path().join("config.toml");
+        let before =
+            "# mine\nmodel = \"m\"\n  cli_auth_credentials_store = \"keyring\"\n[p]\ncli_auth_credentials_store = 1";
+        std::fs::write(&config, before).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, out) = run_script_with(t.path(), b"write 3 t1 file\n", b"keep\n", b"new");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("\nstore file\ndone\n"), "{out}");
+        let after = std::fs::read_to_string(&config).unwrap();
+        assert_eq!(
+            after,
+            "cli_auth_credentials_store = \"file\"\n# mine\nmodel = \"m\"\n[p]\ncli_auth_credentials_store = 1\n"
+        );
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o644, "rewritten in place");
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names.len(), 2, "no temp file left: {names:?}");
+    }
+
+    #[test]
     fn symlinked_auth_json_is_reported_and_never_written_through() {
         let t = tempfile::tempdir().unwrap();
         let home = t.path().join("h");
@@ -631,7 +737,7 @@ mod tests {
         std::fs::write(&elsewhere, "theirs").unwrap();
         std::os::unix::fs::symlink(&elsewhere, home.join("auth.json")).unwrap();
         let (code, out) = run_script_with(&home, b"", b"", b"");
-        assert_eq!((code, out.lines().nth(1)), (Some(0), Some("symlink")));
+        assert_eq!((code, out.lines().nth(1), out.lines().nth(2)), (Some(0), Some("store -"), Some("symlink")));
         assert_eq!(run_script(&home, 3, b"new"), Some(3));
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(home.join("auth.json")).unwrap().file_type().is_symlink());

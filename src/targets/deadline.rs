@@ -101,6 +101,10 @@ impl Target for Bounded {
         self.inner.removable()
     }
 
+    fn file_store_set(&self) -> Option<bool> {
+        self.inner.file_store_set()
+    }
+
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
         self.run(move |t| t.remove(loc))
     }
@@ -148,7 +152,7 @@ mod tests {
         assert!(e.message.contains("docker:endless: gave up after"), "{e:?}");
         assert_eq!(e.kind, ErrorKind::Unreachable);
         // The budget is for the whole operation, not per call: later calls fail at once.
-        let loc = Location { home: "/h".into(), owner: None };
+        let loc = Location { home: "/h".into(), owner: None, store: None, file_store: false };
         assert!(t.read(&loc).await.is_err());
         assert!(t.write(&loc, b"x", &|_| {}).await.is_err());
         assert!(t.remove(&loc).await.is_err());

@@ -73,6 +73,13 @@ pub struct Location {
     pub home: String,
     /// Owner (uid, gid) of what is created, when the target says.
     pub owner: Option<(u32, u32)>,
+    /// The agent's `cli_auth_credentials_store` in the target home's config.toml (`file` when
+    /// unset), read by the conversation that located the home (`None`: not read on this path).
+    pub store: Option<String>,
+    /// Asked of [`Target::write`] (push `--store file`): also set `cli_auth_credentials_store =
+    /// "file"` in that config.toml, in the same conversation; [`Target::file_store_set`] says
+    /// whether it did.
+    pub file_store: bool,
 }
 
 impl Location {
@@ -268,6 +275,13 @@ pub trait Target: Send {
     /// Delete auth.json (never through a symbolic link, never one owned by another user);
     /// `Ok(false)` when there was none.
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>>;
+
+    /// After a [`Target::write`] asked to (see [`Location::file_store`]): whether the target's
+    /// config.toml now sets `cli_auth_credentials_store = "file"`. `None`: not asked, or this
+    /// target's write path cannot (no shell).
+    fn file_store_set(&self) -> Option<bool> {
+        None
+    }
 
     /// Whether [`Target::remove`] could ever delete what was written, once located: `Err(why)`
     /// for a place llmx cannot delete from at all (a container without a shell).

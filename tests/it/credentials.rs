@@ -7,7 +7,7 @@ use serde_json::json;
 
 const KEY: &str = "sk-proj-abcdefghijklmnop12345";
 
-fn chatgpt_file(api_key: Option<&str>) -> Vec<u8> {
+pub fn chatgpt_file(api_key: Option<&str>) -> Vec<u8> {
     let id = jwt(&json!({
         "email": "ana@example.com",
         "https://api.openai.com/auth": {"chatgpt_plan_type": "pro", "chatgpt_account_id": "acc-9"}

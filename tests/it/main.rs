@@ -25,6 +25,7 @@ mod reach;
 mod schedule;
 mod signin;
 mod ssh;
+mod stores;
 mod support;
 mod terminal;
 mod tunnel;

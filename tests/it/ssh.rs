@@ -1168,3 +1168,30 @@ async fn accept_new_records_a_shared_hosts_key_once_for_many_targets() {
     assert_eq!(std::fs::read_to_string(c.known_hosts()).unwrap(), sshd.known_hosts_line(), "one line for the host");
     assert_eq!(said.load(std::sync::atomic::Ordering::SeqCst), 1, "said once");
 }
+
+/// The agent's store on an SSH host: read by the conversation that locates the home, and set to
+/// `file` in the same conversation as the write when asked (`auth push --store file`), the rest
+/// of config.toml, its owner and its mode kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_credentials_store_is_read_and_set_to_file_in_the_write_conversation() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let user = sshd.user();
+    let c = Client::new();
+    c.trust(&sshd, user);
+    let config =
+        user.write(".llmx/config.toml", "model = \"m\"\ncli_auth_credentials_store = \"auto\"\n[x]\ny = 1\n", 0o644);
+    let mut t = SshTarget::new(addr(&sshd, user), c.opts());
+    let mut loc = t.locate(None, &|_| {}).await.unwrap();
+    assert_eq!(loc.store.as_deref(), Some("auto"));
+    loc.file_store = true;
+    t.write(&loc, b"{\n  \"OPENAI_API_KEY\": \"sk-store\"\n}", &|_| {}).await.unwrap();
+    assert_eq!(t.file_store_set(), Some(true));
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "cli_auth_credentials_store = \"file\"\nmodel = \"m\"\n[x]\ny = 1\n"
+    );
+    let meta = std::fs::metadata(&config).unwrap();
+    assert_eq!((meta.uid(), mode(&config)), (user.uid, 0o644));
+    let mut again = SshTarget::new(addr(&sshd, user), c.opts());
+    assert_eq!(again.locate(None, &|_| {}).await.unwrap().store.as_deref(), Some("file"));
+}

@@ -10,7 +10,7 @@ use crate::auth::pkce::{Pkce, new_state};
 use crate::auth::server::{self, CodeHandler, ServerEnd, ServerNote};
 use crate::secret::Secret;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -33,7 +33,8 @@ pub struct LoginOptions {
     /// it (not when the user, or the tunnel, named the port).
     pub port_fallback: bool,
     pub timeout: Duration,
-    pub auth_path: PathBuf,
+    /// Where the login is saved.
+    pub store: crate::auth::store::Store,
 }
 
 enum Stop {
@@ -52,7 +53,7 @@ pub async fn run(
     let client = OAuthClient::new(&opts.issuer, &opts.client_id).map_err(LoginError::Issuer)?;
     let pkce = Pkce::generate()?;
     let state = new_state()?;
-    let home = opts.auth_path.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    let home = opts.store.dir().to_path_buf();
     let listener = bind_with_fallback(opts.port, opts.port_fallback, &home, &events).await?;
     let port = listener.local_addr().map_err(LoginError::Server)?.port();
     // Removed again when this function returns (the guard lives to the end of it).
@@ -62,7 +63,7 @@ pub async fn run(
 
     let on_code: CodeHandler<LoginSucceeded, LoginError> = {
         let (client, redirect_uri, verifier, path) =
-            (client.clone(), redirect_uri.clone(), pkce.verifier.clone(), opts.auth_path.clone());
+            (client.clone(), redirect_uri.clone(), pkce.verifier.clone(), opts.store.clone());
         Arc::new(move |code, received| {
             let (client, redirect_uri, verifier, path) =
                 (client.clone(), redirect_uri.clone(), verifier.clone(), path.clone());

@@ -6,7 +6,7 @@
 use super::{EventSink, LoginError, LoginEvent, LoginSucceeded, Obtained, Timing, save};
 use crate::auth::oauth::{DeviceCode, DevicePoll, OAuthClient, OAuthError};
 use std::future::Future;
-use std::path::PathBuf;
+
 use std::time::{Duration, Instant};
 
 /// How long a device code lives at the issuer; polling never goes on longer.
@@ -26,7 +26,8 @@ pub struct DeviceOptions {
     pub client_id: String,
     /// Give up sooner than the code's 15 minutes (`--timeout`); `None`: the full lifetime.
     pub timeout: Option<Duration>,
-    pub auth_path: PathBuf,
+    /// Where the login is saved.
+    pub store: crate::auth::store::Store,
 }
 
 /// Run a device-code login. [`LoginError::DeviceCodeOff`] means the issuer does not offer it
@@ -66,7 +67,7 @@ pub async fn run(
     };
     // No API-key exchange on this path (DESIGN.md §8).
     let timing = Timing { started: received, issuer_time: client.issuer_time() };
-    save(&opts.auth_path, Obtained::ChatGpt { tokens, api_key: None, timing: Some(timing) })
+    save(&opts.store, Obtained::ChatGpt { tokens, api_key: None, timing: Some(timing) })
 }
 
 /// Poll every `interval` until approved, declined or `limit`. A poll the network (or a gateway)

@@ -6,19 +6,19 @@ use super::{LoginError, LoginSucceeded, Obtained, millis};
 use crate::auth::claims::IdClaims;
 use crate::auth::file::{AuthFile, AuthFileError, AuthMode, Tokens, now_rfc3339};
 use crate::auth::lock::{AuthLock, DEFAULT_WAIT, LockError};
+use crate::auth::store::Store;
 use crate::home::HomeError;
-use std::path::Path;
 
-/// Write `obtained` to `path` atomically (0600), under the home's lock (a concurrent refresh
+/// Write `obtained` to `store` (auth.json atomically 0600, or the keyring entry), under the home's lock (a concurrent refresh
 /// must not write the old login back over the new one), and say what was saved. Tokens that
 /// cannot work (see [`check_tokens`]) are refused before anything is touched.
-pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginError> {
+pub fn save(store: &Store, obtained: Obtained) -> Result<LoginSucceeded, LoginError> {
     if let Obtained::ChatGpt { tokens, .. } = &obtained {
         check_tokens(tokens.id_token.expose(), tokens.access_token.expose(), tokens.refresh_token.expose())
             .map_err(|reason| LoginError::InvalidAnswer { reason })?;
     }
-    let auth_file = path.display().to_string();
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let path = store.path();
+    let dir = store.dir();
     let _lock = AuthLock::acquire(dir, DEFAULT_WAIT).map_err(|e| match e {
         LockError::Home(h) => LoginError::Save(h.into()),
         other => LoginError::Save(AuthFileError::Home(HomeError::io(path, std::io::Error::other(other.to_string())))),
@@ -27,10 +27,10 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
         Obtained::ApiKey(key) => {
             let mut file = AuthFile::with_api_key(key.clone());
             file.set_auth_mode(AuthMode::ApiKey);
-            file.save(path).map_err(LoginError::Save)?;
+            let place = store.save(&file).map_err(LoginError::Save)?;
             Ok(LoginSucceeded {
                 method: "apikey".into(),
-                auth_file,
+                auth_file: store.name_of(place),
                 email: None,
                 plan: None,
                 account_id: None,
@@ -56,10 +56,10 @@ pub fn save(path: &Path, obtained: Obtained) -> Result<LoginSucceeded, LoginErro
                 extra: Default::default(),
             };
             file.set_auth_mode(AuthMode::ChatGpt);
-            file.save(path).map_err(LoginError::Save)?;
+            let place = store.save(&file).map_err(LoginError::Save)?;
             Ok(LoginSucceeded {
                 method: "chatgpt".into(),
-                auth_file,
+                auth_file: store.name_of(place),
                 email: claims.email,
                 plan: claims.plan,
                 account_id: claims.account_id,

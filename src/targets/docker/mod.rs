@@ -81,13 +81,22 @@ pub struct DockerTarget {
     resolved: Option<Resolved>,
     /// The exec conversation of the fast path, when it is in use (see [`session`]).
     session: Option<Session>,
+    /// What the last write did with `--store file` (see [`Target::file_store_set`]).
+    file_store_set: Option<bool>,
     /// The current auth.json (or why it is refused), when `locate` already read it.
     prefetched: Option<Result<Option<FileEntry>, TargetError>>,
 }
 
 impl DockerTarget {
     pub fn new(engine: Engine, container: impl Into<String>) -> DockerTarget {
-        DockerTarget { engine, container: container.into(), resolved: None, session: None, prefetched: None }
+        DockerTarget {
+            engine,
+            container: container.into(),
+            resolved: None,
+            session: None,
+            prefetched: None,
+            file_store_set: None,
+        }
     }
 
     fn resolved(&self) -> Result<&Resolved, TargetError> {
@@ -220,7 +229,12 @@ impl DockerTarget {
                     });
                     self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
-                    return Ok(Location { home, owner: Some((h.uid, h.gid)) });
+                    return Ok(Location {
+                        home,
+                        owner: Some((h.uid, h.gid)),
+                        store: h.store.clone(),
+                        file_store: false,
+                    });
                 }
                 Err(session::Unavailable::Hostile(why)) => {
                     return Err(TargetError::new(why));
@@ -243,7 +257,7 @@ impl DockerTarget {
             (None, None, None) => join(&clean_home(&who.home, "the user's home")?, ".llmx"),
         };
         self.resolved = Some(Resolved { id, running, has_shell: shell, uid: who.uid, gid: who.gid });
-        Ok(Location { home, owner: Some((who.uid, who.gid)) })
+        Ok(Location { home, owner: Some((who.uid, who.gid)), store: None, file_store: false })
     }
 
     async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {
@@ -272,8 +286,11 @@ impl DockerTarget {
         let final_path = loc.auth_path();
         if let Some(session) = self.session.take() {
             step("writing through exec");
-            match session.write(bytes).await {
-                Ok(back) => return verify(&final_path, &back, bytes, &r),
+            match session.write(bytes, loc.file_store).await {
+                Ok(written) => {
+                    self.file_store_set = written.file_store;
+                    return verify(&final_path, &written.file, bytes, &r);
+                }
                 // The directory itself is refused: the archive path (as root) must not try.
                 Err(WriteError::Refused(e)) => return Err(e),
                 Err(WriteError::Failed(_)) => step("exec write refused: using the archive API"),
@@ -461,6 +478,10 @@ async fn exec_as(docker: &Docker, id: &str, user: &str, cmd: &[&str]) -> ExecRes
 impl Target for DockerTarget {
     fn label(&self) -> String {
         format!("docker:{}", self.container)
+    }
+
+    fn file_store_set(&self) -> Option<bool> {
+        self.file_store_set
     }
 
     fn locate<'a>(

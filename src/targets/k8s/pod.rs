@@ -37,12 +37,23 @@ pub struct PodTarget {
     container: Option<String>,
     resolved: Option<Resolved>,
     session: Option<Session>,
+    /// What the last write did with `--store file` (see [`Target::file_store_set`]).
+    file_store_set: Option<bool>,
     prefetched: Option<Result<Option<FileEntry>, TargetError>>,
 }
 
 impl PodTarget {
     pub fn new(cluster: Cluster, namespace: String, pod: String, container: Option<String>) -> PodTarget {
-        PodTarget { cluster, namespace, pod, container, resolved: None, session: None, prefetched: None }
+        PodTarget {
+            cluster,
+            namespace,
+            pod,
+            container,
+            resolved: None,
+            session: None,
+            prefetched: None,
+            file_store_set: None,
+        }
     }
 
     fn api(&self) -> Api<Pod> {
@@ -115,7 +126,7 @@ impl PodTarget {
         });
         self.session = Some(session);
         self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid, pod_uid: pod.metadata.uid.clone() });
-        Ok(Location { home, owner: Some((h.uid, h.gid)) })
+        Ok(Location { home, owner: Some((h.uid, h.gid)), store: h.store.clone(), file_store: false })
     }
 
     /// The named container, else the default-container annotation, else the first.
@@ -176,9 +187,11 @@ impl PodTarget {
             None => self.reopen(loc).await?.0,
         };
         step("writing through exec");
-        let back = session.write(bytes).await.map_err(|e| match e {
+        let written = session.write(bytes, loc.file_store).await.map_err(|e| match e {
             WriteError::Refused(e) | WriteError::Failed(e) => e,
         })?;
+        self.file_store_set = written.file_store;
+        let back = written.file;
         let r = self.resolved()?;
         let path = loc.auth_path();
         if Sha256::digest(&back.bytes) != Sha256::digest(bytes) {
@@ -214,6 +227,10 @@ impl PodTarget {
 }
 
 impl Target for PodTarget {
+    fn file_store_set(&self) -> Option<bool> {
+        self.file_store_set
+    }
+
     fn label(&self) -> String {
         match &self.container {
             Some(c) => format!("k8s:{}/pod/{}/{c}", self.namespace, self.pod),

@@ -82,7 +82,12 @@ impl SecretTarget {
             .with_hint("name another Secret"));
         }
         self.current = Some(s);
-        Ok(Location { home: format!("{}/secret/{}", self.namespace, self.name), owner: None })
+        Ok(Location {
+            home: format!("{}/secret/{}", self.namespace, self.name),
+            owner: None,
+            store: None,
+            file_store: false,
+        })
     }
 
     fn located(&self) -> Result<&Option<Secret>, TargetError> {

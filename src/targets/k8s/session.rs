@@ -8,7 +8,6 @@
 //! (a shutdown is a flush) until the script has answered. The script and every argument travel in
 //! the exec URL (audit and kubelet logs): nothing secret is ever in them.
 
-use crate::targets::FileEntry;
 use crate::targets::conversation::{self, Chunk, Conversation, Header, StartError, WriteError};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
@@ -30,8 +29,8 @@ pub struct Session {
 
 impl Session {
     /// Send `bytes` to be written; the file as read back after the move.
-    pub async fn write(self, bytes: &[u8]) -> Result<FileEntry, WriteError> {
-        self.conversation.write(bytes).await
+    pub async fn write(self, bytes: &[u8], file_store: bool) -> Result<conversation::Written, WriteError> {
+        self.conversation.write(bytes, file_store).await
     }
 }
 

@@ -57,12 +57,14 @@ pub struct SshTarget {
     /// Set when the conversation did not start on this host: the SFTP path is used, with or
     /// without commands.
     fallback: Option<Commands>,
+    /// What the last write did with `--store file` (see [`Target::file_store_set`]).
+    file_store_set: Option<bool>,
 }
 
 impl SshTarget {
     /// Nothing connects until [`Target::locate`].
     pub fn new(addr: SshAddress, opts: SshOptions) -> SshTarget {
-        SshTarget { addr, opts, session: None, open: None, prefetched: None, fallback: None }
+        SshTarget { addr, opts, session: None, open: None, prefetched: None, fallback: None, file_store_set: None }
     }
 
     fn connected(&self) -> Result<Session, TargetError> {
@@ -163,6 +165,10 @@ impl Target for SshTarget {
         format!("ssh:{}", self.addr)
     }
 
+    fn file_store_set(&self) -> Option<bool> {
+        self.file_store_set
+    }
+
     fn locate<'a>(
         &'a mut self,
         remote_home: Option<&'a str>,
@@ -188,7 +194,12 @@ impl Target for SshTarget {
                     crate::text::printable(&h.home)
                 )));
             }
-            let loc = Location { home: h.home.clone(), owner: Some((h.uid, h.gid)) };
+            let loc = Location {
+                home: h.home.clone(),
+                owner: Some((h.uid, h.gid)),
+                store: h.store.clone(),
+                file_store: false,
+            };
             self.prefetched = Some((h.home.clone(), current(&session.host(), &h)));
             self.open = Some((shell, h));
             Ok(loc)
@@ -239,8 +250,10 @@ impl Target for SshTarget {
             };
             check_writable(&host, &h)?;
             step("writing through the shell");
-            match shell.write(bytes).await {
-                Ok(back) => {
+            match shell.write(bytes, loc.file_store).await {
+                Ok(written) => {
+                    self.file_store_set = written.file_store;
+                    let back = written.file;
                     if Sha256::digest(&back.bytes) != Sha256::digest(bytes) {
                         return Err(SshError::Remote {
                             host,

@@ -141,7 +141,7 @@ fn locate_remote(c: &mut Conn, explicit: Option<&str>, shell: Shell) -> Result<L
         Some(h) => absolute(&h, &login),
         None => format!("{}/.llmx", login.trim_end_matches('/')),
     };
-    Ok(Location { home, owner: ids })
+    Ok(Location { home, owner: ids, store: None, file_store: false })
 }
 
 /// `(uid, gid)` and a non-empty `LLMX_HOME` from the probe's output.

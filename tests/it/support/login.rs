@@ -10,11 +10,19 @@ use std::path::{Path, PathBuf};
 /// A temporary llmx home.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// Set in every `llmx` run of this home besides LLMX_HOME (e.g. a session bus address).
+    env: Vec<(String, String)>,
 }
 
 impl Home {
     pub fn new() -> Home {
-        Home { dir: tempfile::tempdir().unwrap() }
+        Home { dir: tempfile::tempdir().unwrap(), env: Vec::new() }
+    }
+
+    /// This home, with `key=value` in the environment of every `llmx` run in it.
+    pub fn with_env(mut self, key: &str, value: &str) -> Home {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// The home itself: a subdirectory, so llmx creates it (and must make it 0700).
@@ -39,13 +47,14 @@ impl Home {
         serde_json::from_slice(&self.read_auth().expect("auth.json exists")).unwrap()
     }
 
-    /// `llmx ARGS` with a cleared environment: PATH and LLMX_HOME only.
+    /// `llmx ARGS` with a cleared environment: PATH and LLMX_HOME only (and what
+    /// [`Home::with_env`] added).
     pub fn llmx<I, S>(&self, args: I) -> Llmx
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        Llmx::new(args).env("LLMX_HOME", self.path())
+        self.env.iter().fold(Llmx::new(args).env("LLMX_HOME", self.path()), |l, (k, v)| l.env(k, v))
     }
 }
 

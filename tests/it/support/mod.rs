@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod harness;
 pub mod k8s;
+pub mod keyring;
 pub mod login;
 pub mod netns;
 pub mod sshd;
