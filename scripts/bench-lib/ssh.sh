@@ -95,6 +95,7 @@ PubkeyAuthentication yes
 AuthorizedKeysFile $W/authorized_keys
 Subsystem sftp /usr/lib/openssh/sftp-server
 AllowUsers ${PFX}*
+${SSHD_EXTRA:-}
 CFG
     ip netns add "$ns"
     SSH_NS+=("$ns")
