@@ -13,9 +13,12 @@ direction twice per round trip, so round trips = changes / 2. When a connection 
 goes to the log file (tab-separated): listening port, changes, round trips, bytes up, bytes
 down, lifetime in ms. The bench reads the lines its run added.
 
-Usage: delay_proxy.py --rtt MS --map FILE --log FILE [--ready FILE]
+Usage: delay_proxy.py --rtt MS --map FILE --log FILE [--ready FILE] [--trace FILE]
   --map FILE   one "LISTEN_PORT HOST PORT" a line (listening on 127.0.0.1)
   --ready FILE written ("ready") once every port listens
+  --trace FILE every chunk as it arrives: connection number, port, ms since the connection
+               began, up/down, bytes
+               (to see which step of a protocol waits for which answer)
 """
 import argparse
 import asyncio
@@ -30,6 +33,7 @@ def parse():
     a.add_argument("--map", required=True)
     a.add_argument("--log", required=True)
     a.add_argument("--ready")
+    a.add_argument("--trace")
     return a.parse_args()
 
 
@@ -42,8 +46,13 @@ def raise_nofile():
 class Conn:
     """What one proxied connection has seen."""
 
-    def __init__(self, port):
+    serial = 0
+
+    def __init__(self, port, trace):
+        Conn.serial += 1
+        self.id = Conn.serial
         self.port = port
+        self.trace = trace
         self.last = None
         self.changes = 0
         self.bytes = {"up": 0, "down": 0}
@@ -54,6 +63,9 @@ class Conn:
             self.changes += 1
         self.last = direction
         self.bytes[direction] += n
+        if self.trace:
+            self.trace.write(f"{self.id}\t{self.port}\t{(time.monotonic() - self.t0) * 1000:.0f}\t{direction}\t{n}\n")
+            self.trace.flush()
 
 
 async def pump(src, dst, direction, conn, half):
@@ -94,9 +106,9 @@ async def pump(src, dst, direction, conn, half):
     await task
 
 
-def serve(port, host, dport, half, log):
+def serve(port, host, dport, half, log, trace):
     async def handle(creader, cwriter):
-        conn = Conn(port)
+        conn = Conn(port, trace)
         await asyncio.sleep(half)  # the SYN's way to the server
         try:
             sreader, swriter = await asyncio.open_connection(host, dport)
@@ -122,11 +134,12 @@ async def main():
     raise_nofile()
     half = args.rtt / 2000.0
     log = open(args.log, "a", encoding="utf-8")
+    trace = open(args.trace, "a", encoding="utf-8") if args.trace else None
     servers = []
     for line in open(args.map, encoding="utf-8"):
         f = line.split()
         if len(f) == 3:
-            servers.append(await serve(int(f[0]), f[1], int(f[2]), half, log))
+            servers.append(await serve(int(f[0]), f[1], int(f[2]), half, log, trace))
     if args.ready:
         with open(args.ready, "w", encoding="utf-8") as r:
             r.write("ready\n")

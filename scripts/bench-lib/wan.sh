@@ -12,6 +12,7 @@
 # ~/.llmx/auth.json'`. Round trips per host come from the proxy's log: the median over the
 # connections of a run, then over the runs.
 
+# WAN_TRACE=FILE: the proxy writes every chunk there (delay_proxy.py --trace).
 WAN_RTT=${WAN_RTT:-100}
 WAN_MAX_STARTUPS=${WAN_MAX_STARTUPS:-4000}
 WAN_PROXY_PID=
@@ -57,7 +58,7 @@ wan_setup() { # MAX_SIZE
   done
   : >"$W/wan.log"
   python3 "$LIB/delay_proxy.py" --rtt "$WAN_RTT" --map "$W/wan.map" --log "$W/wan.log" --ready "$W/wan.ready" \
-    2>"$W/wan-proxy.err" &
+    ${WAN_TRACE:+--trace "$WAN_TRACE"} 2>"$W/wan-proxy.err" &
   WAN_PROXY_PID=$!
   for _ in $(seq 1 300); do [ -f "$W/wan.ready" ] && break; sleep 0.05; done
   [ -f "$W/wan.ready" ] || die "wan: the delay proxy did not start: $(tail -n3 "$W/wan-proxy.err")"

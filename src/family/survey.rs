@@ -56,7 +56,7 @@ impl Survey {
 pub async fn survey(
     local: Option<(&AuthFile, &[u8])>,
     holders: &mut [Holder],
-    jobs: usize,
+    jobs: Option<usize>,
     window: time::Duration,
     on_progress: ProgressFn<'_>,
 ) -> Survey {
