@@ -42,6 +42,7 @@ LABEL = {
     "llmx_wan": "`llmx auth push` (one command, defaults)",
     "ssh_wan16": "OpenSSH loop, `xargs -P16 ssh … 'umask 077; mkdir -p ~/.llmx; cat > ~/.llmx/auth.json'`",
     "ssh_wan64": "OpenSSH loop, the same with `xargs -P64`",
+    "ansible_wan": "Ansible `copy`, forks=16",
 }
 OURS = {"llmx_ssh", "llmx_docker", "llmx_k8s", "slow_path", "llmx_wan"}
 RTT = meta.get("WAN_RTT", "?")

@@ -190,7 +190,8 @@ ssh_cases() { # SIZES...
   local n
   export -f ssh_put SSH_AUTH
   export CLIENT
-  ansible_setup || ANSIBLE_MISSING=1
+  [ -n "${BENCH_NO_ANSIBLE:-}" ] && ANSIBLE_MISSING=1
+  [ -n "${ANSIBLE_MISSING:-}" ] || ansible_setup || ANSIBLE_MISSING=1
   for n in "$@"; do
     local tools=(llmx_ssh ssh_loop) runs=$RUNS
     [ "$n" -le 64 ] || runs=$RUNS_LARGE

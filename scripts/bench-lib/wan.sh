@@ -9,10 +9,11 @@
 # (WAN_MAX_STARTUPS) for this case only: the per-host limit llmx must respect is not what is
 # measured here (the LAN case keeps the stock limits). Tools: llmx with its defaults, OpenSSH's
 # client in `xargs -P16` and `xargs -P64` loops of `ssh … 'umask 077; mkdir -p ~/.llmx; cat >
-# ~/.llmx/auth.json'`. Round trips per host come from the proxy's log: the median over the
-# connections of a run, then over the runs.
+# ~/.llmx/auth.json'`, and Ansible's `copy` (forks=16) at 16 hosts. Round trips per host come from
+# the proxy's log: the median over the connections of a run, then over the runs.
 
-# WAN_TRACE=FILE: the proxy writes every chunk there (delay_proxy.py --trace).
+# WAN_TRACE=FILE: the proxy writes every chunk there (delay_proxy.py --trace); WAN_TOOLS="llmx_wan …":
+# only these tools (default: all).
 WAN_RTT=${WAN_RTT:-100}
 WAN_MAX_STARTUPS=${WAN_MAX_STARTUPS:-4000}
 WAN_PROXY_PID=
@@ -105,6 +106,27 @@ do_ssh_wan64() { wan_targets ssh "$1" | xargs -P 64 -I{} bash -c 'wan_put "$1"' 
 check_ssh_wan64() { check_ssh_wan16 "$@"; }
 probe_wan() { probe_ssh; }
 
+# Ansible `copy`, forks=16, at 16 hosts only (its connections persist between runs: its default).
+prep_ansible_wan() {
+  fresh_auth "$(SSH_AUTH)"
+  local inv="$W/ansible-wan-$1.ini" t
+  [ -f "$inv" ] && return 0
+  {
+    echo "[fleet]"
+    while read -r t; do
+      local u=${t%@*} port=${t##*:}
+      echo "p$port ansible_host=127.0.0.1 ansible_port=$port ansible_user=$u home=$W/h/$u"
+    done < <(wan_targets ansible "$1")
+    echo "[fleet:vars]"
+    echo "ansible_python_interpreter=/usr/bin/python3"
+  } >"$inv"
+}
+do_ansible_wan() {
+  HOME=$CLIENT "$ANSIBLE_VENV/bin/ansible" fleet -i "$W/ansible-wan-$1.ini" -f 16 -o -m copy \
+    -a "src=$(SSH_AUTH) dest={{ home }}/.llmx/auth.json mode=0600"
+}
+check_ansible_wan() { ssh_same ansible "$1"; }
+
 # wan_limits N: one more llmx push to N hosts, sampled every 20 ms: peak RSS, open descriptors
 # and threads, as figures.
 wan_limits() {
@@ -134,8 +156,12 @@ wan_cases() { # SIZES...
   local n tools runs rt conns
   export -f wan_put SSH_AUTH
   export CLIENT
+  [ -n "${BENCH_NO_ANSIBLE:-}" ] && ANSIBLE_MISSING=1
+  [ -n "${ANSIBLE_MISSING:-}" ] || ansible_setup || ANSIBLE_MISSING=1
   for n in "$@"; do
-    tools=(llmx_wan ssh_wan16 ssh_wan64)
+    # shellcheck disable=SC2206
+    tools=(${WAN_TOOLS:-llmx_wan ssh_wan16 ssh_wan64})
+    if [ "$n" -eq 16 ] && [ -z "${ANSIBLE_MISSING:-}" ] && [ -z "${WAN_TOOLS:-}" ]; then tools+=(ansible_wan); fi
     runs=$RUNS_WAN
     log "wan: $n hosts at $WAN_RTT ms RTT, $runs runs (tools: ${tools[*]})"
     run_case wan "$n" "$runs" "${tools[@]}"
