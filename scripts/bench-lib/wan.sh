@@ -107,24 +107,8 @@ check_ssh_wan64() { check_ssh_wan16 "$@"; }
 probe_wan() { probe_ssh; }
 
 # Ansible `copy`, forks=16, at 16 hosts only (its connections persist between runs: its default).
-prep_ansible_wan() {
-  fresh_auth "$(SSH_AUTH)"
-  local inv="$W/ansible-wan-$1.ini" t
-  [ -f "$inv" ] && return 0
-  {
-    echo "[fleet]"
-    while read -r t; do
-      local u=${t%@*} port=${t##*:}
-      echo "p$port ansible_host=127.0.0.1 ansible_port=$port ansible_user=$u home=$W/h/$u"
-    done < <(wan_targets ansible "$1")
-    echo "[fleet:vars]"
-    echo "ansible_python_interpreter=/usr/bin/python3"
-  } >"$inv"
-}
-do_ansible_wan() {
-  HOME=$CLIENT "$ANSIBLE_VENV/bin/ansible" fleet -i "$W/ansible-wan-$1.ini" -f 16 -o -m copy \
-    -a "src=$(SSH_AUTH) dest={{ home }}/.llmx/auth.json mode=0600"
-}
+prep_ansible_wan() { fresh_auth "$(SSH_AUTH)" && ansible_inventory "$W/ansible-wan-$1.ini" < <(wan_targets ansible "$1"); }
+do_ansible_wan() { ansible_copy "$W/ansible-wan-$1.ini"; }
 check_ansible_wan() { ssh_same ansible "$1"; }
 
 # wan_limits N: one more llmx push to N hosts, sampled every 20 ms: peak RSS, open descriptors
