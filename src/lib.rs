@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod family;
+pub mod fanout;
 pub mod home;
 pub mod push;
 pub mod secret;

@@ -112,8 +112,9 @@ impl LocalCredential {
 
 #[derive(Debug, Clone)]
 pub struct PushOptions {
-    /// Targets worked on at the same time (at least 1).
-    pub jobs: usize,
+    /// Targets worked on at the same time (`--jobs`); `None`: as wide as [`crate::fanout::width`]
+    /// allows.
+    pub jobs: Option<usize>,
     /// Overwrite a target that holds a fresher login of the same account.
     pub force: bool,
     /// Resolve and decide, write nothing.
@@ -135,7 +136,7 @@ pub struct PushOptions {
 impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
-            jobs: 8,
+            jobs: None,
             force: false,
             dry_run: false,
             remote_home: None,
@@ -371,7 +372,7 @@ impl PushSummary {
     }
 }
 
-/// Push `local` to every target, `opts.jobs` at a time.
+/// Push `local` to every target, `opts.jobs` at a time (default: [`crate::fanout::width`]).
 pub async fn push(
     local: &LocalCredential,
     targets: Vec<Box<dyn Target>>,
@@ -383,11 +384,12 @@ pub async fn push(
         on_event(PushEvent::Queued { index, target });
     }
     let mut reports: Vec<Option<TargetReport>> = vec![None; targets.len()];
+    let width = crate::fanout::width(targets.len(), opts.jobs);
     let claims = Destinations::default();
     let claims = &claims;
     let mut runs = futures_util::stream::iter(targets.into_iter().enumerate())
         .map(|(index, target)| async move { (index, push_one(local, target, opts, index, on_event, claims).await) })
-        .buffer_unordered(opts.jobs.max(1));
+        .buffer_unordered(width);
     while let Some((index, report)) = runs.next().await {
         on_event(PushEvent::Done { index, report: &report });
         reports[index] = Some(report);

@@ -95,6 +95,7 @@ PubkeyAuthentication yes
 AuthorizedKeysFile $W/authorized_keys
 Subsystem sftp /usr/lib/openssh/sftp-server
 AllowUsers ${PFX}*
+${SSHD_EXTRA:-}
 CFG
     ip netns add "$ns"
     SSH_NS+=("$ns")
@@ -155,23 +156,27 @@ prep_ssh_loop() { fresh_auth "$(SSH_AUTH)"; }
 do_ssh_loop() { ssh_targets ssh "$1" | xargs -P 16 -I{} bash -c 'ssh_put "$1"' _ {}; }
 check_ssh_loop() { ssh_same ssh "$1"; }
 
-prep_ansible() {
-  fresh_auth "$(SSH_AUTH)"
-  local inv="$W/ansible-$1.ini" i
-  [ -f "$inv" ] && return 0
+prep_ansible() { fresh_auth "$(SSH_AUTH)" && ansible_inventory "$W/ansible-$1.ini" < <(ssh_targets ansible "$1"); }
+do_ansible() { ansible_copy "$W/ansible-$1.ini"; }
+# ansible_inventory FILE: the inventory of the targets on stdin (USER@HOST or USER@HOST:PORT), once.
+ansible_inventory() {
+  local t i=0 u hp
+  [ -f "$1" ] && return 0
   {
     echo "[fleet]"
-    i=0
     while read -r t; do
-      echo "t$i ansible_host=${t#*@} ansible_user=${t%@*} home=$W/h/${t%@*}"
+      u=${t%@*} hp=${t#*@}
+      case $hp in *:*) hp="${hp%:*} ansible_port=${hp##*:}" ;; esac
+      echo "t$i ansible_host=$hp ansible_user=$u home=$W/h/$u"
       i=$((i + 1))
-    done < <(ssh_targets ansible "$1")
+    done
     echo "[fleet:vars]"
     echo "ansible_python_interpreter=/usr/bin/python3"
-  } >"$inv"
+  } >"$1"
 }
-do_ansible() {
-  HOME=$CLIENT "$ANSIBLE_VENV/bin/ansible" fleet -i "$W/ansible-$1.ini" -f 16 -o -m copy \
+# ansible_copy INVENTORY: Ansible's copy of auth.json to every host of it, forks=16.
+ansible_copy() {
+  HOME=$CLIENT "$ANSIBLE_VENV/bin/ansible" fleet -i "$1" -f 16 -o -m copy \
     -a "src=$(SSH_AUTH) dest={{ home }}/.llmx/auth.json mode=0600"
 }
 check_ansible() { ssh_same ansible "$1"; }
@@ -189,13 +194,16 @@ ssh_cases() { # SIZES...
   local n
   export -f ssh_put SSH_AUTH
   export CLIENT
-  ansible_setup || ANSIBLE_MISSING=1
+  [ -n "${BENCH_NO_ANSIBLE:-}" ] && ANSIBLE_MISSING=1
+  [ -n "${ANSIBLE_MISSING:-}" ] || ansible_setup || ANSIBLE_MISSING=1
   for n in "$@"; do
     local tools=(llmx_ssh ssh_loop) runs=$RUNS
     [ "$n" -le 64 ] || runs=$RUNS_LARGE
     if [ -z "${ANSIBLE_MISSING:-}" ]; then
       tools+=(ansible)
       if [ "$n" -gt "${ANSIBLE_FULL_MAX:-64}" ]; then CAP_ansible=1; else unset CAP_ansible; fi
+    elif [ -n "${BENCH_NO_ANSIBLE:-}" ]; then
+      printf 'ssh\t%s\tansible\t0\t\tSKIPPED\tnot run (BENCH_NO_ANSIBLE=1)\n' "$n" >>"$W/results.tsv"
     else
       printf 'ssh\t%s\tansible\t0\t\tFAILED\tansible-core could not be installed (see log)\n' "$n" >>"$W/results.tsv"
     fi

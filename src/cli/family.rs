@@ -19,9 +19,9 @@ pub struct FleetArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// How many targets to work on at the same time
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: u16,
+    /// How many targets to work on at the same time (default: all of them, up to 256)
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..), long_help = crate::cli::JOBS_HELP)]
+    pub jobs: Option<u16>,
 
     /// Credential directory on the named targets (default: the one recorded when pushed)
     #[arg(long, value_name = "PATH")]

@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, args: LogoutArgs) -> Result<u8, Failure> {
     // The copies removed by --everywhere are listed after the fact, with the local result.
     let on_event = |_: PushEvent<'_>| {};
     let resolve = args.k8s.resolve_options(&args.ssh, &args.docker);
-    let done = rt.block_on(logout(&store, &client, scope, &resolve, 8, args.dry_run, &on_event)).map_err(|e| match e {
+    let done = rt.block_on(logout(&store, &client, scope, &resolve, None, args.dry_run, &on_event)).map_err(|e| match e {
         FamilyLogoutError::LiveCopies { .. } => Failure::new(format!("not logging out: {e}")).hint(
             "`llmx logout --everywhere` removes those copies and revokes; `llmx logout --local` deletes only this machine's file",
         ),

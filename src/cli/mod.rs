@@ -266,3 +266,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()
         .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
 }
+
+/// `--jobs` of the commands that work on many targets at once.
+pub const JOBS_HELP: &str = "How many targets to work on at the same time. Default: every target at once, up to 256 \
+(a fleet waits on round trips, not on this machine's CPU), and no more than the open-file limit holds at 8 \
+descriptors a target (llmx raises its soft RLIMIT_NOFILE up to the hard limit when it needs to). However wide, \
+at most 6 connections to one SSH host are being set up at a time (sshd's MaxStartups).";

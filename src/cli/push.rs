@@ -61,9 +61,9 @@ pub struct PushArgs {
     #[arg(required = true, value_name = "TARGET", value_parser = crate::cli::push::TargetArg, hide_possible_values = true, help = format!("Where to copy auth.json: {}; @FILE or - (stdin): the targets listed one a line", spec::forms_list()))]
     pub targets: Vec<String>,
 
-    /// How many targets to work on at the same time
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: u16,
+    /// How many targets to work on at the same time (default: all of them, up to 256)
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..), long_help = crate::cli::JOBS_HELP)]
+    pub jobs: Option<u16>,
 
     /// Overwrite targets that hold a fresher login of the same account
     #[arg(long)]
@@ -370,7 +370,7 @@ pub fn run(ctx: &Ctx, args: PushArgs) -> Result<u8, Failure> {
         .map(|l| l.entries.iter().map(|e| e.target.clone()).collect())
         .unwrap_or_default();
     let opts = PushOptions {
-        jobs: usize::from(args.jobs),
+        jobs: args.jobs.map(usize::from),
         force: args.force,
         dry_run: args.dry_run,
         remote_home: args.remote_home.clone(),

@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, args: RemoveArgs) -> Result<u8, Failure> {
             &mut holders,
             args.force,
             args.dry_run,
-            usize::from(args.fleet.jobs),
+            args.fleet.jobs.map(usize::from),
             &on_event,
         )
         .await?;

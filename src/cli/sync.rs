@@ -78,7 +78,7 @@ fn sync_here(ctx: &Ctx, args: SyncArgs) -> Result<u8, Failure> {
     let client = client(ctx)?;
     let ledger = ledger(ctx)?;
     let opts = SyncOptions {
-        jobs: usize::from(args.fleet.jobs),
+        jobs: args.fleet.jobs.map(usize::from),
         refresh: args.refresh,
         refresh_within: match args.renew_within {
             Some(d) => d,

@@ -40,9 +40,9 @@ pub struct WhereArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// How many holders to contact at the same time
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
-    pub jobs: u16,
+    /// How many holders to contact at the same time (default: all of them, up to 256)
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..), long_help = crate::cli::JOBS_HELP)]
+    pub jobs: Option<u16>,
 
     #[command(flatten)]
     pub ssh: SshArgs,
@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, args: WhereArgs) -> Result<u8, Failure> {
         let on_progress = |p: Progress<'_>| spinner.on_progress(p);
         let pair = local.as_ref().map(|(f, b)| (f, b.as_slice()));
         let window = ctx.settings().map(|s| s.lease_renew_within).unwrap_or(llmx::family::lease::DEFAULT_WINDOW);
-        let jobs = usize::from(args.jobs);
+        let jobs = args.jobs.map(usize::from);
         let s = survey::survey(pair, each.as_deref(), &mut holders, jobs, window, &on_progress).await;
         spinner.clear();
         Ok::<_, Failure>(s)

@@ -83,7 +83,7 @@ pub async fn logout(
     client: &OAuthClient,
     scope: Scope,
     resolve: &ResolveOptions,
-    jobs: usize,
+    jobs: Option<usize>,
     dry_run: bool,
     on_event: EventFn<'_>,
 ) -> Result<FamilyLoggedOut, FamilyLogoutError> {

@@ -145,19 +145,21 @@ pub enum Progress<'a> {
 /// A callback receiving [`Progress`]; called from the command's own task.
 pub type ProgressFn<'a> = &'a (dyn Fn(Progress<'_>) + Send + Sync);
 
-/// Run `f` on every holder, `jobs` at a time; the results in holder order.
-pub async fn concurrently<'h, T, F, Fut>(holders: &'h mut [Holder], jobs: usize, f: F) -> Vec<T>
+/// Run `f` on every holder, `jobs` at a time (`None`: as wide as [`crate::fanout::width`]
+/// allows); the results in holder order.
+pub async fn concurrently<'h, T, F, Fut>(holders: &'h mut [Holder], jobs: Option<usize>, f: F) -> Vec<T>
 where
     F: Fn(usize, &'h mut Holder) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
     use futures_util::StreamExt;
+    let width = crate::fanout::width(holders.len(), jobs);
     let mut out: Vec<(usize, T)> = futures_util::stream::iter(holders.iter_mut().enumerate())
         .map(|(i, h)| {
             let fut = f(i, h);
             async move { (i, fut.await) }
         })
-        .buffer_unordered(jobs.max(1))
+        .buffer_unordered(width)
         .collect()
         .await;
     out.sort_by_key(|(i, _)| *i);

@@ -20,7 +20,7 @@ pub async fn remove(
     holders: &mut [Holder],
     force: bool,
     dry_run: bool,
-    jobs: usize,
+    jobs: Option<usize>,
     on_event: EventFn<'_>,
 ) -> Result<Vec<TargetReport>, LedgerError> {
     let labels: Vec<String> = holders.iter().map(|h| h.target.label()).collect();

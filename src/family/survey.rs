@@ -66,7 +66,7 @@ pub async fn survey(
     local: Option<(&AuthFile, &[u8])>,
     judges: Option<&[Judge<'_>]>,
     holders: &mut [Holder],
-    jobs: usize,
+    jobs: Option<usize>,
     window: time::Duration,
     on_progress: ProgressFn<'_>,
 ) -> Survey {

@@ -32,7 +32,7 @@ use time::{Duration, OffsetDateTime};
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
-    pub jobs: usize,
+    pub jobs: Option<usize>,
     /// Refresh even when the access token is far from expiring.
     pub refresh: bool,
     /// Refresh (and so renew every lease) when the access token expires within this.
@@ -51,7 +51,7 @@ pub struct SyncOptions {
 impl Default for SyncOptions {
     fn default() -> Self {
         SyncOptions {
-            jobs: 8,
+            jobs: None,
             refresh: false,
             refresh_within: lease::DEFAULT_WINDOW,
             dry_run: false,

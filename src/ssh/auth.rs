@@ -34,18 +34,19 @@ pub fn authenticate(
     let (user, keys, prompt) = (id.user, id.keys, opts.passphrase.as_ref());
     let timeout = || SshError::Timeout { host: host.to_string(), secs: timeout_secs, during: "authentication" };
     let mut tried: Vec<String> = Vec::new();
-    let methods = sess.auth_methods(user).map(str::to_string).unwrap_or_default();
-    if sess.authenticated() {
-        return Ok(()); // the server accepted "none"
+    // With a key to offer, the `none` request that asks for the server's methods would cost a
+    // round trip before the first key: the keys go first, and the methods are asked for only
+    // when every key was refused (to say so when the server takes no keys at all).
+    let agent = id.use_agent && agent_configured(opts.agent_socket.as_deref());
+    if !agent && !keys.iter().any(|k| k.is_file()) {
+        if sess.auth_methods(user).is_ok() && sess.authenticated() {
+            return Ok(()); // the server accepted "none"
+        }
+        if let Some(e) = keys_not_offered(sess, user, host) {
+            return Err(e);
+        }
     }
-    if !methods.is_empty() && !methods.split(',').any(|m| m == "publickey") {
-        return Err(SshError::Auth {
-            user: user.to_string(),
-            host: host.to_string(),
-            tried: format!("nothing: the server offers only {methods}, and llmx authenticates with keys"),
-        });
-    }
-    if id.use_agent && try_agent(sess, user, opts.agent_socket.as_deref(), &mut tried) {
+    if agent && try_agent(sess, user, opts.agent_socket.as_deref(), &mut tried) {
         return Ok(());
     }
     for key in keys {
@@ -94,15 +95,29 @@ pub fn authenticate(
     }
     if tried.is_empty() {
         tried.push("no key: no ssh-agent and no identity file found".to_string());
+    } else if let Some(e) = keys_not_offered(sess, user, host) {
+        return Err(e);
     }
     Err(SshError::Auth { user: user.to_string(), host: host.to_string(), tried: tried.join(", ") })
 }
 
+/// The error for a server that does not take keys at all (asked with a `none` request), if so.
+fn keys_not_offered(sess: &ssh2::Session, user: &str, host: &str) -> Option<SshError> {
+    let methods = sess.auth_methods(user).map(str::to_string).unwrap_or_default();
+    (!methods.is_empty() && !methods.split(',').any(|m| m == "publickey")).then(|| SshError::Auth {
+        user: user.to_string(),
+        host: host.to_string(),
+        tried: format!("nothing: the server offers only {methods}, and llmx authenticates with keys"),
+    })
+}
+
+/// Whether an agent is named (`IdentityAgent`, else `$SSH_AUTH_SOCK`): then its keys are tried.
+fn agent_configured(socket: Option<&Path>) -> bool {
+    socket.is_some() || std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty())
+}
+
 /// Try each identity the agent holds; `false` (with a note in `tried`) when none works.
 fn try_agent(sess: &ssh2::Session, user: &str, socket: Option<&Path>, tried: &mut Vec<String>) -> bool {
-    if socket.is_none() && std::env::var_os("SSH_AUTH_SOCK").is_none_or(|s| s.is_empty()) {
-        return false;
-    }
     let Ok(mut agent) = sess.agent() else { return false };
     if let Some(path) = socket
         && agent.set_identity_path(path).is_err()

@@ -275,7 +275,7 @@ pub fn establish(
     };
     sess.set_timeout(millis(timeout));
 
-    let known = KnownHosts::load(&dest.known_hosts)?;
+    let known = KnownHosts::load_shared(&dest.known_hosts)?;
     prefer_known_key_types(&sess, &known.known_types(&dest.key_name, dest.key_port));
     sess.handshake().map_err(|e| {
         if is_timeout(&e) {

@@ -3,6 +3,10 @@
 //! entries (`|1|salt|HMAC-SHA1(salt, name)`), and the `@revoked` marker (`@cert-authority` lines
 //! are skipped: we do not do host certificates). A missing file is an empty file.
 //!
+//! A file is parsed once per process and shared by every connection ([`KnownHosts::load_shared`]),
+//! parsed again only when it changed (its size, modification time or inode): a fleet's
+//! known_hosts has a line per host, and a wide push would otherwise hold a copy per connection.
+//!
 //! Our own parser rather than libssh2's: libssh2 stops at the first line it cannot parse (a marker,
 //! a key type it does not know), and we need to tell "unknown" from "changed" precisely.
 
@@ -12,8 +16,10 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 /// The result of checking one host key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,39 +52,69 @@ enum Hosts {
     Hashed { salt: Vec<u8>, hash: Vec<u8> },
 }
 
-/// The entries of every known-hosts file consulted, in order.
+/// The entries of every known-hosts file consulted, in order (one list per file).
 #[derive(Debug, Default)]
 pub struct KnownHosts {
-    entries: Vec<Entry>,
+    files: Vec<Lines>,
 }
+
+/// What tells a changed file from the one parsed: size, modification time, inode.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+/// A file's parsed lines, shared.
+type Lines = Arc<Vec<Entry>>;
+
+/// Files parsed so far in this process, with the stamp they had.
+static PARSED: LazyLock<Mutex<HashMap<PathBuf, (Stamp, Lines)>>> = LazyLock::new(Mutex::default);
 
 impl KnownHosts {
     /// Load the files that exist among `files`; unreadable lines are skipped as OpenSSH does.
     pub fn load(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
         let mut kh = KnownHosts::default();
         for f in files {
-            match std::fs::read_to_string(f) {
-                Ok(text) => kh.add_text(f, &text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(SshError::Config { path: f.clone(), reason: e.to_string() }),
+            if let Some(text) = read(f)? {
+                kh.files.push(Arc::new(parse_text(f, &text)));
             }
         }
         Ok(kh)
     }
 
-    fn add_text(&mut self, file: &Path, text: &str) {
-        for (n, line) in text.lines().enumerate() {
-            if let Some(e) = parse_line(file, n + 1, line) {
-                self.entries.push(e);
-            }
+    /// As [`load`](KnownHosts::load), sharing each file's parsed lines with the other
+    /// connections of this process while the file stays as it was.
+    pub fn load_shared(files: &[PathBuf]) -> Result<KnownHosts, SshError> {
+        use std::os::unix::fs::MetadataExt;
+        let mut kh = KnownHosts::default();
+        for f in files {
+            let stamp = match std::fs::metadata(f) {
+                Ok(m) => (m.len(), m.modified().ok(), m.ino()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(SshError::Config { path: f.clone(), reason: e.to_string() }),
+            };
+            let cached = PARSED.lock().unwrap_or_else(PoisonError::into_inner).get(f).cloned();
+            let entries = match cached {
+                Some((s, entries)) if s == stamp => entries,
+                _ => {
+                    let Some(text) = read(f)? else { continue };
+                    let entries = Arc::new(parse_text(f, &text));
+                    let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+                    parsed.insert(f.clone(), (stamp, Arc::clone(&entries)));
+                    entries
+                }
+            };
+            kh.files.push(entries);
         }
+        Ok(kh)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.files.iter().flat_map(|f| f.iter())
     }
 
     /// Check `key` (the SSH wire-format blob) offered by `host` on `port`.
     pub fn check(&self, host: &str, port: u16, key: &[u8]) -> Verdict {
         let name = host_port_name(host, port);
         let key_type = blob_key_type(key).unwrap_or_default();
-        let matching: Vec<&Entry> = self.entries.iter().filter(|e| e.hosts.matches(&name)).collect();
+        let matching: Vec<&Entry> = self.entries().filter(|e| e.hosts.matches(&name)).collect();
         if let Some(e) = matching.iter().find(|e| e.revoked && e.key == key) {
             return Verdict::Revoked { file: e.file.clone(), line: e.line };
         }
@@ -100,7 +136,7 @@ impl KnownHosts {
     pub fn known_types(&self, host: &str, port: u16) -> Vec<String> {
         let name = host_port_name(host, port);
         let mut out: Vec<String> = Vec::new();
-        for e in self.entries.iter().filter(|e| !e.revoked && e.hosts.matches(&name)) {
+        for e in self.entries().filter(|e| !e.revoked && e.hosts.matches(&name)) {
             if !out.contains(&e.key_type) {
                 out.push(e.key_type.clone());
             }
@@ -219,6 +255,20 @@ pub fn record(file: &Path, host: &str, port: u16, blob: &[u8], hash: bool) -> Re
     Ok(true)
 }
 
+/// The text of `file`; `None` when it does not exist (an empty file).
+fn read(file: &Path) -> Result<Option<String>, SshError> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SshError::Config { path: file.to_path_buf(), reason: e.to_string() }),
+    }
+}
+
+/// The lines of `text` (from `file`) that parse; the others are skipped as OpenSSH does.
+fn parse_text(file: &Path, text: &str) -> Vec<Entry> {
+    text.lines().enumerate().filter_map(|(n, line)| parse_line(file, n + 1, line)).collect()
+}
+
 /// `|1|base64(salt)|base64(HMAC-SHA1(salt, name))` with a fresh 20-byte salt.
 fn hash_name(name: &str) -> Result<String, std::io::Error> {
     let mut salt = [0u8; 20];
@@ -240,9 +290,23 @@ mod tests {
     }
 
     fn kh(text: &str) -> KnownHosts {
-        let mut k = KnownHosts::default();
-        k.add_text(Path::new("kh"), text);
-        k
+        KnownHosts { files: vec![Arc::new(parse_text(Path::new("kh"), text))] }
+    }
+
+    #[test]
+    fn a_shared_file_is_parsed_again_once_it_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("known_hosts");
+        let key = blob("ssh-ed25519", b"k1");
+        let files = [f.clone(), t.path().join("missing")];
+        assert!(matches!(KnownHosts::load_shared(&files).unwrap().check("h", 22, &key), Verdict::Unknown { .. }));
+        assert!(record(&f, "h", 22, &key, false).unwrap());
+        let first = KnownHosts::load_shared(&files).unwrap();
+        assert_eq!(first.check("h", 22, &key), Verdict::Known);
+        let again = KnownHosts::load_shared(&files).unwrap();
+        assert!(Arc::ptr_eq(&first.files[0], &again.files[0]), "an unchanged file is parsed once");
+        std::fs::write(&f, "").unwrap();
+        assert!(matches!(KnownHosts::load_shared(&files).unwrap().check("h", 22, &key), Verdict::Unknown { .. }));
     }
 
     fn hashed(name: &str, salt: &[u8]) -> String {

@@ -9,19 +9,26 @@
 //!
 //! 1. The script prints `llmx1 UID GID HOME`, then `store VALUE`: the home's config.toml's
 //!    `cli_auth_credentials_store` (`-` when unset; read with shell builtins only, so no extra
-//!    process and no extra connection), then the current auth.json (its `ls -ln` line, whose
+//!    process and no extra connection), then `dir MODE UID` of the credential directory
+//!    (`dir none` when it is missing or a link), then the current auth.json (its `ls -ln` line, whose
 //!    size field says how many bytes follow, then the bytes; both from one open descriptor, so a
 //!    rename in between cannot make them disagree), `none`, `symlink` or `dirlink` (auth.json or
 //!    its directory is a symbolic link:
 //!    refused by the caller, never read through) or `unreadable`, then waits for one
-//!    line on stdin. Anything but `write N SUFFIX` ends it without a write. The temp file's
+//!    line on stdin (a first line `llmx`, which the SSH transport sends, is skipped). Anything
+//!    but `write N SUFFIX` ends it without a write. The temp file's
 //!    random SUFFIX travels on stdin, never in the exec's argv (which other users of the
 //!    container can read in /proc before the file exists).
 //! 2. On `write`, it creates the credential directory when missing (`mkdir -p` under umask 077:
-//!    0700) and prints `dir link`, or `dir MODE UID` of the directory (not following a link).
-//!    The caller applies [`judge_dir`] — the same rule as the SSH and archive paths — and answers
-//!    `keep`, `tighten` (chmod 700) or `no` (a refusal: nothing is written, and the caller must
-//!    not fall back to a path that writes as root).
+//!    0700) and takes `dir link`, or `dir MODE UID` of the directory (not following a link).
+//!    The caller applies [`judge_dir`] — the same rule as the SSH and archive paths — whose
+//!    answer is `keep`, `tighten` (chmod 700) or `no` (a refusal: nothing is written, and the
+//!    caller must not fall back to a path that writes as root). **Judged ahead:** the caller
+//!    judges the directory of the header (or, when missing, the `drwx------ UID` that `mkdir`
+//!    makes) and sends `write N SUFFIX VERDICT MODE UID` with the N bytes right behind it, without
+//!    waiting. When the directory is still exactly that, the script goes on with VERDICT; when
+//!    not, it discards the N bytes, prints the directory's line and waits for an answer and the
+//!    bytes again, as a plain `write N SUFFIX` (no verdict) always does.
 //! 3. It removes temp files an earlier push left (`.auth.json.llmx-*`, and `.auth.json.tmp-*` of
 //!    older versions, older than ten minutes: a younger one may be another write's; `find` runs only
 //!    when the shell's glob sees one), creates the temp file
@@ -32,8 +39,9 @@
 //!    0600, owned by the user, with one link, and exactly N bytes long (a connection cut
 //!    mid-transfer ends the input early: the short temp file is removed, auth.json is untouched);
 //!    then `mv -f`s it over auth.json (one `rename(2)`: readers see the old file or the new one)
-//!    and prints `done` and the file again, read back as in step 1. A `write N SUFFIX file`
-//!    (push `--store file`) first sets `cli_auth_credentials_store = "file"` in the home's
+//!    and prints `done` and the file again, read back as in step 1. A last word `file` on the write
+//!    line (`write N SUFFIX VERDICT MODE UID file`, or `write N SUFFIX - - - file` when not judged
+//!    ahead: push `--store file`) first sets `cli_auth_credentials_store = "file"` in the home's
 //!    config.toml and prints `store file` (or `store kept` when it could not).
 //!
 //! Every process the script starts costs the target a fork and an exec, so it starts few: `id`,
@@ -95,7 +103,7 @@ setfile() {
   [ ! -L "$c" ] || return 1
   if [ ! -e "$c" ]; then echo 'cli_auth_credentials_store = "file"' >"$c"; return; fi
   [ -f "$c" ] && [ -r "$c" ] && [ -w "$c" ] || return 1
-  o=${d%/}/.config.toml.llmx-$x; p=1
+  q=${d%/}/.config.toml.llmx-$x; p=1
   { echo 'cli_auth_credentials_store = "file"'
     while IFS= read -r k || [ -n "$k" ]; do
       j=${k#"${k%%[! 	]*}"}
@@ -106,23 +114,30 @@ setfile() {
           case $r in =*) continue;; esac;; esac
       fi
       printf '%s\n' "$k"
-    done <"$c"; } >"$o" && cat "$o" >"$c"; e=$?; rm -f -- "$o"; return $e
+    done <"$c"; } >"$q" && cat "$q" >"$c"; e=$?; rm -f -- "$q"; return $e
 }
+if [ -d "$d" ] && [ ! -L "$d" ] && l=$(ls -lnd "$d"); then set -f; set -- $l; set +f; echo "dir $1 $3"; else echo 'dir none'; fi
 if [ -L "$d" ]; then echo dirlink
 elif [ -L "$f" ]; then echo symlink
 elif [ ! -e "$f" ]; then echo none
 elif [ -f "$f" ] && [ -r "$f" ]; then exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; } && cat <&4; exec 4<&-
 else echo unreadable; fi
-read -r go n x w || exit 0
+read -r go n x v m o w || exit 0
+[ "$go" != llmx ] || read -r go n x v m o w || exit 0
+[ "$v" != - ] || v=
 [ "$go" = write ] || exit 0
 case $n in ''|*[!0-9]*) exit 3;; esac
 case $x in ''|*[!A-Za-z0-9]*) exit 3;; esac
-if [ -L "$d" ]; then echo 'dir link'
+if [ -L "$d" ]; then l='dir link'
 else
   { [ -d "$d" ] || mkdir -p "$d"; } && l=$(ls -lnd "$d") || exit 3
-  set -f; set -- $l; set +f; echo "dir $1 $3"
+  set -f; set -- $l; set +f; l="dir $1 $3"
 fi
-read -r v || exit 0
+if [ -z "$v" ] || [ "$l" != "dir $m $o" ]; then
+  [ -z "$v" ] || head -c "$n" >/dev/null || exit 3
+  echo "$l"
+  read -r v || exit 0
+fi
 case $v in keep) ;; tighten) chmod 700 "$d" || exit 3;; *) exit 0;; esac
 [ ! -L "$f" ] || exit 3
 t=${d%/}/.auth.json.llmx-$x
@@ -174,18 +189,21 @@ pub struct Header {
     pub gid: u32,
     /// The credential directory as the shell computed it (not yet validated).
     pub home: String,
-    /// `cli_auth_credentials_store` in the home's config.toml (top-level key; `file` when unset,
-    /// `?` for a value that is not a plain word).
-    pub store: Option<String>,
     pub current: Option<FileEntry>,
     /// auth.json is a symbolic link (then `current` is `None`).
     pub symlink: bool,
     /// The credential directory is a symbolic link (then `current` is `None`).
     pub dir_link: bool,
+    /// The credential directory's `MODE UID` as `ls -lnd` shows them (`None`: missing or a
+    /// link), for judging it ahead of the write.
+    pub dir: Option<(String, u32)>,
     /// auth.json exists but the target's user cannot read it (then `current` is `None`): left by
     /// a writer running as root, such as `docker cp`. The caller reads it another way or refuses;
     /// the conversation can still replace it (a rename in the user's own directory).
     pub unreadable: bool,
+    /// `cli_auth_credentials_store` in the home's config.toml (top-level key; `file` when unset,
+    /// `?` for a value that is not a plain word).
+    pub store: Option<String>,
 }
 
 /// Why a conversation did not start.
@@ -262,6 +280,8 @@ pub struct Conversation<O, I> {
     deadline: tokio::time::Instant,
     uid: u32,
     home: String,
+    /// The header's `dir`: what the write is judged on ahead.
+    dir: Option<(String, u32)>,
 }
 
 impl<O, I> Conversation<O, I>
@@ -287,11 +307,13 @@ where
             deadline: tokio::time::Instant::now() + stage,
             uid: 0,
             home: String::new(),
+            dir: None,
         };
         match c.header().await {
             Ok(h) => {
                 c.uid = h.uid;
                 c.home = h.home.clone();
+                c.dir = h.dir.clone();
                 Ok((c, h))
             }
             Err(ReadError::Flood) => Err(StartError { why: ReadError::Flood.to_string(), hostile: true }),
@@ -310,14 +332,24 @@ where
             ),
             _ => return Err("the target's shell did not run the script".into()),
         };
-        let (mut dir_link, mut symlink, mut unreadable) = (false, false, false);
         let mut next = self.line().await?;
         let mut store = None;
         if let Some(value) = next.strip_prefix("store ") {
             store = Some(if value == "-" { "file".to_string() } else { printable(value) });
             next = self.line().await?;
         }
-        let current = match next.as_str() {
+        let dir = match next.as_str() {
+            "dir none" => None,
+            l => {
+                let (perms, owner) = l.strip_prefix("dir ").and_then(|r| r.split_once(' ')).unwrap_or_default();
+                match (parse_dir_line(l), owner.parse::<u32>()) {
+                    (Some(_), Ok(o)) if perms.bytes().all(|b| b.is_ascii_graphic()) => Some((perms.to_string(), o)),
+                    _ => return Err(format!("unexpected directory line {:?}", printable(l)).into()),
+                }
+            }
+        };
+        let (mut dir_link, mut symlink, mut unreadable) = (false, false, false);
+        let current = match self.line().await?.as_str() {
             "none" => None,
             "symlink" => {
                 symlink = true;
@@ -333,7 +365,7 @@ where
             }
             ls => Some(self.file(ls).await?),
         };
-        Ok(Header { uid, gid, home, current, symlink, dir_link, unreadable, store })
+        Ok(Header { uid, gid, home, dir, current, symlink, dir_link, unreadable, store })
     }
 
     /// `ls -ln` line already read (its size field says how many bytes follow); then the bytes.
@@ -350,66 +382,106 @@ where
         Ok(FileEntry { bytes, uid: e.uid, gid: e.gid, mode: e.mode })
     }
 
-    /// Send `bytes` to be written; returns the file as read back after the move. With
+    /// Send `bytes` to be written; returns the file as read back after the move. The directory
+    /// is judged ahead from the header (`dir`), so that the bytes go with the request; when the
+    /// script finds the directory changed since, it asks again (step 2 of the protocol). With
     /// `file_store`, the script also sets `cli_auth_credentials_store = "file"` in the home's
     /// config.toml once auth.json is in place (the top-level key replaced, everything else kept
     /// byte for byte, the file rewritten in place so its mode and owner stay); whether it did is
     /// [`Written::file_store`].
     pub async fn write(mut self, bytes: &[u8], file_store: bool) -> Result<Written, WriteError> {
-        let failed = |c: &Self, e: ReadError| {
-            let why = printable(c.stderr.trim());
-            let e = e.to_string();
-            WriteError::Failed(TargetError::new(format!(
-                "writing through exec failed: {}",
-                if why.is_empty() || c.stderr_seen > MAX_READ { e } else { why }
-            )))
-        };
+        let store = if file_store { " file" } else { "" };
+        let dir = self.dir.take();
         let suffix = crate::home::random_suffix();
         self.deadline = tokio::time::Instant::now() + self.stage;
-        let store = if file_store { " file" } else { "" };
-        if let Err(e) = self.send(format!("write {} {suffix}{store}\n", bytes.len()).as_bytes(), false).await {
-            return Err(failed(&self, e.into()));
-        }
-        let facts = match self.line().await.map(|l| parse_dir_line(&l)) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Err(failed(&self, "unexpected answer about the directory".into())),
-            Err(e) => return Err(failed(&self, e)),
-        };
-        let verdict = match judge_dir(&self.home, &facts, Some(self.uid)) {
-            Ok(v) => v,
-            Err(reason) => {
-                let _ = self.send(b"no\n", true).await;
-                return Err(WriteError::Refused(TargetError::new(format!(
-                    "refusing to write {}: {reason}",
-                    printable(&self.home)
-                ))));
+        // What the directory will be: as the header saw it, or what `mkdir` under umask 077 makes.
+        let (perms, owner) = dir.unwrap_or_else(|| ("drwx------".to_string(), self.uid));
+        let ahead = parse_dir_line(&format!("dir {perms} {owner}")).map(|f| judge_dir(&self.home, &f, Some(self.uid)));
+        let sent = match ahead {
+            Some(Err(reason)) => return Err(self.refused(&reason)),
+            Some(Ok(v)) => {
+                let request = format!("write {} {suffix} {} {perms} {owner}{store}\n", bytes.len(), verdict_word(v));
+                async {
+                    self.send(request.as_bytes(), false).await?;
+                    self.send(bytes, false).await
+                }
+                .await
+            }
+            None => {
+                let request = if file_store {
+                    format!("write {} {suffix} - - - file\n", bytes.len())
+                } else {
+                    format!("write {} {suffix}\n", bytes.len())
+                };
+                self.send(request.as_bytes(), false).await
             }
         };
-        let answer: &[u8] = if verdict == DirVerdict::Tighten { b"tighten\n" } else { b"keep\n" };
-        self.deadline = tokio::time::Instant::now() + self.stage;
-        let sent = async {
-            self.send(answer, false).await?;
-            self.send(bytes, true).await
-        }
-        .await;
         if let Err(e) = sent {
-            return Err(failed(&self, e.into()));
+            return Err(self.failed(e.into()));
         }
+        let (mut line, mut store_set) = match self.store_answer().await {
+            Ok(l) => l,
+            Err(e) => return Err(self.failed(e)),
+        };
+        if line != "done" {
+            // Not judged ahead, or the directory changed since the header: judge it now.
+            let Some(facts) = parse_dir_line(&line) else {
+                return Err(self.failed("unexpected answer about the directory".into()));
+            };
+            let verdict = match judge_dir(&self.home, &facts, Some(self.uid)) {
+                Ok(v) => v,
+                Err(reason) => {
+                    let _ = self.send(b"no\n", true).await;
+                    return Err(self.refused(&reason));
+                }
+            };
+            self.deadline = tokio::time::Instant::now() + self.stage;
+            let sent = async {
+                self.send(format!("{}\n", verdict_word(verdict)).as_bytes(), false).await?;
+                self.send(bytes, true).await
+            }
+            .await;
+            if let Err(e) = sent {
+                return Err(self.failed(e.into()));
+            }
+            match self.store_answer().await {
+                Ok((l, set)) if l == "done" => {
+                    (line, store_set) = (l, set);
+                }
+                Ok(_) => return Err(self.failed("no confirmation".into())),
+                Err(e) => return Err(self.failed(e)),
+            }
+        }
+        debug_assert_eq!(line, "done");
         let result = async {
-            let mut line = self.line().await?;
-            let mut store_set = None;
-            if let Some(answer) = line.strip_prefix("store ") {
-                store_set = Some(answer == "file");
-                line = self.line().await?;
-            }
-            if line != "done" {
-                return Err(ReadError::from("no confirmation"));
-            }
             let ls = self.line().await?;
             Ok(Written { file: self.file(&ls).await?, file_store: store_set })
         }
         .await;
-        result.map_err(|e| failed(&self, e))
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// The next line, after the `store file`/`store kept` a write with `file` prints before
+    /// `done` (whether config.toml now says `file`).
+    async fn store_answer(&mut self) -> Result<(String, Option<bool>), ReadError> {
+        let line = self.line().await?;
+        match line.strip_prefix("store ") {
+            Some(answer) => Ok((self.line().await?, Some(answer == "file"))),
+            None => Ok((line, None)),
+        }
+    }
+
+    fn refused(&self, reason: &str) -> WriteError {
+        WriteError::Refused(TargetError::new(format!("refusing to write {}: {reason}", printable(&self.home))))
+    }
+
+    fn failed(&self, e: ReadError) -> WriteError {
+        let why = printable(self.stderr.trim());
+        let e = e.to_string();
+        WriteError::Failed(TargetError::new(format!(
+            "writing through exec failed: {}",
+            if why.is_empty() || self.stderr_seen > MAX_READ { e } else { why }
+        )))
     }
 
     async fn send(&mut self, bytes: &[u8], last: bool) -> Result<(), String> {
@@ -519,6 +591,11 @@ fn parse_ls(line: &str) -> Option<Ls> {
     Some(Ls { kind, mode, uid, gid, size })
 }
 
+/// The answer to the directory question.
+fn verdict_word(v: DirVerdict) -> &'static str {
+    if v == DirVerdict::Tighten { "tighten" } else { "keep" }
+}
+
 /// `dir link` or `dir MODE UID` from step 2 of the protocol.
 fn parse_dir_line(line: &str) -> Option<DirFacts> {
     let rest = line.strip_prefix("dir ")?;
@@ -570,7 +647,9 @@ mod tests {
         stdin.flush().unwrap();
         let mut all = String::new();
         if write.starts_with(b"write ") && write.ends_with(b"\n") {
-            // Wait for the `dir` line before answering, as the caller does.
+            // Wait for the `dir` line before answering, as the caller does (the header's own
+            // `dir` line comes first).
+            let mut dir_lines = 0;
             loop {
                 let mut l = String::new();
                 if out.read_line(&mut l).unwrap() == 0 {
@@ -578,7 +657,8 @@ mod tests {
                 }
                 all.push_str(&l);
                 // (A file in the header has no newline of its own: its last line runs on.)
-                if l.contains("dir ") {
+                dir_lines += l.matches("dir ").count();
+                if dir_lines >= 2 {
                     let _ = stdin.write_all(verdict);
                     let _ = stdin.write_all(body);
                     break;
@@ -623,12 +703,13 @@ mod tests {
     async fn target_reported_size_is_capped_at_max_read() {
         // The target claims a file just over MAX_READ and keeps sending: refused at once,
         // before any of it is buffered.
-        let head = format!("llmx1 0 0 /root/.llmx\n-rw------- 1 0 0 {} Jan 1 2020 /f\n", MAX_READ + 1);
+        let head = format!("llmx1 0 0 /root/.llmx\ndir none\n-rw------- 1 0 0 {} Jan 1 2020 /f\n", MAX_READ + 1);
         let (o, i) = conversation_with(vec![head.into_bytes()], true);
         let e = Conversation::start(o, i).await.err().unwrap().why;
         assert!(e.contains("larger than expected"), "{e}");
         // Up to the limit it is read.
-        let (o, i) = conversation_with(vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 3 Jan 1 2020 /f\nabc".to_vec()], false);
+        let (o, i) =
+            conversation_with(vec![b"llmx1 0 0 /h\ndir none\n-rw------- 1 0 0 3 Jan 1 2020 /f\nabc".to_vec()], false);
         assert_eq!(Conversation::start(o, i).await.unwrap().1.current.unwrap().bytes, b"abc");
     }
 
@@ -642,7 +723,7 @@ mod tests {
         assert!(e.hostile && e.why.contains("more than 4 MiB to its error output"), "{e:?}");
         assert!(start.elapsed() < Duration::from_secs(5));
         // The same flood after the header, while a write waits for its answer.
-        let head = futures_util::stream::iter(vec![Ok(Chunk::Stdout(b"llmx1 0 0 /h\nnone\n".to_vec()))]);
+        let head = futures_util::stream::iter(vec![Ok(Chunk::Stdout(b"llmx1 0 0 /h\ndir none\nnone\n".to_vec()))]);
         let flood = futures_util::stream::repeat_with(|| Ok(Chunk::Stderr(vec![b'e'; 65536])));
         let (c, _) = Conversation::start(Box::pin(head.chain(flood)), tokio::io::sink()).await.unwrap();
         match c.write(b"{}", false).await {
@@ -673,9 +754,10 @@ mod tests {
         let cases: Vec<Vec<Vec<u8>>> = vec![
             vec![b"\x1b]52;c;aGk=\x07\x1b[2J llmx1\n".to_vec()],
             vec![b"llmx1 \x1b[31m0 0 /h\n".to_vec()],
-            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 10 Jan 1 2020 /f\nabc".to_vec()],
-            vec![b"llmx1 0 0 /h\n\x1b]0;title\x07-rw------- x y\n".to_vec()],
-            vec![b"llmx1 0 0 /h\n-rw------- 1 0 0 -1 Jan 1 2020 /f\n".to_vec()],
+            vec![b"llmx1 0 0 /h\ndir none\n-rw------- 1 0 0 10 Jan 1 2020 /f\nabc".to_vec()],
+            vec![b"llmx1 0 0 /h\ndir none\n\x1b]0;title\x07-rw------- x y\n".to_vec()],
+            vec![b"llmx1 0 0 /h\ndir \x1b]0;t\x07 0\nnone\n".to_vec()],
+            vec![b"llmx1 0 0 /h\ndir none\n-rw------- 1 0 0 -1 Jan 1 2020 /f\n".to_vec()],
             vec![b"llmx1 0 0".to_vec()],
             vec![vec![b'y'; MAX_LINE + 2]],
         ];
@@ -715,7 +797,7 @@ mod tests {
             "# mine\nmodel = \"m\"\n  cli_auth_credentials_store = \"keyring\"\n[p]\ncli_auth_credentials_store = 1";
         std::fs::write(&config, before).unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (code, out) = run_script_with(t.path(), b"write 3 t1 file\n", b"keep\n", b"new");
+        let (code, out) = run_script_with(t.path(), b"write 3 t1 - - - file\n", b"keep\n", b"new");
         assert_eq!(code, Some(0), "{out}");
         assert!(out.contains("\nstore file\ndone\n"), "{out}");
         let after = std::fs::read_to_string(&config).unwrap();
@@ -737,7 +819,7 @@ mod tests {
         std::fs::write(&elsewhere, "theirs").unwrap();
         std::os::unix::fs::symlink(&elsewhere, home.join("auth.json")).unwrap();
         let (code, out) = run_script_with(&home, b"", b"", b"");
-        assert_eq!((code, out.lines().nth(1), out.lines().nth(2)), (Some(0), Some("store -"), Some("symlink")));
+        assert_eq!((code, out.lines().nth(1), out.lines().nth(3)), (Some(0), Some("store -"), Some("symlink")));
         assert_eq!(run_script(&home, 3, b"new"), Some(3));
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "theirs");
         assert!(std::fs::symlink_metadata(home.join("auth.json")).unwrap().file_type().is_symlink());
@@ -829,5 +911,36 @@ mod tests {
         assert!(!private(&home.join("sub")), "a directory is not private");
         // The temp file's name never appears in the command line.
         assert!(command(None).iter().all(|w| !w.contains("llmx-t1")));
+    }
+
+    #[test]
+    fn a_write_judged_ahead_goes_on_only_while_the_directory_is_as_judged() {
+        use std::os::unix::fs::MetadataExt;
+        let (_t, home) = private_home();
+        let uid = std::fs::metadata(&home).unwrap().uid();
+        // The header shows the directory; the verdict and the bytes go with the request.
+        let (code, out) = run_script_with(&home, b"", b"", b"");
+        assert_eq!((code, out.lines().nth(2)), (Some(0), Some(format!("dir drwx------ {uid}").as_str())));
+        let ahead = format!("write 3 a1 keep drwx------ {uid}\nnew");
+        let (code, out) = run_script_with(&home, ahead.as_bytes(), b"", b"");
+        assert_eq!(code, Some(0), "{out}");
+        assert_eq!(out.matches("dir ").count(), 1, "asked again: {out}");
+        assert!(out.contains("done"), "{out}");
+        assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"new");
+        // Judged on another directory (it changed since the header): the bytes are discarded,
+        // the script asks, and the answer decides.
+        let stale = format!("write 4 a2 keep drwxr-xr-x {uid}\nold\n");
+        let (code, out) = run_script_with(&home, stale.as_bytes(), b"keep\n", b"ne2\n");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(&format!("dir drwx------ {uid}\ndone")), "{out}");
+        assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"ne2\n");
+        let (code, out) = run_script_with(&home, stale.as_bytes(), b"no\n", b"ne3\n");
+        assert_eq!((code, out.contains("done")), (Some(0), false), "{out}");
+        assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"ne2\n");
+        // A missing directory: judged as what mkdir makes under umask 077.
+        std::fs::remove_dir_all(&home).unwrap();
+        let (code, out) = run_script_with(&home, ahead.as_bytes(), b"", b"");
+        assert_eq!((code, out.matches("dir ").count()), (Some(0), 1), "{out}");
+        assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), b"new");
     }
 }

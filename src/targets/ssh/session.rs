@@ -13,7 +13,8 @@
 //!   with `~`, `~/…` and relative paths taken from the login directory (`pwd -P`, what SFTP's
 //!   `realpath .` answers), else the login directory + `/.llmx`. So the script's own default
 //!   (`$HOME/.llmx`) is never used here, and the home is the one the SFTP path computes.
-//! - **A first line on stdin** (`llmx`), which the preamble reads and ignores. A restricted
+//! - **A first line on stdin** (`llmx`), which the script skips when it reads its first
+//!   instruction (after the header: waiting for it first would cost a round trip). A restricted
 //!   account whose every session is `ForceCommand internal-sftp` runs an SFTP server instead of
 //!   the script: those five bytes are a malformed SFTP packet, so it quits at once and we fall back
 //!   to SFTP without waiting for a timeout.
@@ -34,9 +35,9 @@ use tokio::io::AsyncWrite;
 /// The conversation as the SSH transport carries it.
 pub type Shell = Conversation<BoxStream<'static, Result<Chunk, String>>, Stdin>;
 
-/// Sets `$1` for the script (see the module doc); reads the first line of stdin.
-const PREAMBLE: &str = r#"read -r _ || exit 0
-{ cd -P . 2>/dev/null && L=$PWD; } || L=$HOME
+/// Sets `$1` for the script (see the module doc). The first line of stdin is left for the script,
+/// which skips it where it reads its first instruction: the header goes out without waiting for it.
+const PREAMBLE: &str = r#"{ cd -P . 2>/dev/null && L=$PWD; } || L=$HOME
 d=$1; [ -n "$d" ] || d=$LLMX_HOME
 case $d in
 '') d=${L%/}/.llmx ;;
