@@ -409,9 +409,13 @@ async fn connection_killed_mid_write_leaves_old_file_and_next_push_cleans_up() {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 if temp_files(&dir).iter().any(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)) {
                     let victims = sshd_support::descendants(pid);
-                    for v in &victims {
-                        // SAFETY: pids found under our own sshd.
-                        unsafe { libc::kill(*v as i32, libc::SIGKILL) };
+                    // Freeze them all first: killed one by one, the shell could still run its
+                    // cleanup (`rm` of the temp file) after its `head` died, on a loaded machine.
+                    for sig in [libc::SIGSTOP, libc::SIGKILL] {
+                        for v in &victims {
+                            // SAFETY: pids found under our own sshd.
+                            unsafe { libc::kill(*v as i32, sig) };
+                        }
                     }
                     return victims.len();
                 }
