@@ -150,6 +150,32 @@ fn tls_engine_with_the_right_client_certificate_pushes_and_reads_back() {
     assert!(r.stdout.contains("API key"), "{}", r.all());
 }
 
+/// A push to several containers of a TLS engine keeps its connections open and uses them again:
+/// the engine sees one TLS connection for all the requests that do not overlap, plus one per
+/// container for the exec stream it hijacks (on main: one connection per API request).
+#[test]
+fn tls_engine_connections_are_kept_and_used_again_across_containers() {
+    let e = tls_engine();
+    let containers: Vec<TlsContainer<'_>> = (0..4).map(|i| e.container(&format!("tls-keep{i}"))).collect();
+    let engine = e.host.strip_prefix("tcp://").expect("a tcp:// engine").to_string();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via = format!("tcp://{}", l.local_addr().unwrap());
+    let seen = relay(l, To::Tcp(engine));
+    let mut env = e.env(&e.certs);
+    env[0].1 = via;
+    let local = Local::new();
+    local.write_auth(&api_key_auth());
+    let targets: Vec<String> = containers.iter().map(|c| format!("docker:{}", c.name)).collect();
+    let mut args = vec!["auth", "push"];
+    args.extend(targets.iter().map(String::as_str));
+    let r = local.llmx(&args, &with(&env));
+    assert_eq!(r.code(), 0, "{}", r.all());
+    assert!(r.stdout.contains("4 created"), "{}", r.all());
+    let connections = seen.load(Ordering::SeqCst);
+    eprintln!("TLS connections for a push to 4 containers: {connections}");
+    assert!(connections <= 4 + 2, "{connections} TLS connections for 4 containers: not kept and used again");
+}
+
 #[test]
 fn tls_engine_with_a_wrong_ca_is_refused_and_nothing_is_written() {
     let e = tls_engine();

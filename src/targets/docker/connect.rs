@@ -341,22 +341,23 @@ async fn connect(ep: Endpoint, opts: &DockerOptions, ssh: &SshOptions) -> Result
             let dial = tls_dial(addr.clone(), name, material)?;
             // One handshake first, so that a wrong CA or a refused client certificate is said as
             // such, before any request is sent.
-            match tokio::time::timeout(CONNECT_TIMEOUT, dial()).await {
+            // That connection then carries the first request.
+            let first = match tokio::time::timeout(CONNECT_TIMEOUT, dial()).await {
                 Err(_) => return Err(unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))),
                 Ok(Err(e)) => {
                     return Err(rustls_cause(&e)
                         .map(|r| tls_failure(&ep, material, r))
                         .unwrap_or_else(|| unreachable(e.to_string())));
                 }
-                Ok(Ok(_)) => {}
-            }
-            docker_over(dial, addr, secs).map_err(|e| unreachable(error_text(&e)))?
+                Ok(Ok(io)) => io,
+            };
+            docker_over(dial, Some(first), addr, secs).map_err(|e| unreachable(error_text(&e)))?
         }
         Route::Ssh(addr) => {
             // The remote engine sees a local socket client; `Host` says what the docker CLI's
             // dial-stdio says.
             let (dial, _socket) = dial_over_ssh(addr, ssh, &ep.host).await?;
-            docker_over(dial, "docker", secs).map_err(|e| unreachable(error_text(&e)))?
+            docker_over(dial, None, "docker", secs).map_err(|e| unreachable(error_text(&e)))?
         }
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.with_timeout(REQUEST_TIMEOUT).negotiate_version()).await {

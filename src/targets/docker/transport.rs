@@ -1,15 +1,16 @@
 //! The Engine API spoken over a stream we open ourselves: a TLS connection made with our own
 //! rustls configuration ([`super::tls`]) or a channel of llmx's own SSH session
-//! ([`super::over_ssh`]). bollard's custom-transport hook hands us each request; we dial a new
-//! stream, run one HTTP/1.1 connection over it (with upgrades, which the exec API's hijacked
-//! stream needs) and return the response. bollard keeps no idle connections either, so this costs
-//! what its own transports cost: one connection per request.
+//! ([`super::over_ssh`]). bollard's custom-transport hook hands us each request; it goes over an
+//! idle HTTP/1.1 connection of this client when one is ready (keep-alive: a push to many
+//! containers of a remote engine makes one TLS handshake, or opens one SSH channel, for all its
+//! requests that do not overlap), else over a new stream from the dial. A connection that was
+//! upgraded (the exec API's hijacked stream) or closed is never used again.
 
 use bollard::{BollardRequest, Docker};
 use futures_util::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -20,22 +21,61 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> EngineIo for T {}
 /// Opens a new stream to the engine for each request.
 pub type Dial = Arc<dyn Fn() -> BoxFuture<'static, std::io::Result<Box<dyn EngineIo>>> + Send + Sync>;
 
-/// A bollard client whose every request goes over a fresh stream from `dial`. `name` is what the
-/// `Host` header says (the engine ignores it; it is the endpoint for readers of its logs).
-pub fn docker_over(dial: Dial, name: &str, timeout_secs: u64) -> Result<Docker, bollard::errors::Error> {
+/// The body type of a request (bollard does not export its name).
+trait BodyOf {
+    type Body;
+}
+impl<B> BodyOf for hyper::Request<B> {
+    type Body = B;
+}
+
+/// An HTTP/1.1 connection to the engine, ready for requests.
+type Sender = hyper::client::conn::http1::SendRequest<<BollardRequest as BodyOf>::Body>;
+
+/// A bollard client whose requests go over connections from `dial`, kept open and used again
+/// while they are idle. `first`: a stream already dialled (the handshake that checked the
+/// engine's certificate), used for the first request. `name` is what the `Host` header says (the
+/// engine ignores it; it is the endpoint for readers of its logs).
+pub fn docker_over(
+    dial: Dial,
+    first: Option<Box<dyn EngineIo>>,
+    name: &str,
+    timeout_secs: u64,
+) -> Result<Docker, bollard::errors::Error> {
     let host = name.to_string();
+    let idle: Arc<Mutex<Vec<Sender>>> = Arc::default();
+    let first = Arc::new(Mutex::new(first));
     let transport = move |req: BollardRequest| {
-        let dial = dial.clone();
-        let host = host.clone();
+        let (dial, host, idle, first) = (dial.clone(), host.clone(), idle.clone(), first.clone());
         async move {
-            let io = dial().await?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
-            // Ends when the response (or the upgraded stream) is done with the connection; its
-            // errors reach the caller through the response.
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-            sender.send_request(origin_form(req, &host)?).await.map_err(bollard::errors::Error::from)
+            let reused = {
+                let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.retain(|s| !s.is_closed());
+                idle.iter().position(Sender::is_ready).map(|i| idle.swap_remove(i))
+            };
+            let mut sender = match reused {
+                Some(s) => s,
+                None => {
+                    let taken = first.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let io = match taken {
+                        Some(io) => io,
+                        None => dial().await?,
+                    };
+                    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+                    // Runs the connection until the engine or this process closes it; its errors
+                    // reach the caller through the response.
+                    tokio::spawn(async move {
+                        let _ = conn.with_upgrades().await;
+                    });
+                    sender
+                }
+            };
+            let response = sender.send_request(origin_form(req, &host)?).await.map_err(bollard::errors::Error::from)?;
+            // Ready again once this response's body has been read; an upgraded one never is.
+            if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+                idle.lock().unwrap_or_else(PoisonError::into_inner).push(sender);
+            }
+            Ok(response)
         }
     };
     Docker::connect_with_custom_transport(
