@@ -51,8 +51,10 @@ same account; --force overwrites it), failed. Exit status 0 only when no target 
 A target whose config.toml says cli_auth_credentials_store = \"keyring\" (or \"auto\") is named:
 the agent there reads its keyring, not the pushed file; --store file also sets
 cli_auth_credentials_store = \"file\" in that config.toml (the rest of it kept as it is).
-Copying a ChatGPT login shares one refresh token: see `llmx auth tunnel` for a separate
-login per machine, or push an API key.";
+A ChatGPT login goes as a lease: its access token only, usable until it expires and renewed from
+here by `llmx auth sync` (schedule it: `llmx auth sync --schedule`); the refresh token never
+leaves this machine. --full copies the whole login, whose copies then share one rotating refresh
+token; `llmx auth tunnel` gives a machine a login of its own instead.";
 
 #[derive(Debug, Args)]
 #[command(after_help = format!("{}\n\n{EXAMPLES}", spec::forms_help()))]
