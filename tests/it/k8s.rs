@@ -123,6 +123,13 @@ fn a_pod_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
     kubectl(&["delete", "pod", "-n", &ns.name, "agent", "--wait=true"], None);
     agent_pod(&ns, "agent");
     ns.wait("pod/agent", "Ready");
+    // A pod just recreated under the same name can be Ready a moment before the kubelet execs
+    // into its new container (the old one's exec fails): wait until it answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl_raw(&["-n", &ns.name, "exec", "agent", "-c", "main", "--", "true"], None).status.success() {
+        assert!(Instant::now() < deadline, "the recreated pod never answered exec");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     let w = local.llmx(&["auth", "where", "--json"], &[]);
     assert_eq!(w.code(), 1, "{}", w.all());
