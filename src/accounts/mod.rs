@@ -68,8 +68,8 @@ enum Identity {
 }
 
 fn identity(file: &AuthFile) -> Option<Identity> {
-    if file.tokens.is_some() {
-        return Some(Identity::ChatGpt { account_id: file.account_id(), email: file.email() });
+    if let Some((account_id, email)) = file.chatgpt_identity() {
+        return Some(Identity::ChatGpt { account_id, email });
     }
     file.api_key().map(|k| Identity::ApiKey(hex::encode(Sha256::digest(k.expose().as_bytes()))))
 }

@@ -99,6 +99,13 @@ impl AuthFile {
         IdClaims::parse(self.tokens.as_ref()?.id_token.expose()).ok()?.email
     }
 
+    /// Who a ChatGPT login is, without a secret: its account id and email (`None` for a file
+    /// without ChatGPT tokens). Two logins with the same identity are the same account's: what
+    /// matches a live auth.json to its account (DESIGN.md §11).
+    pub fn chatgpt_identity(&self) -> Option<(Option<String>, Option<String>)> {
+        self.tokens.as_ref().map(|_| (self.account_id(), self.email()))
+    }
+
     /// The non-empty API key stored in the file.
     pub fn api_key(&self) -> Option<&Secret> {
         self.openai_api_key.as_ref().filter(|k| !k.is_empty())

@@ -179,10 +179,8 @@ pub async fn refresh_home(
 pub fn check_not_live(store: &Store, file: &AuthFile, live: Option<&Store>) -> Result<(), RefreshFailure> {
     let Some(live) = live.filter(|l| l.path() != store.path()) else { return Ok(()) };
     let Ok(Some(current)) = live.load() else { return Ok(()) };
-    let same = current.tokens.is_some()
-        && current.account_id() == file.account_id()
-        && current.email().map(|e| e.to_lowercase()) == file.email().map(|e| e.to_lowercase());
-    if same {
+    // The same rule that tells which account is active (accounts::identity).
+    if current.chatgpt_identity().is_some() && current.chatgpt_identity() == file.chatgpt_identity() {
         Err(RefreshFailure::Moved { path: store.path().to_path_buf(), live: live.path().to_path_buf() })
     } else {
         Ok(())

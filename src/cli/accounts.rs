@@ -152,26 +152,17 @@ pub struct SyncRun {
 pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<SyncRun>, Failure> {
     let binding = if named_targets { None } else { crate::cli::bound::Binding::load(ctx)? };
     let Some(b) = binding else {
-        // Named targets, no accounts, or `--account`: one run.
+        // Named targets, no accounts, or `--account` (then only the holders bound to it): one run.
         let label = if named_targets { current_label(ctx)? } else { ctx.account.clone() };
-        if let (Some(l), false) = (&ctx.account, named_targets) {
-            // Only the holders bound to the account named.
-            let accounts = ctx.accounts()?;
-            if accounts.exist() {
-                let entries = bound_to(ctx, l, ledger)?;
-                return Ok(vec![SyncRun {
-                    label,
-                    path: ctx.auth_path()?,
-                    ledger: Ledger { entries, ..ledger.clone() },
-                }]);
-            }
-        }
-        return Ok(vec![SyncRun { label, path: ctx.auth_path()?, ledger: ledger.clone() }]);
+        let entries = match (&ctx.account, named_targets) {
+            (Some(l), false) => bound_to(ctx, l, ledger)?,
+            _ => ledger.entries.clone(),
+        };
+        return Ok(vec![SyncRun { label, path: ctx.auth_path()?, ledger: Ledger { entries, ..ledger.clone() } }]);
     };
     let mut runs = Vec::new();
     for label in b.labels() {
-        let entries: Vec<Entry> =
-            ledger.entries.iter().filter(|e| b.owner_of(e).as_deref() == Some(label)).cloned().collect();
+        let entries = b.entries_of(ledger, label);
         if entries.is_empty() && b.active() != Some(label) {
             continue;
         }
@@ -188,7 +179,7 @@ pub fn sync_runs(ctx: &Ctx, named_targets: bool, ledger: &Ledger) -> Result<Vec<
 pub fn bound_to(ctx: &Ctx, label: &str, ledger: &Ledger) -> Result<Vec<Entry>, Failure> {
     ctx.accounts()?.resolve(label)?;
     let Some(b) = crate::cli::bound::Binding::of_home(ctx)? else { return Ok(ledger.entries.clone()) };
-    Ok(ledger.entries.iter().filter(|e| b.owner_of(e).as_deref() == Some(label)).cloned().collect())
+    Ok(b.entries_of(ledger, label))
 }
 
 /// Whether an account can be used now, from the local facts (no issuer is called: a refresh

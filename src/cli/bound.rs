@@ -8,7 +8,7 @@ use crate::cli::{Ctx, Failure};
 use llmx::accounts::Accounts;
 use llmx::auth::file::AuthFile;
 use llmx::family::Holder;
-use llmx::family::ledger::Entry;
+use llmx::family::ledger::{Entry, Ledger};
 use std::path::PathBuf;
 
 /// The accounts of a home and where each one's login is now.
@@ -56,6 +56,11 @@ impl Binding {
     /// The account's auth.json: the live one for the active account.
     pub fn path_of(&self, label: &str) -> PathBuf {
         if self.active.as_deref() == Some(label) { self.live.clone() } else { self.accounts.account_path(label) }
+    }
+
+    /// The ledger entries that belong to account `label`.
+    pub fn entries_of(&self, ledger: &Ledger, label: &str) -> Vec<Entry> {
+        ledger.entries.iter().filter(|e| self.owner_of(e).as_deref() == Some(label)).cloned().collect()
     }
 
     /// The account an entry belongs to: its recorded label, else the account with its account

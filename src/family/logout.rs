@@ -95,10 +95,7 @@ pub async fn logout(
     // A login that cannot be read or parsed holds no lineage to protect; nor does an API key.
     let bytes = store.read().ok().flatten().map(|(b, _)| b);
     let file = bytes.as_deref().and_then(|b| AuthFile::parse(store.path(), b).ok()).filter(|f| f.tokens.is_some());
-    let access_expires_at = file
-        .as_ref()
-        .and_then(|f| f.tokens.as_ref())
-        .and_then(|t| crate::auth::claims::expiry(t.access_token.expose()));
+    let access_expires_at = file.as_ref().and_then(super::lease::access_expiry);
     let mut remote = Vec::new();
     let mut ledger_unreadable = None;
     if let (Some(file), Some(bytes)) = (&file, &bytes) {
