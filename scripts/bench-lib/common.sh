@@ -4,10 +4,11 @@
 # results file the report is made from.
 #
 # Results: one line per measured tool in $W/results.tsv, tab-separated:
-#   case  size  tool  runs  median_us  status  note  cpu_ms  server_ms
+#   case  size  tool  runs  median_us  status  note  cpu_ms  server_ms  client_ms
 # (status: ok, or FAILED with the reason in note; cpu_ms: the median CPU time the whole machine
 # spent per run, from /proc/stat: client, servers and all; server_ms: the median CPU time of the
-# case's servers per run, from its probe_CASE function when it has one, e.g. the sshds). Extra
+# case's servers per run, from its probe_CASE function when it has one, e.g. the sshds;
+# client_ms: the median CPU time of the tool's own processes, the shell's reaped children). Extra
 # figures go to $W/figures.tsv:
 #   name  value  unit  target  verdict  note
 
@@ -73,13 +74,22 @@ proc_cpu_ms() {
 
 # record CASE SIZE TOOL TIMES_FILE STATUS NOTE (the CPU medians come from TIMES_FILE.cpu/.server)
 record() {
-  local med runs cpu server
+  local med runs cpu server client
   runs=$(grep -c . "$4" 2>/dev/null || true)
   med=$(median <"$4" 2>/dev/null || true)
   cpu=$(median <"$4.cpu" 2>/dev/null || true)
   server=$(median <"$4.server" 2>/dev/null || true)
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${runs:-0}" "${med:-}" "$5" "$6" \
-    "${cpu:-}" "${server:-}" >>"$W/results.tsv"
+  client=$(median <"$4.client" 2>/dev/null || true)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${runs:-0}" "${med:-}" "$5" "$6" \
+    "${cpu:-}" "${server:-}" "${client:-}" >>"$W/results.tsv"
+}
+# children_cpu: CHILDREN_MS := CPU time (user + system) of every child this shell has reaped so
+# far, in ms. Called in the benchmark's own shell, never in $(…): a subshell has no children yet.
+children_cpu() {
+  times >"$W/times.out"
+  CHILDREN_MS=$(awk 'NR == 2 {
+    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); t += p[1] * 60 + p[2] }
+    printf "%d\n", t * 1000 }' "$W/times.out")
 }
 # figure NAME VALUE UNIT TARGET VERDICT NOTE (an empty VERDICT: VALUE <= TARGET decides)
 figure() {
@@ -115,7 +125,9 @@ run_case() {
   declare -A failed=()
   local probe=""
   declare -F "probe_$case" >/dev/null && probe="probe_$case"
-  for tool in "$@"; do : >"$W/t.$case.$size.$tool" && : >"$W/t.$case.$size.$tool.cpu" && : >"$W/t.$case.$size.$tool.server"; done
+  for tool in "$@"; do
+    : >"$W/t.$case.$size.$tool" && : >"$W/t.$case.$size.$tool.cpu" && : >"$W/t.$case.$size.$tool.server" && : >"$W/t.$case.$size.$tool.client"
+  done
   for r in $(seq 0 "$runs"); do
     for tool in "$@"; do
       [ -z "${failed[$tool]:-}" ] || continue
@@ -126,19 +138,22 @@ run_case() {
         [ "$r" -ge 1 ] && [ "$r" -le "$cap" ] || continue
       fi
       "prep_$tool" "$size" >"$W/prep.out" 2>&1 || { failed[$tool]="setup failed: $(tail -n1 "$W/prep.out")"; continue; }
-      local c0 c1 s0=0 s1=0
+      local c0 c1 s0=0 s1=0 k0 k1
       [ -z "$probe" ] || s0=$($probe)
+      children_cpu; k0=$CHILDREN_MS
       c0=$(machine_cpu_ms)
       t0=$(now_us)
       if "do_$tool" "$size" >"$W/out" 2>&1; then
         t1=$(now_us)
         c1=$(machine_cpu_ms)
+        children_cpu; k1=$CHILDREN_MS
         [ -z "$probe" ] || s1=$($probe)
         if why=$("check_$tool" "$size" 2>&1); then
           if [ "$r" -ne 0 ]; then
             echo $((t1 - t0)) >>"$W/t.$case.$size.$tool"
             echo $((c1 - c0)) >>"$W/t.$case.$size.$tool.cpu"
             [ -z "$probe" ] || echo $((s1 - s0)) >>"$W/t.$case.$size.$tool.server"
+            echo $((k1 - k0)) >>"$W/t.$case.$size.$tool.client"
           fi
         else
           failed[$tool]="run $r: not every target written: ${why//$'\n'/ }"

@@ -104,7 +104,20 @@ check_ssh_wan16() { ssh_same ssh "$1" && wan_round_trips ssh "$1"; }
 prep_ssh_wan64() { prep_ssh_wan16; }
 do_ssh_wan64() { wan_targets ssh "$1" | xargs -P 64 -I{} bash -c 'wan_put "$1"' _ {}; }
 check_ssh_wan64() { check_ssh_wan16 "$@"; }
-probe_wan() { probe_ssh; }
+# The WAN case's floor: the sshds and the delay proxy, which stands for the network and, on this
+# machine, takes its CPU from the same two cores (on a real WAN it costs the client nothing).
+# llmx does not wait for a connection's close, so when it exits the sshds may still be ending the
+# sessions: the probe waits (up to 5 s) until no connection process is left, so that their CPU is
+# counted (it is reaped into the listener's cutime/cstime then).
+probe_wan() {
+  local k i pids=()
+  for ((k = 0; k < SSH_HOSTS; k++)); do pids+=("$(cat "$W/hosts/$k/sshd.pid" 2>/dev/null)"); done
+  for ((i = 0; i < 100; i++)); do
+    for k in "${pids[@]}"; do pgrep -P "$k" >/dev/null && break; done || break
+    sleep 0.05
+  done
+  echo $(($(probe_ssh) + $(proc_cpu_ms "$WAN_PROXY_PID")))
+}
 
 # Ansible `copy`, forks=16, at 16 hosts only (its connections persist between runs: its default).
 prep_ansible_wan() { fresh_auth "$(SSH_AUTH)" && ansible_inventory "$W/ansible-wan-$1.ini" < <(wan_targets ansible "$1"); }
@@ -114,15 +127,18 @@ check_ansible_wan() { ssh_same ansible "$1"; }
 # wan_limits N: one more llmx push to N hosts, sampled every 20 ms: peak RSS, open descriptors
 # and threads, as figures.
 wan_limits() {
-  local n=$1 t=() pid fds=0 thr=0 hwm=0 f th h
+  local n=$1 t=() pid fds=0 thr=0 hwm=0 f th h c cpu=0 t0 t1
   fresh_auth "$(SSH_AUTH)"
   mapfile -t t < <(wan_targets llmx "$n" | sed 's/^/ssh:/')
   HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx "$LLMX" auth push --json ${BENCH_JOBS:+-j "$BENCH_JOBS"} "${t[@]}" >"$W/out" 2>&1 &
   pid=$!
+  t0=$(now_us)
   while kill -0 "$pid" 2>/dev/null; do
     f=$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l || true)
     th=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
     h=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    c=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
+    [ -z "$c" ] || cpu=$c
     [ "${f:-0}" -le "$fds" ] || fds=$f
     [ "${th:-0}" -le "$thr" ] || thr=$th
     [ "${h:-0}" -le "$hwm" ] || hwm=$h
@@ -130,6 +146,9 @@ wan_limits() {
     sleep 0.02
   done
   wait "$pid" || log "wan: the sampled push to $n hosts failed: $(tail -n2 "$W/out")"
+  t1=$(now_us)
+  figure "llmx's own CPU (user+system), llmx auth push, $n WAN hosts" "$((cpu * 1000 / CLK_TCK))" ms "" n/a \
+    "/proc/PID/stat, last sample before exit; the push took $(((t1 - t0) / 1000)) ms; $(awk -v c="$cpu" -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f", c * 1000 / hz / n}') ms a host"
   figure "peak RSS, llmx auth push, $n WAN hosts" "$(awk -v k="$hwm" 'BEGIN {printf "%.1f", k / 1024}')" MB 40 "" \
     "VmHWM, sampled every 20 ms"
   figure "open descriptors (peak), llmx auth push, $n WAN hosts" "$fds" "" "" n/a "/proc/PID/fd, sampled every 20 ms"

@@ -403,9 +403,18 @@ LIBSSH2_SESSION *libssh2_session_init_ex(LIBSSH2_ALLOC_FUNC(*my_alloc),
     if(my_realloc)
         local_realloc = my_realloc;
 
-    session = local_alloc(sizeof(LIBSSH2_SESSION), &abstract);
+    /* llmx: with the default allocator the session (some 80 KB, most of it two
+       packet buffers) comes zeroed from calloc rather than malloc and memset: a
+       block the C library maps fresh is left untouched, so only the pages a
+       connection uses count towards its memory. */
+    if(local_alloc == ssh2_default_alloc)
+        session = calloc(1, sizeof(LIBSSH2_SESSION));
+    else {
+        session = local_alloc(sizeof(LIBSSH2_SESSION), &abstract);
+        if(session)
+            memset(session, 0, sizeof(LIBSSH2_SESSION));
+    }
     if(session) {
-        memset(session, 0, sizeof(LIBSSH2_SESSION));
         session->alloc = local_alloc;
         session->free = local_free;
         session->realloc = local_realloc;
