@@ -176,7 +176,9 @@ pub struct Probed {
 /// Locate and read one holder. A holder whose name now reaches another place than the one the
 /// ledger records (a recreated container or pod) is not read: an error of kind `Replaced`.
 pub async fn probe(h: &mut Holder, step: StepFn<'_>) -> Result<Probed, TargetError> {
-    let loc = h.target.locate(h.remote_home.as_deref(), step).await?;
+    // A place the name no longer reaches is "replaced" whether or not the new one can be read
+    // (a pod recreated a moment ago may not answer exec yet).
+    let located = h.target.locate(h.remote_home.as_deref(), step).await;
     let recorded = h.entry.as_ref().and_then(|e| e.identity.as_ref());
     if let (Some(was), Some(now)) = (recorded, h.target.identity())
         && !was.same_place(&now)
@@ -188,6 +190,7 @@ pub async fn probe(h: &mut Holder, step: StepFn<'_>) -> Result<Probed, TargetErr
                 "`llmx auth push {label}` gives the new one a copy; `llmx auth remove {label}` forgets the old one"
             )));
     }
+    let loc = located?;
     step("reading the credential");
     let file = h.target.read(&loc).await?;
     Ok(Probed { identity: h.target.identity(), loc, file })

@@ -269,7 +269,9 @@ pub trait Target: Send {
         step: StepFn<'a>,
     ) -> BoxFuture<'a, Result<(), TargetError>>;
 
-    /// Who the target turned out to be, once `locate` succeeded.
+    /// Who the target turned out to be, as far as `locate` got: a container's ID and a pod's UID
+    /// are known before the exec that reads it, so a recreated place is recognised even when that
+    /// exec fails.
     fn identity(&self) -> Option<Identity>;
 
     /// Delete auth.json (never through a symbolic link, never one owned by another user);

@@ -108,7 +108,9 @@ fn push_writes_the_default_container_and_a_named_sidecar_as_their_users() {
 }
 
 /// The ledger records the pod's UID: a pod recreated under the same name (as a StatefulSet
-/// does) is "replaced" in `where`, and `sync` writes nothing into it.
+/// does) is "replaced" in `where`, and `sync` writes nothing into it. The UID is known before the
+/// exec, so this holds right after the new pod is Ready (when the kubelet may still send an exec to
+/// the old container) and for a new pod that cannot be read at all (no shell).
 #[test]
 fn a_pod_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
     let ns = Namespace::new("podrc");
@@ -123,21 +125,38 @@ fn a_pod_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
     kubectl(&["delete", "pod", "-n", &ns.name, "agent", "--wait=true"], None);
     agent_pod(&ns, "agent");
     ns.wait("pod/agent", "Ready");
-    // A pod just recreated under the same name can be Ready a moment before the kubelet execs
-    // into its new container (the old one's exec fails): wait until it answers.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !kubectl_raw(&["-n", &ns.name, "exec", "agent", "-c", "main", "--", "true"], None).status.success() {
-        assert!(Instant::now() < deadline, "the recreated pod never answered exec");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 
+    // At once, no waiting for exec to answer.
     let w = local.llmx(&["auth", "where", "--json"], &[]);
     assert_eq!(w.code(), 1, "{}", w.all());
     assert_eq!(w.json()["holders"][0]["state"], "replaced", "{}", w.stdout);
     assert!(w.stdout.contains("the pod the ledger records (UID"), "{}", w.stdout);
     let r = local.llmx(&["auth", "sync"], &[]);
     assert_eq!(r.code(), 1, "{}", r.all());
+    // (The check reads the new pod through kubectl exec, which needs the new container to answer.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubectl_raw(&["-n", &ns.name, "exec", "agent", "-c", "main", "--", "true"], None).status.success() {
+        assert!(Instant::now() < deadline, "the recreated pod never answered exec");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(ns.stat("agent", "main", "/root/.llmx/auth.json"), None, "sync wrote into the new pod");
+
+    // Recreated again, from an image without a shell: it cannot be read, and it is still
+    // "replaced" (not "unreachable"), because its UID says so.
+    kubectl(&["delete", "pod", "-n", &ns.name, "agent", "--wait=true"], None);
+    ns.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: agent}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{{name: main, image: {NO_SHELL}, imagePullPolicy: Never}}]
+"#
+    ));
+    ns.wait("pod/agent", "Ready");
+    let w = local.llmx(&["auth", "where", "--json"], &[]);
+    assert_eq!(w.code(), 1, "{}", w.all());
+    assert_eq!(w.json()["holders"][0]["state"], "replaced", "{}", w.stdout);
 }
 
 #[test]

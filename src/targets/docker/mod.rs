@@ -79,6 +79,8 @@ pub struct DockerTarget {
     engine: Engine,
     container: String,
     resolved: Option<Resolved>,
+    /// The container's ID, known once it was inspected (before the exec that may still fail).
+    seen: Option<Identity>,
     /// The exec conversation of the fast path, when it is in use (see [`session`]).
     session: Option<Session>,
     /// What the last write did with `--store file` (see [`Target::file_store_set`]).
@@ -93,6 +95,7 @@ impl DockerTarget {
             engine,
             container: container.into(),
             resolved: None,
+            seen: None,
             session: None,
             prefetched: None,
             file_store_set: None,
@@ -203,6 +206,9 @@ impl DockerTarget {
             Err(e) => return Err(TargetError::new(format!("inspecting {}: {}", self.container, error_text(&e)))),
         };
         let id = info.id.clone().unwrap_or_else(|| self.container.clone());
+        // Known now, before an exec that may still fail: a recreated container is told apart
+        // even when it cannot be read.
+        self.seen = Some(Identity::Docker { container_id: id.clone() });
         let state = info.state.as_ref();
         let running = state.and_then(|s| s.running).unwrap_or(false) && !state.and_then(|s| s.paused).unwrap_or(false);
         let config = info.config.unwrap_or_default();
@@ -506,7 +512,7 @@ impl Target for DockerTarget {
     }
 
     fn identity(&self) -> Option<Identity> {
-        self.resolved.as_ref().map(|r| Identity::Docker { container_id: r.id.clone() })
+        self.seen.clone()
     }
 
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {

@@ -24,8 +24,6 @@ struct Resolved {
     container: String,
     uid: u32,
     gid: u32,
-    /// The pod's UID: a pod recreated under the same name (a StatefulSet's) is another place.
-    pod_uid: Option<String>,
 }
 
 /// One container of one pod.
@@ -36,6 +34,9 @@ pub struct PodTarget {
     /// As named; `None`: the default container.
     container: Option<String>,
     resolved: Option<Resolved>,
+    /// Which pod and container `locate` found (with the pod's UID: a pod recreated under the same
+    /// name, as a StatefulSet does, is another place), known before the exec that may still fail.
+    seen: Option<Identity>,
     session: Option<Session>,
     /// What the last write did with `--store file` (see [`Target::file_store_set`]).
     file_store_set: Option<bool>,
@@ -50,6 +51,7 @@ impl PodTarget {
             pod,
             container,
             resolved: None,
+            seen: None,
             session: None,
             prefetched: None,
             file_store_set: None,
@@ -84,6 +86,12 @@ impl PodTarget {
                 .with_hint(format!("kubectl describe pod -n {ns} {}", self.pod)));
         }
         let container = self.pick_container(&pod)?;
+        self.seen = Some(Identity::K8s {
+            server: self.cluster.server.clone(),
+            namespace: self.namespace.clone(),
+            object: format!("pod/{}/{container}", self.pod),
+            uid: pod.metadata.uid.clone(),
+        });
         let running = pod
             .status
             .as_ref()
@@ -125,7 +133,7 @@ impl PodTarget {
             _ => Ok(h.current),
         });
         self.session = Some(session);
-        self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid, pod_uid: pod.metadata.uid.clone() });
+        self.resolved = Some(Resolved { container, uid: h.uid, gid: h.gid });
         Ok(Location { home, owner: Some((h.uid, h.gid)), store: h.store.clone(), file_store: false })
     }
 
@@ -260,12 +268,7 @@ impl Target for PodTarget {
     }
 
     fn identity(&self) -> Option<Identity> {
-        self.resolved.as_ref().map(|r| Identity::K8s {
-            server: self.cluster.server.clone(),
-            namespace: self.namespace.clone(),
-            object: format!("pod/{}/{}", self.pod, r.container),
-            uid: r.pod_uid.clone(),
-        })
+        self.seen.clone()
     }
 
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
