@@ -40,6 +40,19 @@ impl Plain for String {
 
 const OLD: &str = "2025-01-01T00:00:00Z";
 
+/// A pod of one container `main` running `image` (never pulled).
+fn pod_of(ns: &Namespace, name: &str, image: &str) {
+    ns.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers: [{{name: main, image: {image}, imagePullPolicy: Never}}]
+"#
+    ));
+}
+
 /// A pod with a root `main` container and a `side` container running as uid 1000 whose HOME is an
 /// emptyDir; `side` is listed first and `main` is the default container by annotation. (The test
 /// bed's busybox image has no /etc/passwd, so HOME is set as an image's passwd would.)
@@ -144,15 +157,7 @@ fn a_pod_recreated_under_the_same_name_is_replaced_not_written_by_sync() {
     // Recreated again, from an image without a shell: it cannot be read, and it is still
     // "replaced" (not "unreachable"), because its UID says so.
     kubectl(&["delete", "pod", "-n", &ns.name, "agent", "--wait=true"], None);
-    ns.apply(&format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: agent}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers: [{{name: main, image: {NO_SHELL}, imagePullPolicy: Never}}]
-"#
-    ));
+    pod_of(&ns, "agent", NO_SHELL);
     ns.wait("pod/agent", "Ready");
     let w = local.llmx(&["auth", "where", "--json"], &[]);
     assert_eq!(w.code(), 1, "{}", w.all());
@@ -277,22 +282,8 @@ spec:
 #[test]
 fn missing_namespace_pod_shell_less_and_pending_pods_are_one_line_each_and_nothing_is_written() {
     let ns = Namespace::new("errors");
-    ns.apply(&format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: noshell}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers: [{{name: main, image: {NO_SHELL}, imagePullPolicy: Never}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: pending}}
-spec:
-  terminationGracePeriodSeconds: 0
-  containers: [{{name: main, image: llmx-absent-image:1, imagePullPolicy: Never}}]
-"#
-    ));
+    pod_of(&ns, "noshell", NO_SHELL);
+    pod_of(&ns, "pending", "llmx-absent-image:1");
     ns.wait("pod/noshell", "Ready");
     let local = Local::new();
     local.write_auth(&chatgpt_auth(&creds("acc-1", "k8serr"), "acc-1", OLD));
