@@ -79,12 +79,7 @@ impl PodTarget {
             Err(CallError::NotFound) => return Err(self.cluster.not_found(&ns, &format!("pod {}", self.pod)).await),
             Err(CallError::Other(e)) => return Err(e),
         };
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".into());
-        if phase != "Running" || pod.metadata.deletion_timestamp.is_some() {
-            let state = if pod.metadata.deletion_timestamp.is_some() { "Terminating".to_string() } else { phase };
-            return Err(TargetError::new(format!("pod {ns}/{} is {state}, not Running", self.pod))
-                .with_hint(format!("kubectl describe pod -n {ns} {}", self.pod)));
-        }
+        // Which pod this is, even if it cannot be used yet (Pending, or its exec fails).
         let container = self.pick_container(&pod)?;
         self.seen = Some(Identity::K8s {
             server: self.cluster.server.clone(),
@@ -92,6 +87,12 @@ impl PodTarget {
             object: format!("pod/{}/{container}", self.pod),
             uid: pod.metadata.uid.clone(),
         });
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".into());
+        if phase != "Running" || pod.metadata.deletion_timestamp.is_some() {
+            let state = if pod.metadata.deletion_timestamp.is_some() { "Terminating".to_string() } else { phase };
+            return Err(TargetError::new(format!("pod {ns}/{} is {state}, not Running", self.pod))
+                .with_hint(format!("kubectl describe pod -n {ns} {}", self.pod)));
+        }
         let running = pod
             .status
             .as_ref()
