@@ -1500,9 +1500,10 @@ retry_auth:
         session->userauth_pblc_state = ssh2_NB_state_created;
 
         /* llmx: a key whose private half is here (a key file or blob, signed by
-           userauth_sign) is signed and sent at once, as OpenSSH does for such
-           keys: the unsigned query first would cost a round trip. Keys signed
-           elsewhere (ssh-agent, security keys) are still asked about first. */
+           userauth_sign) is signed and sent at once: the unsigned query first
+           would cost a round trip. (OpenSSH asks first when it has the public
+           key; see LLMX-PATCH.md for the trade-off.) Keys signed elsewhere
+           (ssh-agent, security keys) are still asked about first. */
         if(sign_callback == userauth_sign) {
             *session->userauth_pblc_b = 0x01;
             session->userauth_pblc_state = ssh2_NB_state_sent1;
