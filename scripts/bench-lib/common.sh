@@ -72,7 +72,7 @@ proc_cpu_ms() {
   echo $((t * 1000 / CLK_TCK))
 }
 
-# record CASE SIZE TOOL TIMES_FILE STATUS NOTE (the CPU medians come from TIMES_FILE.cpu/.server)
+# record CASE SIZE TOOL TIMES_FILE STATUS NOTE (the CPU medians come from TIMES_FILE.cpu/.server/.client)
 record() {
   local med runs cpu server client
   runs=$(grep -c . "$4" 2>/dev/null || true)

@@ -200,10 +200,10 @@ if wan and num(RTT):
     cores = int(meta.get("NPROC", "1") or 1)
     for size, r in sorted(wan.items()):
         m = num(r["median"]) / 1000
-        floor = num(r["server"]) / cores if num(r["server"]) is not None else None
-        own = num(r["client"])
-        rest = (num(r["cpu"]) - own) / cores if num(r["cpu"]) is not None and own is not None else None
-        busy = num(r["cpu"]) / cores / m if num(r["cpu"]) is not None else None
+        server, cpu, own = num(r["server"]), num(r["cpu"]), num(r["client"])
+        floor = server / cores if server is not None else None
+        rest = (cpu - own) / cores if cpu is not None and own is not None else None
+        busy = cpu / cores / m if cpu is not None else None
         in_rtt = m / num(RTT)
         q = m / floor if floor else None
         q2 = m / rest if rest else None

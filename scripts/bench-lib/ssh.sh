@@ -38,7 +38,8 @@ probe_ssh() {
   proc_cpu_ms "${pids[@]}"
 }
 
-ssh_account() { echo "${PFX}${1:0:1}$2"; } # TOOL J
+ssh_account_to() { printf -v "$1" '%s' "${PFX}${2:0:1}$3"; } # VAR TOOL J: VAR := the account (no subshell)
+ssh_account() { local a; ssh_account_to a "$1" "$2"; echo "$a"; } # TOOL J
 ssh_host() { echo "$SSH_NET.$1.2"; }         # K
 # ssh_targets TOOL N: "user@address" for the first N targets of TOOL.
 ssh_targets() {

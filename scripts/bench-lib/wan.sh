@@ -66,11 +66,19 @@ wan_setup() { # MAX_SIZE
   log "wan: delay proxy up ($WAN_RTT ms RTT) on 127.0.0.1:$WAN_BASE-$((WAN_BASE + max - 1)), sshd MaxStartups $WAN_MAX_STARTUPS"
 }
 
-# wan_targets TOOL N: "account@127.0.0.1:port" for the first N targets of TOOL.
+# wan_targets TOOL N [PREFIX]: "PREFIXaccount@127.0.0.1:port" for the first N targets of TOOL, one
+# a line (no process per target).
 wan_targets() {
-  local i
-  for ((i = 0; i < $2; i++)); do echo "$(ssh_account "$1" $((i / SSH_HOSTS)))@127.0.0.1:$((WAN_BASE + i))"; done
+  local i a
+  for ((i = 0; i < $2; i++)); do
+    ssh_account_to a "$1" $((i / SSH_HOSTS))
+    echo "${3:-}$a@127.0.0.1:$((WAN_BASE + i))"
+  done
 }
+# wan_list TOOL N [PREFIX]: the same into $W/targets.TOOL, made by a prep_ function: the timed
+# do_ function only reads it, so that neither the wall time nor the tool's CPU holds the list's
+# making.
+wan_list() { wan_targets "$@" >"$W/targets.$1"; }
 
 # The proxy's lines of one run: marked before it, read (after the last connection's close has had
 # time to travel) by the check.
@@ -85,10 +93,10 @@ wan_round_trips() {
   tail -n +"$from" "$W/wan.log" | grep -c . >>"$W/conns.$1.$2" || true
 }
 
-prep_llmx_wan() { fresh_auth "$(SSH_AUTH)" && wan_mark; }
+prep_llmx_wan() { fresh_auth "$(SSH_AUTH)" && wan_list llmx "$1" ssh: && wan_mark; }
 do_llmx_wan() {
   local t=()
-  mapfile -t t < <(wan_targets llmx "$1" | sed 's/^/ssh:/')
+  mapfile -t t <"$W/targets.llmx"
   HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx "$LLMX" auth push --json ${BENCH_JOBS:+-j "$BENCH_JOBS"} "${t[@]}"
 }
 check_llmx_wan() { llmx_all_written "$W/out" "$1" && ssh_same llmx "$1" && wan_round_trips llmx "$1"; }
@@ -98,11 +106,11 @@ wan_put() {
     -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$CLIENT/.ssh/known_hosts" -p "${1##*:}" \
     "${1%:*}" 'umask 077; mkdir -p ~/.llmx; cat > ~/.llmx/auth.json' <"$(SSH_AUTH)"
 }
-prep_ssh_wan16() { fresh_auth "$(SSH_AUTH)" && wan_mark; }
-do_ssh_wan16() { wan_targets ssh "$1" | xargs -P 16 -I{} bash -c 'wan_put "$1"' _ {}; }
+prep_ssh_wan16() { fresh_auth "$(SSH_AUTH)" && wan_list ssh "$1" && wan_mark; }
+do_ssh_wan16() { xargs -P 16 -I{} bash -c 'wan_put "$1"' _ {} <"$W/targets.ssh"; }
 check_ssh_wan16() { ssh_same ssh "$1" && wan_round_trips ssh "$1"; }
 prep_ssh_wan64() { prep_ssh_wan16; }
-do_ssh_wan64() { wan_targets ssh "$1" | xargs -P 64 -I{} bash -c 'wan_put "$1"' _ {}; }
+do_ssh_wan64() { xargs -P 64 -I{} bash -c 'wan_put "$1"' _ {} <"$W/targets.ssh"; }
 check_ssh_wan64() { check_ssh_wan16 "$@"; }
 # The WAN case's floor: the sshds and the delay proxy, which stands for the network and, on this
 # machine, takes its CPU from the same two cores (on a real WAN it costs the client nothing).
@@ -129,7 +137,7 @@ check_ansible_wan() { ssh_same ansible "$1"; }
 wan_limits() {
   local n=$1 t=() pid fds=0 thr=0 hwm=0 f th h c cpu=0 t0 t1
   fresh_auth "$(SSH_AUTH)"
-  mapfile -t t < <(wan_targets llmx "$n" | sed 's/^/ssh:/')
+  mapfile -t t < <(wan_targets llmx "$n" ssh:)
   HOME=$CLIENT LLMX_HOME=$CLIENT/.llmx "$LLMX" auth push --json ${BENCH_JOBS:+-j "$BENCH_JOBS"} "${t[@]}" >"$W/out" 2>&1 &
   pid=$!
   t0=$(now_us)
@@ -188,7 +196,7 @@ wan_cases() { # SIZES...
 # and of `llmx auth where` over 16 hosts, as figures.
 wan_status() {
   local t=() n=16
-  mapfile -t t < <(wan_targets llmx "$n" | sed 's/^/ssh:/')
+  mapfile -t t < <(wan_targets llmx "$n" ssh:)
   : >"$W/rt.status.1"
   : >"$W/rt.where.$n"
   for _ in 1 2 3; do
