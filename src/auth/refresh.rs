@@ -180,7 +180,8 @@ pub fn check_not_live(store: &Store, file: &AuthFile, live: Option<&Store>) -> R
     let Some(live) = live.filter(|l| l.path() != store.path()) else { return Ok(()) };
     let Ok(Some(current)) = live.load() else { return Ok(()) };
     // The same rule that tells which account is active (accounts::identity).
-    if current.chatgpt_identity().is_some() && current.chatgpt_identity() == file.chatgpt_identity() {
+    let identity = current.chatgpt_identity();
+    if identity.is_some() && identity == file.chatgpt_identity() {
         Err(RefreshFailure::Moved { path: store.path().to_path_buf(), live: live.path().to_path_buf() })
     } else {
         Ok(())

@@ -165,6 +165,8 @@ pub struct Ctx {
     pub overrides: Vec<Override>,
     /// `--account LABEL` / `LLMX_ACCOUNT`: the account this command works on.
     pub account: Option<String>,
+    /// The configured store at the live auth.json, once asked for (see [`Ctx::store_at`]).
+    store: std::sync::OnceLock<Store>,
 }
 
 impl Ctx {
@@ -192,10 +194,15 @@ impl Ctx {
         Ok(llmx::accounts::Accounts::new(&self.home, &self.store_at(&self.home.auth_path())?))
     }
 
-    /// The configured kind of store for the auth.json at `path` (an account's directory).
+    /// The configured kind of store for the auth.json at `path` (an account's directory). Every
+    /// store of a command derives from one, made on first use: config.toml is read for it once,
+    /// and a keyring fall-back holds for the whole command.
     pub fn store_at(&self, path: &std::path::Path) -> Result<Store, Failure> {
+        if let Some(base) = self.store.get() {
+            return Ok(base.at(path));
+        }
         let mode = config::load(&self.home.config_path(), &self.overrides)?.credentials_store;
-        Ok(Store::new(mode, path).observed(store_view::show))
+        Ok(self.store.get_or_init(|| Store::new(mode, &self.home.auth_path()).observed(store_view::show)).at(path))
     }
 
     pub fn settings(&self) -> Result<Settings, Failure> {
@@ -239,7 +246,7 @@ pub fn run(cli: Cli) -> Result<u8, Failure> {
         home.check_private()?;
     }
     let account = cli.account.filter(|a| !a.is_empty());
-    let ctx = Ctx { home, overrides, account };
+    let ctx = Ctx { home, overrides, account, store: std::sync::OnceLock::new() };
     match cli.command {
         Command::Login(args) => login::run(&ctx, args),
         Command::Logout(args) => logout::run(&ctx, args),

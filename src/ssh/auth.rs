@@ -39,10 +39,11 @@ pub fn authenticate(
     // when every key was refused (to say so when the server takes no keys at all).
     let agent = id.use_agent && agent_configured(opts.agent_socket.as_deref());
     if !agent && !keys.iter().any(|k| k.is_file()) {
-        if sess.auth_methods(user).is_ok() && sess.authenticated() {
+        let methods = server_methods(sess, user);
+        if sess.authenticated() {
             return Ok(()); // the server accepted "none"
         }
-        if let Some(e) = keys_not_offered(sess, user, host) {
+        if let Some(e) = keys_not_offered(&methods, user, host) {
             return Err(e);
         }
     }
@@ -95,15 +96,20 @@ pub fn authenticate(
     }
     if tried.is_empty() {
         tried.push("no key: no ssh-agent and no identity file found".to_string());
-    } else if let Some(e) = keys_not_offered(sess, user, host) {
+    } else if let Some(e) = keys_not_offered(&server_methods(sess, user), user, host) {
         return Err(e);
     }
     Err(SshError::Auth { user: user.to_string(), host: host.to_string(), tried: tried.join(", ") })
 }
 
-/// The error for a server that does not take keys at all (asked with a `none` request), if so.
-fn keys_not_offered(sess: &ssh2::Session, user: &str, host: &str) -> Option<SshError> {
-    let methods = sess.auth_methods(user).map(str::to_string).unwrap_or_default();
+/// The server's authentication methods, asked with a `none` request (which a server may accept:
+/// then the session is authenticated); empty when it does not say.
+fn server_methods(sess: &ssh2::Session, user: &str) -> String {
+    sess.auth_methods(user).map(str::to_string).unwrap_or_default()
+}
+
+/// The error for a server whose `methods` take no keys at all, if so.
+fn keys_not_offered(methods: &str, user: &str, host: &str) -> Option<SshError> {
     (!methods.is_empty() && !methods.split(',').any(|m| m == "publickey")).then(|| SshError::Auth {
         user: user.to_string(),
         host: host.to_string(),

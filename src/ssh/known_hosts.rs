@@ -90,13 +90,14 @@ impl KnownHosts {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(SshError::Config { path: f.clone(), reason: e.to_string() }),
             };
-            let cached = PARSED.lock().unwrap_or_else(PoisonError::into_inner).get(f).cloned();
-            let entries = match cached {
-                Some((s, entries)) if s == stamp => entries,
+            // Held while a missing file is parsed: the many connections of a wide push that
+            // start at once wait for one parse instead of each making its own.
+            let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+            let entries = match parsed.get(f) {
+                Some((s, entries)) if *s == stamp => Arc::clone(entries),
                 _ => {
                     let Some(text) = read(f)? else { continue };
                     let entries = Arc::new(parse_text(f, &text));
-                    let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
                     parsed.insert(f.clone(), (stamp, Arc::clone(&entries)));
                     entries
                 }

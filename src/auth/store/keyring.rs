@@ -29,8 +29,6 @@ pub struct KeyringError {
     pub op: &'static str,
     pub account: String,
     pub reason: String,
-    /// The call was abandoned at the time limit.
-    pub timed_out: bool,
 }
 
 /// The keyring account of the home `dir`: `cli|` + 16 hex digits of SHA-256 of its canonical
@@ -106,27 +104,23 @@ impl KeyringEntry {
     ) -> Result<T, KeyringError> {
         let (tx, rx) = mpsc::channel();
         let account = self.account();
+        let theirs = account.clone();
         let spawned = std::thread::Builder::new().name("llmx-keyring".into()).spawn(move || {
-            let result = keyring::Entry::new(SERVICE, &account).and_then(|e| f(&e));
+            let result = keyring::Entry::new(SERVICE, &theirs).and_then(|e| f(&e));
             let _ = tx.send(result);
         });
-        let fail = |reason: String, timed_out| KeyringError { op, account: account_for(&self.dir), reason, timed_out };
+        let fail = |reason: String| KeyringError { op, account: account.clone(), reason };
         if let Err(e) = spawned {
-            return Err(fail(format!("cannot start a thread: {e}"), false));
+            return Err(fail(format!("cannot start a thread: {e}")));
         }
         match rx.recv_timeout(self.limit) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(fail(describe(&e), false)),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(fail(
-                format!(
-                    "no answer within {} (a locked keyring waiting for a password prompt, or a stalled Secret Service)",
-                    crate::text::format_duration(self.limit)
-                ),
-                true,
-            )),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Err(fail("the keyring call ended without an answer".into(), false))
-            }
+            Ok(Err(e)) => Err(fail(describe(&e))),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(fail(format!(
+                "no answer within {} (a locked keyring waiting for a password prompt, or a stalled Secret Service)",
+                crate::text::format_duration(self.limit)
+            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(fail("the keyring call ended without an answer".into())),
         }
     }
 }

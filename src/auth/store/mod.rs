@@ -87,9 +87,11 @@ impl Store {
         Store::new(CredentialsStore::File, path)
     }
 
-    /// The same kind of store for another auth.json path (an account's directory).
+    /// The same kind of store for another auth.json path (an account's directory). It shares the
+    /// fall-back: one Secret Service serves every entry, so a stalled one costs one time limit per
+    /// command, not one per store.
     pub fn at(&self, path: &Path) -> Store {
-        Store { observer: self.observer.clone(), ..Store::new(self.mode, path) }
+        Store { observer: self.observer.clone(), fell_back: Arc::clone(&self.fell_back), ..Store::new(self.mode, path) }
     }
 
     /// Tell `observer` what the store does.
@@ -110,10 +112,6 @@ impl Store {
     /// The home directory of this store.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    pub fn keyring_account(&self) -> String {
-        self.keyring.account()
     }
 
     /// How errors and reports name the place: the file's path, or the keyring entry.

@@ -24,11 +24,10 @@ pub(crate) struct ProxyChild(Child);
 impl Drop for ProxyChild {
     fn drop(&mut self) {
         let pid = self.0.id();
-        {
-            let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
-            kill_tree(pid);
-            live.remove(&pid);
-        }
+        // Out of the list first, then the /proc scan without the lock (other connections' proxies
+        // start and end meanwhile); the pid is not reaped yet, so it cannot have been reused.
+        LIVE.lock().unwrap_or_else(PoisonError::into_inner).remove(&pid);
+        kill_tree(pid);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

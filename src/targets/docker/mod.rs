@@ -67,7 +67,6 @@ use std::collections::HashMap;
 /// What `locate` learnt about the container, used by `read` and `write`.
 #[derive(Debug, Clone)]
 struct Resolved {
-    id: String,
     running: bool,
     has_shell: bool,
     uid: u32,
@@ -80,7 +79,7 @@ pub struct DockerTarget {
     container: String,
     resolved: Option<Resolved>,
     /// The container's ID, known once it was inspected (before the exec that may still fail).
-    seen: Option<Identity>,
+    id: Option<String>,
     /// The exec conversation of the fast path, when it is in use (see [`session`]).
     session: Option<Session>,
     /// What the last write did with `--store file` (see [`Target::file_store_set`]).
@@ -95,15 +94,19 @@ impl DockerTarget {
             engine,
             container: container.into(),
             resolved: None,
-            seen: None,
+            id: None,
             session: None,
             prefetched: None,
             file_store_set: None,
         }
     }
 
-    fn resolved(&self) -> Result<&Resolved, TargetError> {
-        self.resolved.as_ref().ok_or_else(|| TargetError::new("internal error: container used before it was located"))
+    /// What `locate` learnt, and the container's ID.
+    fn located(&self) -> Result<(Resolved, String), TargetError> {
+        match (&self.resolved, &self.id) {
+            (Some(r), Some(id)) => Ok((r.clone(), id.clone())),
+            _ => Err(TargetError::new("internal error: container used before it was located")),
+        }
     }
 }
 
@@ -208,7 +211,7 @@ impl DockerTarget {
         let id = info.id.clone().unwrap_or_else(|| self.container.clone());
         // Known now, before an exec that may still fail: a recreated container is told apart
         // even when it cannot be read.
-        self.seen = Some(Identity::Docker { container_id: id.clone() });
+        self.id = Some(id.clone());
         let state = info.state.as_ref();
         let running = state.and_then(|s| s.running).unwrap_or(false) && !state.and_then(|s| s.paused).unwrap_or(false);
         let config = info.config.unwrap_or_default();
@@ -233,7 +236,7 @@ impl DockerTarget {
                             .map_err(archive_err("reading the current credential")),
                         _ => Ok(h.current),
                     });
-                    self.resolved = Some(Resolved { id, running, has_shell: true, uid: h.uid, gid: h.gid });
+                    self.resolved = Some(Resolved { running, has_shell: true, uid: h.uid, gid: h.gid });
                     self.session = Some(session);
                     return Ok(Location {
                         home,
@@ -262,24 +265,24 @@ impl DockerTarget {
             (None, None, Some(h)) => join(&clean_home(h, "the container's HOME")?, ".llmx"),
             (None, None, None) => join(&clean_home(&who.home, "the user's home")?, ".llmx"),
         };
-        self.resolved = Some(Resolved { id, running, has_shell: shell, uid: who.uid, gid: who.gid });
+        self.resolved = Some(Resolved { running, has_shell: shell, uid: who.uid, gid: who.gid });
         Ok(Location { home, owner: Some((who.uid, who.gid)), store: None, file_store: false })
     }
 
     async fn do_read(&mut self, loc: &Location) -> Result<Option<RemoteFile>, TargetError> {
-        let r = self.resolved()?.clone();
+        let (_, id) = self.located()?;
         let f = match self.prefetched.take() {
             Some(f) => f?,
             None => {
                 let docker = self.engine.get().await?.clone();
                 // Never read through a linked directory either (it may lead to root's login).
-                let dir = archive::lstat(&docker, &r.id, &loc.home)
+                let dir = archive::lstat(&docker, &id, &loc.home)
                     .await
                     .map_err(archive_err("checking the credential directory"))?;
                 if dir.is_some_and(|d| d.kind == DirKind::Link) {
                     return Err(dir_link_refused(&loc.home));
                 }
-                archive::read_file(&docker, &r.id, &loc.auth_path(), Links::Refuse)
+                archive::read_file(&docker, &id, &loc.auth_path(), Links::Refuse)
                     .await
                     .map_err(archive_err("reading the current credential"))?
             }
@@ -288,7 +291,7 @@ impl DockerTarget {
     }
 
     async fn do_write(&mut self, loc: &Location, bytes: &[u8], step: StepFn<'_>) -> Result<(), TargetError> {
-        let r = self.resolved()?.clone();
+        let (r, id) = self.located()?;
         let final_path = loc.auth_path();
         if let Some(session) = self.session.take() {
             step("writing through exec");
@@ -307,7 +310,7 @@ impl DockerTarget {
         // The archive API writes as root: judge the directory as it is, never through a link,
         // and only re-apply 0700 (with the owner it already has) to the user's own directory.
         let dir =
-            archive::lstat(&docker, &r.id, &home).await.map_err(archive_err("checking the credential directory"))?;
+            archive::lstat(&docker, &id, &home).await.map_err(archive_err("checking the credential directory"))?;
         let dir_entry = match dir {
             None => true,
             Some(facts) => match judge_dir(&home, &facts, Some(r.uid)) {
@@ -321,22 +324,22 @@ impl DockerTarget {
         // temporary file. The directory may not exist yet: then there is nothing to remove.
         let shell_works = r.running
             && r.has_shell
-            && matches!(exec(&docker, &r.id, &["/bin/sh", "-c", CLEAN_SCRIPT, "sh", &home]).await, ExecResult::Ok);
+            && matches!(exec(&docker, &id, &["/bin/sh", "-c", CLEAN_SCRIPT, "sh", &home]).await, ExecResult::Ok);
         if shell_works {
             let tmp_name = format!("{TEMP_PREFIX}{}", crate::home::random_suffix());
             step("uploading");
-            upload_into(&docker, &r, &home, dir_entry, &tmp_name, bytes).await?;
+            upload_into(&docker, &id, &r, &home, dir_entry, &tmp_name, bytes).await?;
             step("moving into place");
             let tmp_path = join(&home, &tmp_name);
-            match exec(&docker, &r.id, &["/bin/sh", "-c", MOVE_SCRIPT, "sh", &tmp_path, &final_path]).await {
+            match exec(&docker, &id, &["/bin/sh", "-c", MOVE_SCRIPT, "sh", &tmp_path, &final_path]).await {
                 ExecResult::Ok => {}
                 ExecResult::CannotRun => {
                     // The shell stopped working since the check (container paused or stopped):
                     // the archive API cannot delete, so blank the temporary file, then upload
                     // in place. The next push removes the empty file.
                     step("uploading (no working shell)");
-                    upload_into(&docker, &r, &home, dir_entry, &tmp_name, b"").await?;
-                    upload_into(&docker, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
+                    upload_into(&docker, &id, &r, &home, dir_entry, &tmp_name, b"").await?;
+                    upload_into(&docker, &id, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
                 }
                 ExecResult::Failed(why) => {
                     return Err(TargetError::new(format!("moving {tmp_path} to {final_path}: {why}")));
@@ -344,11 +347,11 @@ impl DockerTarget {
             }
         } else {
             step("uploading");
-            upload_into(&docker, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
+            upload_into(&docker, &id, &r, &home, dir_entry, crate::home::AUTH_FILE, bytes).await?;
         }
 
         step("verifying");
-        let back = archive::read_file(&docker, &r.id, &final_path, Links::Refuse)
+        let back = archive::read_file(&docker, &id, &final_path, Links::Refuse)
             .await
             .map_err(archive_err("reading the credential back"))?
             .ok_or_else(|| TargetError::new(format!("{final_path} is missing after the upload")))?;
@@ -374,6 +377,7 @@ fn verify(path: &str, back: &FileEntry, sent: &[u8], r: &Resolved) -> Result<(),
 /// entry, or at `/` with the whole path when the parent is missing too.
 async fn upload_into(
     docker: &Docker,
+    id: &str,
     r: &Resolved,
     home: &str,
     dir_entry: bool,
@@ -389,7 +393,7 @@ async fn upload_into(
     for (at, dir_rel) in &attempts {
         let up =
             Upload { at, parents: &[], dir_rel, dir_entry, file_name, file_mode: 0o600, bytes, uid: r.uid, gid: r.gid };
-        if archive::upload(docker, &r.id, &up).await.map_err(archive_err("uploading"))? {
+        if archive::upload(docker, id, &up).await.map_err(archive_err("uploading"))? {
             return Ok(());
         }
     }
@@ -512,7 +516,7 @@ impl Target for DockerTarget {
     }
 
     fn identity(&self) -> Option<Identity> {
-        self.seen.clone()
+        self.id.clone().map(|container_id| Identity::Docker { container_id })
     }
 
     fn remove<'a>(&'a mut self, loc: &'a Location) -> BoxFuture<'a, Result<bool, TargetError>> {
@@ -531,7 +535,7 @@ impl DockerTarget {
     /// Deleting needs a command in the container (the archive API cannot delete): a running
     /// container with `/bin/sh`.
     async fn do_remove(&mut self, loc: &Location) -> Result<bool, TargetError> {
-        let r = self.resolved()?.clone();
+        let (r, id) = self.located()?;
         // The exec conversation of the fast path ends when its input closes, writing nothing.
         self.session = None;
         let path = loc.auth_path();
@@ -558,7 +562,7 @@ impl DockerTarget {
         // swap a directory on the path for a link to another user's; as themselves, they can
         // only delete what they could delete anyway.
         let user = format!("{}:{}", r.uid, r.gid);
-        match exec_as(&docker, &r.id, &user, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
+        match exec_as(&docker, &id, &user, &["/bin/sh", "-c", REMOVE_SCRIPT, "sh", &path]).await {
             ExecResult::Ok => Ok(true),
             ExecResult::Failed(why) if why.starts_with("exit status 5") => Ok(false),
             ExecResult::Failed(why) if why.starts_with("exit status 4") => Err(symlink_refused(&path)),
