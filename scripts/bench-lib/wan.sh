@@ -109,7 +109,7 @@ wan_put() {
 prep_ssh_wan16() { fresh_auth "$(SSH_AUTH)" && wan_list ssh "$1" && wan_mark; }
 do_ssh_wan16() { xargs -P 16 -I{} bash -c 'wan_put "$1"' _ {} <"$W/targets.ssh"; }
 check_ssh_wan16() { ssh_same ssh "$1" && wan_round_trips ssh "$1"; }
-prep_ssh_wan64() { prep_ssh_wan16; }
+prep_ssh_wan64() { prep_ssh_wan16 "$1"; }
 do_ssh_wan64() { xargs -P 64 -I{} bash -c 'wan_put "$1"' _ {} <"$W/targets.ssh"; }
 check_ssh_wan64() { check_ssh_wan16 "$@"; }
 # The WAN case's floor: the sshds and the delay proxy, which stands for the network and, on this
