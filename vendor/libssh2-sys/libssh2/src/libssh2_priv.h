@@ -825,6 +825,11 @@ struct _LIBSSH2_SESSION {
     size_t startup_data_len;
     unsigned char startup_service[sizeof("ssh-userauth") + 5 - 1];
     size_t startup_service_length;
+    /* llmx: the ssh-userauth service was asked for and its SERVICE_ACCEPT
+       not seen yet (session_startup does not wait for it: the first userauth
+       request goes right behind the service request; see
+       ssh2_service_accepted) */
+    int service_accept_pending;
     struct packet_require_state startup_req_state;
     struct key_exchange_state startup_key_state;
 

@@ -42,6 +42,7 @@
 #include "transport.h"
 #include "channel.h"
 #include "packet.h"
+#include "session.h"
 
 /*
  * Queue a connection request for a listener
@@ -1572,6 +1573,25 @@ int ssh2_packet_burn(LIBSSH2_SESSION *session, ssh2_NB_states *state)
  * requested is available. SSH_DISCONNECT or a SOCKET_DISCONNECTED causes
  * a bailout. packet_types is a null-terminated list of packet_type numbers
  */
+/* llmx: an answer taken while the ssh-userauth service request is unanswered
+   (session_startup no longer waits for it) is given out only once the
+   server's SERVICE_ACCEPT was seen before it; else the answer is freed and
+   the error returned. */
+static int requirev_answer(LIBSSH2_SESSION *session, int rc,
+                           unsigned char **data)
+{
+    int accepted;
+
+    if(rc || !session->service_accept_pending)
+        return rc;
+    accepted = ssh2_service_accepted(session);
+    if(accepted) {
+        SSH2_FREE(session, *data);
+        *data = NULL;
+    }
+    return accepted;
+}
+
 int ssh2_packet_requirev(LIBSSH2_SESSION *session,
                          const unsigned char *packet_types,
                          unsigned char **data, size_t *data_len,
@@ -1583,7 +1603,7 @@ int ssh2_packet_requirev(LIBSSH2_SESSION *session,
                    match_ofs, match_buf, match_len) == 0) {
         /* One of the packets listed was available in the packet brigade */
         state->start = 0;
-        return 0;
+        return requirev_answer(session, 0, data);
     }
 
     if(state->start == 0)
@@ -1612,7 +1632,7 @@ int ssh2_packet_requirev(LIBSSH2_SESSION *session,
             ret = packet_askv(session, packet_types, data, data_len,
                               match_ofs, match_buf, match_len);
             state->start = 0;
-            return ret;
+            return requirev_answer(session, ret, data);
         }
     }
 

@@ -765,37 +765,12 @@ static int session_startup(LIBSSH2_SESSION *session, libssh2_socket_t sock)
             return ssh2_err(session, rc,
                             "Unable to ask for ssh-userauth service");
 
-        session->startup_state = ssh2_NB_state_sent4;
-    }
-
-    if(session->startup_state == ssh2_NB_state_sent4) {
-        struct string_buf buf;
-        rc = ssh2_packet_require(session, SSH_MSG_SERVICE_ACCEPT,
-                                 &session->startup_data,
-                                 &session->startup_data_len, 0, NULL, 0,
-                                 &session->startup_req_state);
-        if(rc)
-            return ssh2_err(session, rc,
-                            "Failed to get response to "
-                            "ssh-userauth request");
-
-        buf.data = session->startup_data;
-        buf.dataptr = buf.data;
-        buf.len = session->startup_data_len;
-
-        /* advance past packet type */
-        buf.dataptr++;
-
-        if(ssh2_match_string(&buf, "ssh-userauth")) {
-            SSH2_SAFEFREE(session, session->startup_data);
-            return ssh2_err(session, LIBSSH2_ERROR_PROTO,
-                            "Invalid response received from server");
-        }
-
-        session->startup_service_length = (sizeof("ssh-userauth") - 1);
-
-        SSH2_SAFEFREE(session, session->startup_data);
-
+        /* llmx: do not wait for SERVICE_ACCEPT here. The caller checks the
+           host key (no traffic) and sends its first userauth request right
+           behind the service request, which the server handles in order:
+           one round trip less. The accept is checked when the first answer
+           to a later request arrives (ssh2_service_accepted). */
+        session->service_accept_pending = 1;
         session->startup_state = ssh2_NB_state_idle;
 
         return 0;
@@ -803,6 +778,72 @@ static int session_startup(LIBSSH2_SESSION *session, libssh2_socket_t sock)
 
     /* for safety return some error */
     return LIBSSH2_ERROR_INVAL;
+}
+
+/* llmx: check a SERVICE_ACCEPT packet (freed here) and clear the pending
+   flag. */
+static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
+                                size_t data_len)
+{
+    struct string_buf buf;
+
+    buf.data = data;
+    buf.dataptr = buf.data;
+    buf.len = data_len;
+
+    /* advance past packet type */
+    buf.dataptr++;
+
+    if(ssh2_match_string(&buf, "ssh-userauth")) {
+        SSH2_FREE(session, data);
+        return ssh2_err(session, LIBSSH2_ERROR_PROTO,
+                        "Invalid response received from server");
+    }
+
+    SSH2_FREE(session, data);
+    session->startup_service_length = (sizeof("ssh-userauth") - 1);
+    session->service_accept_pending = 0;
+
+    return 0;
+}
+
+int ssh2_service_accepted(LIBSSH2_SESSION *session)
+{
+    unsigned char *data;
+    size_t data_len;
+
+    if(!session->service_accept_pending)
+        return 0;
+
+    if(ssh2_packet_ask(session, SSH_MSG_SERVICE_ACCEPT, &data, &data_len,
+                       0, NULL, 0))
+        return ssh2_err(session, LIBSSH2_ERROR_PROTO,
+                        "The server answered before it accepted the "
+                        "ssh-userauth service");
+
+    return service_accept_check(session, data, data_len);
+}
+
+int ssh2_server_sig_algs_wait(LIBSSH2_SESSION *session)
+{
+    unsigned char *data;
+    size_t data_len;
+    int rc;
+
+    while(session->service_accept_pending &&
+          !session->server_sign_algorithms) {
+        if(!ssh2_packet_ask(session, SSH_MSG_SERVICE_ACCEPT, &data,
+                            &data_len, 0, NULL, 0))
+            return service_accept_check(session, data, data_len);
+        rc = ssh2_transport_read(session);
+        if(rc == LIBSSH2_ERROR_EAGAIN)
+            return rc;
+        if(rc < 0)
+            return ssh2_err(session, rc,
+                            "Failed to get response to ssh-userauth request");
+    }
+
+    return 0;
 }
 
 /*

@@ -79,6 +79,20 @@
 
 int ssh2_wait_socket(LIBSSH2_SESSION *session, ssh2_time_t start_time);
 
+/* llmx: when the ssh-userauth service request is still unanswered, take its
+   SERVICE_ACCEPT from the packets already received (a server answers in
+   order, so it is there once any later answer is). 0 when accepted or not
+   pending, else an error (the answer is refused). */
+int ssh2_service_accepted(LIBSSH2_SESSION *session);
+
+/* llmx: for an RSA key, whose signature algorithm (rsa-sha2-512/256, not
+   SHA-1 ssh-rsa) comes from the server-sig-algs of the server's EXT_INFO:
+   read until that EXT_INFO was taken (the server sends it right behind its
+   NEWKEYS, so it has mostly arrived already) or, from a server that sends
+   none, until the SERVICE_ACCEPT came, as stock libssh2 waited in the
+   handshake. 0 when done, EAGAIN when non-blocking, else an error. */
+int ssh2_server_sig_algs_wait(LIBSSH2_SESSION *session);
+
 /* this is the lib-internal set blocking function */
 int ssh2_session_set_blocking(LIBSSH2_SESSION *session, int blocking);
 

@@ -1401,6 +1401,20 @@ retry_auth:
             return ssh2_err(session, LIBSSH2_ERROR_OUT_OF_BOUNDARY,
                             "Username or public key length too large");
 
+        /* llmx: the handshake no longer waits for the ssh-userauth service
+           to be accepted. An RSA key's signature algorithm (rsa-sha2-256 or
+           -512 instead of SHA-1 ssh-rsa) is chosen from the server-sig-algs
+           of the server's EXT_INFO, which comes before that accept: make
+           sure it was read (ssh2_server_sig_algs_wait). Other keys go at
+           once. */
+        if(session->service_accept_pending && pubkeydata_len >= 11 &&
+           ssh2_ntohu32(pubkeydata) >= 7 &&
+           !memcmp(pubkeydata + 4, "ssh-rsa", 7)) {
+            rc = ssh2_server_sig_algs_wait(session);
+            if(rc)
+                return rc;
+        }
+
         /* Zero the whole thing out */
         memset(&session->userauth_pblc_packet_requirev_state, 0,
                sizeof(session->userauth_pblc_packet_requirev_state));
