@@ -132,18 +132,18 @@ o=none; l=; a=
 if [ -L "$d" ]; then o=dirlink
 elif [ -L "$f" ]; then o=symlink
 elif [ ! -e "$f" ]; then :
-elif [ -f "$f" ] && [ -r "$f" ]; then exec 4<"$f" && o=file
+elif [ -f "$f" ] && [ -r "$f" ]; then command exec 4<"$f" && o=file
 else o=unreadable; fi
 if [ -d "$d" ] && [ ! -L "$d" ]; then
   if [ $o = file ]; then l=$(ls -lndL -- "$d" /dev/fd/4 2>/dev/null); else l=$(ls -lnd -- "$d"); fi
   a=${l#*"
 "}; l=${l%%"
 "*}
-  case $l in d*) ;; *) k=$l; l=$a; a=$k;; esac
+  case $l in *' /dev/fd/4') k=$l; l=$a; a=$k;; esac
 fi
 case $l in d*) set -f; set -- $l; set +f; echo "dir $1 $3";; *) echo 'dir none';; esac
 case $o in
-file) case $a in -*) printf '%s\n' "$a";; *) ls -ln "$f" || o=;; esac
+file) case $a in -*' /dev/fd/4') printf '%s\n' "$a";; *) ls -ln "$f" || { o=; echo unreadable; };; esac
   [ -z "$o" ] || cat <&4; exec 4<&-;;
 *) echo $o;;
 esac
@@ -179,7 +179,7 @@ command exec 4<"$t" && mv -f -- "$t" "$f" || { rm -f -- "$t"; exit 3; }
 [ "$w" != file ] || { setfile && echo 'store file' || echo 'store kept'; }
 echo done
 if [ /dev/fd/4 -ef "$f" ] 2>/dev/null; then printf '%s\n' "$l"
-else exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; }; fi && cat <&4
+else command exec 4<"$f" && { ls -lnL /dev/fd/4 2>/dev/null || ls -ln "$f"; }; fi && cat <&4
 "#;
 
 /// The whole script: the shared helper, then the conversation.

@@ -961,8 +961,12 @@ fn a_push_waits_for_six_round_trips_and_a_status_for_five() {
     let rts = proxy.round_trips(2);
     assert_eq!(rts.len(), 2, "one connection each: {rts:?}");
     eprintln!("round trips: push {}, status {}", rts[0], rts[1]);
-    assert!(rts[0] <= 6.0, "push: {} round trips (at most 6)", rts[0]);
-    assert!(rts[1] <= 5.0, "status: {} round trips (at most 5)", rts[1]);
+    // Half a round trip of slack: on a loaded machine the server's answers that belong together
+    // (the exec's success and the header, the exit status and the close) can arrive apart, with
+    // llmx's next message in between, which the proxy counts as a change of direction although
+    // nothing waited for it. A whole round trip more still fails.
+    assert!(rts[0] <= 6.5, "push: {} round trips (at most 6)", rts[0]);
+    assert!(rts[1] <= 5.5, "status: {} round trips (at most 5)", rts[1]);
 
     // An RSA key: its signature algorithm needs the server's EXT_INFO, which comes with the key
     // exchange's reply, so it costs no round trip more.
@@ -974,7 +978,7 @@ fn a_push_waits_for_six_round_trips_and_a_status_for_five() {
     assert_eq!(code, 0, "{out}\n{err}");
     let rts = proxy.round_trips(3);
     assert_eq!(rts.len(), 3, "one connection: {rts:?}");
-    assert!(rts[2] <= 6.0, "push with an RSA key: {} round trips (at most 6)", rts[2]);
+    assert!(rts[2] <= 6.5, "push with an RSA key: {} round trips (at most 6)", rts[2]);
 }
 
 #[test]

@@ -796,6 +796,7 @@ static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
 
     if(ssh2_match_string(&buf, "ssh-userauth")) {
         SSH2_FREE(session, data);
+        session->service_accept_pending = -1;
         return ssh2_err(session, LIBSSH2_ERROR_PROTO,
                         "Invalid response received from server");
     }
@@ -807,6 +808,13 @@ static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
     return 0;
 }
 
+/* llmx: a failed check is final: every later answer is refused too */
+static int service_refused(LIBSSH2_SESSION *session, const char *why)
+{
+    session->service_accept_pending = -1;
+    return ssh2_err(session, LIBSSH2_ERROR_PROTO, why);
+}
+
 int ssh2_service_accepted(LIBSSH2_SESSION *session)
 {
     unsigned char *data;
@@ -814,12 +822,14 @@ int ssh2_service_accepted(LIBSSH2_SESSION *session)
 
     if(!session->service_accept_pending)
         return 0;
+    if(session->service_accept_pending < 0)
+        return service_refused(session, "The server did not accept the "
+                               "ssh-userauth service");
 
     if(ssh2_packet_ask(session, SSH_MSG_SERVICE_ACCEPT, &data, &data_len,
                        0, NULL, 0))
-        return ssh2_err(session, LIBSSH2_ERROR_PROTO,
-                        "The server answered before it accepted the "
-                        "ssh-userauth service");
+        return service_refused(session, "The server answered before it "
+                               "accepted the ssh-userauth service");
 
     return service_accept_check(session, data, data_len);
 }
@@ -830,19 +840,39 @@ int ssh2_server_sig_algs_wait(LIBSSH2_SESSION *session)
     size_t data_len;
     int rc;
 
+    if(session->service_accept_pending < 0)
+        return service_refused(session, "The server did not accept the "
+                               "ssh-userauth service");
+    if(session->startup_req_state.start == 0)
+        session->startup_req_state.start = ssh2_now();
+
     while(session->service_accept_pending &&
           !session->server_sign_algorithms) {
         if(!ssh2_packet_ask(session, SSH_MSG_SERVICE_ACCEPT, &data,
-                            &data_len, 0, NULL, 0))
+                            &data_len, 0, NULL, 0)) {
+            session->startup_req_state.start = 0;
             return service_accept_check(session, data, data_len);
+        }
         rc = ssh2_transport_read(session);
-        if(rc == LIBSSH2_ERROR_EAGAIN)
+        if(rc == LIBSSH2_ERROR_EAGAIN) {
+            /* the same read timeout as a packet wait */
+            if(session->packet_read_timeout -
+               (ssh2_now() - session->startup_req_state.start) <= 0) {
+                session->startup_req_state.start = 0;
+                return ssh2_err(session, LIBSSH2_ERROR_TIMEOUT,
+                                "Timed out waiting for ssh-userauth "
+                                "service");
+            }
             return rc;
-        if(rc < 0)
+        }
+        if(rc < 0) {
+            session->startup_req_state.start = 0;
             return ssh2_err(session, rc,
                             "Failed to get response to ssh-userauth request");
+        }
     }
 
+    session->startup_req_state.start = 0;
     return 0;
 }
 

@@ -1411,8 +1411,12 @@ retry_auth:
            ssh2_ntohu32(pubkeydata) >= 7 &&
            !memcmp(pubkeydata + 4, "ssh-rsa", 7)) {
             rc = ssh2_server_sig_algs_wait(session);
-            if(rc)
+            if(rc) {
+                /* the file and memory entry points read the key into this
+                   before calling and read it again when called again */
+                SSH2_SAFEFREE(session, session->userauth_pblc_method);
                 return rc;
+            }
         }
 
         /* Zero the whole thing out */
@@ -1553,7 +1557,10 @@ retry_auth:
             SSH2_SAFEFREE(session, session->userauth_pblc_packet);
             SSH2_SAFEFREE(session, session->userauth_pblc_method);
             session->userauth_pblc_state = ssh2_NB_state_idle;
-            return ssh2_err(session, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+            /* llmx: a protocol error (no SERVICE_ACCEPT before the answer)
+               is not a refused key */
+            return ssh2_err(session, rc == LIBSSH2_ERROR_PROTO ? rc :
+                            LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
                             "Waiting for USERAUTH response");
         }
 
@@ -1718,7 +1725,9 @@ retry_auth:
                         "Would block waiting for publickey USERAUTH response");
     else if(rc || session->userauth_pblc_data_len < 1) {
         session->userauth_pblc_state = ssh2_NB_state_idle;
-        return ssh2_err(session, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
+        /* llmx: a protocol error is not a refused key */
+        return ssh2_err(session, rc == LIBSSH2_ERROR_PROTO ? rc :
+                        LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED,
                         "Waiting for publickey USERAUTH response");
     }
 
