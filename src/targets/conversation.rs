@@ -91,12 +91,10 @@ d=$1; [ -n "$d" ] || d=$LLMX_HOME; [ -n "$d" ] || d=${HOME:-/}/.llmx
 d=${d%"${d##*[!/]}"}; [ -n "$d" ] || d=/
 f=${d%/}/auth.json
 U=; G=
-[ ! -r /proc/self/status ] || while read -r k U0 k2; do
-  case $k in Uid:) U=$U0;; Gid:) G=$U0; break;; esac
+[ ! -r /proc/self/status ] || while read -r k a b; do
+  case $k in Uid:) U=$a;; Gid:) G=$a; break;; esac
 done </proc/self/status
-case $U in ''|*[!0-9]*) i=$(id); U=${i#uid=}; U=${U%%[!0-9]*}; G=${i#* gid=}; G=${G%%[!0-9]*};; esac
-case $G in ''|*[!0-9]*) G=;; esac
-[ -n "$U" ] || U=$(id -u); [ -n "$G" ] || G=$(id -g)
+case $U in ''|*[!0-9]*) U=$(id -u);; esac; case $G in ''|*[!0-9]*) G=$(id -g);; esac
 printf 'llmx1 %s %s %s\n' "$U" "$G" "$d"
 s=-; c=${d%/}/config.toml
 if [ -f "$c" ] && [ -r "$c" ] && [ ! -L "$c" ]; then

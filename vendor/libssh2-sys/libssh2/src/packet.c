@@ -1568,11 +1568,6 @@ int ssh2_packet_burn(LIBSSH2_SESSION *session, ssh2_NB_states *state)
     return LIBSSH2_ERROR_SOCKET_DISCONNECT;
 }
 
-/*
- * Loops ssh2_transport_read() until one of a list of packet types
- * requested is available. SSH_DISCONNECT or a SOCKET_DISCONNECTED causes
- * a bailout. packet_types is a null-terminated list of packet_type numbers
- */
 /* llmx: an answer taken while the ssh-userauth service request is unanswered
    (session_startup no longer waits for it) is given out only once the
    server's SERVICE_ACCEPT was seen before it; else the answer is freed and
@@ -1592,6 +1587,11 @@ static int requirev_answer(LIBSSH2_SESSION *session, int rc,
     return accepted;
 }
 
+/*
+ * Loops ssh2_transport_read() until one of a list of packet types
+ * requested is available. SSH_DISCONNECT or a SOCKET_DISCONNECTED causes
+ * a bailout. packet_types is a null-terminated list of packet_type numbers
+ */
 int ssh2_packet_requirev(LIBSSH2_SESSION *session,
                          const unsigned char *packet_types,
                          unsigned char **data, size_t *data_len,

@@ -780,6 +780,13 @@ static int session_startup(LIBSSH2_SESSION *session, libssh2_socket_t sock)
     return LIBSSH2_ERROR_INVAL;
 }
 
+/* llmx: a failed check is final: every later answer is refused too */
+static int service_refused(LIBSSH2_SESSION *session, const char *why)
+{
+    session->service_accept_pending = -1;
+    return ssh2_err(session, LIBSSH2_ERROR_PROTO, why);
+}
+
 /* llmx: check a SERVICE_ACCEPT packet (freed here) and clear the pending
    flag. */
 static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
@@ -796,9 +803,8 @@ static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
 
     if(ssh2_match_string(&buf, "ssh-userauth")) {
         SSH2_FREE(session, data);
-        session->service_accept_pending = -1;
-        return ssh2_err(session, LIBSSH2_ERROR_PROTO,
-                        "Invalid response received from server");
+        return service_refused(session,
+                               "Invalid response received from server");
     }
 
     SSH2_FREE(session, data);
@@ -806,13 +812,6 @@ static int service_accept_check(LIBSSH2_SESSION *session, unsigned char *data,
     session->service_accept_pending = 0;
 
     return 0;
-}
-
-/* llmx: a failed check is final: every later answer is refused too */
-static int service_refused(LIBSSH2_SESSION *session, const char *why)
-{
-    session->service_accept_pending = -1;
-    return ssh2_err(session, LIBSSH2_ERROR_PROTO, why);
 }
 
 int ssh2_service_accepted(LIBSSH2_SESSION *session)
